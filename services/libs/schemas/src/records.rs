@@ -1,0 +1,382 @@
+//! Typed records, one per schema in `schemas/`. Field names and types follow the schema
+//! files exactly; the round-trip tests keep them in step.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// A record with a registered schema.
+pub trait Record: Serialize + DeserializeOwned {
+    /// Full name of the schema, as registered.
+    const SCHEMA: &'static str;
+}
+
+macro_rules! record {
+    ($ty:ident, $name:literal) => {
+        impl Record for $ty {
+            const SCHEMA: &'static str = $name;
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EncounterType {
+    Outpatient,
+    Inpatient,
+    Emergency,
+    Telehealth,
+    Other,
+}
+
+/// One clinical encounter (pseudonymous: no PHI).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Encounter {
+    pub event_id: String,
+    pub hospital_id: String,
+    pub encounter_ref: String,
+    pub clinician_ref: String,
+    /// Event time, milliseconds since the Unix epoch.
+    pub occurred_at: i64,
+    pub encounter_type: EncounterType,
+    pub soap_sections_expected: i32,
+    pub soap_sections_completed: i32,
+    pub generation_ms: i64,
+    /// 1..=5 when rated.
+    pub physician_rating: Option<i32>,
+    pub model_version: Option<i64>,
+}
+record!(Encounter, "com.phoenixguardian.events.Encounter");
+
+/// A chunk of a masked, quantized model update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GradientUpdateChunk {
+    pub session_id: String,
+    pub round: i64,
+    pub hospital_id: String,
+    pub model_version: i64,
+    pub dimension: i64,
+    pub chunk_index: i32,
+    pub chunk_count: i32,
+    pub first_parameter: i64,
+    pub ring_bits: i32,
+    #[serde(with = "serde_bytes_compat")]
+    pub values: Vec<u8>,
+}
+record!(GradientUpdateChunk, "com.phoenixguardian.fl.GradientUpdateChunk");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Mechanism {
+    SampledGaussian,
+}
+
+/// Privacy budget spent by one hospital in one round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetSpend {
+    pub event_id: String,
+    pub hospital_id: String,
+    pub session_id: String,
+    pub round: i64,
+    pub mechanism: Mechanism,
+    pub sampling_rate: f64,
+    pub noise_multiplier: f64,
+    pub steps: i64,
+    pub delta: f64,
+    pub occurred_at: i64,
+}
+record!(BudgetSpend, "com.phoenixguardian.privacy.BudgetSpend");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SloKind {
+    Availability,
+    SoapGenerationLatency,
+    InferenceLatency,
+    CdsEvaluationLatency,
+    Other,
+}
+
+/// One good-or-bad observation against an SLO.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloEvent {
+    pub event_id: String,
+    pub service: String,
+    pub hospital_id: Option<String>,
+    pub slo: SloKind,
+    pub good: bool,
+    pub latency_ms: Option<f64>,
+    pub observed_at: i64,
+}
+record!(SloEvent, "com.phoenixguardian.ops.SloEvent");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WindowSize {
+    Minute,
+    Hour,
+    Day,
+}
+
+/// KPIs of one hospital over one tumbling window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KpiRollup {
+    pub hospital_id: String,
+    pub window: WindowSize,
+    pub window_start: i64,
+    pub encounters: i64,
+    pub soap_sections_expected: i64,
+    pub soap_sections_completed: i64,
+    pub generation_ms_p50: Option<f64>,
+    pub generation_ms_p95: Option<f64>,
+    pub generation_ms_p99: Option<f64>,
+    pub ratings: i64,
+    pub rating_sum: i64,
+    pub slo_good: i64,
+    pub slo_total: i64,
+    pub late_corrections: i64,
+}
+record!(KpiRollup, "com.phoenixguardian.kpi.KpiRollup");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BudgetScope {
+    Hospital,
+    Global,
+}
+
+/// Alert levels, in order of severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BudgetLevel {
+    Normal,
+    Warning,
+    High,
+    Critical,
+    Exhausted,
+}
+
+/// Budget of one scope after the last accounted spend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetStatus {
+    pub scope: BudgetScope,
+    pub hospital_id: Option<String>,
+    pub epsilon_spent: f64,
+    pub epsilon_limit: f64,
+    pub delta: f64,
+    pub level: BudgetLevel,
+    pub events: i64,
+    pub last_event_id: Option<String>,
+    pub rounds_left: Option<i64>,
+}
+record!(BudgetStatus, "com.phoenixguardian.privacy.BudgetStatus");
+
+/// A budget level change, or a refused over-budget spend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyAlert {
+    pub alert_id: String,
+    pub scope: BudgetScope,
+    pub hospital_id: Option<String>,
+    pub previous_level: BudgetLevel,
+    pub level: BudgetLevel,
+    pub epsilon_spent: f64,
+    pub epsilon_limit: f64,
+    pub over_budget: bool,
+    pub trigger_event_id: String,
+}
+record!(PrivacyAlert, "com.phoenixguardian.privacy.PrivacyAlert");
+
+/// An aggregated model version; the weights are in S3.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelVersion {
+    pub session_id: String,
+    pub version: i64,
+    pub round: i64,
+    pub parent_version: Option<i64>,
+    pub object_uri: String,
+    pub sha256: String,
+    pub parameters: i64,
+    pub participants: Vec<String>,
+    pub accuracy: Option<f64>,
+}
+record!(ModelVersion, "com.phoenixguardian.fl.ModelVersion");
+
+/// A record that failed to decode or validate, with its origin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub consumer_group: String,
+    pub error_kind: String,
+    pub error: String,
+    #[serde(with = "serde_bytes_compat::option")]
+    pub key: Option<Vec<u8>>,
+    #[serde(with = "serde_bytes_compat::option")]
+    pub payload: Option<Vec<u8>>,
+}
+record!(DeadLetter, "com.phoenixguardian.ops.DeadLetter");
+
+/// Avro `bytes` fields: serialize as a byte string, not as an array of ints.
+mod serde_bytes_compat {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_bytes(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
+            Ok(v.as_bytes().to_vec())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(b) = seq.next_element::<u8>()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(b) => s.serialize_some(&Wrap(b)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+            Ok(Option::<Unwrap>::deserialize(d)?.map(|u| u.0))
+        }
+
+        struct Wrap<'a>(&'a [u8]);
+        impl serde::Serialize for Wrap<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+
+        struct Unwrap(Vec<u8>);
+        impl<'de> Deserialize<'de> for Unwrap {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                super::deserialize(d).map(Unwrap)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Codec;
+
+    #[test]
+    fn every_derived_record_round_trips() {
+        let codec = Codec::embedded();
+        let chunk = GradientUpdateChunk {
+            session_id: "s".into(),
+            round: 1,
+            hospital_id: "h001".into(),
+            model_version: 0,
+            dimension: 3,
+            chunk_index: 0,
+            chunk_count: 1,
+            first_parameter: 0,
+            ring_bits: 32,
+            values: vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+        };
+        assert_eq!(codec.decode::<GradientUpdateChunk>(&codec.encode(&chunk).unwrap()).unwrap(), chunk);
+        let slo = SloEvent {
+            event_id: "x".into(),
+            service: "guardian-agent".into(),
+            hospital_id: None,
+            slo: SloKind::InferenceLatency,
+            good: false,
+            latency_ms: Some(2100.5),
+            observed_at: 5,
+        };
+        assert_eq!(codec.decode::<SloEvent>(&codec.encode(&slo).unwrap()).unwrap(), slo);
+        let rollup = KpiRollup {
+            hospital_id: "h001".into(),
+            window: WindowSize::Hour,
+            window_start: 3_600_000,
+            encounters: 10,
+            soap_sections_expected: 40,
+            soap_sections_completed: 39,
+            generation_ms_p50: Some(1000.0),
+            generation_ms_p95: None,
+            generation_ms_p99: Some(4000.0),
+            ratings: 3,
+            rating_sum: 13,
+            slo_good: 99,
+            slo_total: 100,
+            late_corrections: 0,
+        };
+        assert_eq!(codec.decode::<KpiRollup>(&codec.encode(&rollup).unwrap()).unwrap(), rollup);
+        let status = BudgetStatus {
+            scope: BudgetScope::Global,
+            hospital_id: None,
+            epsilon_spent: 1.5,
+            epsilon_limit: 10.0,
+            delta: 1e-5,
+            level: BudgetLevel::Normal,
+            events: 4,
+            last_event_id: Some("e".into()),
+            rounds_left: Some(12),
+        };
+        assert_eq!(codec.decode::<BudgetStatus>(&codec.encode(&status).unwrap()).unwrap(), status);
+        let alert = PrivacyAlert {
+            alert_id: "a".into(),
+            scope: BudgetScope::Hospital,
+            hospital_id: Some("h002".into()),
+            previous_level: BudgetLevel::Warning,
+            level: BudgetLevel::High,
+            epsilon_spent: 1.6,
+            epsilon_limit: 2.0,
+            over_budget: false,
+            trigger_event_id: "e".into(),
+        };
+        assert_eq!(codec.decode::<PrivacyAlert>(&codec.encode(&alert).unwrap()).unwrap(), alert);
+        let model = ModelVersion {
+            session_id: "s".into(),
+            version: 2,
+            round: 2,
+            parent_version: Some(1),
+            object_uri: "s3://models/sha256/ab".into(),
+            sha256: "ab".into(),
+            parameters: 31,
+            participants: vec!["h001".into(), "h002".into()],
+            accuracy: Some(0.93),
+        };
+        assert_eq!(codec.decode::<ModelVersion>(&codec.encode(&model).unwrap()).unwrap(), model);
+        let dead = DeadLetter {
+            source_topic: "t".into(),
+            source_partition: 2,
+            source_offset: 99,
+            consumer_group: "g".into(),
+            error_kind: "decode".into(),
+            error: "bad header".into(),
+            key: None,
+            payload: Some(vec![0, 255, 7]),
+        };
+        assert_eq!(codec.decode::<DeadLetter>(&codec.encode(&dead).unwrap()).unwrap(), dead);
+    }
+}
