@@ -1,0 +1,359 @@
+#!/usr/bin/env bash
+# The local stack for tests and the demo: Apache Kafka (KRaft, official jars from Maven
+# Central), PostgreSQL 15 and an S3-compatible server, all on 127.0.0.1.
+#
+#   stack.sh install        install what is missing (idempotent; caches outside the repo)
+#   stack.sh up [--dr]      install, then start everything (--dr: a second Kafka cluster)
+#   stack.sh down           stop everything this stack started
+#   stack.sh status         what runs, where, and where the logs are
+#   stack.sh env            print the environment the services and tests read
+#   stack.sh reset          down, then delete all stack data
+#   stack.sh demo [ARGS]    up, then `guardian demo` (release build)
+#
+# Data, logs and the env file live under $GUARDIAN_STACK_DIR (default: <repo>/.stack).
+# Downloaded and built tools live under $GUARDIAN_TOOLS (default:
+# ~/.cache/phoenix-guardian/tools) so a fresh clone reuses them.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+STACK_DIR=${GUARDIAN_STACK_DIR:-$REPO/.stack}
+TOOLS=${GUARDIAN_TOOLS:-$HOME/.cache/phoenix-guardian/tools}
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$REPO/tests/stack/kafka/pom.xml")
+# Keyed by the pom's content: a changed pom resolves into a fresh folder.
+KAFKA_LIBS=$TOOLS/kafka-$KAFKA_VERSION-$(sha1sum "$REPO/tests/stack/kafka/pom.xml" | cut -c1-10)/libs
+S3S_VERSION=0.14.1
+S3S_BIN=$TOOLS/s3s-fs-$S3S_VERSION/bin/s3s-fs
+VENV=$TOOLS/venv
+KAFKA_HEAP=${GUARDIAN_KAFKA_HEAP:-512m}
+READY_SECONDS=${GUARDIAN_READY_SECONDS:-90}
+S3_ACCESS_KEY=guardian
+S3_SECRET_KEY=guardian-local-secret
+PG_USER=guardian
+PG_PASSWORD=guardian-local
+PG_DB=guardian
+
+say() { printf 'stack: %s\n' "$*" >&2; }
+die() { printf 'stack: error: %s\n' "$*" >&2; exit 1; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() {
+  command -v apt-get >/dev/null || die "apt-get not found: install $* by hand"
+  if [ ! -f "$STACK_DIR/.apt-updated" ]; then
+    as_root apt-get update -qq >/dev/null && mkdir -p "$STACK_DIR" && touch "$STACK_DIR/.apt-updated"
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Ports are chosen once (free at that time) and kept: Kafka and PostgreSQL data refer to them.
+port_for() {
+  local name=$1 file=$STACK_DIR/ports
+  mkdir -p "$STACK_DIR"; touch "$file"
+  local port; port=$(sed -n "s/^$name=//p" "$file")
+  if [ -z "$port" ]; then
+    port=$(free_port)
+    echo "$name=$port" >>"$file"
+  fi
+  echo "$port"
+}
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+wait_until() { # wait_until SECONDS DESCRIPTION LOGFILE PIDFILE COMMAND...
+  local seconds=$1 what=$2 log=$3 pidfile=$4; shift 4
+  local deadline=$((SECONDS + seconds))
+  until "$@"; do
+    if [ -n "$pidfile" ] && ! pid_alive "$pidfile"; then
+      tail -n 30 "$log" >&2 || true
+      die "$what exited during start-up; full log: $log"
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      tail -n 30 "$log" >&2 || true
+      die "$what not ready after ${seconds}s; full log: $log"
+    fi
+    sleep 0.5
+  done
+}
+
+# ---------------------------------------------------------------- install
+
+install_java_tools() {
+  command -v java >/dev/null || apt_install openjdk-17-jre-headless
+  command -v mvn >/dev/null || apt_install maven
+  if [ ! -f "$KAFKA_LIBS/.complete" ]; then
+    say "resolving Apache Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_LIBS"
+    rm -rf "$KAFKA_LIBS"; mkdir -p "$KAFKA_LIBS"
+    (cd "$REPO/tests/stack/kafka" && mvn -q -B dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS") || die "maven could not resolve the Kafka jars"
+    touch "$KAFKA_LIBS/.complete"
+  fi
+}
+
+install_postgres() {
+  [ -n "$(pg_bin)" ] || { say "installing PostgreSQL (Debian package)"; apt_install postgresql; }
+  [ -n "$(pg_bin)" ] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
+}
+
+install_s3() {
+  if [ ! -x "$S3S_BIN" ]; then
+    say "building s3s-fs $S3S_VERSION (S3-compatible server; about 11 minutes on 2 cores, cached in $TOOLS)"
+    cargo install "s3s-fs@$S3S_VERSION" --features binary --locked --root "$TOOLS/s3s-fs-$S3S_VERSION" \
+      >"$TOOLS/s3s-fs-install.log" 2>&1 || { tail -n 20 "$TOOLS/s3s-fs-install.log" >&2; die "s3s-fs build failed; log: $TOOLS/s3s-fs-install.log"; }
+  fi
+}
+
+install_python() {
+  # Downstream readers that are not ours (tests) and the peer baselines (benchmarks).
+  if [ ! -f "$VENV/.complete" ]; then
+    say "creating the Python tools venv in $VENV (fastavro, confluent-kafka)"
+    python3 -m venv "$VENV" || { apt_install python3-venv; python3 -m venv "$VENV"; }
+    "$VENV/bin/pip" install -q --disable-pip-version-check fastavro==1.13.1 confluent-kafka==2.16.1 \
+      || die "pip could not install fastavro / confluent-kafka"
+    touch "$VENV/.complete"
+  fi
+}
+
+install_cli_tools() {
+  command -v kcat >/dev/null || { say "installing kcat (benchmark peer)"; apt_install kcat; }
+  command -v curl >/dev/null || apt_install curl
+}
+
+cmd_install() {
+  mkdir -p "$TOOLS" "$STACK_DIR"
+  command -v python3 >/dev/null || apt_install python3
+  install_java_tools
+  install_postgres
+  install_python
+  install_cli_tools
+  install_s3
+  say "installed: kafka $KAFKA_VERSION, $("$(pg_bin)/postgres" --version), s3s-fs $S3S_VERSION, kcat, python venv"
+}
+
+# ---------------------------------------------------------------- kafka
+
+kafka_dir() { echo "$STACK_DIR/kafka-$1"; }
+
+kafka_start() {
+  local cluster=$1 dir; dir=$(kafka_dir "$cluster")
+  local bport cport
+  bport=$(port_for "kafka_${cluster}_broker"); cport=$(port_for "kafka_${cluster}_controller")
+  if pid_alive "$dir/pid"; then
+    port_open "$bport" || die "kafka-$cluster runs (pid $(cat "$dir/pid")) but does not listen on $bport; log: $dir/server.log"
+    return 0
+  fi
+  for p in "$bport" "$cport"; do
+    port_open "$p" && die "port $p (kafka-$cluster) is taken by another program; run '$0 reset' to choose new ports"
+  done
+  mkdir -p "$dir/data"
+  cat >"$dir/server.properties" <<EOF
+# Single combined KRaft node for tests and the demo (generated by tests/stack/stack.sh).
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$bport
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data
+# Topics are declared in topics/ and created by 'guardian topics apply', never implicitly.
+auto.create.topics.enable=false
+num.partitions=1
+# One broker: internal topics cannot have more than one replica.
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Tests start consumers constantly: do not wait for more members before the first assignment.
+group.initial.rebalance.delay.ms=0
+# The 128 MiB default is allocated on the heap.
+log.cleaner.dedupe.buffer.size=16777216
+EOF
+  cat >"$dir/log4j2.properties" <<EOF
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = $dir/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = org.apache.kafka
+logger.kafka.level = info
+EOF
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$dir/log4j2.properties" kafka.tools.StorageTool \
+      format -t "$(java -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)" \
+      -c "$dir/server.properties" >"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "kafka-$cluster storage format failed"; }
+  fi
+  say "starting kafka-$cluster on 127.0.0.1:$bport (log: $dir/server.log)"
+  nohup java -Xms128m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 &
+  echo $! >"$dir/pid"
+  kafka_ready() { port_open "$bport" && grep -q "Kafka Server started" "$dir/server.log" 2>/dev/null; }
+  wait_until "$READY_SECONDS" "kafka-$cluster" "$dir/server.log" "$dir/pid" kafka_ready
+}
+
+# ---------------------------------------------------------------- postgres
+
+pg_run() { # runs a PostgreSQL binary as the postgres user when we are root (initdb refuses root)
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_start() {
+  local dir=$STACK_DIR/pg bin port; bin=$(pg_bin); port=$(port_for postgres)
+  mkdir -p "$dir/run"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir" "$dir/run"
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    local pwfile; pwfile=$(mktemp); echo "postgres-local" >"$pwfile"; chmod 644 "$pwfile"
+    pg_run "$bin/initdb" -D "$dir/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+      --pwfile="$pwfile" -E UTF8 >"$dir/initdb.log" 2>&1 || { rm -f "$pwfile"; cat "$dir/initdb.log" >&2; die "initdb failed"; }
+    rm -f "$pwfile"
+  fi
+  if ! pg_run "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+    port_open "$port" && die "port $port (postgres) is taken by another program; run '$0 reset' to choose new ports"
+    say "starting postgres on 127.0.0.1:$port (log: $dir/postgres.log)"
+    pg_run "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t "$READY_SECONDS" \
+      -o "-p $port -k $dir/run -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null \
+      || { tail -n 30 "$dir/postgres.log" >&2; die "postgres did not start; log: $dir/postgres.log"; }
+  fi
+  local psql=("$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir/run" -p "$port" -U postgres -d postgres)
+  if [ "$(pg_run "${psql[@]}" -tAc "SELECT 1 FROM pg_roles WHERE rolname='$PG_USER'")" != 1 ]; then
+    pg_run "${psql[@]}" -c "CREATE ROLE $PG_USER LOGIN CREATEROLE PASSWORD '$PG_PASSWORD'"
+  fi
+  if [ "$(pg_run "${psql[@]}" -tAc "SELECT 1 FROM pg_database WHERE datname='$PG_DB'")" != 1 ]; then
+    pg_run "${psql[@]}" -c "CREATE DATABASE $PG_DB OWNER $PG_USER"
+  fi
+}
+
+pg_stop() {
+  local dir=$STACK_DIR/pg bin; bin=$(pg_bin)
+  [ -n "$bin" ] && [ -f "$dir/data/PG_VERSION" ] || return 0
+  if pg_run "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+    pg_run "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null && say "stopped postgres"
+  fi
+}
+
+# ---------------------------------------------------------------- s3
+
+s3_start() {
+  local dir=$STACK_DIR/s3 port; port=$(port_for s3)
+  mkdir -p "$dir/data"
+  if pid_alive "$dir/pid"; then return 0; fi
+  port_open "$port" && die "port $port (s3) is taken by another program; run '$0 reset' to choose new ports"
+  say "starting s3s-fs on 127.0.0.1:$port (log: $dir/s3.log)"
+  nohup "$S3S_BIN" --host 127.0.0.1 --port "$port" --access-key "$S3_ACCESS_KEY" \
+    --secret-key "$S3_SECRET_KEY" "$dir/data" >"$dir/s3.log" 2>&1 &
+  echo $! >"$dir/pid"
+  s3_ready() { port_open "$port"; }
+  wait_until "$READY_SECONDS" "s3s-fs" "$dir/s3.log" "$dir/pid" s3_ready
+}
+
+# ---------------------------------------------------------------- commands
+
+write_env() {
+  local f=$STACK_DIR/env
+  {
+    echo "# Generated by tests/stack/stack.sh: source it to reach the local stack."
+    echo "export GUARDIAN_STACK_DIR='$STACK_DIR'"
+    echo "export GUARDIAN_KAFKA_BOOTSTRAP='127.0.0.1:$(port_for kafka_a_broker)'"
+    if [ -f "$(kafka_dir b)/server.properties" ]; then
+      echo "export GUARDIAN_KAFKA_DR_BOOTSTRAP='127.0.0.1:$(port_for kafka_b_broker)'"
+    fi
+    echo "export GUARDIAN_DATABASE_URL='postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$(port_for postgres)/$PG_DB'"
+    echo "export GUARDIAN_S3_ENDPOINT='http://127.0.0.1:$(port_for s3)'"
+    echo "export GUARDIAN_S3_ACCESS_KEY='$S3_ACCESS_KEY'"
+    echo "export GUARDIAN_S3_SECRET_KEY='$S3_SECRET_KEY'"
+    echo "export GUARDIAN_KAFKA_LIBS='$KAFKA_LIBS'"
+    echo "export GUARDIAN_PYTHON='$VENV/bin/python'"
+  } >"$f.tmp"
+  mv "$f.tmp" "$f"
+}
+
+cmd_up() {
+  local dr=false
+  for a in "$@"; do case $a in --dr) dr=true ;; *) die "unknown option for up: $a" ;; esac; done
+  cmd_install
+  # Only Kafka runs as the postgres user's neighbour: keep the stack folder traversable.
+  mkdir -p "$STACK_DIR"; chmod 755 "$STACK_DIR"
+  pg_start
+  s3_start
+  kafka_start a
+  if $dr; then kafka_start b; fi
+  write_env
+  say "up. Environment: $STACK_DIR/env (source it, or run '$0 env')"
+}
+
+stop_pidfile() {
+  local name=$1 pidfile=$2
+  pid_alive "$pidfile" || { rm -f "$pidfile"; return 0; }
+  local pid; pid=$(cat "$pidfile")
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + 30))
+  while kill -0 "$pid" 2>/dev/null; do
+    [ $SECONDS -ge $deadline ] && { kill -KILL "$pid" 2>/dev/null || true; break; }
+    sleep 0.2
+  done
+  rm -f "$pidfile"
+  say "stopped $name"
+}
+
+cmd_down() {
+  for c in b a; do stop_pidfile "kafka-$c" "$(kafka_dir $c)/pid"; done
+  stop_pidfile s3s-fs "$STACK_DIR/s3/pid"
+  pg_stop
+}
+
+cmd_status() {
+  local rc=0 line
+  for c in a b; do
+    local d; d=$(kafka_dir $c)
+    [ -f "$d/server.properties" ] || continue
+    if pid_alive "$d/pid"; then line="up   pid $(cat "$d/pid") 127.0.0.1:$(port_for "kafka_${c}_broker")"; else line="down"; rc=1; fi
+    printf '%-10s %s  log: %s\n' "kafka-$c" "$line" "$d/server.log"
+  done
+  if [ -n "$(pg_bin)" ] && pg_run "$(pg_bin)/pg_ctl" -D "$STACK_DIR/pg/data" status >/dev/null 2>&1; then
+    line="up   127.0.0.1:$(port_for postgres)"; else line="down"; rc=1; fi
+  printf '%-10s %s  log: %s\n' postgres "$line" "$STACK_DIR/pg/postgres.log"
+  if pid_alive "$STACK_DIR/s3/pid"; then line="up   pid $(cat "$STACK_DIR/s3/pid") 127.0.0.1:$(port_for s3)"; else line="down"; rc=1; fi
+  printf '%-10s %s  log: %s\n' s3 "$line" "$STACK_DIR/s3/s3.log"
+  return $rc
+}
+
+cmd_env() { [ -f "$STACK_DIR/env" ] || die "no env file: run '$0 up' first"; cat "$STACK_DIR/env"; }
+
+cmd_reset() { cmd_down; rm -rf "$STACK_DIR"; say "deleted $STACK_DIR"; }
+
+cmd_demo() {
+  cmd_up
+  # shellcheck disable=SC1091
+  . "$STACK_DIR/env"
+  say "building guardian (release)"
+  (cd "$REPO" && cargo build --release -q -p guardian)
+  local target; target=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  exec "$target/release/guardian" demo --topics-dir "$REPO/topics" "$@"
+}
+
+case ${1:-} in
+  install) cmd_install ;;
+  up) shift; cmd_up "$@" ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) cmd_env ;;
+  reset) cmd_reset ;;
+  demo) shift; cmd_demo "$@" ;;
+  -h|--help|help|"") sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) die "unknown command '$1' (try: install, up, down, status, env, reset, demo)" ;;
+esac
