@@ -1,0 +1,134 @@
+//! Client settings. User overrides come first; the keys that decide delivery guarantees
+//! are applied last so no override can weaken them (a warning names any that tried).
+
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+
+/// Where and how to reach Kafka, shared by every client of a service.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    /// Prefix of client ids, e.g. the service name.
+    pub client_id: String,
+    /// Extra librdkafka keys (security, tuning). Safety keys here are ignored.
+    pub overrides: BTreeMap<String, String>,
+}
+
+/// Keys whose value the library decides, per client kind.
+const SAFETY_KEYS: &[&str] = &[
+    "enable.idempotence",
+    "acks",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "isolation.level",
+    "transactional.id",
+];
+
+impl KafkaSettings {
+    pub fn new(bootstrap_servers: impl Into<String>, client_id: impl Into<String>) -> Self {
+        KafkaSettings { bootstrap_servers: bootstrap_servers.into(), client_id: client_id.into(), overrides: BTreeMap::new() }
+    }
+
+    fn base(&self, role: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        c.set("client.id", format!("{}-{role}", self.client_id));
+        // Statistics feed the lag and queue metrics.
+        c.set("statistics.interval.ms", "10000");
+        for (k, v) in &self.overrides {
+            if SAFETY_KEYS.contains(&k.as_str()) {
+                tracing::warn!(key = %k, "ignoring override of a safety-critical kafka setting");
+                continue;
+            }
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// An idempotent producer: no duplicates or reordering on retry, acknowledged by every
+    /// in-sync replica.
+    pub fn producer(&self) -> ClientConfig {
+        let mut c = self.base("producer");
+        if !self.overrides.contains_key("linger.ms") {
+            // A few milliseconds of batching buys an order of magnitude of throughput.
+            c.set("linger.ms", "5");
+        }
+        c.set("enable.idempotence", "true");
+        c.set("acks", "all");
+        c
+    }
+
+    /// A transactional producer for consume-transform-produce.
+    pub fn transactional_producer(&self, transactional_id: &str) -> ClientConfig {
+        let mut c = self.producer();
+        if !self.overrides.contains_key("transaction.timeout.ms") {
+            // An abandoned transaction blocks read_committed readers until it times out.
+            c.set("transaction.timeout.ms", "30000");
+        }
+        c.set("transactional.id", transactional_id);
+        c
+    }
+
+    /// A consumer that commits only offsets the application stored after the effect.
+    pub fn at_least_once_consumer(&self, group_id: &str) -> ClientConfig {
+        let mut c = self.consumer_base(group_id);
+        // Periodic commits of *stored* offsets; offsets are stored only after the effect.
+        c.set("enable.auto.commit", "true");
+        c.set("enable.auto.offset.store", "false");
+        c
+    }
+
+    /// A consumer whose offsets are committed by someone else (a Kafka transaction or a
+    /// PostgreSQL transaction), never automatically.
+    pub fn manual_commit_consumer(&self, group_id: &str) -> ClientConfig {
+        let mut c = self.consumer_base(group_id);
+        c.set("enable.auto.commit", "false");
+        c.set("enable.auto.offset.store", "false");
+        c
+    }
+
+    fn consumer_base(&self, group_id: &str) -> ClientConfig {
+        let mut c = self.base("consumer");
+        c.set("group.id", group_id);
+        if !self.overrides.contains_key("auto.offset.reset") {
+            // Topics are replayable: a new group reads from the start.
+            c.set("auto.offset.reset", "earliest");
+        }
+        // Never see records of aborted transactions.
+        c.set("isolation.level", "read_committed");
+        c
+    }
+
+    /// An admin client.
+    pub fn admin(&self) -> ClientConfig {
+        self.base("admin")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safety_keys_win_over_overrides() {
+        let mut s = KafkaSettings::new("127.0.0.1:9092", "svc");
+        s.overrides.insert("enable.idempotence".into(), "false".into());
+        s.overrides.insert("acks".into(), "1".into());
+        s.overrides.insert("enable.auto.offset.store".into(), "true".into());
+        s.overrides.insert("isolation.level".into(), "read_uncommitted".into());
+        s.overrides.insert("linger.ms".into(), "50".into());
+        let p = s.producer();
+        assert_eq!(p.get("enable.idempotence"), Some("true"));
+        assert_eq!(p.get("acks"), Some("all"));
+        assert_eq!(p.get("linger.ms"), Some("50"));
+        let c = s.at_least_once_consumer("g");
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("isolation.level"), Some("read_committed"));
+        let m = s.manual_commit_consumer("g");
+        assert_eq!(m.get("enable.auto.commit"), Some("false"));
+        let t = s.transactional_producer("tx-1");
+        assert_eq!(t.get("transactional.id"), Some("tx-1"));
+        assert_eq!(t.get("enable.idempotence"), Some("true"));
+    }
+}

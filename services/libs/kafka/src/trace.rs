@@ -1,0 +1,69 @@
+//! W3C trace context (`traceparent`, `tracestate`) in Kafka record headers.
+//!
+//! Producers inject the current span's context; consumers extract it and make it the
+//! parent of the span that processes the record, so one trace follows an event across
+//! services. Uses the globally installed propagator (the runtime crate installs the W3C
+//! one); with none installed, nothing is written and extraction yields an empty context.
+
+use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector};
+use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+struct HeaderInjector(Vec<(String, String)>);
+
+impl Injector for HeaderInjector {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.push((key.to_string(), value));
+    }
+}
+
+struct HeaderExtractor<'a, H: Headers>(&'a H);
+
+impl<H: Headers> Extractor for HeaderExtractor<'_, H> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|h| h.key == key).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|h| h.key).collect()
+    }
+}
+
+/// Adds the current span's trace context to `headers`.
+pub fn inject_current(headers: OwnedHeaders) -> OwnedHeaders {
+    inject(&tracing::Span::current().context(), headers)
+}
+
+/// Adds `cx` to `headers`.
+pub fn inject(cx: &Context, mut headers: OwnedHeaders) -> OwnedHeaders {
+    let mut injector = HeaderInjector(Vec::new());
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(cx, &mut injector));
+    for (key, value) in &injector.0 {
+        headers = headers.insert(Header { key, value: Some(value.as_bytes()) });
+    }
+    headers
+}
+
+/// The trace context carried by a record's headers (empty when there is none).
+pub fn extract(headers: Option<&BorrowedHeaders>) -> Context {
+    match headers {
+        Some(h) => opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(h))),
+        None => Context::new(),
+    }
+}
+
+/// The same, for detached records.
+pub fn extract_owned(headers: Option<&OwnedHeaders>) -> Context {
+    match headers {
+        Some(h) => opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(h))),
+        None => Context::new(),
+    }
+}
+
+/// A span for processing one record, child of the producer's trace when there is one.
+pub fn record_span(topic: &str, partition: i32, offset: i64, parent: Context) -> tracing::Span {
+    let span = tracing::info_span!("kafka.process", messaging.destination = topic, partition, offset);
+    let _ = span.set_parent(parent);
+    span
+}

@@ -1,0 +1,57 @@
+//! Connecting with errors a person can act on: which server, which database, which user,
+//! what went wrong; never the password.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum PgConnectError {
+    #[error("invalid database url {url}: {error}")]
+    Url { url: String, error: String },
+    #[error("cannot connect to postgres at {target}: {error}")]
+    Connect { target: String, error: String },
+}
+
+/// `postgres://user:***@host:port/db`
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A pool of `max_connections`, checked by one round trip before returning.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, PgConnectError> {
+    let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| PgConnectError::Url { url: redact(url), error: e.to_string() })?;
+    let target = format!(
+        "{}:{}/{} as {}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("(default)"),
+        options.get_username()
+    );
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .map_err(|e| PgConnectError::Connect { target, error: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+    }
+}
