@@ -1,1 +1,29 @@
-fn main() {}
+//! `guardian`: every Phoenix Guardian service and ops tool as a subcommand.
+//! Thin on purpose: parse, start telemetry, run, turn an error into one line.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod commands;
+mod common;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let _telemetry = guardian_runtime::telemetry::init("guardian", cli.log_format.into());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -96,7 +96,48 @@ impl Admin {
     }
 
     /// Applies the plan's changes, in order; the first failure stops with its topic named.
+    /// Returns once every created or grown topic is visible in the cluster's metadata, so
+    /// a service started right after sees what was applied.
     pub async fn apply(&self, plan: &Plan) -> Result<(), KafkaClientError> {
+        self.apply_changes(plan).await?;
+        let expected: BTreeMap<String, i32> = plan
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Create { name, partitions, .. } => Some((name.clone(), *partitions)),
+                Change::AddPartitions { name, to, .. } => Some((name.clone(), *to)),
+                Change::SetConfig { .. } => None,
+            })
+            .collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let metadata = self.metadata().await?;
+            let pending: Vec<&String> = expected
+                .iter()
+                .filter(|(name, parts)| {
+                    !metadata.topics().iter().any(|t| {
+                        t.name() == name.as_str()
+                            && t.error().is_none()
+                            && t.partitions().len() as i32 >= **parts
+                            && t.partitions().iter().all(|p| p.leader() >= 0)
+                    })
+                })
+                .map(|(name, _)| name)
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(KafkaClientError::Topic {
+                    topic: pending.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                    error: "not visible in the cluster metadata 30s after the change".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn apply_changes(&self, plan: &Plan) -> Result<(), KafkaClientError> {
         let options = AdminOptions::new().operation_timeout(Some(TIMEOUT)).request_timeout(Some(TIMEOUT));
         for change in &plan.changes {
             match change {

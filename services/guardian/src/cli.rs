@@ -1,0 +1,207 @@
+//! Command-line definitions.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "guardian",
+    version,
+    about = "Phoenix Guardian streams: federated learning, privacy accounting and pilot KPIs over Kafka",
+    long_about = "Phoenix Guardian streams: federated learning, privacy accounting and pilot KPIs over Kafka.\n\n\
+Every service and ops tool is a subcommand. Connection settings come from flags or the\n\
+GUARDIAN_* environment variables that `tests/stack/stack.sh env` prints for the local stack."
+)]
+pub struct Cli {
+    /// Log format on stderr (RUST_LOG filters).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for guardian_runtime::telemetry::LogFormat {
+    fn from(f: LogFormatArg) -> Self {
+        match f {
+            LogFormatArg::Text => guardian_runtime::telemetry::LogFormat::Text,
+            LogFormatArg::Json => guardian_runtime::telemetry::LogFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Declarative topics: create, grow and re-configure topics from topics/*.toml
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// A hospital's guardian agent
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Print a topic's records as JSON lines, decoded with the schemas
+    Tail(TailArgs),
+    /// Database housekeeping
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Run the local demo: topics, synthetic hospitals, consumers, /metrics
+    Demo(DemoArgs),
+    /// Benchmarks that print a table
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Where Kafka is and which topics to use.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers
+    #[arg(long, env = "GUARDIAN_KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    pub bootstrap_servers: String,
+    /// Prefix of every topic name (isolates tests and tenants; empty in production)
+    #[arg(long, env = "GUARDIAN_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+    /// Read the topic catalogue from this folder instead of the one built in
+    #[arg(long, env = "GUARDIAN_TOPICS_DIR")]
+    pub topics_dir: Option<PathBuf>,
+    /// Extra librdkafka setting KEY=VALUE (repeatable; security, tuning)
+    #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub kafka_config: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create missing topics, add partitions and fix configs; prints the diff
+    Apply {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Print the diff without changing anything
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Exit non-zero, listing every difference, when the cluster differs from the catalogue
+    Verify {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
+    /// List the catalogue (no cluster needed)
+    List {
+        /// Read the topic catalogue from this folder instead of the one built in
+        #[arg(long, env = "GUARDIAN_TOPICS_DIR")]
+        topics_dir: Option<PathBuf>,
+        /// Prefix of every topic name
+        #[arg(long, env = "GUARDIAN_TOPIC_PREFIX", default_value = "")]
+        topic_prefix: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Publish synthetic encounters, SLO observations and budget spends for N hospitals
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Number of synthetic hospitals (h001, h002, ...)
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=999))]
+    pub hospitals: u32,
+    /// Encounters per second across all hospitals
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Seed of the generator: the same seed gives the same events
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Stop after this many encounters (default: run until Ctrl-C)
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Fraction of encounters sent as undecodable bytes (exercises the dead-letter path)
+    #[arg(long, default_value_t = 0.0)]
+    pub poison_rate: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Topic role (encounters, budget-spend, dead-letter, ...) or full topic name
+    pub topic: String,
+    /// Start from the beginning (default: only new records)
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Stop after this many records
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop when no record arrived for this many seconds
+    #[arg(long)]
+    pub idle_exit_secs: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Create the tables the services share (Kafka offsets); safe to re-run
+    Migrate {
+        /// PostgreSQL URL
+        #[arg(long, env = "GUARDIAN_DATABASE_URL")]
+        database_url: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// PostgreSQL URL (the demo's consumers keep their offsets and effects there)
+    #[arg(long, env = "GUARDIAN_DATABASE_URL")]
+    pub database_url: String,
+    /// Where /metrics, /healthz and /readyz listen
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub listen: SocketAddr,
+    /// Number of synthetic hospitals
+    #[arg(long, default_value_t = 5)]
+    pub hospitals: u32,
+    /// Encounters per second
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Stop after this many seconds (default: until Ctrl-C)
+    #[arg(long)]
+    pub duration_secs: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Produce and consume throughput of the Kafka library next to kcat, same broker, same run
+    Kafka(BenchKafkaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchKafkaArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Records per measurement
+    #[arg(long, default_value_t = 300_000)]
+    pub records: u64,
+    /// Target size of each Avro record in bytes
+    #[arg(long, default_value_t = 300)]
+    pub record_size: usize,
+    /// Repetitions of each measurement (the best is reported, with the spread)
+    #[arg(long, default_value_t = 3)]
+    pub repeat: u32,
+    /// Path to kcat
+    #[arg(long, default_value = "kcat")]
+    pub kcat: String,
+}

@@ -1,0 +1,28 @@
+//! One module per subcommand.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::{AgentCommand, BenchCommand, Cli, Command, DbCommand};
+
+mod bench;
+mod db;
+mod demo;
+pub mod simulate;
+mod tail;
+mod topics;
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Topics(cmd) => topics::run(cmd).await,
+        Command::Agent(AgentCommand::Simulate(args)) => {
+            simulate::run(args, guardian_runtime::Shutdown::on_signals()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tail(args) => tail::run(args).await,
+        Command::Db(DbCommand::Migrate { database_url }) => db::migrate(&database_url).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Bench(BenchCommand::Kafka(args)) => bench::kafka(args).await,
+    }
+}

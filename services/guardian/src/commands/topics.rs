@@ -1,0 +1,70 @@
+//! `guardian topics apply|verify|list`.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use guardian_topics::plan;
+
+use crate::cli::TopicsCommand;
+use crate::common;
+
+pub async fn run(cmd: TopicsCommand) -> Result<ExitCode> {
+    match cmd {
+        TopicsCommand::List { topics_dir, topic_prefix } => {
+            let catalogue = common::catalogue(topics_dir.as_deref(), &topic_prefix)?;
+            println!("{:<34} {:<18} {:>5} {:>3}  {:<8} {}", "TOPIC", "ROLE", "PARTS", "RF", "CLEANUP", "VALUE SCHEMA");
+            for spec in catalogue.specs() {
+                println!(
+                    "{:<34} {:<18} {:>5} {:>3}  {:<8} {}",
+                    catalogue.name_of(spec),
+                    spec.role,
+                    spec.partitions,
+                    spec.replication_factor,
+                    spec.config.get("cleanup.policy").map(String::as_str).unwrap_or("delete"),
+                    spec.value_schema
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TopicsCommand::Apply { kafka, dry_run } => {
+            let catalogue = common::kafka_catalogue(&kafka)?;
+            let admin = common::admin(&kafka).await?;
+            let names: Vec<String> = catalogue.specs().map(|s| catalogue.name_of(s)).collect();
+            let view = admin.observe(&names).await?;
+            let p = plan(&catalogue, &view.topics, view.brokers);
+            for note in &p.notes {
+                println!("note: {note}");
+            }
+            for change in &p.changes {
+                println!("{change}");
+            }
+            for drift in &p.drift {
+                println!("{drift}");
+            }
+            if p.changes.is_empty() {
+                println!("topics: {} in sync, nothing to change", names.len());
+            } else if dry_run {
+                println!("topics: {} change(s) planned (dry run, nothing changed)", p.changes.len());
+            } else {
+                admin.apply(&p).await?;
+                println!("topics: applied {} change(s)", p.changes.len());
+            }
+            // Drift needs a person: apply succeeded for the rest, but say so in the exit code.
+            Ok(if p.drift.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+        }
+        TopicsCommand::Verify { kafka } => {
+            let catalogue = common::kafka_catalogue(&kafka)?;
+            let admin = common::admin(&kafka).await?;
+            let names: Vec<String> = catalogue.specs().map(|s| catalogue.name_of(s)).collect();
+            let view = admin.observe(&names).await?;
+            let p = plan(&catalogue, &view.topics, view.brokers);
+            if p.is_in_sync() {
+                println!("topics: all {} topics match the catalogue", names.len());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut lines: Vec<String> = p.changes.iter().map(|c| c.to_string()).collect();
+            lines.extend(p.drift.iter().map(|d| d.to_string()));
+            anyhow::bail!("{} topic difference(s) from the catalogue: {}", lines.len(), lines.join("; "))
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Glue shared by the subcommands: settings, the catalogue, the topic check every
+//! service runs before it starts.
+
+use anyhow::{Context, Result, bail};
+use guardian_kafka::KafkaSettings;
+use guardian_kafka::admin::Admin;
+use guardian_schemas::Registry;
+use guardian_topics::{Catalogue, TopicId, plan};
+
+use crate::cli::KafkaArgs;
+
+pub fn settings(args: &KafkaArgs, client: &str) -> KafkaSettings {
+    let mut s = KafkaSettings::new(&args.bootstrap_servers, client);
+    s.overrides.extend(args.kafka_config.iter().cloned());
+    s
+}
+
+pub fn catalogue(topics_dir: Option<&std::path::Path>, prefix: &str) -> Result<Catalogue> {
+    let registry = Registry::embedded();
+    let catalogue = match topics_dir {
+        Some(dir) => Catalogue::load_dir(dir, registry)?,
+        None => Catalogue::embedded(registry)?,
+    };
+    catalogue.require_all_roles()?;
+    Ok(catalogue.with_prefix(prefix)?)
+}
+
+pub fn kafka_catalogue(args: &KafkaArgs) -> Result<Catalogue> {
+    catalogue(args.topics_dir.as_deref(), &args.topic_prefix)
+}
+
+/// Refuses to start when a topic the command needs is missing or differs from the
+/// catalogue (the rule: topics are declared, not improvised).
+pub async fn require_topics(admin: &Admin, catalogue: &Catalogue, needed: &[TopicId]) -> Result<()> {
+    let names: Vec<String> = needed.iter().map(|id| catalogue.topic(*id)).collect::<Result<_, _>>()?;
+    let view = admin.observe(&names).await?;
+    let full = plan(catalogue, &view.topics, view.brokers);
+    let mut problems = Vec::new();
+    for change in &full.changes {
+        let name = match change {
+            guardian_topics::Change::Create { name, .. }
+            | guardian_topics::Change::AddPartitions { name, .. }
+            | guardian_topics::Change::SetConfig { name, .. } => name,
+        };
+        if names.contains(name) {
+            problems.push(change.to_string());
+        }
+    }
+    problems.extend(full.drift.iter().map(|d| d.to_string()));
+    if !problems.is_empty() {
+        bail!("topics differ from the catalogue (run `guardian topics apply`): {}", problems.join("; "));
+    }
+    Ok(())
+}
+
+pub async fn admin(args: &KafkaArgs) -> Result<Admin> {
+    Admin::connect(&settings(args, "guardian-admin")).await.context("kafka")
+}
