@@ -1,1 +1,94 @@
+//! Helpers for tests against the real local stack (`tests/stack/stack.sh up`).
+//!
+//! Endpoints come from the `GUARDIAN_*` environment variables, or from the stack's env
+//! file (`$GUARDIAN_STACK_DIR/env`, default `<repo>/.stack/env`). A test that needs the
+//! stack and cannot find it fails with a message saying how to start it: it never passes
+//! by skipping.
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+/// Endpoints of the local stack.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub kafka_bootstrap: String,
+    pub database_url: String,
+    pub s3_endpoint: String,
+    pub python: String,
+    pub repo: PathBuf,
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../..").canonicalize().expect("repository root")
+}
+
+fn env_file_values(path: &PathBuf) -> BTreeMap<String, String> {
+    let Ok(text) = std::fs::read_to_string(path) else { return BTreeMap::new() };
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+impl Stack {
+    /// The running stack, or a panic that says how to start it.
+    pub fn get() -> Stack {
+        let repo = repo_root();
+        let stack_dir = std::env::var("GUARDIAN_STACK_DIR").map(PathBuf::from).unwrap_or_else(|_| repo.join(".stack"));
+        let file = env_file_values(&stack_dir.join("env"));
+        let var = |k: &str| std::env::var(k).ok().or_else(|| file.get(k).cloned());
+        let need = |k: &str| {
+            var(k).unwrap_or_else(|| {
+                panic!(
+                    "{k} is not set and {} has no value for it: start the stack with `tests/stack/stack.sh up`",
+                    stack_dir.join("env").display()
+                )
+            })
+        };
+        Stack {
+            kafka_bootstrap: need("GUARDIAN_KAFKA_BOOTSTRAP"),
+            database_url: need("GUARDIAN_DATABASE_URL"),
+            s3_endpoint: need("GUARDIAN_S3_ENDPOINT"),
+            python: var("GUARDIAN_PYTHON").unwrap_or_else(|| "python3".into()),
+            repo,
+        }
+    }
+}
+
+/// A name no other test run uses: `<base>-<12 random hex>`.
+pub fn unique(base: &str) -> String {
+    format!("{base}-{:012x}", rand::rng().random::<u64>() & 0xffff_ffff_ffff)
+}
+
+/// Polls `check` until it returns `Some` or `deadline` passes (then panics with `what`).
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until a file exists (a probe's marker), or panics.
+pub async fn wait_for_file(path: &std::path::Path, deadline: Duration) {
+    let p = path.to_path_buf();
+    eventually(&format!("{}", path.display()), deadline, || {
+        let exists = p.exists();
+        async move { exists.then_some(()) }
+    })
+    .await
+}
