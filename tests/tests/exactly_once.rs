@@ -95,7 +95,7 @@ async fn pg_effects_are_exactly_once_across_sigkill() {
         distinct.len()
     );
     assert_eq!(distinct, ids.iter().collect::<BTreeSet<_>>());
-    let stored: i64 = sqlx::query("SELECT sum(next_offset) FROM kafka_offsets WHERE group_id = $1")
+    let stored: i64 = sqlx::query("SELECT sum(next_offset)::bigint FROM kafka_offsets WHERE group_id = $1")
         .bind(&group)
         .fetch_one(&pool)
         .await

@@ -149,7 +149,11 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let _telemetry = guardian_runtime::telemetry::init("pipeline-probe", Default::default());
     let shutdown = Shutdown::on_signals();
-    let settings = KafkaSettings::new(&args.bootstrap, "pipeline-probe");
+    let mut settings = KafkaSettings::new(&args.bootstrap, "pipeline-probe");
+    // The tests SIGKILL this process: a dead member holds its partitions until its session
+    // times out, so keep that short (the broker's minimum) to keep the tests quick.
+    settings.overrides.insert("session.timeout.ms".into(), "6000".into());
+    settings.overrides.insert("heartbeat.interval.ms".into(), "1000".into());
     let pause = Pause { at: args.pause_at, marker: args.marker.clone(), seen: 0 };
     let batch = BatchPolicy { max_records: 500, max_wait: Duration::from_millis(50) };
     match args.mode {

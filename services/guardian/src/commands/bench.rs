@@ -1,10 +1,277 @@
-//! `guardian bench kafka` (filled in below).
-use std::process::ExitCode;
+//! `guardian bench kafka`: produce and consume throughput of the Kafka library next to
+//! kcat (librdkafka's own command-line client) on the same broker, in the same run.
+//!
+//! Both sides move the same number of records of the same size with the same producer
+//! guarantees (idempotence, acks=all, linger.ms=5, no compression). The library's side
+//! is the real path a service takes: typed record -> Avro single-object encoding ->
+//! idempotent producer -> broker -> at-least-once consumer -> Avro decode into the typed
+//! record -> offset stored. kcat sends the very same encoded bytes (newline-delimited
+//! input, so any 0x0A byte is replaced by 0x0B: same sizes, no decoding on its side) and
+//! consumes them to /dev/null. Each measurement uses a fresh topic; the best of
+//! `--repeat` runs is reported with the spread.
 
-use anyhow::Result;
+use std::io::Write;
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use guardian_kafka::admin::Admin;
+use guardian_kafka::dlq::DeadLetterSink;
+use guardian_kafka::{AtLeastOnceConsumer, KafkaSettings, ProcessError, Producer, RecordHandler};
+use guardian_runtime::Shutdown;
+use guardian_schemas::Codec;
+use guardian_schemas::records::{Encounter, EncounterType};
+use guardian_topics::{Change, Plan};
+use rdkafka::message::{BorrowedMessage, Message};
 
 use crate::cli::BenchKafkaArgs;
+use crate::common;
 
-pub async fn kafka(_args: BenchKafkaArgs) -> Result<ExitCode> {
-    anyhow::bail!("not built yet")
+const PARTITIONS: i32 = 3;
+/// Sends in flight at once on the library's side (librdkafka batches them).
+const IN_FLIGHT: usize = 20_000;
+
+/// An encounter whose encoding is `size` bytes (within a byte or two: varint lengths).
+fn record(i: u64, size: usize) -> Encounter {
+    let mut e = Encounter {
+        event_id: format!("bench-{i:012}"),
+        hospital_id: format!("h{:03}", i % 10 + 1),
+        encounter_ref: String::new(),
+        clinician_ref: format!("{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        occurred_at: 1_764_000_000_000 + i as i64,
+        encounter_type: EncounterType::Outpatient,
+        soap_sections_expected: 4,
+        soap_sections_completed: 4,
+        generation_ms: 1200 + (i % 1000) as i64,
+        physician_rating: Some(5),
+        model_version: Some(1),
+    };
+    let bare = Codec::embedded().encode(&e).map(|b| b.len()).unwrap_or(0);
+    e.encounter_ref = "x".repeat(size.saturating_sub(bare + 1));
+    e
+}
+
+struct Measurement {
+    name: &'static str,
+    records: u64,
+    bytes: u64,
+    seconds: f64,
+}
+
+impl Measurement {
+    fn rate(&self) -> f64 {
+        self.records as f64 / self.seconds
+    }
+}
+
+async fn fresh_topic(admin: &Admin, base: &str) -> Result<String> {
+    let name = format!("bench.{base}.{:x}", rand::random::<u32>());
+    let plan = Plan {
+        changes: vec![Change::Create {
+            name: name.clone(),
+            partitions: PARTITIONS,
+            replication_factor: 1,
+            config: Default::default(),
+        }],
+        ..Plan::default()
+    };
+    admin.apply(&plan).await?;
+    Ok(name)
+}
+
+/// Library: encode + send every record, wait for every acknowledgement.
+async fn produce_library(settings: &KafkaSettings, topic: &str, payload_records: &[Encounter]) -> Result<Duration> {
+    let producer = Producer::new(settings)?;
+    let started = Instant::now();
+    let mut sends = futures::stream::iter(payload_records.iter().map(|r| {
+        let producer = producer.clone();
+        async move { producer.send(topic, &r.hospital_id, r).await }
+    }))
+    .buffer_unordered(IN_FLIGHT);
+    while let Some(result) = sends.next().await {
+        result?;
+    }
+    Ok(started.elapsed())
+}
+
+/// Counts decoded records; triggers shutdown once `target` were handled.
+struct Counting {
+    codec: Codec,
+    handled: Arc<AtomicU64>,
+    target: u64,
+    done: Shutdown,
+}
+
+impl RecordHandler for Counting {
+    async fn handle(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), ProcessError> {
+        let _e: Encounter = self.codec.decode(msg.payload().unwrap_or_default())?;
+        if self.handled.fetch_add(1, Ordering::Relaxed) + 1 >= self.target {
+            self.done.trigger();
+        }
+        Ok(())
+    }
+}
+
+/// Library: subscribe from the start, decode every record, store offsets.
+async fn consume_library(settings: &KafkaSettings, topic: &str, dead_letters: &str, records: u64) -> Result<Duration> {
+    let group = format!("bench-consume-{:x}", rand::random::<u32>());
+    let started = Instant::now();
+    let sink = DeadLetterSink::new(Producer::new(settings)?, dead_letters, &group);
+    let consumer = AtLeastOnceConsumer::new(settings, &group, &[topic], sink)?;
+    let done = Shutdown::new();
+    let handled = Arc::new(AtomicU64::new(0));
+    let mut handler =
+        Counting { codec: Codec::embedded(), handled: handled.clone(), target: records, done: done.clone() };
+    let timeout = Duration::from_secs(300);
+    tokio::time::timeout(timeout, consumer.run(&mut handler, done.wait()))
+        .await
+        .with_context(|| format!("library consumer did not finish in {timeout:?}"))??;
+    let elapsed = started.elapsed();
+    let n = handled.load(Ordering::Relaxed);
+    if n < records {
+        bail!("library consumer handled {n} of {records} records");
+    }
+    Ok(elapsed)
+}
+
+fn kcat_common(kcat: &str, bootstrap: &str, topic: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(kcat);
+    c.args(["-b", bootstrap, "-t", topic, "-q"]);
+    c
+}
+
+/// kcat: produce newline-delimited records from a file, same producer settings.
+fn produce_kcat(kcat: &str, bootstrap: &str, topic: &str, input: &std::path::Path) -> Result<Duration> {
+    let started = Instant::now();
+    let out = kcat_common(kcat, bootstrap, topic)
+        .args(["-P", "-K", "\t", "-X", "enable.idempotence=true", "-X", "acks=all", "-X", "linger.ms=5"])
+        .arg("-l")
+        .arg(input)
+        .stdout(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {kcat} (install it: tests/stack/stack.sh install)"))?;
+    let elapsed = started.elapsed();
+    if !out.status.success() {
+        bail!("kcat produce failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(elapsed)
+}
+
+/// kcat: consume the topic from the beginning to its end, output discarded.
+fn consume_kcat(kcat: &str, bootstrap: &str, topic: &str, records: u64) -> Result<Duration> {
+    let started = Instant::now();
+    let out = kcat_common(kcat, bootstrap, topic)
+        .args([
+            "-C",
+            "-o",
+            "beginning",
+            "-e",
+            "-c",
+            &records.to_string(),
+            "-f",
+            "%s\n",
+            "-X",
+            "isolation.level=read_committed",
+        ])
+        .stdout(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {kcat}"))?;
+    let elapsed = started.elapsed();
+    if !out.status.success() {
+        bail!("kcat consume failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(elapsed)
+}
+
+pub async fn kafka(args: BenchKafkaArgs) -> Result<ExitCode> {
+    if args.records == 0 || args.repeat == 0 {
+        bail!("--records and --repeat must be at least 1");
+    }
+    if args.record_size < 120 {
+        bail!("--record-size must be at least 120 bytes (the encounter record's fixed fields)");
+    }
+    let settings = common::settings(&args.kafka, "guardian-bench");
+    let admin = common::admin(&args.kafka).await?;
+    let codec = Codec::embedded();
+    eprintln!("bench: encoding {} records of {} bytes", args.records, args.record_size);
+    let records: Vec<Encounter> = (0..args.records).map(|i| record(i, args.record_size)).collect();
+    let encoded: Vec<Vec<u8>> = records.iter().map(|r| codec.encode(r)).collect::<Result<_, _>>()?;
+    let bytes: u64 = encoded.iter().map(|b| b.len() as u64).sum();
+    let input = std::env::temp_dir().join(format!("guardian-bench-{}.kcat", std::process::id()));
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&input).context("writing the kcat input file")?);
+        for (r, payload) in records.iter().zip(&encoded) {
+            let line: Vec<u8> = payload.iter().map(|&b| if b == b'\n' { 0x0b } else { b }).collect();
+            f.write_all(r.hospital_id.as_bytes())?;
+            f.write_all(b"\t")?;
+            f.write_all(&line)?;
+            f.write_all(b"\n")?;
+        }
+        f.flush()?;
+    }
+    let dead_letters = fresh_topic(&admin, "dead-letters").await?;
+
+    let mut runs: Vec<[Duration; 4]> = Vec::new();
+    let mut created = vec![dead_letters.clone()];
+    for round in 1..=args.repeat {
+        eprintln!("bench: round {round}/{}", args.repeat);
+        let lib_topic = fresh_topic(&admin, "library").await?;
+        let kcat_topic = fresh_topic(&admin, "kcat").await?;
+        created.extend([lib_topic.clone(), kcat_topic.clone()]);
+        let lp = produce_library(&settings, &lib_topic, &records).await?;
+        let kp = produce_kcat(&args.kcat, &args.kafka.bootstrap_servers, &kcat_topic, &input)?;
+        let lc = consume_library(&settings, &lib_topic, &dead_letters, args.records).await?;
+        let kc = consume_kcat(&args.kcat, &args.kafka.bootstrap_servers, &kcat_topic, args.records)?;
+        eprintln!(
+            "bench:   produce library {:.2}s kcat {:.2}s | consume library {:.2}s kcat {:.2}s",
+            lp.as_secs_f64(),
+            kp.as_secs_f64(),
+            lc.as_secs_f64(),
+            kc.as_secs_f64()
+        );
+        runs.push([lp, kp, lc, kc]);
+    }
+    let _ = std::fs::remove_file(&input);
+    if let Err(e) = admin.delete(&created).await {
+        eprintln!("bench: could not delete the bench topics: {e}");
+    }
+
+    let column = |i: usize| -> Vec<f64> { runs.iter().map(|r| r[i].as_secs_f64()).collect() };
+    let names = ["produce: guardian-kafka", "produce: kcat", "consume: guardian-kafka", "consume: kcat"];
+    let ms: Vec<(Measurement, f64)> = (0..4)
+        .map(|i| {
+            let secs = column(i);
+            let best = secs.iter().cloned().fold(f64::INFINITY, f64::min);
+            let worst = secs.iter().cloned().fold(0.0, f64::max);
+            (Measurement { name: names[i], records: args.records, bytes, seconds: best }, worst)
+        })
+        .collect();
+    println!();
+    println!(
+        "{} records of {} bytes ({:.1} MB), {} partitions, best of {} (slowest run in brackets)",
+        args.records,
+        bytes / args.records,
+        bytes as f64 / 1e6,
+        PARTITIONS,
+        args.repeat
+    );
+    println!();
+    println!("| measurement | records/s | MB/s | seconds | vs kcat |");
+    println!("|---|---:|---:|---:|---:|");
+    for (i, (m, worst)) in ms.iter().enumerate() {
+        let peer = &ms[i | 1].0;
+        println!(
+            "| {} | {:.0} | {:.1} | {:.2} ({:.2}) | {:.0}% |",
+            m.name,
+            m.rate(),
+            m.bytes as f64 / 1e6 / m.seconds,
+            m.seconds,
+            worst,
+            100.0 * m.rate() / peer.rate()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

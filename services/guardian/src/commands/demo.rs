@@ -49,7 +49,8 @@ impl PgEffect for Ledger {
 
     async fn apply(&mut self, tx: &mut PgConnection, items: &[Encounter]) -> Result<(), sqlx::Error> {
         let hospitals: Vec<&str> = items.iter().map(|e| e.hospital_id.as_str()).collect();
-        let complete: Vec<i64> = items.iter().map(|e| i64::from(e.soap_sections_completed == e.soap_sections_expected)).collect();
+        let complete: Vec<i64> =
+            items.iter().map(|e| i64::from(e.soap_sections_completed == e.soap_sections_expected)).collect();
         sqlx::query(
             "INSERT INTO demo_encounter_ledger (hospital_id, encounters, soap_complete)
              SELECT h, count(*), sum(c) FROM unnest($1::text[], $2::bigint[]) AS x(h, c) GROUP BY h
@@ -87,9 +88,18 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let pool = guardian_pg::connect(&args.database_url, 4).await?;
     sqlx::raw_sql(LEDGER_DDL).execute(&pool).await.context("creating the demo ledger")?;
     let settings = common::settings(&args.kafka, "guardian-demo");
-    let dlq = DeadLetterSink::new(Producer::new(&settings)?, catalogue.topic(TopicId::DeadLetter)?, "guardian-demo-ledger");
+    let dlq =
+        DeadLetterSink::new(Producer::new(&settings)?, catalogue.topic(TopicId::DeadLetter)?, "guardian-demo-ledger");
     let encounters = catalogue.topic(TopicId::Encounters)?;
-    let consumer = PgOffsetConsumer::new(&settings, pool.clone(), "guardian-demo-ledger", &[&encounters], dlq, BatchPolicy::default()).await?;
+    let consumer = PgOffsetConsumer::new(
+        &settings,
+        pool.clone(),
+        "guardian-demo-ledger",
+        &[&encounters],
+        dlq,
+        BatchPolicy::default(),
+    )
+    .await?;
     readiness.set_ready(true);
 
     println!("metrics:   http://{bound}/metrics");
@@ -97,7 +107,14 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     println!("database:  {} (table demo_encounter_ledger)", guardian_pg::connect::redact(&args.database_url));
     println!("hospitals: {} synthetic, {} encounters/s; Ctrl-C stops", args.hospitals, args.rate);
 
-    let sim_args = SimulateArgs { kafka: args.kafka.clone(), hospitals: args.hospitals, rate: args.rate, seed: 7, count: None, poison_rate: 0.002 };
+    let sim_args = SimulateArgs {
+        kafka: args.kafka.clone(),
+        hospitals: args.hospitals,
+        rate: args.rate,
+        seed: 7,
+        count: None,
+        poison_rate: 0.002,
+    };
     let simulator = tokio::spawn(super::simulate::run(sim_args, shutdown.clone()));
     let ledger = {
         let shutdown = shutdown.clone();
@@ -117,7 +134,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             _ = shutdown.wait() => break,
             _ = report.tick() => {}
         }
-        let rows = sqlx::query("SELECT hospital_id, encounters, soap_complete FROM demo_encounter_ledger ORDER BY hospital_id").fetch_all(&pool).await?;
+        let rows = sqlx::query(
+            "SELECT hospital_id, encounters, soap_complete FROM demo_encounter_ledger ORDER BY hospital_id",
+        )
+        .fetch_all(&pool)
+        .await?;
         let summary: Vec<String> = rows
             .iter()
             .map(|r| {

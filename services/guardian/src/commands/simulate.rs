@@ -114,7 +114,8 @@ pub async fn run(args: SimulateArgs, shutdown: Shutdown) -> Result<Sent> {
     anyhow::ensure!((0.0..=1.0).contains(&args.poison_rate), "--poison-rate must be between 0 and 1");
     let catalogue = common::kafka_catalogue(&args.kafka)?;
     let admin = common::admin(&args.kafka).await?;
-    common::require_topics(&admin, &catalogue, &[TopicId::Encounters, TopicId::SloEvents, TopicId::BudgetSpend]).await?;
+    common::require_topics(&admin, &catalogue, &[TopicId::Encounters, TopicId::SloEvents, TopicId::BudgetSpend])
+        .await?;
     let producer = Producer::new(&common::settings(&args.kafka, "guardian-agent"))?;
     let encounters_topic = catalogue.topic(TopicId::Encounters)?;
     let slo_topic = catalogue.topic(TopicId::SloEvents)?;

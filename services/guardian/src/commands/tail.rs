@@ -25,8 +25,10 @@ pub async fn run(args: TailArgs) -> Result<ExitCode> {
     let view = admin.observe(std::slice::from_ref(&topic)).await?;
     let observed = view.topics.get(&topic).with_context(|| format!("topic {topic} does not exist"))?;
     let settings = common::settings(&args.kafka, "guardian-tail");
-    let consumer: StreamConsumer =
-        settings.manual_commit_consumer(&format!("guardian-tail-{}", std::process::id())).create().context("creating the consumer")?;
+    let consumer: StreamConsumer = settings
+        .manual_commit_consumer(&format!("guardian-tail-{}", std::process::id()))
+        .create()
+        .context("creating the consumer")?;
     let mut tpl = TopicPartitionList::new();
     let start = if args.from_beginning { Offset::Beginning } else { Offset::End };
     for p in 0..observed.partitions {

@@ -9,12 +9,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use guardian_topics::{Change, ObservedTopic, Plan};
-use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::metadata::Metadata;
 
-use crate::error::KafkaClientError;
 use crate::KafkaSettings;
+use crate::error::KafkaClientError;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -42,7 +44,8 @@ impl Admin {
         let mut config = settings.admin();
         // Fail fast and quietly when nothing listens: the error below says it once.
         config.set("log_level", "0");
-        let client: AdminClient<DefaultClientContext> = config.create().map_err(|e| KafkaClientError::Config(e.to_string()))?;
+        let client: AdminClient<DefaultClientContext> =
+            config.create().map_err(|e| KafkaClientError::Config(e.to_string()))?;
         let admin = Admin { client: std::sync::Arc::new(client), bootstrap: settings.bootstrap_servers.clone() };
         admin.metadata().await?;
         Ok(admin)
@@ -50,10 +53,12 @@ impl Admin {
 
     async fn metadata(&self) -> Result<Metadata, KafkaClientError> {
         let client = self.client.clone();
-        crate::blocking(move || client.inner().fetch_metadata(None, TIMEOUT)).await?.map_err(|e| KafkaClientError::Unreachable {
-            bootstrap: self.bootstrap.clone(),
-            seconds: TIMEOUT.as_secs(),
-            error: e.to_string(),
+        crate::blocking(move || client.inner().fetch_metadata(None, TIMEOUT)).await?.map_err(|e| {
+            KafkaClientError::Unreachable {
+                bootstrap: self.bootstrap.clone(),
+                seconds: TIMEOUT.as_secs(),
+                error: e.to_string(),
+            }
         })
     }
 
@@ -71,19 +76,27 @@ impl Admin {
             let replication = t.partitions().iter().map(|p| p.replicas().len() as i32).max().unwrap_or(0);
             topics.insert(
                 t.name().to_string(),
-                ObservedTopic { partitions: t.partitions().len() as i32, replication_factor: replication, config: BTreeMap::new() },
+                ObservedTopic {
+                    partitions: t.partitions().len() as i32,
+                    replication_factor: replication,
+                    config: BTreeMap::new(),
+                },
             );
         }
         if !topics.is_empty() {
             let specifiers: Vec<String> = topics.keys().cloned().collect();
-            let resources: Vec<ResourceSpecifier<'_>> = specifiers.iter().map(|n| ResourceSpecifier::Topic(n)).collect();
+            let resources: Vec<ResourceSpecifier<'_>> =
+                specifiers.iter().map(|n| ResourceSpecifier::Topic(n)).collect();
             let results = self
                 .client
                 .describe_configs(&resources, &AdminOptions::new().request_timeout(Some(TIMEOUT)))
                 .await
                 .map_err(|e| KafkaClientError::kafka("describe configs", e))?;
             for (name, result) in specifiers.iter().zip(results) {
-                let resource = result.map_err(|e| KafkaClientError::Topic { topic: name.clone(), error: format!("describe configs: {e:?}") })?;
+                let resource = result.map_err(|e| KafkaClientError::Topic {
+                    topic: name.clone(),
+                    error: format!("describe configs: {e:?}"),
+                })?;
                 let observed = topics.get_mut(name).expect("described topics were observed");
                 for entry in resource.entries {
                     if let Some(value) = entry.value {
@@ -146,16 +159,30 @@ impl Admin {
                     for (k, v) in config {
                         topic = topic.set(k, v);
                     }
-                    let results = self.client.create_topics([&topic], &options).await.map_err(|e| KafkaClientError::kafka("create topic", e))?;
+                    let results = self
+                        .client
+                        .create_topics([&topic], &options)
+                        .await
+                        .map_err(|e| KafkaClientError::kafka("create topic", e))?;
                     for r in results {
-                        r.map_err(|(topic, code)| KafkaClientError::Topic { topic, error: format!("create failed: {code}") })?;
+                        r.map_err(|(topic, code)| KafkaClientError::Topic {
+                            topic,
+                            error: format!("create failed: {code}"),
+                        })?;
                     }
                 }
                 Change::AddPartitions { name, to, .. } => {
                     let parts = NewPartitions::new(name, *to as usize);
-                    let results = self.client.create_partitions([&parts], &options).await.map_err(|e| KafkaClientError::kafka("create partitions", e))?;
+                    let results = self
+                        .client
+                        .create_partitions([&parts], &options)
+                        .await
+                        .map_err(|e| KafkaClientError::kafka("create partitions", e))?;
                     for r in results {
-                        r.map_err(|(topic, code)| KafkaClientError::Topic { topic, error: format!("adding partitions failed: {code}") })?;
+                        r.map_err(|(topic, code)| KafkaClientError::Topic {
+                            topic,
+                            error: format!("adding partitions failed: {code}"),
+                        })?;
                     }
                 }
                 Change::SetConfig { name, config, .. } => {
@@ -163,9 +190,16 @@ impl Admin {
                     for (k, v) in config {
                         alter = alter.set(k, v);
                     }
-                    let results = self.client.alter_configs([&alter], &options).await.map_err(|e| KafkaClientError::kafka("alter configs", e))?;
+                    let results = self
+                        .client
+                        .alter_configs([&alter], &options)
+                        .await
+                        .map_err(|e| KafkaClientError::kafka("alter configs", e))?;
                     for r in results {
-                        r.map_err(|(_, code)| KafkaClientError::Topic { topic: name.clone(), error: format!("config change failed: {code}") })?;
+                        r.map_err(|(_, code)| KafkaClientError::Topic {
+                            topic: name.clone(),
+                            error: format!("config change failed: {code}"),
+                        })?;
                     }
                 }
             }
@@ -177,7 +211,11 @@ impl Admin {
     pub async fn delete(&self, names: &[String]) -> Result<(), KafkaClientError> {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
-        let results = self.client.delete_topics(&refs, &options).await.map_err(|e| KafkaClientError::kafka("delete topics", e))?;
+        let results = self
+            .client
+            .delete_topics(&refs, &options)
+            .await
+            .map_err(|e| KafkaClientError::kafka("delete topics", e))?;
         for r in results {
             if let Err((topic, code)) = r
                 && code != rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition

@@ -27,7 +27,11 @@ const SAFETY_KEYS: &[&str] = &[
 
 impl KafkaSettings {
     pub fn new(bootstrap_servers: impl Into<String>, client_id: impl Into<String>) -> Self {
-        KafkaSettings { bootstrap_servers: bootstrap_servers.into(), client_id: client_id.into(), overrides: BTreeMap::new() }
+        KafkaSettings {
+            bootstrap_servers: bootstrap_servers.into(),
+            client_id: client_id.into(),
+            overrides: BTreeMap::new(),
+        }
     }
 
     fn base(&self, role: &str) -> ClientConfig {

@@ -118,8 +118,14 @@ impl std::fmt::Debug for AtLeastOnceConsumer {
 }
 
 impl AtLeastOnceConsumer {
-    pub fn new(settings: &KafkaSettings, group: &str, topics: &[&str], dlq: DeadLetterSink) -> Result<Self, KafkaClientError> {
-        let consumer = subscribe(settings.at_least_once_consumer(group), format!("{}-consumer", settings.client_id), topics)?;
+    pub fn new(
+        settings: &KafkaSettings,
+        group: &str,
+        topics: &[&str],
+        dlq: DeadLetterSink,
+    ) -> Result<Self, KafkaClientError> {
+        let consumer =
+            subscribe(settings.at_least_once_consumer(group), format!("{}-consumer", settings.client_id), topics)?;
         let retry = RetryPolicy { max_elapsed: None, ..RetryPolicy::default() };
         Ok(AtLeastOnceConsumer { consumer: Arc::new(consumer), dlq, retry })
     }
@@ -130,7 +136,11 @@ impl AtLeastOnceConsumer {
 
     /// Consumes until `shutdown` resolves or the handler fails fatally, then commits the
     /// stored offsets. Intake stops at once on shutdown; the record in hand is finished.
-    pub async fn run<H: RecordHandler>(&self, handler: &mut H, shutdown: impl Future<Output = ()>) -> Result<ConsumeStats, KafkaClientError> {
+    pub async fn run<H: RecordHandler>(
+        &self,
+        handler: &mut H,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<ConsumeStats, KafkaClientError> {
         let mut shutdown = pin!(shutdown);
         let mut stats = ConsumeStats::default();
         let result = loop {
@@ -155,7 +165,12 @@ impl AtLeastOnceConsumer {
     }
 
     /// Handles one record to completion, then stores its offset.
-    async fn process<H: RecordHandler>(&self, handler: &mut H, msg: &BorrowedMessage<'_>, stats: &mut ConsumeStats) -> Result<(), KafkaClientError> {
+    async fn process<H: RecordHandler>(
+        &self,
+        handler: &mut H,
+        msg: &BorrowedMessage<'_>,
+        stats: &mut ConsumeStats,
+    ) -> Result<(), KafkaClientError> {
         let span = trace::record_span(msg.topic(), msg.partition(), msg.offset(), trace::extract(msg.headers()));
         let mut delays = self.retry.delays();
         let started = std::time::Instant::now();
@@ -171,11 +186,15 @@ impl AtLeastOnceConsumer {
                 other => break other,
             }
         };
-        metrics::histogram!(m::HANDLER_SECONDS, m::TOPIC => msg.topic().to_string()).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::HANDLER_SECONDS, m::TOPIC => msg.topic().to_string())
+            .record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(()) => stats.handled += 1,
             Err(ProcessError::Poison { kind, error }) => {
-                crate::retry::retry("dead-letter", &self.retry, KafkaClientError::is_retryable, || self.dlq.send(msg, kind, &error)).await?;
+                crate::retry::retry("dead-letter", &self.retry, KafkaClientError::is_retryable, || {
+                    self.dlq.send(msg, kind, &error)
+                })
+                .await?;
                 stats.dead_lettered += 1;
             }
             Err(ProcessError::Fatal(error)) => return Err(KafkaClientError::Handler(error)),

@@ -4,12 +4,12 @@
 
 use std::sync::Mutex;
 
+use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
-use rdkafka::TopicPartitionList;
 
 use crate::metrics as m;
 
@@ -53,7 +53,9 @@ impl ClientContext for GuardianContext {
                 tracing::error!(target: "librdkafka", client, fac, "{log_message}")
             }
             RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", client, fac, "{log_message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", client, fac, "{log_message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", client, fac, "{log_message}")
+            }
             RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", client, fac, "{log_message}"),
         }
     }

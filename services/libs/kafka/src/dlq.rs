@@ -6,8 +6,8 @@
 //! Sending is at least once: a crash between the dead letter and the offset store sends
 //! it again on restart, never loses it.
 
-use guardian_schemas::records::DeadLetter;
 use guardian_schemas::Codec;
+use guardian_schemas::records::DeadLetter;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 
 use crate::error::KafkaClientError;
@@ -26,7 +26,13 @@ pub const H_GROUP: &str = "dlq.consumer.group";
 const MAX_ERROR_LEN: usize = 2000;
 
 /// Builds the dead-letter record for `msg`.
-pub fn build(msg: &impl Message, group: &str, kind: &str, error: &str, codec: &Codec) -> Result<Outbound, KafkaClientError> {
+pub fn build(
+    msg: &impl Message,
+    group: &str,
+    kind: &str,
+    error: &str,
+    codec: &Codec,
+) -> Result<Outbound, KafkaClientError> {
     let error: String = error.chars().take(MAX_ERROR_LEN).collect();
     let partition = msg.partition().to_string();
     let offset = msg.offset().to_string();
@@ -75,9 +81,17 @@ impl DeadLetterSink {
     /// Sends the dead letter and waits for the broker's acknowledgement.
     pub async fn send(&self, msg: &impl Message, kind: &str, error: &str) -> Result<(), KafkaClientError> {
         let out = build(msg, &self.group, kind, error, self.producer.codec())?;
-        tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), kind, error, "dead-lettering record");
+        tracing::warn!(
+            topic = msg.topic(),
+            partition = msg.partition(),
+            offset = msg.offset(),
+            kind,
+            error,
+            "dead-lettering record"
+        );
         self.producer.send_bytes(&self.topic, out.key.as_deref(), &out.payload, out.headers).await?;
-        metrics::counter!(m::DEAD_LETTERS, m::TOPIC => msg.topic().to_string(), m::KIND => kind.to_string()).increment(1);
+        metrics::counter!(m::DEAD_LETTERS, m::TOPIC => msg.topic().to_string(), m::KIND => kind.to_string())
+            .increment(1);
         Ok(())
     }
 }

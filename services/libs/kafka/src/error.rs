@@ -41,7 +41,9 @@ impl KafkaClientError {
             KafkaClientError::Kafka { error: KafkaError::Transaction(e), .. } => e.is_fatal(),
             KafkaClientError::Kafka { error, .. } => matches!(
                 error.rdkafka_error_code(),
-                Some(RDKafkaErrorCode::Fatal | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
+                Some(
+                    RDKafkaErrorCode::Fatal | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch
+                )
             ),
             _ => false,
         }

@@ -38,11 +38,9 @@ pub use consumer::{AtLeastOnceConsumer, BatchPolicy, RecordHandler};
 pub use context::GuardianContext;
 pub use error::{KafkaClientError, ProcessError};
 pub use producer::Producer;
-pub use txn::{Outbound, Transform, TransactionalPipeline};
+pub use txn::{Outbound, TransactionalPipeline, Transform};
 
 /// Runs a blocking librdkafka call off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, KafkaClientError> {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, KafkaClientError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| KafkaClientError::Internal(format!("blocking task failed: {e}")))
 }

@@ -6,8 +6,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
+use backoff::backoff::Backoff;
 
 use crate::metrics as m;
 
@@ -23,7 +23,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { initial: Duration::from_millis(100), max_interval: Duration::from_secs(10), max_elapsed: Some(Duration::from_secs(120)) }
+        RetryPolicy {
+            initial: Duration::from_millis(100),
+            max_interval: Duration::from_secs(10),
+            max_elapsed: Some(Duration::from_secs(120)),
+        }
     }
 }
 
@@ -46,7 +50,12 @@ impl RetryPolicy {
 
 /// Runs `op` until it succeeds, fails with an error `is_retryable` rejects, or the policy
 /// gives up (the last error is returned).
-pub async fn retry<T, E, F, Fut>(operation: &'static str, policy: &RetryPolicy, is_retryable: impl Fn(&E) -> bool, mut op: F) -> Result<T, E>
+pub async fn retry<T, E, F, Fut>(
+    operation: &'static str,
+    policy: &RetryPolicy,
+    is_retryable: impl Fn(&E) -> bool,
+    mut op: F,
+) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -75,12 +84,20 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn fast() -> RetryPolicy {
-        RetryPolicy { initial: Duration::from_millis(1), max_interval: Duration::from_millis(4), max_elapsed: Some(Duration::from_millis(500)) }
+        RetryPolicy {
+            initial: Duration::from_millis(1),
+            max_interval: Duration::from_millis(4),
+            max_elapsed: Some(Duration::from_millis(500)),
+        }
     }
 
     #[test]
     fn delays_are_capped_and_jittered() {
-        let p = RetryPolicy { initial: Duration::from_millis(100), max_interval: Duration::from_secs(1), max_elapsed: None };
+        let p = RetryPolicy {
+            initial: Duration::from_millis(100),
+            max_interval: Duration::from_secs(1),
+            max_elapsed: None,
+        };
         let d: Vec<_> = p.delays().take(20).collect();
         assert_eq!(d.len(), 20);
         assert!(d.iter().all(|d| *d <= Duration::from_millis(1500)), "{d:?}");
@@ -90,10 +107,15 @@ mod tests {
     #[tokio::test]
     async fn transient_errors_are_retried_until_success() {
         let calls = AtomicU32::new(0);
-        let r: Result<u32, String> = retry("t", &fast(), |_| true, || async {
-            let n = calls.fetch_add(1, Ordering::SeqCst);
-            if n < 3 { Err("busy".to_string()) } else { Ok(n) }
-        })
+        let r: Result<u32, String> = retry(
+            "t",
+            &fast(),
+            |_| true,
+            || async {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                if n < 3 { Err("busy".to_string()) } else { Ok(n) }
+            },
+        )
         .await;
         assert_eq!(r, Ok(3));
     }
@@ -101,10 +123,15 @@ mod tests {
     #[tokio::test]
     async fn permanent_errors_are_not_retried() {
         let calls = AtomicU32::new(0);
-        let r: Result<(), String> = retry("t", &fast(), |_| false, || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err("bad".to_string())
-        })
+        let r: Result<(), String> = retry(
+            "t",
+            &fast(),
+            |_| false,
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err("bad".to_string())
+            },
+        )
         .await;
         assert!(r.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 1);

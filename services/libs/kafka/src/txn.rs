@@ -93,7 +93,9 @@ impl TransactionalPipeline {
             .map_err(|e| KafkaClientError::Config(e.to_string()))?;
         let producer = Arc::new(producer);
         let p = producer.clone();
-        crate::blocking(move || p.init_transactions(TXN_TIMEOUT)).await?.map_err(|e| KafkaClientError::kafka("init transactions", e))?;
+        crate::blocking(move || p.init_transactions(TXN_TIMEOUT))
+            .await?
+            .map_err(|e| KafkaClientError::kafka("init transactions", e))?;
         Ok(TransactionalPipeline {
             consumer: Arc::new(consumer),
             producer,
@@ -106,7 +108,11 @@ impl TransactionalPipeline {
 
     /// Runs until `shutdown` resolves (the batch in hand is committed first) or a fatal
     /// error.
-    pub async fn run<T: Transform>(&self, transform: &mut T, shutdown: impl Future<Output = ()>) -> Result<PipelineStats, KafkaClientError> {
+    pub async fn run<T: Transform>(
+        &self,
+        transform: &mut T,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<PipelineStats, KafkaClientError> {
         let mut shutdown = pin!(shutdown);
         let mut stats = PipelineStats::default();
         loop {
@@ -117,7 +123,12 @@ impl TransactionalPipeline {
         }
     }
 
-    async fn process_batch<T: Transform>(&self, transform: &mut T, batch: &[OwnedMessage], stats: &mut PipelineStats) -> Result<(), KafkaClientError> {
+    async fn process_batch<T: Transform>(
+        &self,
+        transform: &mut T,
+        batch: &[OwnedMessage],
+        stats: &mut PipelineStats,
+    ) -> Result<(), KafkaClientError> {
         self.producer.begin_transaction().map_err(|e| KafkaClientError::kafka("begin transaction", e))?;
         let mut produced = 0u64;
         let mut dead = 0u64;
@@ -127,7 +138,8 @@ impl TransactionalPipeline {
             let tp = (msg.topic().to_string(), msg.partition());
             first_offsets.entry(tp.clone()).or_insert(msg.offset());
             next_offsets.insert(tp, msg.offset() + 1);
-            let span = trace::record_span(msg.topic(), msg.partition(), msg.offset(), trace::extract_owned(msg.headers()));
+            let span =
+                trace::record_span(msg.topic(), msg.partition(), msg.offset(), trace::extract_owned(msg.headers()));
             let result = span.in_scope(|| {
                 transform.transform(msg).map(|mut outputs| {
                     // Outputs carry the trace of the record they came from.
@@ -166,9 +178,14 @@ impl TransactionalPipeline {
         }
         let mut offsets = TopicPartitionList::new();
         for ((topic, partition), next) in &next_offsets {
-            offsets.add_partition_offset(topic, *partition, Offset::Offset(*next)).map_err(|e| KafkaClientError::kafka("offsets", e))?;
+            offsets
+                .add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .map_err(|e| KafkaClientError::kafka("offsets", e))?;
         }
-        let metadata = self.consumer.group_metadata().ok_or_else(|| KafkaClientError::Internal("consumer has no group metadata".into()))?;
+        let metadata = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| KafkaClientError::Internal("consumer has no group metadata".into()))?;
         let producer = self.producer.clone();
         let committed = crate::blocking(move || {
             producer.send_offsets_to_transaction(&offsets, &metadata, TXN_TIMEOUT)?;
@@ -198,7 +215,8 @@ impl TransactionalPipeline {
     }
 
     async fn enqueue(&self, out: Outbound) -> Result<(), KafkaClientError> {
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&out.topic).payload(out.payload.as_slice()).headers(out.headers);
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&out.topic).payload(out.payload.as_slice()).headers(out.headers);
         if let Some(key) = out.key.as_deref() {
             record = record.key(key);
         }
@@ -219,7 +237,9 @@ impl TransactionalPipeline {
 
     async fn abort_and_rewind(&self, first_offsets: &BTreeMap<(String, i32), i64>) -> Result<(), KafkaClientError> {
         let producer = self.producer.clone();
-        crate::blocking(move || producer.abort_transaction(TXN_TIMEOUT)).await?.map_err(|e| KafkaClientError::kafka("abort transaction", e))?;
+        crate::blocking(move || producer.abort_transaction(TXN_TIMEOUT))
+            .await?
+            .map_err(|e| KafkaClientError::kafka("abort transaction", e))?;
         metrics::counter!(m::TRANSACTIONS, m::OUTCOME => "aborted").increment(1);
         for ((topic, partition), offset) in first_offsets {
             if let Err(e) = self.consumer.seek(topic, *partition, Offset::Offset(*offset), Duration::from_secs(10)) {

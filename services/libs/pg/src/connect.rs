@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -29,7 +29,14 @@ pub fn redact(url: &str) -> String {
 
 /// A pool of `max_connections`, checked by one round trip before returning.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, PgConnectError> {
-    let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| PgConnectError::Url { url: redact(url), error: e.to_string() })?;
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(PgConnectError::Url {
+            url: redact(url),
+            error: "expected postgres://user:password@host:port/database".into(),
+        });
+    }
+    let options: PgConnectOptions =
+        url.parse().map_err(|e: sqlx::Error| PgConnectError::Url { url: redact(url), error: e.to_string() })?;
     let target = format!(
         "{}:{}/{} as {}",
         options.get_host(),
@@ -53,5 +60,11 @@ mod tests {
     fn passwords_never_reach_messages() {
         assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+    }
+
+    #[tokio::test]
+    async fn other_schemes_are_refused_before_any_connection() {
+        let err = connect("mysql://u:secret@h/db", 1).await.unwrap_err().to_string();
+        assert!(err.starts_with("invalid database url mysql://u:***@h/db"), "{err}");
     }
 }

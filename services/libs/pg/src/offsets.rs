@@ -32,7 +32,11 @@ pub async fn stored(pool: &PgPool, group: &str, topic: &str, partition: i32) -> 
 
 /// Inside a transaction: locks the offsets rows of `partitions` (creating missing ones)
 /// and returns their next offsets. Concurrent holders of the same partitions wait here.
-pub async fn lock(tx: &mut PgConnection, group: &str, partitions: &[(String, i32)]) -> Result<BTreeMap<(String, i32), i64>, sqlx::Error> {
+pub async fn lock(
+    tx: &mut PgConnection,
+    group: &str,
+    partitions: &[(String, i32)],
+) -> Result<BTreeMap<(String, i32), i64>, sqlx::Error> {
     let topics: Vec<&str> = partitions.iter().map(|(t, _)| t.as_str()).collect();
     let parts: Vec<i32> = partitions.iter().map(|(_, p)| *p).collect();
     sqlx::query(
@@ -61,7 +65,11 @@ pub async fn lock(tx: &mut PgConnection, group: &str, partitions: &[(String, i32
 }
 
 /// Inside the same transaction: records the next offsets.
-pub async fn advance(tx: &mut PgConnection, group: &str, next: &BTreeMap<(String, i32), i64>) -> Result<(), sqlx::Error> {
+pub async fn advance(
+    tx: &mut PgConnection,
+    group: &str,
+    next: &BTreeMap<(String, i32), i64>,
+) -> Result<(), sqlx::Error> {
     let topics: Vec<&str> = next.keys().map(|(t, _)| t.as_str()).collect();
     let parts: Vec<i32> = next.keys().map(|(_, p)| *p).collect();
     let offsets: Vec<i64> = next.values().copied().collect();

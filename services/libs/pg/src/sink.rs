@@ -66,9 +66,17 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
 
 impl PgOffsetConsumer {
     /// Creates the offsets table if needed and subscribes.
-    pub async fn new(settings: &KafkaSettings, pool: PgPool, group: &str, topics: &[&str], dlq: DeadLetterSink, batch: BatchPolicy) -> Result<Self, KafkaClientError> {
+    pub async fn new(
+        settings: &KafkaSettings,
+        pool: PgPool,
+        group: &str,
+        topics: &[&str],
+        dlq: DeadLetterSink,
+        batch: BatchPolicy,
+    ) -> Result<Self, KafkaClientError> {
         offsets::migrate(&pool).await.map_err(|e| KafkaClientError::Handler(format!("creating kafka_offsets: {e}")))?;
-        let consumer = subscribe(settings.manual_commit_consumer(group), format!("{}-pg-consumer", settings.client_id), topics)?;
+        let consumer =
+            subscribe(settings.manual_commit_consumer(group), format!("{}-pg-consumer", settings.client_id), topics)?;
         Ok(PgOffsetConsumer {
             consumer: Arc::new(consumer),
             pool,
@@ -81,7 +89,11 @@ impl PgOffsetConsumer {
 
     /// Runs until `shutdown` resolves (the batch in hand is finished first) or a
     /// permanent error.
-    pub async fn run<E: PgEffect>(&self, effect: &mut E, shutdown: impl Future<Output = ()>) -> Result<PgRunStats, KafkaClientError> {
+    pub async fn run<E: PgEffect>(
+        &self,
+        effect: &mut E,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<PgRunStats, KafkaClientError> {
         let mut shutdown = pin!(shutdown);
         let mut stats = PgRunStats::default();
         // Partitions assigned since their stored offset was last checked.
@@ -122,7 +134,11 @@ impl PgOffsetConsumer {
 
     /// For partitions newly assigned: when the batch does not start at the stored offset,
     /// drop the partition's records and seek there (PostgreSQL is the source of truth).
-    async fn seek_to_stored(&self, batch: &mut Vec<OwnedMessage>, unchecked: &mut BTreeSet<(String, i32)>) -> Result<(), KafkaClientError> {
+    async fn seek_to_stored(
+        &self,
+        batch: &mut Vec<OwnedMessage>,
+        unchecked: &mut BTreeSet<(String, i32)>,
+    ) -> Result<(), KafkaClientError> {
         let mut reposition: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut seen: BTreeSet<(String, i32)> = BTreeSet::new();
         for msg in batch.iter() {
@@ -152,7 +168,12 @@ impl PgOffsetConsumer {
         Ok(())
     }
 
-    async fn apply_batch<E: PgEffect>(&self, effect: &mut E, batch: &[OwnedMessage], stats: &mut PgRunStats) -> Result<(), BatchError> {
+    async fn apply_batch<E: PgEffect>(
+        &self,
+        effect: &mut E,
+        batch: &[OwnedMessage],
+        stats: &mut PgRunStats,
+    ) -> Result<(), BatchError> {
         let partitions: Vec<(String, i32)> =
             batch.iter().map(|m| (m.topic().to_string(), m.partition())).collect::<BTreeSet<_>>().into_iter().collect();
         let mut tx = self.pool.begin().await?;
@@ -168,20 +189,25 @@ impl PgOffsetConsumer {
                 continue;
             }
             next.insert(tp, msg.offset() + 1);
-            let span = trace::record_span(msg.topic(), msg.partition(), msg.offset(), trace::extract_owned(msg.headers()));
+            let span =
+                trace::record_span(msg.topic(), msg.partition(), msg.offset(), trace::extract_owned(msg.headers()));
             match span.in_scope(|| effect.prepare(msg)) {
                 Ok(item) => items.push(item),
                 Err(ProcessError::Poison { kind, error }) => poison.push((msg, kind, error)),
-                Err(ProcessError::Transient(e)) | Err(ProcessError::Fatal(e)) => return Err(BatchError::Fatal(format!("prepare must not fail transiently: {e}"))),
+                Err(ProcessError::Transient(e)) | Err(ProcessError::Fatal(e)) => {
+                    return Err(BatchError::Fatal(format!("prepare must not fail transiently: {e}")));
+                }
             }
         }
         if !items.is_empty() {
             effect.apply(&mut tx, &items).await?;
         }
         for (msg, kind, error) in &poison {
-            guardian_kafka::retry::retry("dead-letter", &self.retry, KafkaClientError::is_retryable, || self.dlq.send(*msg, kind, error))
-                .await
-                .map_err(BatchError::Kafka)?;
+            guardian_kafka::retry::retry("dead-letter", &self.retry, KafkaClientError::is_retryable, || {
+                self.dlq.send(*msg, kind, error)
+            })
+            .await
+            .map_err(BatchError::Kafka)?;
         }
         if !next.is_empty() {
             offsets::advance(&mut tx, &self.group, &next).await?;

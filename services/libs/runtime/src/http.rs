@@ -55,7 +55,11 @@ pub fn ops_router(metrics: PrometheusHandle, readiness: Readiness) -> Router {
         .route(
             "/readyz",
             get(|State(s): State<AppState>| async move {
-                if s.readiness.is_ready() { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+                if s.readiness.is_ready() {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                }
             }),
         )
         .with_state(AppState { metrics, readiness })

@@ -1,13 +1,15 @@
 //! Logs and traces.
 //!
 //! Logs go to stderr through `tracing` (`RUST_LOG` filters, default `info`; `--log-format
-//! json` for machines). Spans are OpenTelemetry spans: always created (so trace ids
-//! propagate through Kafka headers with the W3C propagator), exported over OTLP/HTTP
-//! only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! json` for machines). Spans are OpenTelemetry spans: always created at info level and
+//! above, whatever `RUST_LOG` says (it filters only the log output), so trace ids
+//! propagate through Kafka headers with the W3C propagator; exported over OTLP/HTTP only
+//! when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -51,9 +53,9 @@ pub fn init(service: &str, format: LogFormat) -> TelemetryGuard {
         LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed(),
     };
     let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(fmt.with_filter(filter))
+        // Its own filter: quieting the logs must not break trace propagation.
+        .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(LevelFilter::INFO))
         .try_init();
     TelemetryGuard { provider }
 }

@@ -53,11 +53,9 @@ impl Codec {
 
     /// Encodes a generic Avro value with the named schema.
     pub fn encode_value(&self, entry: &SchemaEntry, value: Value) -> Result<Vec<u8>, SchemaError> {
-        let value = value
-            .resolve(&entry.schema)
-            .map_err(|e| SchemaError::Mismatch(format!("{}: {e}", entry.name)))?;
-        let datum = to_avro_datum(&entry.schema, value)
-            .map_err(|e| SchemaError::Mismatch(format!("{}: {e}", entry.name)))?;
+        let value = value.resolve(&entry.schema).map_err(|e| SchemaError::Mismatch(format!("{}: {e}", entry.name)))?;
+        let datum =
+            to_avro_datum(&entry.schema, value).map_err(|e| SchemaError::Mismatch(format!("{}: {e}", entry.name)))?;
         match self.format {
             WireFormat::SingleObject => {
                 let mut out = Vec::with_capacity(SINGLE_OBJECT_HEADER_LEN + datum.len());
@@ -124,8 +122,8 @@ impl Codec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::*;
     use crate::Registry;
+    use crate::records::*;
     use proptest::prelude::*;
 
     fn spend() -> BudgetSpend {

@@ -41,7 +41,8 @@ mod tests {
     #[test]
     fn removing_an_enum_symbol_is_not() {
         let v1 = r#"{"type":"record","name":"R","fields":[{"name":"e","type":{"type":"enum","name":"E","symbols":["A","B"]}}]}"#;
-        let v2 = r#"{"type":"record","name":"R","fields":[{"name":"e","type":{"type":"enum","name":"E","symbols":["A"]}}]}"#;
+        let v2 =
+            r#"{"type":"record","name":"R","fields":[{"name":"e","type":{"type":"enum","name":"E","symbols":["A"]}}]}"#;
         assert!(check_backward(v1, v2).is_err());
     }
 }

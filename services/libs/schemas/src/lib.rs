@@ -5,7 +5,8 @@
 //! - The schemas are the files in the repository's `schemas/` folder, embedded at build
 //!   time: the binary and the folder cannot disagree.
 //! - Records on the wire use Avro single-object encoding (`C3 01`, the 8-byte little-endian
-//!   CRC-64-AVRO fingerprint of the writer schema's parsing canonical form, then the
+//!   CRC-64-AVRO fingerprint of the writer schema's parsing canonical form, computed to
+//!   the specification in [`canonical`], then the
 //!   binary datum), so any Avro library can read a topic given only the schema files.
 //!   The encoding sits behind [`codec::WireFormat`] so a registry-based format can be
 //!   added without touching callers.
@@ -15,6 +16,7 @@
 //! Failure: every decode problem is a [`SchemaError`]; consumers route those records to
 //! the dead-letter topic. Nothing here does I/O.
 
+pub mod canonical;
 pub mod codec;
 pub mod compat;
 pub mod records;

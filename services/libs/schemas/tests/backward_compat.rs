@@ -21,7 +21,11 @@ fn git(root: &Path, args: &[&str]) -> Option<String> {
 #[test]
 fn every_schema_reads_all_its_committed_versions() {
     let root = repo_root();
-    assert!(git(&root, &["rev-parse", "--git-dir"]).is_some(), "the schema history check needs a git checkout at {}", root.display());
+    assert!(
+        git(&root, &["rev-parse", "--git-dir"]).is_some(),
+        "the schema history check needs a git checkout at {}",
+        root.display()
+    );
     let mut files: Vec<_> = std::fs::read_dir(root.join("schemas"))
         .unwrap()
         .map(|e| e.unwrap().path())

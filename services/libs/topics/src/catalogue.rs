@@ -201,8 +201,10 @@ impl Catalogue {
     /// The same catalogue with every name prefixed.
     pub fn with_prefix(mut self, prefix: &str) -> Result<Catalogue, CatalogueError> {
         for spec in self.topics.values() {
-            validate_name(&format!("{prefix}{}", spec.base_name))
-                .map_err(|error| CatalogueError::File { file: spec.file.clone(), error: format!("with prefix {prefix:?}: {error}") })?;
+            validate_name(&format!("{prefix}{}", spec.base_name)).map_err(|error| CatalogueError::File {
+                file: spec.file.clone(),
+                error: format!("with prefix {prefix:?}: {error}"),
+            })?;
         }
         self.prefix = prefix.to_string();
         Ok(self)
@@ -277,7 +279,10 @@ fn parse_topic(file: &Path, text: &str, registry: &Registry) -> Result<TopicSpec
     let mut config = BTreeMap::new();
     for (key, value) in raw.config {
         if !ALLOWED_CONFIGS.contains(&key.as_str()) {
-            return Err(err(format!("config {key:?} is not one of the supported topic configs ({})", ALLOWED_CONFIGS.join(", "))));
+            return Err(err(format!(
+                "config {key:?} is not one of the supported topic configs ({})",
+                ALLOWED_CONFIGS.join(", ")
+            )));
         }
         let value = match value {
             toml::Value::String(s) => s,
@@ -313,8 +318,11 @@ fn parse_topic(file: &Path, text: &str, registry: &Registry) -> Result<TopicSpec
 fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     match span {
         Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!(" (line {line})")
+            let start = span.start.min(text.len());
+            let line = text[..start].matches('\n').count() + 1;
+            // The offending line itself names the key, which serde's message may not.
+            let source = text.lines().nth(line - 1).unwrap_or("").trim();
+            if source.is_empty() { format!(" (line {line})") } else { format!(" (line {line}: `{source}`)") }
         }
         None => String::new(),
     }
@@ -329,7 +337,9 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         return Err(format!("topic name {name:?} is reserved"));
     }
     if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(format!("topic name {name:?} has the character {c:?}; only letters, digits, '.', '_' and '-' are allowed"));
+        return Err(format!(
+            "topic name {name:?} has the character {c:?}; only letters, digits, '.', '_' and '-' are allowed"
+        ));
     }
     Ok(())
 }
@@ -399,7 +409,8 @@ value_schema = "com.phoenixguardian.events.Encounter"
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../topics");
         let from_dir = Catalogue::load_dir(&dir, registry()).unwrap();
         let embedded = Catalogue::embedded(registry()).unwrap();
-        let strip = |c: &Catalogue| c.specs().map(|s| TopicSpec { file: PathBuf::new(), ..s.clone() }).collect::<Vec<_>>();
+        let strip =
+            |c: &Catalogue| c.specs().map(|s| TopicSpec { file: PathBuf::new(), ..s.clone() }).collect::<Vec<_>>();
         assert_eq!(strip(&from_dir), strip(&embedded), "a file in topics/ is missing from EMBEDDED");
     }
 

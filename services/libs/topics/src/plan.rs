@@ -22,10 +22,23 @@ pub struct ObservedTopic {
 /// A change `topics apply` makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Create { name: String, partitions: i32, replication_factor: i32, config: BTreeMap<String, String> },
-    AddPartitions { name: String, from: i32, to: i32 },
+    Create {
+        name: String,
+        partitions: i32,
+        replication_factor: i32,
+        config: BTreeMap<String, String>,
+    },
+    AddPartitions {
+        name: String,
+        from: i32,
+        to: i32,
+    },
     /// The whole declared config set is sent; `changed` lists what differs.
-    SetConfig { name: String, config: BTreeMap<String, String>, changed: Vec<(String, Option<String>, String)> },
+    SetConfig {
+        name: String,
+        config: BTreeMap<String, String>,
+        changed: Vec<(String, Option<String>, String)>,
+    },
 }
 
 /// A difference that needs a person: it is reported, never applied.
@@ -71,15 +84,32 @@ pub fn plan(catalogue: &Catalogue, observed: &BTreeMap<String, ObservedTopic>, b
             }
         }
         match observed.get(&name) {
-            None => out.changes.push(Change::Create { name, partitions: spec.partitions, replication_factor: replication, config }),
+            None => out.changes.push(Change::Create {
+                name,
+                partitions: spec.partitions,
+                replication_factor: replication,
+                config,
+            }),
             Some(actual) => {
                 if actual.partitions < spec.partitions {
-                    out.changes.push(Change::AddPartitions { name: name.clone(), from: actual.partitions, to: spec.partitions });
+                    out.changes.push(Change::AddPartitions {
+                        name: name.clone(),
+                        from: actual.partitions,
+                        to: spec.partitions,
+                    });
                 } else if actual.partitions > spec.partitions {
-                    out.drift.push(Drift::PartitionsShrink { name: name.clone(), declared: spec.partitions, actual: actual.partitions });
+                    out.drift.push(Drift::PartitionsShrink {
+                        name: name.clone(),
+                        declared: spec.partitions,
+                        actual: actual.partitions,
+                    });
                 }
                 if actual.replication_factor != replication {
-                    out.drift.push(Drift::ReplicationFactor { name: name.clone(), declared: replication, actual: actual.replication_factor });
+                    out.drift.push(Drift::ReplicationFactor {
+                        name: name.clone(),
+                        declared: replication,
+                        actual: actual.replication_factor,
+                    });
                 }
                 let changed: Vec<_> = config
                     .iter()

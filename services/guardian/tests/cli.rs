@@ -1,0 +1,172 @@
+//! The `guardian` binary as an operator meets it: bad input gives one clear error line
+//! and a non-zero exit; `topics apply` / `topics verify` against the real local broker.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use guardian_testkit::{Stack, unique};
+
+fn guardian(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_guardian"))
+        .args(args)
+        // Only what the test passes: no endpoint leaks in from the caller's environment.
+        .env_remove("GUARDIAN_KAFKA_BOOTSTRAP")
+        .env_remove("GUARDIAN_DATABASE_URL")
+        .env_remove("GUARDIAN_TOPICS_DIR")
+        .env_remove("GUARDIAN_TOPIC_PREFIX")
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run guardian")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Fails unless the command failed with exactly one line on stderr, starting `error: `
+/// and containing every one of `needles`.
+fn assert_one_clear_error(out: &Output, needles: &[&str]) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "expected a failure, got success; stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "error line should mention {n:?}: {err}");
+    }
+}
+
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// A copy of `topics/` in a fresh temporary folder.
+fn topics_copy() -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("guardian-topics"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(repo().join("topics")).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn an_unknown_subcommand_is_refused() {
+    let out = guardian(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.lines().next().unwrap().starts_with("error: unrecognized subcommand 'frobnicate'"), "{err}");
+}
+
+#[test]
+fn help_names_the_subcommands() {
+    let out = guardian(&["--help"]);
+    assert!(out.status.success());
+    let help = stdout(&out);
+    for sub in ["topics", "agent", "tail", "db", "demo", "bench"] {
+        assert!(help.contains(sub), "--help lists {sub}: {help}");
+    }
+}
+
+#[test]
+fn a_malformed_topic_file_is_named_with_its_problem() {
+    let dir = topics_copy();
+    std::fs::write(dir.join("encounters.toml"), "name = \"guardian.encounters\"\npartitions = \"six\"\n").unwrap();
+    let out = guardian(&["topics", "list", "--topics-dir", dir.to_str().unwrap()]);
+    assert_one_clear_error(&out, &["encounters.toml", "partitions"]);
+
+    std::fs::write(dir.join("encounters.toml"), "this is [not toml").unwrap();
+    let out = guardian(&["topics", "list", "--topics-dir", dir.to_str().unwrap()]);
+    assert_one_clear_error(&out, &["encounters.toml"]);
+
+    std::fs::remove_file(dir.join("encounters.toml")).unwrap();
+    let out = guardian(&["topics", "list", "--topics-dir", dir.to_str().unwrap()]);
+    assert_one_clear_error(&out, &["Encounters"]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_missing_topic_folder_is_named() {
+    let out = guardian(&["topics", "list", "--topics-dir", "/nonexistent/topics"]);
+    assert_one_clear_error(&out, &["/nonexistent/topics"]);
+}
+
+#[test]
+fn a_missing_broker_is_one_clear_error() {
+    let bootstrap = format!("127.0.0.1:{}", closed_port());
+    let out = guardian(&["topics", "verify", "--bootstrap-servers", &bootstrap]);
+    assert_one_clear_error(&out, &[&bootstrap, "did not answer"]);
+}
+
+#[test]
+fn a_wrong_database_url_is_one_clear_error_without_the_password() {
+    let url = format!("postgres://guardian:s3cret@127.0.0.1:{}/guardian", closed_port());
+    let out = guardian(&["db", "migrate", "--database-url", &url]);
+    assert_one_clear_error(&out, &["cannot connect to postgres", "127.0.0.1"]);
+    assert!(!stderr(&out).contains("s3cret"), "the password leaked: {}", stderr(&out));
+
+    let out = guardian(&["db", "migrate", "--database-url", "mysql://nope"]);
+    assert_one_clear_error(&out, &["invalid database url"]);
+}
+
+#[test]
+fn a_bad_kafka_setting_is_refused() {
+    let out = guardian(&["topics", "verify", "--bootstrap-servers", "127.0.0.1:1", "--kafka-config", "novalue"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("expected KEY=VALUE"), "{}", stderr(&out));
+}
+
+#[test]
+fn topics_apply_is_idempotent_and_verify_reports_drift() {
+    let stack = Stack::get();
+    let prefix = format!("{}.", unique("it-cli"));
+    let dir = topics_copy();
+    let kafka = |sub: &str, extra: &[&str]| {
+        let mut args = vec!["topics", sub, "--bootstrap-servers", &stack.kafka_bootstrap, "--topic-prefix", &prefix];
+        args.extend(["--topics-dir", dir.to_str().unwrap()]);
+        args.extend(extra);
+        guardian(&args)
+    };
+
+    // Nothing exists yet: verify fails and says what is missing.
+    let out = kafka("verify", &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(&format!("{prefix}guardian.encounters")), "{}", stderr(&out));
+
+    // A dry run changes nothing.
+    let out = kafka("apply", &["--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("dry run"), "{}", stdout(&out));
+    assert!(!kafka("verify", &[]).status.success(), "dry run must not create topics");
+
+    let out = kafka("apply", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("create"), "apply prints the diff: {}", stdout(&out));
+    let out = kafka("verify", &[]);
+    assert!(out.status.success(), "after apply: {}", stderr(&out));
+    let out = kafka("apply", &[]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("nothing to change"), "apply twice changes nothing: {}", stdout(&out));
+
+    // The catalogue grows a topic: verify names the difference, apply fixes it.
+    let file = dir.join("encounters.toml");
+    let text = std::fs::read_to_string(&file).unwrap().replace("partitions = 6", "partitions = 8");
+    std::fs::write(&file, text).unwrap();
+    let out = kafka("verify", &[]);
+    assert_one_clear_error(&out, &[&format!("{prefix}guardian.encounters"), "8"]);
+    let out = kafka("apply", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(kafka("verify", &[]).status.success());
+    std::fs::remove_dir_all(dir).unwrap();
+}

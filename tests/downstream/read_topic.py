@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""A downstream reader that is not ours: decodes a Phoenix Guardian topic with only the
+schema files of schemas/, an ordinary Kafka client (confluent-kafka) and an ordinary Avro
+library (fastavro).
+
+Records use Avro single-object encoding: the two bytes C3 01, the 8-byte little-endian
+CRC-64-AVRO fingerprint of the writer schema's parsing canonical form, then the datum.
+The reader finds the writer schema by that fingerprint, as the Avro specification says.
+
+Prints one JSON object per record (the decoded value plus partition, offset and schema
+name) and reads from the beginning up to the end the topic had when it started.
+
+  read_topic.py --bootstrap HOST:PORT --topic NAME --schemas DIR
+  read_topic.py --fingerprints --schemas DIR     (schema name and header bytes, no Kafka)
+"""
+
+import argparse
+import datetime
+import glob
+import io
+import json
+import os
+import sys
+import time
+
+import fastavro
+from confluent_kafka import Consumer, TopicPartition
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+MAGIC = b"\xc3\x01"
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def plain(value):
+    """JSON for what fastavro returns beyond JSON: bytes as hex, timestamps as epoch ms."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, datetime.datetime):
+        return (value - EPOCH) // datetime.timedelta(milliseconds=1)
+    raise TypeError(f"cannot print {type(value).__name__}")
+
+
+def load_schemas(folder):
+    by_fingerprint = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.avsc"))):
+        with open(path, encoding="utf-8") as f:
+            parsed = fastavro.parse_schema(json.load(f))
+        canonical = to_parsing_canonical_form(parsed)
+        # fastavro prints the 8 bytes of the CRC-64-AVRO fingerprint in the order the
+        # single-object header carries them (little-endian).
+        by_fingerprint[bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))] = parsed
+    if not by_fingerprint:
+        sys.exit(f"read_topic: no *.avsc files in {folder}")
+    return by_fingerprint
+
+
+def decode(payload, schemas):
+    if payload is None or len(payload) < 10 or payload[:2] != MAGIC:
+        raise ValueError("not Avro single-object encoding")
+    schema = schemas.get(bytes(payload[2:10]))
+    if schema is None:
+        raise ValueError(f"unknown writer schema fingerprint {payload[2:10].hex()}")
+    return schema["name"], fastavro.schemaless_reader(io.BytesIO(payload[10:]), schema, None)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bootstrap")
+    ap.add_argument("--topic")
+    ap.add_argument("--schemas", required=True)
+    ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--fingerprints", action="store_true", help="print each schema's fingerprint and exit")
+    args = ap.parse_args()
+
+    schemas = load_schemas(args.schemas)
+    if args.fingerprints:
+        for fp, schema in sorted(schemas.items(), key=lambda kv: kv[1]["name"]):
+            print(schema["name"], fp.hex())
+        return
+    if not args.bootstrap or not args.topic:
+        ap.error("--bootstrap and --topic are required to read a topic")
+    consumer = Consumer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "group.id": "downstream-reader",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    meta = consumer.list_topics(args.topic, timeout=10)
+    topic = meta.topics.get(args.topic)
+    if topic is None or topic.error is not None:
+        sys.exit(f"read_topic: topic {args.topic} not found")
+    ends = {}
+    assignment = []
+    for p in topic.partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(args.topic, p), timeout=10)
+        if high > low:
+            ends[p] = high
+            assignment.append(TopicPartition(args.topic, p, low))
+    consumer.assign(assignment)
+    deadline = time.monotonic() + args.timeout
+    out = sys.stdout
+    while ends:
+        if time.monotonic() > deadline:
+            sys.exit(f"read_topic: did not reach the end of {args.topic} in {args.timeout}s")
+        msg = consumer.poll(0.5)
+        if msg is None:
+            # A partition whose tail is a transaction marker never delivers its last offset.
+            for tp in consumer.position([TopicPartition(args.topic, p) for p in list(ends)]):
+                if tp.offset >= ends.get(tp.partition, 0):
+                    ends.pop(tp.partition, None)
+            continue
+        if msg.error():
+            sys.exit(f"read_topic: {msg.error()}")
+        name, value = decode(msg.value(), schemas)
+        record = {"_partition": msg.partition(), "_offset": msg.offset(), "_schema": name, "value": value}
+        out.write(json.dumps(record, default=plain) + "\n")
+        if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+            ends.pop(msg.partition(), None)
+    consumer.close()
+
+
+if __name__ == "__main__":
+    main()
