@@ -21,8 +21,8 @@ fn encounter(i: usize) -> Encounter {
         soap_sections_expected: 4,
         soap_sections_completed: (i % 5) as i32,
         generation_ms: 800 + i as i64,
-        physician_rating: (i % 2 == 0).then_some((i % 5) as i32 + 1),
-        model_version: (i % 4 == 0).then_some(i as i64),
+        physician_rating: i.is_multiple_of(2).then_some((i % 5) as i32 + 1),
+        model_version: i.is_multiple_of(4).then_some(i as i64),
     }
 }
 

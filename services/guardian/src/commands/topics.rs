@@ -12,7 +12,7 @@ pub async fn run(cmd: TopicsCommand) -> Result<ExitCode> {
     match cmd {
         TopicsCommand::List { topics_dir, topic_prefix } => {
             let catalogue = common::catalogue(topics_dir.as_deref(), &topic_prefix)?;
-            println!("{:<34} {:<18} {:>5} {:>3}  {:<8} {}", "TOPIC", "ROLE", "PARTS", "RF", "CLEANUP", "VALUE SCHEMA");
+            println!("{:<34} {:<18} {:>5} {:>3}  {:<8} VALUE SCHEMA", "TOPIC", "ROLE", "PARTS", "RF", "CLEANUP");
             for spec in catalogue.specs() {
                 println!(
                     "{:<34} {:<18} {:>5} {:>3}  {:<8} {}",
