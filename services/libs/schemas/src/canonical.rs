@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use apache_avro::rabin::Rabin;
 use digest::Digest;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::SchemaError;
 
@@ -54,7 +54,17 @@ fn bad(what: impl Into<String>) -> SchemaError {
     SchemaError::Avro(what.into())
 }
 
-fn write(schema: &Value, namespace: Option<&str>, defined: &mut BTreeSet<String>, out: &mut String) -> Result<(), SchemaError> {
+/// `obj[key]`, or an error naming what lacks it.
+fn attr<'a>(obj: &'a Map<String, Value>, key: &str, owner: &str) -> Result<&'a Value, SchemaError> {
+    obj.get(key).ok_or_else(|| bad(format!("{owner} has no \"{key}\"")))
+}
+
+fn write(
+    schema: &Value,
+    namespace: Option<&str>,
+    defined: &mut BTreeSet<String>,
+    out: &mut String,
+) -> Result<(), SchemaError> {
     match schema {
         Value::String(name) if PRIMITIVES.contains(&name.as_str()) => out.push_str(&quoted(name)),
         Value::String(name) => out.push_str(&quoted(&fullname(name, namespace))),
@@ -68,72 +78,76 @@ fn write(schema: &Value, namespace: Option<&str>, defined: &mut BTreeSet<String>
             }
             out.push(']');
         }
-        Value::Object(obj) => {
-            let kind = obj.get("type").ok_or_else(|| bad("a schema object has no \"type\""))?;
-            let kind = match kind {
-                Value::String(k) => k.as_str(),
-                // {"type": {...}} or {"type": [...]}: the attributes around it are stripped.
-                nested => return write(nested, namespace, defined, out),
-            };
-            match kind {
-                k if PRIMITIVES.contains(&k) => out.push_str(&quoted(k)),
-                "record" | "error" | "enum" | "fixed" => {
-                    let name = obj.get("name").and_then(Value::as_str).ok_or_else(|| bad(format!("a {kind} has no name")))?;
-                    let own_ns = obj.get("namespace").and_then(Value::as_str).or(namespace);
-                    let full = fullname(name, own_ns);
-                    if !defined.insert(full.clone()) {
-                        out.push_str(&quoted(&full));
-                        return Ok(());
-                    }
-                    // Names nested inside take this type's namespace.
-                    let inner_ns = full.rsplit_once('.').map(|(ns, _)| ns.to_string());
-                    out.push_str(&format!("{{\"name\":{},\"type\":{}", quoted(&full), quoted(if kind == "error" { "record" } else { kind })));
-                    match kind {
-                        "enum" => {
-                            let symbols = obj.get("symbols").and_then(Value::as_array).ok_or_else(|| bad(format!("enum {full} has no symbols")))?;
-                            let symbols: Vec<String> = symbols.iter().map(|s| s.to_string()).collect();
-                            out.push_str(&format!(",\"symbols\":[{}]", symbols.join(",")));
-                        }
-                        "fixed" => {
-                            let size = obj.get("size").and_then(Value::as_u64).ok_or_else(|| bad(format!("fixed {full} has no size")))?;
-                            out.push_str(&format!(",\"size\":{size}"));
-                        }
-                        _ => {
-                            let fields = obj.get("fields").and_then(Value::as_array).ok_or_else(|| bad(format!("record {full} has no fields")))?;
-                            out.push_str(",\"fields\":[");
-                            for (i, field) in fields.iter().enumerate() {
-                                if i > 0 {
-                                    out.push(',');
-                                }
-                                let fname = field.get("name").and_then(Value::as_str).ok_or_else(|| bad(format!("a field of {full} has no name")))?;
-                                let ftype = field.get("type").ok_or_else(|| bad(format!("field {full}.{fname} has no type")))?;
-                                out.push_str(&format!("{{\"name\":{},\"type\":", quoted(fname)));
-                                write(ftype, inner_ns.as_deref(), defined, out)?;
-                                out.push('}');
-                            }
-                            out.push(']');
-                        }
-                    }
-                    out.push('}');
-                }
-                "array" => {
-                    let items = obj.get("items").ok_or_else(|| bad("an array has no items"))?;
-                    out.push_str("{\"type\":\"array\",\"items\":");
-                    write(items, namespace, defined, out)?;
-                    out.push('}');
-                }
-                "map" => {
-                    let values = obj.get("values").ok_or_else(|| bad("a map has no values"))?;
-                    out.push_str("{\"type\":\"map\",\"values\":");
-                    write(values, namespace, defined, out)?;
-                    out.push('}');
-                }
-                // A reference to a named type written as {"type": "Name"}.
-                other => out.push_str(&quoted(&fullname(other, namespace))),
+        Value::Object(obj) => match attr(obj, "type", "a schema object")? {
+            Value::String(k) if PRIMITIVES.contains(&k.as_str()) => out.push_str(&quoted(k)),
+            Value::String(k) if matches!(k.as_str(), "record" | "error" | "enum" | "fixed") => {
+                write_named(k, obj, namespace, defined, out)?
             }
-        }
+            Value::String(k) if k == "array" || k == "map" => {
+                let key = if k == "array" { "items" } else { "values" };
+                out.push_str(&format!("{{\"type\":\"{k}\",\"{key}\":"));
+                write(attr(obj, key, k)?, namespace, defined, out)?;
+                out.push('}');
+            }
+            // A reference to a named type written as {"type": "Name"}.
+            Value::String(name) => out.push_str(&quoted(&fullname(name, namespace))),
+            // {"type": {...}} or {"type": [...]}: the attributes around it are stripped.
+            nested => write(nested, namespace, defined, out)?,
+        },
         other => return Err(bad(format!("not a schema: {other}"))),
     }
+    Ok(())
+}
+
+/// A record, enum or fixed: written whole the first time, by full name afterwards.
+fn write_named(
+    kind: &str,
+    obj: &Map<String, Value>,
+    namespace: Option<&str>,
+    defined: &mut BTreeSet<String>,
+    out: &mut String,
+) -> Result<(), SchemaError> {
+    let name = attr(obj, "name", &format!("a {kind}"))?
+        .as_str()
+        .ok_or_else(|| bad(format!("a {kind} name is not a string")))?;
+    let full = fullname(name, obj.get("namespace").and_then(Value::as_str).or(namespace));
+    if !defined.insert(full.clone()) {
+        out.push_str(&quoted(&full));
+        return Ok(());
+    }
+    let kind = if kind == "error" { "record" } else { kind };
+    out.push_str(&format!("{{\"name\":{},\"type\":{}", quoted(&full), quoted(kind)));
+    let owner = format!("{kind} {full}");
+    match kind {
+        "enum" => {
+            let symbols = attr(obj, "symbols", &owner)?.as_array().ok_or_else(|| bad(format!("{owner}: symbols")))?;
+            let symbols: Vec<String> = symbols.iter().map(Value::to_string).collect();
+            out.push_str(&format!(",\"symbols\":[{}]", symbols.join(",")));
+        }
+        "fixed" => {
+            let size = attr(obj, "size", &owner)?.as_u64().ok_or_else(|| bad(format!("{owner}: size")))?;
+            out.push_str(&format!(",\"size\":{size}"));
+        }
+        _ => {
+            // Names inside the record take its namespace.
+            let inner_ns = full.rsplit_once('.').map(|(ns, _)| ns);
+            let fields = attr(obj, "fields", &owner)?.as_array().ok_or_else(|| bad(format!("{owner}: fields")))?;
+            out.push_str(",\"fields\":[");
+            for (i, field) in fields.iter().enumerate() {
+                let field = field.as_object().ok_or_else(|| bad(format!("{owner}: a field is not an object")))?;
+                let fname = attr(field, "name", &format!("a field of {owner}"))?;
+                let fname = fname.as_str().ok_or_else(|| bad(format!("{owner}: a field name is not a string")))?;
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&format!("{{\"name\":{},\"type\":", quoted(fname)));
+                write(attr(field, "type", &format!("field {full}.{fname}"))?, inner_ns, defined, out)?;
+                out.push('}');
+            }
+            out.push(']');
+        }
+    }
+    out.push('}');
     Ok(())
 }
 
