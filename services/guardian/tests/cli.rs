@@ -170,3 +170,23 @@ fn topics_apply_is_idempotent_and_verify_reports_drift() {
     assert!(kafka("verify", &[]).status.success());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_service_refuses_to_start_when_its_topics_are_missing() {
+    let stack = Stack::get();
+    let prefix = format!("{}.", unique("it-missing"));
+    let out = guardian(&[
+        "agent",
+        "simulate",
+        "--bootstrap-servers",
+        &stack.kafka_bootstrap,
+        "--topic-prefix",
+        &prefix,
+        "--count",
+        "1",
+    ]);
+    assert_one_clear_error(
+        &out,
+        &["topics differ from the catalogue", &format!("{prefix}guardian.encounters"), "guardian topics apply"],
+    );
+}

@@ -160,28 +160,31 @@ fn produce_kcat(kcat: &str, bootstrap: &str, topic: &str, input: &std::path::Pat
     Ok(elapsed)
 }
 
-/// kcat: consume the topic from the beginning to its end, output discarded.
+/// kcat: consume the topic from the beginning until `records` were printed. The output is
+/// counted (one line per record: kcat's input had no newline bytes), so a short read is
+/// an error, not a fast result.
 fn consume_kcat(kcat: &str, bootstrap: &str, topic: &str, records: u64) -> Result<Duration> {
     let started = Instant::now();
-    let out = kcat_common(kcat, bootstrap, topic)
-        .args([
-            "-C",
-            "-o",
-            "beginning",
-            "-e",
-            "-c",
-            &records.to_string(),
-            "-f",
-            "%s\n",
-            "-X",
-            "isolation.level=read_committed",
-        ])
-        .stdout(Stdio::null())
-        .output()
+    let mut child = kcat_common(kcat, bootstrap, topic)
+        .args(["-C", "-o", "beginning", "-c", &records.to_string(), "-f", "%s\n", "-X", "isolation.level=read_committed"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .with_context(|| format!("cannot run {kcat}"))?;
+    let mut lines = 0u64;
+    let mut stdout = child.stdout.take().context("kcat stdout")?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut stdout, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+    let out = child.wait_with_output()?;
     let elapsed = started.elapsed();
-    if !out.status.success() {
-        bail!("kcat consume failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    if !out.status.success() || lines != records {
+        bail!("kcat consumed {lines} of {records} records: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(elapsed)
 }
@@ -200,6 +203,21 @@ pub async fn kafka(args: BenchKafkaArgs) -> Result<ExitCode> {
     let records: Vec<Encounter> = (0..args.records).map(|i| record(i, args.record_size)).collect();
     let encoded: Vec<Vec<u8>> = records.iter().map(|r| codec.encode(r)).collect::<Result<_, _>>()?;
     let bytes: u64 = encoded.iter().map(|b| b.len() as u64).sum();
+    let started = Instant::now();
+    for r in &records {
+        std::hint::black_box(codec.encode(r)?);
+    }
+    let encode_secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for b in &encoded {
+        std::hint::black_box(codec.decode::<Encounter>(b)?);
+    }
+    let decode_secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "bench: in memory, one core: encode {:.0} records/s, decode {:.0} records/s",
+        args.records as f64 / encode_secs,
+        args.records as f64 / decode_secs
+    );
     let input = std::env::temp_dir().join(format!("guardian-bench-{}.kcat", std::process::id()));
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&input).context("writing the kcat input file")?);

@@ -32,6 +32,9 @@ pub struct SchemaEntry {
     /// File the schema came from.
     pub file: String,
     pub schema: Schema,
+    /// The same schema compiled for serde_avro_fast, which encodes and decodes typed
+    /// records without an intermediate value (the hot path).
+    pub fast: serde_avro_fast::Schema,
     /// CRC-64-AVRO fingerprint of the specification's parsing canonical form
     /// ([`crate::canonical`]); its little-endian bytes are the single-object header's.
     pub fingerprint: u64,
@@ -133,7 +136,8 @@ pub fn parse_entry(file: &str, text: &str) -> Result<SchemaEntry, SchemaError> {
     let canonical = crate::canonical::canonical_form(text)
         .map_err(|e| SchemaError::File { file: file.to_string(), error: e.to_string() })?;
     let fingerprint = crate::canonical::fingerprint_of(&canonical);
-    Ok(SchemaEntry { name, file: file.to_string(), schema, fingerprint })
+    let fast = text.parse().map_err(|e| SchemaError::File { file: file.to_string(), error: format!("{e}") })?;
+    Ok(SchemaEntry { name, file: file.to_string(), schema, fast, fingerprint })
 }
 
 #[cfg(test)]
