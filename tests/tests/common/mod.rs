@@ -59,7 +59,7 @@ pub async fn produce_spends(stack: &Stack, topic: &str, n: usize, poison_every: 
         let topic = topic.to_string();
         if poison_every.is_some_and(|k| i % k == k - 1) {
             sends.push(tokio::spawn(async move {
-                p.send_bytes(&topic, Some(b"h001"), b"\x00garbage", Default::default()).await.map(|_| ())
+                p.send_bytes(&topic, Some(b"h001"), b"\x00garbage", None).await.map(|_| ())
             }));
             continue;
         }

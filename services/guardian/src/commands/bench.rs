@@ -54,19 +54,6 @@ fn record(i: u64, size: usize) -> Encounter {
     e
 }
 
-struct Measurement {
-    name: &'static str,
-    records: u64,
-    bytes: u64,
-    seconds: f64,
-}
-
-impl Measurement {
-    fn rate(&self) -> f64 {
-        self.records as f64 / self.seconds
-    }
-}
-
 async fn fresh_topic(admin: &Admin, base: &str) -> Result<String> {
     let name = format!("bench.{base}.{:x}", rand::random::<u32>());
     let plan = Plan {
@@ -82,11 +69,23 @@ async fn fresh_topic(admin: &Admin, base: &str) -> Result<String> {
     Ok(name)
 }
 
-/// Library: encode + send every record, wait for every acknowledgement.
-async fn produce_library(settings: &KafkaSettings, topic: &str, payload_records: &[Encounter]) -> Result<Duration> {
+/// Library, bulk: `Producer::send_batch` encodes and queues every record, then awaits
+/// the acknowledgements.
+async fn produce_library_batch(settings: &KafkaSettings, topic: &str, records: &[Encounter]) -> Result<Duration> {
     let producer = Producer::new(settings)?;
     let started = Instant::now();
-    let mut sends = futures::stream::iter(payload_records.iter().map(|r| {
+    let delivered = producer.send_batch(topic, records.iter().map(|r| (r.hospital_id.as_str(), r))).await?;
+    if delivered != records.len() as u64 {
+        bail!("send_batch delivered {delivered} of {} records", records.len());
+    }
+    Ok(started.elapsed())
+}
+
+/// Library, record by record: `Producer::send` per record, `IN_FLIGHT` awaited at once.
+async fn produce_library_each(settings: &KafkaSettings, topic: &str, records: &[Encounter]) -> Result<Duration> {
+    let producer = Producer::new(settings)?;
+    let started = Instant::now();
+    let mut sends = futures::stream::iter(records.iter().map(|r| {
         let producer = producer.clone();
         async move { producer.send(topic, &r.hospital_id, r).await }
     }))
@@ -126,15 +125,38 @@ async fn consume_library(settings: &KafkaSettings, topic: &str, dead_letters: &s
     let mut handler =
         Counting { codec: Codec::embedded(), handled: handled.clone(), target: records, done: done.clone() };
     let timeout = Duration::from_secs(300);
-    tokio::time::timeout(timeout, consumer.run(&mut handler, done.wait()))
+    let stats = tokio::time::timeout(timeout, consumer.run(&mut handler, done.wait()))
         .await
         .with_context(|| format!("library consumer did not finish in {timeout:?}"))??;
+    eprintln!("bench:   library consumer: {} records in {} batches", stats.handled, stats.batches);
     let elapsed = started.elapsed();
     let n = handled.load(Ordering::Relaxed);
     if n < records {
         bail!("library consumer handled {n} of {records} records");
     }
     Ok(elapsed)
+}
+
+/// rust-rdkafka alone: a bare `StreamConsumer` loop over the same topic, no decoding, no
+/// offsets stored: what the library's consumer is built on.
+async fn consume_raw(settings: &KafkaSettings, topic: &str, records: u64) -> Result<Duration> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let started = Instant::now();
+    let consumer: StreamConsumer = settings
+        .manual_commit_consumer(&format!("bench-raw-{:x}", rand::random::<u32>()))
+        .create()
+        .context("creating the raw consumer")?;
+    consumer.subscribe(&[topic])?;
+    let mut n = 0u64;
+    let mut bytes = 0usize;
+    while n < records {
+        let msg =
+            tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await.context("raw consumer stalled")??;
+        bytes += msg.payload().map_or(0, <[u8]>::len);
+        n += 1;
+    }
+    std::hint::black_box(bytes);
+    Ok(started.elapsed())
 }
 
 fn kcat_common(kcat: &str, bootstrap: &str, topic: &str) -> std::process::Command {
@@ -166,7 +188,17 @@ fn produce_kcat(kcat: &str, bootstrap: &str, topic: &str, input: &std::path::Pat
 fn consume_kcat(kcat: &str, bootstrap: &str, topic: &str, records: u64) -> Result<Duration> {
     let started = Instant::now();
     let mut child = kcat_common(kcat, bootstrap, topic)
-        .args(["-C", "-o", "beginning", "-c", &records.to_string(), "-f", "%s\n", "-X", "isolation.level=read_committed"])
+        .args([
+            "-C",
+            "-o",
+            "beginning",
+            "-c",
+            &records.to_string(),
+            "-f",
+            "%s\n",
+            "-X",
+            "isolation.level=read_committed",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -196,6 +228,8 @@ pub async fn kafka(args: BenchKafkaArgs) -> Result<ExitCode> {
     if args.record_size < 120 {
         bail!("--record-size must be at least 120 bytes (the encounter record's fixed fields)");
     }
+    // Metrics recorded as in a service, so their cost is measured too.
+    let _metrics = guardian_runtime::http::install_metrics();
     let settings = common::settings(&args.kafka, "guardian-bench");
     let admin = common::admin(&args.kafka).await?;
     let codec = Codec::embedded();
@@ -213,11 +247,6 @@ pub async fn kafka(args: BenchKafkaArgs) -> Result<ExitCode> {
         std::hint::black_box(codec.decode::<Encounter>(b)?);
     }
     let decode_secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "bench: in memory, one core: encode {:.0} records/s, decode {:.0} records/s",
-        args.records as f64 / encode_secs,
-        args.records as f64 / decode_secs
-    );
     let input = std::env::temp_dir().join(format!("guardian-bench-{}.kcat", std::process::id()));
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&input).context("writing the kcat input file")?);
@@ -232,63 +261,72 @@ pub async fn kafka(args: BenchKafkaArgs) -> Result<ExitCode> {
     }
     let dead_letters = fresh_topic(&admin, "dead-letters").await?;
 
-    let mut runs: Vec<[Duration; 4]> = Vec::new();
+    // Rows of the table, each with the index of the row it is compared with.
+    let rows: [(&str, usize); 6] = [
+        ("produce: guardian-kafka send_batch", 2),
+        ("produce: guardian-kafka send, per record", 2),
+        ("produce: kcat", 2),
+        ("consume: guardian-kafka", 5),
+        ("consume: rust-rdkafka StreamConsumer, bare loop", 5),
+        ("consume: kcat", 5),
+    ];
+    let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
     let mut created = vec![dead_letters.clone()];
+    let bootstrap = args.kafka.bootstrap_servers.as_str();
     for round in 1..=args.repeat {
         eprintln!("bench: round {round}/{}", args.repeat);
-        let lib_topic = fresh_topic(&admin, "library").await?;
-        let kcat_topic = fresh_topic(&admin, "kcat").await?;
-        created.extend([lib_topic.clone(), kcat_topic.clone()]);
-        let lp = produce_library(&settings, &lib_topic, &records).await?;
-        let kp = produce_kcat(&args.kcat, &args.kafka.bootstrap_servers, &kcat_topic, &input)?;
-        let lc = consume_library(&settings, &lib_topic, &dead_letters, args.records).await?;
-        let kc = consume_kcat(&args.kcat, &args.kafka.bootstrap_servers, &kcat_topic, args.records)?;
-        eprintln!(
-            "bench:   produce library {:.2}s kcat {:.2}s | consume library {:.2}s kcat {:.2}s",
-            lp.as_secs_f64(),
-            kp.as_secs_f64(),
-            lc.as_secs_f64(),
-            kc.as_secs_f64()
-        );
-        runs.push([lp, kp, lc, kc]);
+        let topics = [
+            fresh_topic(&admin, "batch").await?,
+            fresh_topic(&admin, "each").await?,
+            fresh_topic(&admin, "kcat").await?,
+        ];
+        created.extend(topics.iter().cloned());
+        let times = [
+            produce_library_batch(&settings, &topics[0], &records).await?,
+            produce_library_each(&settings, &topics[1], &records).await?,
+            produce_kcat(&args.kcat, bootstrap, &topics[2], &input)?,
+            consume_library(&settings, &topics[0], &dead_letters, args.records).await?,
+            consume_raw(&settings, &topics[1], args.records).await?,
+            consume_kcat(&args.kcat, bootstrap, &topics[2], args.records)?,
+        ];
+        for (row, t) in times.iter().enumerate() {
+            seconds[row].push(t.as_secs_f64());
+        }
+        let line: Vec<String> =
+            rows.iter().zip(&times).map(|((name, _), t)| format!("{name} {:.2}s", t.as_secs_f64())).collect();
+        eprintln!("bench:   {}", line.join(" | "));
     }
     let _ = std::fs::remove_file(&input);
     if let Err(e) = admin.delete(&created).await {
         eprintln!("bench: could not delete the bench topics: {e}");
     }
 
-    let column = |i: usize| -> Vec<f64> { runs.iter().map(|r| r[i].as_secs_f64()).collect() };
-    let names = ["produce: guardian-kafka", "produce: kcat", "consume: guardian-kafka", "consume: kcat"];
-    let ms: Vec<(Measurement, f64)> = (0..4)
-        .map(|i| {
-            let secs = column(i);
-            let best = secs.iter().cloned().fold(f64::INFINITY, f64::min);
-            let worst = secs.iter().cloned().fold(0.0, f64::max);
-            (Measurement { name: names[i], records: args.records, bytes, seconds: best }, worst)
-        })
-        .collect();
+    let best: Vec<f64> = seconds.iter().map(|s| s.iter().cloned().fold(f64::INFINITY, f64::min)).collect();
+    let rate = |row: usize| args.records as f64 / best[row];
     println!();
     println!(
-        "{} records of {} bytes ({:.1} MB), {} partitions, best of {} (slowest run in brackets)",
+        "{} records of {} bytes ({:.1} MB), {} partitions, best of {} (slowest run in brackets); \
+         Avro in memory, one core: encode {:.0}/s, decode {:.0}/s",
         args.records,
         bytes / args.records,
         bytes as f64 / 1e6,
         PARTITIONS,
-        args.repeat
+        args.repeat,
+        args.records as f64 / encode_secs,
+        args.records as f64 / decode_secs,
     );
     println!();
     println!("| measurement | records/s | MB/s | seconds | vs kcat |");
     println!("|---|---:|---:|---:|---:|");
-    for (i, (m, worst)) in ms.iter().enumerate() {
-        let peer = &ms[i | 1].0;
+    for (row, (name, peer)) in rows.iter().enumerate() {
+        let worst = seconds[row].iter().cloned().fold(0.0, f64::max);
         println!(
-            "| {} | {:.0} | {:.1} | {:.2} ({:.2}) | {:.0}% |",
-            m.name,
-            m.rate(),
-            m.bytes as f64 / 1e6 / m.seconds,
-            m.seconds,
+            "| {name} | {:.0} | {:.1} | {:.2} ({:.2}) | {:.0}% |",
+            rate(row),
+            bytes as f64 / 1e6 / best[row],
+            best[row],
             worst,
-            100.0 * m.rate() / peer.rate()
+            100.0 * rate(row) / rate(*peer)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -150,7 +150,7 @@ pub async fn run(args: SimulateArgs, shutdown: Shutdown) -> Result<Sent> {
             if poison_rng.random_bool(args.poison_rate) {
                 let (t, key) = (encounters_topic.clone(), encounter.hospital_id.clone());
                 in_flight.push(tokio::spawn(async move {
-                    p.send_bytes(&t, Some(key.as_bytes()), b"{\"not\": \"avro\"}", Default::default()).await.map(|_| ())
+                    p.send_bytes(&t, Some(key.as_bytes()), b"{\"not\": \"avro\"}", None).await.map(|_| ())
                 }));
                 sent.poison += 1;
                 continue;

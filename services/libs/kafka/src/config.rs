@@ -99,6 +99,12 @@ impl KafkaSettings {
             // Topics are replayable: a new group reads from the start.
             c.set("auto.offset.reset", "earliest");
         }
+        if !self.overrides.contains_key("fetch.queue.backoff.ms") {
+            // librdkafka pauses a partition's fetching for this long whenever its local
+            // queue is over the prefetch threshold; the 1 s default turns a consumer that
+            // falls a little behind into one that stalls for a second at a time.
+            c.set("fetch.queue.backoff.ms", "10");
+        }
         // Never see records of aborted transactions.
         c.set("isolation.level", "read_committed");
         c

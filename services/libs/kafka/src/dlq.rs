@@ -89,7 +89,7 @@ impl DeadLetterSink {
             error,
             "dead-lettering record"
         );
-        self.producer.send_bytes(&self.topic, out.key.as_deref(), &out.payload, out.headers).await?;
+        self.producer.send_bytes(&self.topic, out.key.as_deref(), &out.payload, Some(out.headers)).await?;
         metrics::counter!(m::DEAD_LETTERS, m::TOPIC => msg.topic().to_string(), m::KIND => kind.to_string())
             .increment(1);
         Ok(())

@@ -1,13 +1,24 @@
 //! The idempotent producer. Sends are acknowledged by every in-sync replica; librdkafka
 //! retries inside the idempotence guarantees, and what it cannot deliver in
 //! `message.timeout.ms` comes back as an error the caller sees.
+//!
+//! Delivery reports arrive on librdkafka's polling thread. A record sent on its own
+//! ([`Producer::send`]) is answered through a oneshot channel; the records of a batch
+//! ([`Producer::send_batch`]) only count down a shared tally, and the caller is woken
+//! once, when the last one is in: no wake-up per record.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use guardian_schemas::{Codec, Record};
-use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
-use rdkafka::util::Timeout;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use tokio::sync::{Notify, oneshot};
 
 use crate::context::GuardianContext;
 use crate::error::KafkaClientError;
@@ -20,8 +31,9 @@ const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Cheap to clone; clones share one librdkafka client.
 #[derive(Clone)]
 pub struct Producer {
-    inner: FutureProducer<GuardianContext>,
+    inner: Arc<ThreadedProducer<DeliveryContext>>,
     codec: Codec,
+    produced: Arc<m::PerTopic<metrics::Counter>>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -37,13 +49,91 @@ pub struct Delivered {
     pub offset: i64,
 }
 
+/// Where a delivery report goes.
+#[derive(Debug)]
+pub enum DeliveryTarget {
+    One(oneshot::Sender<Result<Delivered, KafkaError>>),
+    Batch(Arc<BatchTally>),
+}
+
+/// The outcome of a batch's records, filled in by the delivery reports.
+#[derive(Debug, Default)]
+pub struct BatchTally {
+    /// Records queued and not yet reported.
+    outstanding: AtomicU64,
+    delivered: AtomicU64,
+    first_error: Mutex<Option<KafkaError>>,
+    all_in: Notify,
+}
+
+impl BatchTally {
+    fn report(&self, outcome: Result<(), KafkaError>) {
+        match outcome {
+            Ok(()) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+            }
+        }
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_in.notify_one();
+        }
+    }
+
+    async fn wait_all_in(&self) {
+        loop {
+            let notified = self.all_in.notified();
+            if self.outstanding.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The shared client context (logs, statistics, errors) plus delivery reports.
+#[derive(Debug)]
+pub struct DeliveryContext {
+    base: GuardianContext,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.base.log(level, fac, log_message)
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.base.stats(statistics)
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.base.error(error, reason)
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Box<DeliveryTarget>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, target: Box<DeliveryTarget>) {
+        let outcome = match result {
+            Ok(msg) => Ok(Delivered { partition: msg.partition(), offset: msg.offset() }),
+            Err((error, _)) => Err(error.clone()),
+        };
+        match *target {
+            // The receiver may be gone (its future dropped): nobody to tell.
+            DeliveryTarget::One(tx) => drop(tx.send(outcome)),
+            DeliveryTarget::Batch(tally) => tally.report(outcome.map(|_| ())),
+        }
+    }
+}
+
 impl Producer {
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaClientError> {
-        let inner = settings
-            .producer()
-            .create_with_context(GuardianContext::new(format!("{}-producer", settings.client_id)))
-            .map_err(|e| KafkaClientError::Config(e.to_string()))?;
-        Ok(Producer { inner, codec: Codec::embedded() })
+        let context = DeliveryContext { base: GuardianContext::new(format!("{}-producer", settings.client_id)) };
+        let inner =
+            settings.producer().create_with_context(context).map_err(|e| KafkaClientError::Config(e.to_string()))?;
+        Ok(Producer { inner: Arc::new(inner), codec: Codec::embedded(), produced: Default::default() })
     }
 
     pub fn codec(&self) -> &Codec {
@@ -53,7 +143,7 @@ impl Producer {
     /// Encodes `record` with its schema and sends it, with the current trace context.
     pub async fn send<R: Record>(&self, topic: &str, key: &str, record: &R) -> Result<Delivered, KafkaClientError> {
         let payload = self.codec.encode(record)?;
-        self.send_bytes(topic, Some(key.as_bytes()), &payload, OwnedHeaders::new()).await
+        self.send_bytes(topic, Some(key.as_bytes()), &payload, None).await
     }
 
     /// Sends raw bytes (already encoded, or deliberately not: tests of dead letters).
@@ -62,28 +152,126 @@ impl Producer {
         topic: &str,
         key: Option<&[u8]>,
         payload: &[u8],
-        headers: OwnedHeaders,
+        headers: Option<OwnedHeaders>,
     ) -> Result<Delivered, KafkaClientError> {
-        let headers = trace::inject_current(headers);
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(payload).headers(headers);
+        let (tx, rx) = oneshot::channel();
+        let headers = trace::with_pairs(headers, &trace::current_pairs());
+        self.enqueue(topic, key, payload, headers, DeliveryTarget::One(tx)).await?;
+        let outcome = rx.await.unwrap_or(Err(KafkaError::Canceled));
+        self.acknowledged(topic, outcome, 1)
+    }
+
+    /// Encodes and sends many records to one topic, each with its key, then waits for
+    /// every acknowledgement. Much faster than awaiting [`Producer::send`] record by
+    /// record: records are queued back to back, librdkafka batches them, and the caller
+    /// is woken once. Returns how many were delivered, or the first failure (records
+    /// before a failed one in the same partition are delivered: the producer is
+    /// idempotent, order is kept per partition; the caller decides what to send again).
+    pub async fn send_batch<'r, R: Record + 'r>(
+        &self,
+        topic: &str,
+        records: impl IntoIterator<Item = (&'r str, &'r R)>,
+    ) -> Result<u64, KafkaClientError> {
+        let trace_pairs = trace::current_pairs();
+        let tally = Arc::new(BatchTally::default());
+        let mut queued = 0u64;
+        for (key, record) in records {
+            let payload = self.codec.encode(record)?;
+            tally.outstanding.fetch_add(1, Ordering::AcqRel);
+            let target = DeliveryTarget::Batch(tally.clone());
+            if let Err(e) =
+                self.enqueue(topic, Some(key.as_bytes()), &payload, trace::with_pairs(None, &trace_pairs), target).await
+            {
+                // Not queued: its report will never come.
+                tally.outstanding.fetch_sub(1, Ordering::AcqRel);
+                tally.wait_all_in().await;
+                return Err(e);
+            }
+            queued += 1;
+        }
+        tally.wait_all_in().await;
+        let delivered = tally.delivered.load(Ordering::Acquire);
+        if let Some(error) = tally.first_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return self.acknowledged(topic, Err(error), delivered);
+        }
+        debug_assert_eq!(delivered, queued);
+        self.acknowledged(topic, Ok(delivered), delivered)
+    }
+
+    /// Hands one record to librdkafka, waiting for room in its queue (up to
+    /// `QUEUE_TIMEOUT`) when it is full.
+    async fn enqueue(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+        target: DeliveryTarget,
+    ) -> Result<(), KafkaClientError> {
+        let mut record: BaseRecord<'_, [u8], [u8], Box<DeliveryTarget>> =
+            BaseRecord::with_opaque_to(topic, Box::new(target)).payload(payload);
         if let Some(key) = key {
             record = record.key(key);
         }
-        match self.inner.send(record, Timeout::After(QUEUE_TIMEOUT)).await {
-            Ok(delivery) => {
-                metrics::counter!(m::RECORDS_PRODUCED, m::TOPIC => topic.to_string()).increment(1);
-                Ok(Delivered { partition: delivery.partition, offset: delivery.offset })
-            }
-            Err((error, _)) => {
-                metrics::counter!(m::PRODUCE_ERRORS, m::TOPIC => topic.to_string()).increment(1);
-                Err(KafkaClientError::kafka("produce", error))
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        let deadline = Instant::now() + QUEUE_TIMEOUT;
+        loop {
+            match self.inner.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((error, _)) => return self.acknowledged(topic, Err(error), 0),
             }
         }
+    }
+
+    /// Counts a delivery outcome in the metrics and turns it into the library's error.
+    fn acknowledged<T>(
+        &self,
+        topic: &str,
+        outcome: Result<T, KafkaError>,
+        records: u64,
+    ) -> Result<T, KafkaClientError> {
+        if records > 0 {
+            self.produced.get(topic, |t| metrics::counter!(m::RECORDS_PRODUCED, m::TOPIC => t)).increment(records);
+        }
+        outcome.map_err(|error| {
+            metrics::counter!(m::PRODUCE_ERRORS, m::TOPIC => topic.to_string()).increment(1);
+            KafkaClientError::kafka("produce", error)
+        })
     }
 
     /// Waits until everything queued is delivered (or `timeout` passes).
     pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaClientError> {
         let inner = self.inner.clone();
         crate::blocking(move || inner.flush(timeout)).await?.map_err(|e| KafkaClientError::kafka("flush", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_tally_wakes_its_waiter_once_every_report_is_in() {
+        let tally = Arc::new(BatchTally::default());
+        tally.outstanding.store(3, Ordering::Release);
+        let waiter = tokio::spawn({
+            let t = tally.clone();
+            async move { t.wait_all_in().await }
+        });
+        tally.report(Ok(()));
+        tally.report(Err(KafkaError::Canceled));
+        assert!(!waiter.is_finished());
+        tally.report(Ok(()));
+        waiter.await.unwrap();
+        assert_eq!(tally.delivered.load(Ordering::Acquire), 2);
+        assert!(tally.first_error.lock().unwrap().is_some());
     }
 }

@@ -7,6 +7,7 @@
 
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TraceContextExt;
 use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -33,6 +34,31 @@ impl<H: Headers> Extractor for HeaderExtractor<'_, H> {
 /// Adds the current span's trace context to `headers`.
 pub fn inject_current(headers: OwnedHeaders) -> OwnedHeaders {
     inject(&tracing::Span::current().context(), headers)
+}
+
+/// The header pairs that carry the current span's trace context (none outside a trace).
+/// Computed once, they can be added to many records sent from the same span.
+pub fn current_pairs() -> Vec<(String, String)> {
+    let cx = tracing::Span::current().context();
+    if !cx.span().span_context().is_valid() {
+        return Vec::new();
+    }
+    let mut injector = HeaderInjector(Vec::new());
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut injector));
+    injector.0
+}
+
+/// `headers` plus `pairs`; no header block at all when both are empty (librdkafka
+/// allocates one per record otherwise).
+pub fn with_pairs(headers: Option<OwnedHeaders>, pairs: &[(String, String)]) -> Option<OwnedHeaders> {
+    if pairs.is_empty() {
+        return headers;
+    }
+    let mut headers = headers.unwrap_or_default();
+    for (key, value) in pairs {
+        headers = headers.insert(Header { key, value: Some(value.as_bytes()) });
+    }
+    Some(headers)
 }
 
 /// Adds `cx` to `headers`.

@@ -27,16 +27,29 @@ impl Readiness {
     }
 }
 
-/// Installs the global Prometheus recorder (once per process; later calls reuse it).
+/// Installs the global Prometheus recorder (once per process; later calls reuse it), and
+/// a thread that folds histogram samples into their buckets every 5 seconds, so memory
+/// stays bounded between scrapes (the recorder keeps raw samples until upkeep runs).
 pub fn install_metrics() -> PrometheusHandle {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets(&[0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
                 .expect("static buckets are valid")
                 .install_recorder()
-                .expect("no other metrics recorder is installed")
+                .expect("no other metrics recorder is installed");
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "metrics upkeep thread not started: histograms grow until scraped");
+            }
+            handle
         })
         .clone()
 }

@@ -50,7 +50,8 @@ impl Codec {
         let entry = self.registry.get(R::SCHEMA)?;
         let out = self.header(entry, 128);
         let mut config = serde_avro_fast::ser::SerializerConfig::new(&entry.fast);
-        serde_avro_fast::to_datum(record, out, &mut config).map_err(|e| SchemaError::Mismatch(format!("{}: {e}", entry.name)))
+        serde_avro_fast::to_datum(record, out, &mut config)
+            .map_err(|e| SchemaError::Mismatch(format!("{}: {e}", entry.name)))
     }
 
     /// Encodes a generic Avro value with the named schema.
