@@ -137,6 +137,32 @@ async fn consume_library(settings: &KafkaSettings, topic: &str, dead_letters: &s
     Ok(elapsed)
 }
 
+/// rust-rdkafka alone: the pre-encoded payloads through a `ThreadedProducer` with the
+/// library's producer settings, delivery reports ignored, then a flush.
+fn produce_raw(settings: &KafkaSettings, topic: &str, records: &[Encounter], payloads: &[Vec<u8>]) -> Result<Duration> {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
+    let started = Instant::now();
+    let producer: ThreadedProducer<DefaultProducerContext> = settings.producer().create()?;
+    for (r, payload) in records.iter().zip(payloads) {
+        let mut record = BaseRecord::to(topic).key(r.hospital_id.as_str()).payload(payload.as_slice());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    Ok(started.elapsed())
+}
+
 /// rust-rdkafka alone: a bare `StreamConsumer` loop over the same topic, no decoding, no
 /// offsets stored: what the library's consumer is built on.
 async fn consume_raw(settings: &KafkaSettings, topic: &str, records: u64) -> Result<Duration> {
@@ -262,13 +288,14 @@ pub async fn kafka(args: BenchKafkaArgs) -> Result<ExitCode> {
     let dead_letters = fresh_topic(&admin, "dead-letters").await?;
 
     // Rows of the table, each with the index of the row it is compared with.
-    let rows: [(&str, usize); 6] = [
-        ("produce: guardian-kafka send_batch", 2),
-        ("produce: guardian-kafka send, per record", 2),
-        ("produce: kcat", 2),
-        ("consume: guardian-kafka", 5),
-        ("consume: rust-rdkafka StreamConsumer, bare loop", 5),
-        ("consume: kcat", 5),
+    let rows: [(&str, usize); 7] = [
+        ("produce: guardian-kafka send_batch", 3),
+        ("produce: guardian-kafka send, per record", 3),
+        ("produce: rust-rdkafka ThreadedProducer, bare loop", 3),
+        ("produce: kcat", 3),
+        ("consume: guardian-kafka", 6),
+        ("consume: rust-rdkafka StreamConsumer, bare loop", 6),
+        ("consume: kcat", 6),
     ];
     let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
     let mut created = vec![dead_letters.clone()];
@@ -278,16 +305,18 @@ pub async fn kafka(args: BenchKafkaArgs) -> Result<ExitCode> {
         let topics = [
             fresh_topic(&admin, "batch").await?,
             fresh_topic(&admin, "each").await?,
+            fresh_topic(&admin, "raw").await?,
             fresh_topic(&admin, "kcat").await?,
         ];
         created.extend(topics.iter().cloned());
         let times = [
             produce_library_batch(&settings, &topics[0], &records).await?,
             produce_library_each(&settings, &topics[1], &records).await?,
-            produce_kcat(&args.kcat, bootstrap, &topics[2], &input)?,
+            produce_raw(&settings, &topics[2], &records, &encoded)?,
+            produce_kcat(&args.kcat, bootstrap, &topics[3], &input)?,
             consume_library(&settings, &topics[0], &dead_letters, args.records).await?,
             consume_raw(&settings, &topics[1], args.records).await?,
-            consume_kcat(&args.kcat, bootstrap, &topics[2], args.records)?,
+            consume_kcat(&args.kcat, bootstrap, &topics[3], args.records)?,
         ];
         for (row, t) in times.iter().enumerate() {
             seconds[row].push(t.as_secs_f64());

@@ -271,10 +271,8 @@ impl AtLeastOnceConsumer {
                 Err(ProcessError::Transient(error)) => {
                     stats.retries += 1;
                     metrics::counter!(m::RETRIES, m::OPERATION => "handle").increment(1);
-                    let delay = delays
-                        .get_or_insert_with(|| self.retry.delays())
-                        .next()
-                        .unwrap_or(Duration::from_secs(10));
+                    let delay =
+                        delays.get_or_insert_with(|| self.retry.delays()).next().unwrap_or(Duration::from_secs(10));
                     tracing::warn!(%error, delay_ms = delay.as_millis() as u64, "transient failure, retrying record");
                     tokio::time::sleep(delay).await;
                 }

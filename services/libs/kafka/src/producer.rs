@@ -216,12 +216,12 @@ impl Producer {
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
-        let deadline = Instant::now() + QUEUE_TIMEOUT;
+        let mut deadline = None;
         loop {
             match self.inner.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                    if Instant::now() < deadline =>
+                    if *deadline.get_or_insert_with(|| Instant::now() + QUEUE_TIMEOUT) > Instant::now() =>
                 {
                     record = back;
                     tokio::time::sleep(Duration::from_millis(1)).await;

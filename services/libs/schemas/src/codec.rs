@@ -48,7 +48,8 @@ impl Codec {
     /// intermediate Avro value): the producers' hot path.
     pub fn encode<R: Record>(&self, record: &R) -> Result<Vec<u8>, SchemaError> {
         let entry = self.registry.get(R::SCHEMA)?;
-        let out = self.header(entry, 128);
+        // Room for most records: a growing buffer costs a copy per doubling.
+        let out = self.header(entry, 512);
         let mut config = serde_avro_fast::ser::SerializerConfig::new(&entry.fast);
         serde_avro_fast::to_datum(record, out, &mut config)
             .map_err(|e| SchemaError::Mismatch(format!("{}: {e}", entry.name)))
