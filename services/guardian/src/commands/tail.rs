@@ -2,6 +2,7 @@
 //! Undecodable records are printed with their error, never skipped silently. Reads with
 //! a throwaway group and commits nothing.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -56,7 +57,8 @@ pub async fn run(args: TailArgs) -> Result<ExitCode> {
             Some(Err(e)) => line["error"] = e.to_string().into(),
             None => line["value"] = serde_json::Value::Null,
         }
-        println!("{line}");
+        // A closed pipe (`| head`) ends the command; main treats it as success.
+        writeln!(std::io::stdout(), "{line}")?;
         seen += 1;
     }
     Ok(ExitCode::SUCCESS)

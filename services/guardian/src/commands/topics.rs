@@ -1,5 +1,6 @@
 //! `guardian topics apply|verify|list`.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -12,9 +13,11 @@ pub async fn run(cmd: TopicsCommand) -> Result<ExitCode> {
     match cmd {
         TopicsCommand::List { topics_dir, topic_prefix } => {
             let catalogue = common::catalogue(topics_dir.as_deref(), &topic_prefix)?;
-            println!("{:<34} {:<18} {:>5} {:>3}  {:<8} VALUE SCHEMA", "TOPIC", "ROLE", "PARTS", "RF", "CLEANUP");
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{:<34} {:<18} {:>5} {:>3}  {:<8} VALUE SCHEMA", "TOPIC", "ROLE", "PARTS", "RF", "CLEANUP")?;
             for spec in catalogue.specs() {
-                println!(
+                writeln!(
+                    out,
                     "{:<34} {:<18} {:>5} {:>3}  {:<8} {}",
                     catalogue.name_of(spec),
                     spec.role,
@@ -22,7 +25,7 @@ pub async fn run(cmd: TopicsCommand) -> Result<ExitCode> {
                     spec.replication_factor,
                     spec.config.get("cleanup.policy").map(String::as_str).unwrap_or("delete"),
                     spec.value_schema
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
