@@ -27,6 +27,11 @@ use crate::{KafkaSettings, trace};
 
 /// How long a send may wait for room in librdkafka's queue before failing.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A batch keeps at most this many records in librdkafka's queue: filling the queue up
+/// (100,000 records by default) and polling for room is slower than a steady window.
+const BATCH_HIGH_WATER: u64 = 20_000;
+/// ...and, once there, waits for acknowledgements down to this many.
+const BATCH_LOW_WATER: u64 = 10_000;
 
 /// Cheap to clone; clones share one librdkafka client.
 #[derive(Clone)]
@@ -63,6 +68,7 @@ pub struct BatchTally {
     outstanding: AtomicU64,
     delivered: AtomicU64,
     first_error: Mutex<Option<KafkaError>>,
+    /// Woken when `outstanding` falls to 0 or to `BATCH_LOW_WATER`.
     all_in: Notify,
 }
 
@@ -76,19 +82,25 @@ impl BatchTally {
                 self.first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
             }
         }
-        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let left = self.outstanding.fetch_sub(1, Ordering::AcqRel) - 1;
+        if left == 0 || left == BATCH_LOW_WATER {
             self.all_in.notify_one();
         }
     }
 
-    async fn wait_all_in(&self) {
+    /// Waits until at most `level` records (0 or `BATCH_LOW_WATER`) are outstanding.
+    async fn wait_down_to(&self, level: u64) {
         loop {
             let notified = self.all_in.notified();
-            if self.outstanding.load(Ordering::Acquire) == 0 {
+            if self.outstanding.load(Ordering::Acquire) <= level {
                 return;
             }
             notified.await;
         }
+    }
+
+    async fn wait_all_in(&self) {
+        self.wait_down_to(0).await
     }
 }
 
@@ -177,6 +189,9 @@ impl Producer {
         let mut queued = 0u64;
         for (key, record) in records {
             let payload = self.codec.encode(record)?;
+            if tally.outstanding.load(Ordering::Acquire) >= BATCH_HIGH_WATER {
+                tally.wait_down_to(BATCH_LOW_WATER).await;
+            }
             tally.outstanding.fetch_add(1, Ordering::AcqRel);
             let target = DeliveryTarget::Batch(tally.clone());
             if let Err(e) =
