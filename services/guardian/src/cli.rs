@@ -198,8 +198,8 @@ pub struct BenchKafkaArgs {
     /// Target size of each Avro record in bytes
     #[arg(long, default_value_t = 300)]
     pub record_size: usize,
-    /// Repetitions of each measurement (the best is reported, with the spread)
-    #[arg(long, default_value_t = 3)]
+    /// Repetitions of each measurement (the best and the median are reported)
+    #[arg(long, default_value_t = 5)]
     pub repeat: u32,
     /// Path to kcat
     #[arg(long, default_value = "kcat")]

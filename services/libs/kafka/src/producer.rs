@@ -31,7 +31,7 @@ const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// (100,000 records by default) and polling for room is slower than a steady window.
 const BATCH_HIGH_WATER: u64 = 20_000;
 /// ...and, once there, waits for acknowledgements down to this many.
-const BATCH_LOW_WATER: u64 = 10_000;
+const BATCH_LOW_WATER: u64 = 18_000;
 
 /// Cheap to clone; clones share one librdkafka client.
 #[derive(Clone)]
