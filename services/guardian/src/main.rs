@@ -5,11 +5,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc: the consumers free records on other threads than the ones that allocated
-/// them, where glibc's allocator is slow and erratic (see the README's benchmarks).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod cli;
 mod commands;
 mod common;
