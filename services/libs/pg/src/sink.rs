@@ -202,13 +202,15 @@ impl PgOffsetConsumer {
         if !items.is_empty() {
             effect.apply(&mut tx, &items).await?;
         }
-        for (msg, kind, error) in &poison {
-            guardian_kafka::retry::retry("dead-letter", &self.retry, KafkaClientError::is_retryable, || {
+        // All of the batch's dead letters in flight at once (a poison storm must not crawl
+        // at one broker round trip per record), every one acknowledged before the commit.
+        futures::future::try_join_all(poison.iter().map(|(msg, kind, error)| {
+            guardian_kafka::retry::retry("dead-letter", &self.retry, KafkaClientError::is_retryable, move || {
                 self.dlq.send(*msg, kind, error)
             })
-            .await
-            .map_err(BatchError::Kafka)?;
-        }
+        }))
+        .await
+        .map_err(BatchError::Kafka)?;
         if !next.is_empty() {
             offsets::advance(&mut tx, &self.group, &next).await?;
         }
