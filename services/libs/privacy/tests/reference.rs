@@ -1,0 +1,40 @@
+//! ε matches Google's dp_accounting 0.6.0 within 1e-9 relative (plus 1e-12 absolute)
+//! on the grid and the heterogeneous compositions of `tests/privacy/reference.json`
+//! (made by `tests/privacy/make_reference.py`; the file names the library version).
+
+use guardian_privacy::{RdpAccountant, SampledGaussian};
+
+const REFERENCE: &str = include_str!("../../../../tests/privacy/reference.json");
+
+#[test]
+fn rdp_epsilon_matches_dp_accounting() {
+    let doc: serde_json::Value = serde_json::from_str(REFERENCE).unwrap();
+    assert!(doc["library"].as_str().unwrap().starts_with("dp_accounting 0.6.0"));
+    let cases = doc["cases"].as_array().unwrap();
+    assert!(cases.len() >= 280, "the grid is in the file");
+    let mut failures = Vec::new();
+    let mut worst = 0.0f64;
+    for case in cases {
+        let mut acc = RdpAccountant::default();
+        for step in case["steps"].as_array().unwrap() {
+            let s = step.as_array().unwrap();
+            acc.compose(&SampledGaussian {
+                sampling_rate: s[0].as_f64().unwrap(),
+                noise_multiplier: s[1].as_f64().unwrap(),
+                count: s[2].as_u64().unwrap(),
+            })
+            .unwrap();
+        }
+        let delta = case["delta"].as_f64().unwrap();
+        let expected = case["epsilon"].as_f64().unwrap();
+        let (eps, order) = acc.epsilon(delta).unwrap();
+        let err = (eps - expected).abs();
+        worst = worst.max(err / expected.max(1e-300));
+        if err > 1e-9 * expected + 1e-12 {
+            failures
+                .push(format!("{}: ε {eps} (order {order}) vs {expected} (order {})", case["steps"], case["order"]));
+        }
+    }
+    eprintln!("{} cases, worst relative difference {worst:e}", cases.len());
+    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
