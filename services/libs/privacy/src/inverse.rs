@@ -16,9 +16,7 @@ pub fn rounds_left(
     delta: f64,
     budget: f64,
 ) -> Result<u64, PrivacyError> {
-    if !(budget >= 0.0) {
-        return Err(PrivacyError::Epsilon(budget));
-    }
+    crate::check_epsilon(budget)?;
     let per_step = spent.step_rdp(step)?;
     let eps_after = |n: u64| -> Result<f64, PrivacyError> {
         let mut acc = spent.clone();
@@ -55,9 +53,7 @@ const MAX_SIGMA: f64 = 1e6;
 /// sampling rate `q` within `target` ε at `delta`; the returned σ always satisfies the
 /// target (it is the upper end of the final bracket).
 pub fn noise_for_target(q: f64, count: u64, delta: f64, target: f64) -> Result<f64, PrivacyError> {
-    if !(target >= 0.0) {
-        return Err(PrivacyError::Epsilon(target));
-    }
+    crate::check_epsilon(target)?;
     let eps = |sigma: f64| -> Result<f64, PrivacyError> {
         let mut acc = RdpAccountant::default();
         acc.compose(&SampledGaussian { sampling_rate: q, noise_multiplier: sigma, count })?;

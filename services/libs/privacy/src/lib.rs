@@ -34,3 +34,8 @@ pub enum PrivacyError {
     #[error("no noise multiplier up to {max} keeps {count} rounds at q = {q} under epsilon {epsilon}")]
     Unreachable { q: f64, count: u64, epsilon: f64, max: f64 },
 }
+
+/// An ε that is a number and not negative (NaN fails).
+pub(crate) fn check_epsilon(epsilon: f64) -> Result<(), PrivacyError> {
+    if epsilon.is_nan() || epsilon < 0.0 { Err(PrivacyError::Epsilon(epsilon)) } else { Ok(()) }
+}

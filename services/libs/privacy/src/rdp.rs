@@ -141,9 +141,7 @@ pub fn epsilon_from_rdp(orders: &[f64], rdp: &[f64], delta: f64) -> Result<(f64,
 
 /// δ (and its order) for a vector of RDP values and a target ε.
 pub fn delta_from_rdp(orders: &[f64], rdp: &[f64], epsilon: f64) -> Result<(f64, f64), PrivacyError> {
-    if !(epsilon >= 0.0) {
-        return Err(PrivacyError::Epsilon(epsilon));
-    }
+    crate::check_epsilon(epsilon)?;
     let mut best = (f64::INFINITY, orders.first().copied().unwrap_or(0.0));
     for (&a, &r) in orders.iter().zip(rdp) {
         let mut log_delta = if r <= 0.0 { f64::NEG_INFINITY } else { 0.5 * (-(-r).exp()).ln_1p() };
