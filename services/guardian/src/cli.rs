@@ -52,9 +52,102 @@ pub enum Command {
     Db(DbCommand),
     /// Run the local demo: topics, synthetic hospitals, consumers, /metrics
     Demo(DemoArgs),
+    /// Privacy accounting questions: epsilon of a schedule, rounds left, noise for a target
+    #[command(subcommand)]
+    Privacy(PrivacyCommand),
     /// Benchmarks that print a table
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// One or more groups of sampled-Gaussian rounds. Repeat the three flags to compose
+/// groups with different parameters: the n-th --sampling-rate, --noise-multiplier and
+/// --steps form the n-th group.
+#[derive(Debug, Clone, Args)]
+pub struct ScheduleArgs {
+    /// Poisson sampling rate q of a group, in [0, 1] (1: every record every round)
+    #[arg(long = "sampling-rate", value_name = "Q", required = true)]
+    pub sampling_rates: Vec<f64>,
+    /// Noise multiplier sigma of a group (noise std / clipping norm)
+    #[arg(long = "noise-multiplier", value_name = "SIGMA", required = true)]
+    pub noise_multipliers: Vec<f64>,
+    /// Rounds in a group
+    #[arg(long = "steps", value_name = "T", required = true)]
+    pub steps: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AccountantArg {
+    /// Renyi DP of the sampled Gaussian, converted as Google's dp_accounting does
+    Rdp,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrivacyCommand {
+    /// Epsilon spent by a schedule of rounds at a given delta
+    Epsilon {
+        #[command(flatten)]
+        schedule: ScheduleArgs,
+        /// Target delta
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+        /// Accounting method
+        #[arg(long, value_enum, default_value_t = AccountantArg::Rdp)]
+        accountant: AccountantArg,
+        /// Print one JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rounds of one more kind that still fit under a budget, after what was spent
+    RoundsLeft {
+        /// Sampling rate of the next rounds
+        #[arg(long)]
+        sampling_rate: f64,
+        /// Noise multiplier of the next rounds
+        #[arg(long)]
+        noise_multiplier: f64,
+        /// Epsilon budget
+        #[arg(long, default_value_t = 2.0)]
+        budget: f64,
+        /// Target delta
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+        /// Already spent, as Q,SIGMA,T (repeatable)
+        #[arg(long = "spent", value_name = "Q,SIGMA,T", value_parser = parse_spent)]
+        spent: Vec<(f64, f64, u64)>,
+        /// Print one JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// The smallest noise multiplier that keeps T rounds at rate Q under a target epsilon
+    Noise {
+        /// Sampling rate
+        #[arg(long)]
+        sampling_rate: f64,
+        /// Rounds
+        #[arg(long)]
+        steps: u64,
+        /// Target epsilon
+        #[arg(long)]
+        epsilon: f64,
+        /// Target delta
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+        /// Print one JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_spent(s: &str) -> Result<(f64, f64, u64), String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let [q, sigma, t] = parts.as_slice() else {
+        return Err(format!("expected Q,SIGMA,T (for example 0.01,1.1,500), got {s:?}"));
+    };
+    let q = q.parse().map_err(|e| format!("sampling rate {q:?}: {e}"))?;
+    let sigma = sigma.parse().map_err(|e| format!("noise multiplier {sigma:?}: {e}"))?;
+    let t = t.parse().map_err(|e| format!("steps {t:?}: {e}"))?;
+    Ok((q, sigma, t))
 }
 
 /// Where Kafka is and which topics to use.

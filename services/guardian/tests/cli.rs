@@ -190,3 +190,76 @@ fn a_service_refuses_to_start_when_its_topics_are_missing() {
         &["topics differ from the catalogue", &format!("{prefix}guardian.encounters"), "guardian topics apply"],
     );
 }
+
+#[test]
+fn privacy_epsilon_and_rounds_left_agree_on_the_budget_edge() {
+    // q = 0.01, σ = 1.1, δ = 1e-5: 1,404 rounds fit under ε = 2, the 1,405th does not.
+    let eps = |steps: &str| {
+        let out = guardian(&[
+            "privacy",
+            "epsilon",
+            "--sampling-rate",
+            "0.01",
+            "--noise-multiplier",
+            "1.1",
+            "--steps",
+            steps,
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        v["epsilon"].as_f64().unwrap()
+    };
+    assert!(eps("1404") <= 2.0);
+    assert!(eps("1405") > 2.0);
+    let out = guardian(&[
+        "privacy",
+        "rounds-left",
+        "--sampling-rate",
+        "0.01",
+        "--noise-multiplier",
+        "1.1",
+        "--budget",
+        "2",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["rounds_left"], 1404);
+    // Spent rounds count against the same budget.
+    let out = guardian(&[
+        "privacy",
+        "rounds-left",
+        "--sampling-rate",
+        "0.01",
+        "--noise-multiplier",
+        "1.1",
+        "--budget",
+        "2",
+        "--spent",
+        "0.01,1.1,1000",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["rounds_left"], 404);
+}
+
+#[test]
+fn privacy_commands_refuse_bad_parameters_in_one_line() {
+    let out = guardian(&[
+        "privacy",
+        "epsilon",
+        "--sampling-rate",
+        "0.01",
+        "--noise-multiplier",
+        "1.1",
+        "--steps",
+        "5",
+        "--sampling-rate",
+        "0.1",
+    ]);
+    assert_one_clear_error(&out, &["each group needs"]);
+    let out = guardian(&["privacy", "epsilon", "--sampling-rate", "2", "--noise-multiplier", "1", "--steps", "1"]);
+    assert_one_clear_error(&out, &["sampling rate must be in [0, 1]"]);
+    let out = guardian(&["privacy", "noise", "--sampling-rate", "0.01", "--steps", "10", "--epsilon=-1"]);
+    assert_one_clear_error(&out, &["epsilon must be >= 0"]);
+}

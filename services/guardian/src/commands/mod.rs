@@ -9,6 +9,7 @@ use crate::cli::{AgentCommand, BenchCommand, Cli, Command, DbCommand};
 mod bench;
 mod db;
 mod demo;
+mod privacy;
 pub mod simulate;
 mod tail;
 mod topics;
@@ -23,6 +24,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Tail(args) => tail::run(args).await,
         Command::Db(DbCommand::Migrate { database_url }) => db::migrate(&database_url).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Privacy(cmd) => privacy::run(cmd),
         Command::Bench(BenchCommand::Kafka(args)) => bench::kafka(args).await,
     }
 }
