@@ -41,7 +41,12 @@ proptest! {
     #[test]
     fn a_larger_sample_never_costs_less(q1 in 0.001f64..1.0, q2 in 0.001f64..1.0, s in sigma(), t in 1u64..2000, d in delta()) {
         let (lo, hi) = if q1 <= q2 { (q1, q2) } else { (q2, q1) };
-        prop_assert!(le(eps(&[(lo, s, t)], d), eps(&[(hi, s, t)], d)), "q {lo} vs {hi}");
+        let (e_lo, e_hi) = (eps(&[(lo, s, t)], d), eps(&[(hi, s, t)], d));
+        // Where ε is in the hundreds the RDP bound itself is not monotone in q at the
+        // 1e-6 level (dp_accounting gives 565.92624 at q = 0.786 and 565.92589 at
+        // q = 0.974 for σ = 0.5, T = 229): no budget lives there.
+        prop_assume!(e_hi < 100.0);
+        prop_assert!(le(e_lo, e_hi), "q {lo} vs {hi}: {e_lo} vs {e_hi}");
     }
 
     #[test]
