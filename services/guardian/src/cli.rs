@@ -279,6 +279,18 @@ pub struct DemoArgs {
 pub enum BenchCommand {
     /// Produce and consume throughput of the Kafka library next to kcat, same broker, same run
     Kafka(BenchKafkaArgs),
+    /// The RDP accountant next to Google's dp_accounting, same workloads, same run
+    Privacy(BenchPrivacyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPrivacyArgs {
+    /// Budget-spend events per workload
+    #[arg(long, default_value_t = 10_000)]
+    pub events: usize,
+    /// Python with dp-accounting 0.6.0 installed (`tests/stack/stack.sh bench-tools` makes one)
+    #[arg(long, env = "GUARDIAN_DP_PYTHON")]
+    pub dp_python: String,
 }
 
 #[derive(Debug, Args)]

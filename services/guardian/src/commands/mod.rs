@@ -7,6 +7,7 @@ use anyhow::Result;
 use crate::cli::{AgentCommand, BenchCommand, Cli, Command, DbCommand};
 
 mod bench;
+mod bench_privacy;
 mod db;
 mod demo;
 mod privacy;
@@ -26,5 +27,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(args) => demo::run(args).await,
         Command::Privacy(cmd) => privacy::run(cmd),
         Command::Bench(BenchCommand::Kafka(args)) => bench::kafka(args).await,
+        Command::Bench(BenchCommand::Privacy(args)) => bench_privacy::run(args),
     }
 }

@@ -14,6 +14,58 @@ pub fn log_add(a: f64, b: f64) -> f64 {
     (lo - hi).exp().ln_1p() + hi
 }
 
+/// log Σ e^tᵢ accumulated as the largest term and the sum of the others relative to it,
+/// ln = max + ln_1p(rest): each term costs one `exp` instead of the `exp` and `log1p` of
+/// a [`log_add`] (the accountant adds tens of thousands per vector), and sums close to
+/// the largest term lose no more precision than sequential `log_add` does.
+/// A term this far below the largest adds less than 2^-86 of it: below what a double
+/// holds, so it is skipped without computing its exponential.
+const NEGLIGIBLE_GAP: f64 = 60.0;
+
+#[derive(Debug, Clone, Copy)]
+pub struct LogSum {
+    max: f64,
+    /// Σ e^(tᵢ − max) over every term but the largest.
+    rest: f64,
+}
+
+impl Default for LogSum {
+    fn default() -> Self {
+        LogSum { max: f64::NEG_INFINITY, rest: 0.0 }
+    }
+}
+
+impl LogSum {
+    pub fn add(&mut self, log_term: f64) {
+        if log_term > self.max {
+            // The old largest term joins the rest, rescaled to the new one.
+            self.rest =
+                if self.max == f64::NEG_INFINITY { 0.0 } else { (self.rest + 1.0) * (self.max - log_term).exp() };
+            self.max = log_term;
+        } else if log_term > self.max - NEGLIGIBLE_GAP {
+            self.rest += (log_term - self.max).exp();
+        }
+    }
+
+    /// Whether `log_term` is more than `gap` below the sum, without a logarithm when the
+    /// bounds max ≤ sum ≤ max + rest already decide it.
+    pub fn is_below_by(&self, log_term: f64, gap: f64) -> bool {
+        if log_term < self.max - gap {
+            return true;
+        }
+        // ln(1 + rest) ≤ rest: the sum is at most max + rest.
+        if log_term >= self.max + self.rest - gap {
+            return false;
+        }
+        log_term < self.ln() - gap
+    }
+
+    /// log of the sum so far (−∞ when empty).
+    pub fn ln(&self) -> f64 {
+        if self.max == f64::NEG_INFINITY { f64::NEG_INFINITY } else { self.max + self.rest.ln_1p() }
+    }
+}
+
 /// log |Γ(x)|, with C's `lgamma` meaning at negative non-integers (the generalised
 /// binomial coefficients of fractional orders need it there).
 pub fn ln_abs_gamma(x: f64) -> f64 {
@@ -33,6 +85,10 @@ const ERFC_DIRECT_MAX: f64 = 26.0;
 pub fn log_erfc(x: f64) -> f64 {
     if x.is_nan() {
         return f64::NAN;
+    }
+    if x < -6.5 {
+        // erfc(-x)/2 < 2e-20, far below half an ulp of ln 2: the sum below rounds to ln 2.
+        return std::f64::consts::LN_2;
     }
     if x < 0.0 {
         // erfc(x) = 2 - erfc(-x), in (1, 2].
@@ -99,6 +155,10 @@ mod tests {
         assert!(close(log_erfc(x), -x * x - (x * std::f64::consts::PI.sqrt()).ln(), 1e-12));
         assert_eq!(log_erfc(f64::INFINITY), f64::NEG_INFINITY);
         assert!(close(log_erfc(f64::NEG_INFINITY), std::f64::consts::LN_2, 1e-16));
+        // The shortcut below -6.5 is exactly what the full formula rounds to.
+        for x in [-6.5f64, -7.0, -10.0, -40.0] {
+            assert_eq!(log_erfc(x), std::f64::consts::LN_2 + (-0.5 * libm::erfc(-x)).ln_1p(), "x = {x}");
+        }
     }
 
     #[test]
@@ -106,6 +166,24 @@ mod tests {
         assert!(close(log_comb(10.0, 3.0), 120f64.ln(), 1e-14));
         // C(2.5, 4) = 2.5·1.5·0.5·(-0.5)/24 = -0.0390625: the magnitude is kept.
         assert!(close(log_comb(2.5, 4.0), 0.039_062_5f64.ln(), 1e-13));
+    }
+
+    #[test]
+    fn log_sum_agrees_with_log_add() {
+        let terms = [-3.0, 2.5, f64::NEG_INFINITY, 10.0, -700.0, 9.999, 0.0, 10.0];
+        let mut by_log_add = f64::NEG_INFINITY;
+        let mut sum = LogSum::default();
+        for t in terms {
+            by_log_add = log_add(by_log_add, t);
+            sum.add(t);
+        }
+        assert!(close(sum.ln(), by_log_add, 1e-15), "{} vs {by_log_add}", sum.ln());
+        assert_eq!(LogSum::default().ln(), f64::NEG_INFINITY);
+        // A sum barely above its largest term keeps its small part exactly.
+        let mut near_one = LogSum::default();
+        near_one.add(0.0);
+        near_one.add(-40.0);
+        assert!(close(near_one.ln(), (-40.0f64).exp().ln_1p(), 1e-15));
     }
 
     #[test]
