@@ -9,6 +9,8 @@
 #   stack.sh env            print the environment the services and tests read
 #   stack.sh reset          down, then delete all stack data
 #   stack.sh demo [ARGS]    up, then `guardian demo` (release build)
+#   stack.sh bench-tools    install the benchmark peers that tests do not need
+#                           (dp_accounting 0.6.0 for `guardian bench privacy`)
 #
 # Data, logs and the env file live under $GUARDIAN_STACK_DIR (default: <repo>/.stack).
 # Downloaded and built tools live under $GUARDIAN_TOOLS (default:
@@ -24,6 +26,7 @@ KAFKA_LIBS=$TOOLS/kafka-$KAFKA_VERSION-$(sha1sum "$REPO/tests/stack/kafka/pom.xm
 S3S_VERSION=0.14.1
 S3S_BIN=$TOOLS/s3s-fs-$S3S_VERSION/bin/s3s-fs
 VENV=$TOOLS/venv
+DP_VENV=$TOOLS/dpvenv
 KAFKA_HEAP=${GUARDIAN_KAFKA_HEAP:-512m}
 READY_SECONDS=${GUARDIAN_READY_SECONDS:-90}
 S3_ACCESS_KEY=guardian
@@ -119,6 +122,17 @@ install_python() {
       || die "pip could not install fastavro / confluent-kafka"
     touch "$VENV/.complete"
   fi
+}
+
+install_bench_tools() {
+  if [ ! -f "$DP_VENV/.complete" ]; then
+    say "creating the dp_accounting venv in $DP_VENV (benchmark peer and reference values)"
+    python3 -m venv "$DP_VENV" || { apt_install python3-venv; python3 -m venv "$DP_VENV"; }
+    "$DP_VENV/bin/pip" install -q --disable-pip-version-check dp-accounting==0.6.0 \
+      || die "pip could not install dp-accounting"
+    touch "$DP_VENV/.complete"
+  fi
+  say "dp_accounting: GUARDIAN_DP_PYTHON=$DP_VENV/bin/python"
 }
 
 install_cli_tools() {
@@ -278,6 +292,7 @@ write_env() {
     echo "export GUARDIAN_S3_SECRET_KEY='$S3_SECRET_KEY'"
     echo "export GUARDIAN_KAFKA_LIBS='$KAFKA_LIBS'"
     echo "export GUARDIAN_PYTHON='$VENV/bin/python'"
+    if [ -f "$DP_VENV/.complete" ]; then echo "export GUARDIAN_DP_PYTHON='$DP_VENV/bin/python'"; fi
   } >"$f.tmp"
   mv "$f.tmp" "$f"
 }
@@ -354,6 +369,7 @@ case ${1:-} in
   env) cmd_env ;;
   reset) cmd_reset ;;
   demo) shift; cmd_demo "$@" ;;
-  -h|--help|help|"") sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' ;;
-  *) die "unknown command '$1' (try: install, up, down, status, env, reset, demo)" ;;
+  bench-tools) mkdir -p "$TOOLS"; install_bench_tools; if [ -f "$STACK_DIR/env" ]; then write_env; fi ;;
+  -h|--help|help|"") sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) die "unknown command '$1' (try: install, up, down, status, env, reset, demo, bench-tools)" ;;
 esac

@@ -212,35 +212,25 @@ fn privacy_epsilon_and_rounds_left_agree_on_the_budget_edge() {
     };
     assert!(eps("1404") <= 2.0);
     assert!(eps("1405") > 2.0);
-    let out = guardian(&[
-        "privacy",
-        "rounds-left",
-        "--sampling-rate",
-        "0.01",
-        "--noise-multiplier",
-        "1.1",
-        "--budget",
-        "2",
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(v["rounds_left"], 1404);
+    let rounds_left = |extra: &[&str]| {
+        let mut args = vec![
+            "privacy",
+            "rounds-left",
+            "--sampling-rate",
+            "0.01",
+            "--noise-multiplier",
+            "1.1",
+            "--budget",
+            "2",
+            "--json",
+        ];
+        args.extend(extra);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&guardian(&args))).unwrap();
+        v["rounds_left"].clone()
+    };
+    assert_eq!(rounds_left(&[]), 1404);
     // Spent rounds count against the same budget.
-    let out = guardian(&[
-        "privacy",
-        "rounds-left",
-        "--sampling-rate",
-        "0.01",
-        "--noise-multiplier",
-        "1.1",
-        "--budget",
-        "2",
-        "--spent",
-        "0.01,1.1,1000",
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(v["rounds_left"], 404);
+    assert_eq!(rounds_left(&["--spent", "0.01,1.1,1000"]), 404);
 }
 
 #[test]

@@ -47,7 +47,11 @@ pub fn run(args: crate::cli::BenchPrivacyArgs) -> Result<ExitCode> {
     }
     let peer: serde_json::Value = serde_json::from_slice(&out.stdout).context("reading the dp_accounting side")?;
     println!();
-    println!("{} budget-spend events composed one by one, epsilon at delta 1e-5; {}", args.events, peer["library"]);
+    println!(
+        "{} budget-spend events composed one by one, epsilon at delta 1e-5; {}",
+        args.events,
+        peer["library"].as_str().unwrap_or("dp_accounting")
+    );
     println!();
     println!(
         "| workload | guardian-privacy | dp_accounting | speed-up | epsilon (ours) | epsilon (dp_accounting) | relative difference |"
