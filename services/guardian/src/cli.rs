@@ -52,12 +52,38 @@ pub enum Command {
     Db(DbCommand),
     /// Run the local demo: topics, synthetic hospitals, consumers, /metrics
     Demo(DemoArgs),
+    /// The privacy accountant service: budget spends into the ledger, budget status and alerts out
+    Accountant(AccountantArgs),
     /// Privacy accounting questions: epsilon of a schedule, rounds left, noise for a target
     #[command(subcommand)]
     Privacy(PrivacyCommand),
     /// Benchmarks that print a table
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct AccountantArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// PostgreSQL URL of the ledger
+    #[arg(long, env = "GUARDIAN_DATABASE_URL")]
+    pub database_url: String,
+    /// Consumer group (also the key of the offsets kept with the ledger)
+    #[arg(long, default_value = "privacy-accountant")]
+    pub group: String,
+    /// Epsilon budget of each hospital
+    #[arg(long, default_value_t = 2.0)]
+    pub hospital_epsilon: f64,
+    /// Epsilon budget of the federation (every hospital's accepted spends composed)
+    #[arg(long, default_value_t = 10.0)]
+    pub global_epsilon: f64,
+    /// Delta of every budget
+    #[arg(long, default_value_t = 1e-5)]
+    pub delta: f64,
+    /// Where /metrics, /healthz and /readyz listen
+    #[arg(long, default_value = "127.0.0.1:9465")]
+    pub listen: SocketAddr,
 }
 
 /// One or more groups of sampled-Gaussian rounds. Repeat the three flags to compose

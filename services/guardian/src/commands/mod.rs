@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use crate::cli::{AgentCommand, BenchCommand, Cli, Command, DbCommand};
 
+mod accountant;
 mod bench;
 mod bench_privacy;
 mod db;
@@ -25,6 +26,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Tail(args) => tail::run(args).await,
         Command::Db(DbCommand::Migrate { database_url }) => db::migrate(&database_url).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Accountant(args) => accountant::run(args).await,
         Command::Privacy(cmd) => privacy::run(cmd),
         Command::Bench(BenchCommand::Kafka(args)) => bench::kafka(args).await,
         Command::Bench(BenchCommand::Privacy(args)) => bench_privacy::run(args),

@@ -25,6 +25,8 @@ pub trait PgEffect {
     type Item;
     fn prepare(&mut self, msg: &OwnedMessage) -> Result<Self::Item, ProcessError>;
     fn apply(&mut self, tx: &mut PgConnection, items: &[Self::Item]) -> impl Future<Output = Result<(), sqlx::Error>>;
+    /// Called after each batch's transaction committed (to wake an outbox publisher).
+    fn committed(&mut self) {}
 }
 
 /// Counts of one run.
@@ -215,6 +217,7 @@ impl PgOffsetConsumer {
             offsets::advance(&mut tx, &self.group, &next).await?;
         }
         tx.commit().await?;
+        effect.committed();
         stats.applied += items.len() as u64;
         stats.dead_lettered += poison.len() as u64;
         stats.skipped_already_applied += skipped;

@@ -215,6 +215,17 @@ impl RdpAccountant {
         RdpAccountant { orders, rdp, memo: HashMap::new() }
     }
 
+    /// An accountant at the default orders holding `rdp` (as stored by
+    /// [`RdpAccountant::rdp`]); `None` when the length does not match the orders.
+    pub fn from_rdp(rdp: Vec<f64>) -> Option<Self> {
+        let mut acc = RdpAccountant::default();
+        if rdp.len() != acc.orders.len() {
+            return None;
+        }
+        acc.rdp = rdp;
+        Some(acc)
+    }
+
     pub fn orders(&self) -> &[f64] {
         &self.orders
     }

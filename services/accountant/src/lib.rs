@@ -1,0 +1,92 @@
+//! The privacy accountant service.
+//!
+//! Consumes budget-spend events and keeps, in PostgreSQL, a ledger of every spend (once
+//! per event id), the RDP of each hospital's budget and of the federation's, and the
+//! alerts; publishes each scope's budget status to a compacted topic and every alert to
+//! the alerts topic. The budget rules are in [`budget`]: a spend that would exceed a
+//! budget is recorded and alerted, and counted in none (the aggregator must not use its
+//! update).
+//!
+//! Guarantees: the ledger, the budgets and the alerts are exactly once (Kafka offsets in
+//! the same SQL transaction, see `guardian-pg`; duplicates and replays of an event id
+//! change nothing); statuses and alerts reach Kafka at least once through an outbox, with
+//! stable keys ([`publish`]). Undecodable or invalid spends go to the dead-letter topic.
+
+pub mod budget;
+pub mod publish;
+pub mod store;
+
+use std::sync::Arc;
+
+use guardian_kafka::consumer::BatchPolicy;
+use guardian_kafka::dlq::DeadLetterSink;
+use guardian_kafka::{KafkaClientError, KafkaSettings, Producer};
+use guardian_pg::PgOffsetConsumer;
+use guardian_runtime::Shutdown;
+use guardian_schemas::Codec;
+use sqlx::PgPool;
+
+pub use budget::Limits;
+
+/// Everything the service needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kafka: KafkaSettings,
+    pub group: String,
+    pub spend_topic: String,
+    pub dead_letter_topic: String,
+    pub destinations: publish::Destinations,
+    pub limits: Limits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountantError {
+    #[error("invalid limits: {0}")]
+    Limits(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Kafka(#[from] KafkaClientError),
+}
+
+impl Limits {
+    pub fn validate(&self) -> Result<(), AccountantError> {
+        let ok = |e: f64| e.is_finite() && e > 0.0;
+        if !ok(self.hospital_epsilon) || !ok(self.global_epsilon) {
+            return Err(AccountantError::Limits("epsilon limits must be finite and > 0".into()));
+        }
+        if !(self.delta > 0.0 && self.delta < 1.0) {
+            return Err(AccountantError::Limits(format!("delta must be in (0, 1), got {}", self.delta)));
+        }
+        Ok(())
+    }
+}
+
+/// Runs the accountant until `shutdown`: creates its tables, publishes what a previous
+/// run left in the outbox, then consumes. Returns once the batch in hand is committed
+/// and the outbox is empty.
+pub async fn run(config: Config, pool: PgPool, shutdown: Shutdown) -> Result<(), AccountantError> {
+    config.limits.validate()?;
+    store::migrate(&pool).await?;
+    let producer = Producer::new(&config.kafka)?;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let publisher = tokio::spawn(publish::run(
+        pool.clone(),
+        producer.clone(),
+        config.destinations.clone(),
+        wake.clone(),
+        shutdown.wait(),
+    ));
+    let dlq = DeadLetterSink::new(producer, &config.dead_letter_topic, &config.group);
+    let consumer =
+        PgOffsetConsumer::new(&config.kafka, pool, &config.group, &[&config.spend_topic], dlq, BatchPolicy::default())
+            .await?;
+    let mut ledger = store::Ledger { limits: config.limits, codec: Codec::embedded(), committed: Some(wake) };
+    let stats = consumer.run(&mut ledger, shutdown.wait()).await;
+    // The publisher ends after one last pass once shutdown fired.
+    shutdown.trigger();
+    let _ = publisher.await;
+    let stats = stats?;
+    tracing::info!(applied = stats.applied, dead_lettered = stats.dead_lettered, "accountant stopped");
+    Ok(())
+}
