@@ -1,8 +1,9 @@
 //! `guardian demo`: the whole pipeline that exists so far, on the local stack.
 //!
 //! Applies the topic catalogue, runs synthetic hospitals (with a trickle of undecodable
-//! records), and an exactly-once encounter ledger in PostgreSQL (offsets in the same
-//! transaction; bad records to the dead-letter topic). Serves /metrics, /healthz and
+//! records), an exactly-once encounter ledger in PostgreSQL (offsets in the same
+//! transaction; bad records to the dead-letter topic) and the privacy accountant, whose
+//! budgets climb through every level until the hospitals' spends are refused. Serves /metrics, /healthz and
 //! /readyz, prints progress every 5 seconds, stops on Ctrl-C or after --duration-secs.
 
 use std::process::ExitCode;
@@ -100,6 +101,18 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         BatchPolicy::default(),
     )
     .await?;
+    let accountant = guardian_accountant::Config {
+        kafka: common::settings(&args.kafka, "guardian-demo-accountant"),
+        group: "guardian-demo-accountant".into(),
+        spend_topic: catalogue.topic(TopicId::BudgetSpend)?,
+        dead_letter_topic: catalogue.topic(TopicId::DeadLetter)?,
+        destinations: guardian_accountant::publish::Destinations {
+            status_topic: catalogue.topic(TopicId::BudgetStatus)?,
+            alerts_topic: catalogue.topic(TopicId::PrivacyAlerts)?,
+        },
+        limits: guardian_accountant::Limits::default(),
+    };
+    let accountant = tokio::spawn(guardian_accountant::run(accountant, pool.clone(), shutdown.clone()));
     readiness.set_ready(true);
 
     println!("metrics:   http://{bound}/metrics");
@@ -147,9 +160,26 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             })
             .collect();
         println!("ledger: {}", summary.join(" | "));
+        let budgets = sqlx::query(
+            "SELECT scope_key, epsilon_spent, level FROM privacy_budgets ORDER BY scope_key = 'global', scope_key",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default();
+        let budgets: Vec<String> = budgets
+            .iter()
+            .map(|r| {
+                let key: String = r.get(0);
+                format!("{} ε {:.3} {}", key.trim_start_matches("hospital/"), r.get::<f64, _>(1), r.get::<String, _>(2))
+            })
+            .collect();
+        if !budgets.is_empty() {
+            println!("privacy: {}", budgets.join(" | "));
+        }
     }
     let sent = simulator.await??;
     let stats = ledger.await??;
+    accountant.await??;
     println!(
         "demo: sent {} encounters ({} undecodable), {} SLO events, {} budget spends; ledger applied {}, dead-lettered {}",
         sent.encounters, sent.poison, sent.slo, sent.spends, stats.applied, stats.dead_lettered
