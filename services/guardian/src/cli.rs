@@ -145,6 +145,9 @@ pub enum PrivacyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The privacy audit from the accountant's ledger: spend history with every round's
+    /// parameters, budget levels and alerts, per hospital and global
+    Audit(AuditArgs),
     /// The smallest noise multiplier that keeps T rounds at rate Q under a target epsilon
     Noise {
         /// Sampling rate
@@ -163,6 +166,73 @@ pub enum PrivacyCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditFormat {
+    Json,
+    Md,
+    Csv,
+    Html,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum FailOn {
+    /// Exit 0 whatever the levels
+    Never,
+    /// Exit 4 when a budget in the report is HIGH or worse
+    High,
+    /// Exit 4 when a budget in the report is CRITICAL or EXHAUSTED
+    Critical,
+    /// Exit 4 when a budget in the report is EXHAUSTED
+    Exhausted,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// PostgreSQL URL of the accountant's ledger
+    #[arg(long, env = "GUARDIAN_DATABASE_URL")]
+    pub database_url: String,
+    /// Hospitals to report (repeatable; default: all)
+    #[arg(long = "hospital")]
+    pub hospitals: Vec<String>,
+    /// First day (YYYY-MM-DD, UTC) or epoch milliseconds of the spends to list
+    #[arg(long, value_parser = parse_time)]
+    pub from: Option<i64>,
+    /// Day after the last (YYYY-MM-DD, UTC) or epoch milliseconds, exclusive
+    #[arg(long, value_parser = parse_time)]
+    pub to: Option<i64>,
+    /// Report formats (repeatable)
+    #[arg(long = "format", value_enum, default_values_t = [AuditFormat::Json, AuditFormat::Md])]
+    pub formats: Vec<AuditFormat>,
+    /// Folder for the reports (created if missing)
+    #[arg(long, default_value = "privacy-audit")]
+    pub output: PathBuf,
+    /// Exit non-zero (4) when a reported budget is at or above this level
+    #[arg(long, value_enum, default_value_t = FailOn::Critical)]
+    pub fail_on: FailOn,
+}
+
+/// `YYYY-MM-DD` (midnight UTC) or epoch milliseconds.
+fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    let parts: Vec<&str> = s.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return Err(format!("expected YYYY-MM-DD or epoch milliseconds, got {s:?}"));
+    };
+    let (y, m, d): (i64, i64, i64) = match (y.parse(), m.parse(), d.parse()) {
+        (Ok(y), Ok(m), Ok(d)) if (1..=12).contains(&m) && (1..=31).contains(&d) => (y, m, d),
+        _ => return Err(format!("expected YYYY-MM-DD or epoch milliseconds, got {s:?}")),
+    };
+    // Days from the civil date (proleptic Gregorian), Howard Hinnant's algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Ok((era * 146_097 + doe - 719_468) * 86_400_000)
 }
 
 fn parse_spent(s: &str) -> Result<(f64, f64, u64), String> {

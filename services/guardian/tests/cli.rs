@@ -253,3 +253,63 @@ fn privacy_commands_refuse_bad_parameters_in_one_line() {
     let out = guardian(&["privacy", "noise", "--sampling-rate", "0.01", "--steps", "10", "--epsilon=-1"]);
     assert_one_clear_error(&out, &["epsilon must be >= 0"]);
 }
+
+#[test]
+fn privacy_audit_writes_every_format_and_gates_on_the_level() {
+    let stack = Stack::get();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let schema = unique("it_audit").replace('-', "_");
+    let url = format!("{}?options=-c%20search_path%3D{schema}", stack.database_url);
+    rt.block_on(async {
+        let admin = guardian_pg::connect(&stack.database_url, 1).await.unwrap();
+        sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
+        let pool = guardian_pg::connect(&url, 1).await.unwrap();
+        guardian_accountant::store::migrate(&pool).await.unwrap();
+        // A hospital at CRITICAL with two spends (one refused), and the federation.
+        sqlx::raw_sql(
+            "INSERT INTO privacy_budgets VALUES
+               ('hospital/h001', 'h001', '{0.1}', 1.85, 'CRITICAL', 2, 'e2', 1),
+               ('global', NULL, '{0.1}', 1.85, 'NORMAL', 2, 'e2', 40);
+             INSERT INTO privacy_ledger (event_id, hospital_id, session_id, round, sampling_rate, noise_multiplier,
+                 steps, delta, occurred_at_ms, accepted, hospital_epsilon, source_topic, source_partition, source_offset)
+             VALUES ('e1', 'h001', 's', 1, 0.01, 1.1, 700, 1e-5, 1764028800000, true, 1.31, 't', 0, 0),
+                    ('e2', 'h001', 's', 2, 0.01, 1.1, 700, 1e-5, 1764115200000, false, 1.31, 't', 0, 1);
+             INSERT INTO privacy_alerts (alert_id, scope_key, previous_level, level, over_budget, epsilon_spent,
+                 epsilon_limit, trigger_event_id)
+             VALUES ('hospital/h001:Critical:e1', 'hospital/h001', 'HIGH', 'CRITICAL', false, 1.85, 2.0, 'e1');",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+    });
+    let out_dir = std::env::temp_dir().join(unique("audit"));
+    let dir = out_dir.to_str().unwrap();
+    let audit = |extra: &[&str]| {
+        let mut args = vec!["privacy", "audit", "--database-url", &url, "--output", dir];
+        args.extend(extra);
+        guardian(&args)
+    };
+    let out = audit(&["--format", "json", "--format", "md", "--format", "csv", "--format", "html"]);
+    assert_eq!(out.status.code(), Some(4), "CRITICAL fails the default --fail-on: {}", stderr(&out));
+    for f in ["audit.json", "audit.md", "audit.html", "budgets.csv", "spends.csv", "alerts.csv"] {
+        assert!(out_dir.join(f).exists(), "{f} written");
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("audit.json")).unwrap()).unwrap();
+    assert_eq!(doc["spends"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["spends"][1]["accepted"], false);
+    assert_eq!(doc["budgets"][0]["level"], "CRITICAL");
+    assert_eq!(std::fs::read_to_string(out_dir.join("spends.csv")).unwrap().lines().count(), 3);
+    // Only the first day: one spend.
+    let out = audit(&["--from", "2025-11-25", "--to", "2025-11-26", "--fail-on", "exhausted"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("audit.json")).unwrap()).unwrap();
+    assert_eq!(doc["spends"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["spends"][0]["event_id"], "e1");
+    std::fs::remove_dir_all(&out_dir).unwrap();
+    rt.block_on(async {
+        let admin = guardian_pg::connect(&stack.database_url, 1).await.unwrap();
+        sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+    });
+}

@@ -4,9 +4,10 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::cli::{AgentCommand, BenchCommand, Cli, Command, DbCommand};
+use crate::cli::{AgentCommand, BenchCommand, Cli, Command, DbCommand, PrivacyCommand};
 
 mod accountant;
+mod audit;
 mod bench;
 mod bench_privacy;
 mod db;
@@ -27,6 +28,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Db(DbCommand::Migrate { database_url }) => db::migrate(&database_url).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Accountant(args) => accountant::run(args).await,
+        Command::Privacy(PrivacyCommand::Audit(args)) => audit::run(args).await,
         Command::Privacy(cmd) => privacy::run(cmd),
         Command::Bench(BenchCommand::Kafka(args)) => bench::kafka(args).await,
         Command::Bench(BenchCommand::Privacy(args)) => bench_privacy::run(args),

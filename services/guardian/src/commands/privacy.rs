@@ -81,6 +81,7 @@ pub fn run(cmd: PrivacyCommand) -> Result<ExitCode> {
                 );
             }
         }
+        PrivacyCommand::Audit(_) => unreachable!("audit is dispatched to commands::audit"),
         PrivacyCommand::Noise { sampling_rate, steps, epsilon, delta, json } => {
             let sigma = noise_for_target(sampling_rate, steps, delta, epsilon)?;
             if json {

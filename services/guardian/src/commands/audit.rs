@@ -1,0 +1,283 @@
+//! `guardian privacy audit`: the privacy audit from the accountant's ledger, for the
+//! people who answer for it. Per hospital and global: the budgets and their levels, every
+//! spend with the parameters of its round (accepted or refused), and every alert. Writes
+//! JSON, Markdown, CSV (one file per table) or HTML into a folder; the exit code says
+//! whether a reported budget reached the `--fail-on` level (4), so CI can gate on it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use crate::cli::{AuditArgs, AuditFormat, FailOn};
+
+/// Exit code when a budget is at or above `--fail-on`.
+const EXIT_BUDGET: u8 = 4;
+
+struct Table {
+    name: &'static str,
+    columns: Vec<&'static str>,
+    rows: Vec<Vec<Value>>,
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn level_rank(level: &str) -> u8 {
+    match level {
+        "WARNING" => 1,
+        "HIGH" => 2,
+        "CRITICAL" => 3,
+        "EXHAUSTED" => 4,
+        _ => 0,
+    }
+}
+
+fn fails(level: &str, fail_on: FailOn) -> bool {
+    let threshold = match fail_on {
+        FailOn::Never => return false,
+        FailOn::High => 2,
+        FailOn::Critical => 3,
+        FailOn::Exhausted => 4,
+    };
+    level_rank(level) >= threshold
+}
+
+pub async fn run(args: AuditArgs) -> Result<ExitCode> {
+    let pool = guardian_pg::connect(&args.database_url, 2).await?;
+    let exists: bool = sqlx::query("SELECT to_regclass('privacy_ledger') IS NOT NULL").fetch_one(&pool).await?.get(0);
+    if !exists {
+        anyhow::bail!(
+            "no privacy ledger in {}: the accountant has not run against this database",
+            guardian_pg::connect::redact(&args.database_url)
+        );
+    }
+    let hospitals: Option<Vec<String>> = (!args.hospitals.is_empty()).then(|| args.hospitals.clone());
+    let scope_keys: Option<Vec<String>> =
+        hospitals.as_ref().map(|hs| hs.iter().map(|h| format!("hospital/{h}")).chain(["global".to_string()]).collect());
+
+    let budgets = sqlx::query(
+        "SELECT scope_key, epsilon_spent, level, events, last_event_id, rounds_left FROM privacy_budgets
+         WHERE $1::text[] IS NULL OR scope_key = ANY($1) ORDER BY scope_key = 'global', scope_key",
+    )
+    .bind(&scope_keys)
+    .fetch_all(&pool)
+    .await?;
+    let spends = sqlx::query(
+        "SELECT event_id, hospital_id, session_id, round, sampling_rate, noise_multiplier, steps, delta, occurred_at_ms,
+                accepted, hospital_epsilon
+         FROM privacy_ledger
+         WHERE ($1::text[] IS NULL OR hospital_id = ANY($1)) AND ($2::bigint IS NULL OR occurred_at_ms >= $2)
+           AND ($3::bigint IS NULL OR occurred_at_ms < $3)
+         ORDER BY hospital_id, occurred_at_ms, event_id",
+    )
+    .bind(&hospitals)
+    .bind(args.from)
+    .bind(args.to)
+    .fetch_all(&pool)
+    .await?;
+    let alerts = sqlx::query(
+        "SELECT alert_id, scope_key, previous_level, level, over_budget, epsilon_spent, epsilon_limit, trigger_event_id
+         FROM privacy_alerts WHERE $1::text[] IS NULL OR scope_key = ANY($1) ORDER BY scope_key, trigger_event_id, alert_id",
+    )
+    .bind(&scope_keys)
+    .fetch_all(&pool)
+    .await?;
+
+    let tables = [
+        Table {
+            name: "budgets",
+            columns: vec!["scope", "epsilon_spent", "level", "events", "last_event_id", "rounds_left"],
+            rows: budgets
+                .iter()
+                .map(|r| {
+                    vec![
+                        json!(r.get::<String, _>(0)),
+                        json!(r.get::<f64, _>(1)),
+                        json!(r.get::<String, _>(2)),
+                        json!(r.get::<i64, _>(3)),
+                        json!(r.get::<Option<String>, _>(4)),
+                        json!(r.get::<Option<i64>, _>(5)),
+                    ]
+                })
+                .collect(),
+        },
+        Table {
+            name: "spends",
+            columns: vec![
+                "event_id",
+                "hospital_id",
+                "session_id",
+                "round",
+                "sampling_rate",
+                "noise_multiplier",
+                "steps",
+                "delta",
+                "occurred_at_ms",
+                "accepted",
+                "hospital_epsilon_after",
+            ],
+            rows: spends
+                .iter()
+                .map(|r| {
+                    vec![
+                        json!(r.get::<String, _>(0)),
+                        json!(r.get::<String, _>(1)),
+                        json!(r.get::<String, _>(2)),
+                        json!(r.get::<i64, _>(3)),
+                        json!(r.get::<f64, _>(4)),
+                        json!(r.get::<f64, _>(5)),
+                        json!(r.get::<i64, _>(6)),
+                        json!(r.get::<f64, _>(7)),
+                        json!(r.get::<i64, _>(8)),
+                        json!(r.get::<bool, _>(9)),
+                        json!(r.get::<f64, _>(10)),
+                    ]
+                })
+                .collect(),
+        },
+        Table {
+            name: "alerts",
+            columns: vec![
+                "alert_id",
+                "scope",
+                "previous_level",
+                "level",
+                "over_budget",
+                "epsilon_spent",
+                "epsilon_limit",
+                "trigger_event_id",
+            ],
+            rows: alerts
+                .iter()
+                .map(|r| {
+                    vec![
+                        json!(r.get::<String, _>(0)),
+                        json!(r.get::<String, _>(1)),
+                        json!(r.get::<String, _>(2)),
+                        json!(r.get::<String, _>(3)),
+                        json!(r.get::<bool, _>(4)),
+                        json!(r.get::<f64, _>(5)),
+                        json!(r.get::<f64, _>(6)),
+                        json!(r.get::<String, _>(7)),
+                    ]
+                })
+                .collect(),
+        },
+    ];
+
+    std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
+    let filters = json!({"hospitals": args.hospitals, "from_ms": args.from, "to_ms": args.to});
+    for format in &args.formats {
+        write_report(&args.output, *format, &tables, &filters)?;
+    }
+    let failing: Vec<String> = budgets
+        .iter()
+        .filter(|r| fails(r.get::<&str, _>(2), args.fail_on))
+        .map(|r| format!("{} {}", r.get::<String, _>(0), r.get::<String, _>(2)))
+        .collect();
+    println!(
+        "audit: {} budget(s), {} spend(s), {} alert(s) written to {}",
+        tables[0].rows.len(),
+        tables[1].rows.len(),
+        tables[2].rows.len(),
+        args.output.display()
+    );
+    if failing.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("audit: budget(s) at or above --fail-on: {}", failing.join(", "));
+        Ok(ExitCode::from(EXIT_BUDGET))
+    }
+}
+
+fn write_report(dir: &Path, format: AuditFormat, tables: &[Table], filters: &Value) -> Result<()> {
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+    };
+    match format {
+        AuditFormat::Json => {
+            let mut doc = serde_json::Map::new();
+            doc.insert("filters".into(), filters.clone());
+            for t in tables {
+                let rows: Vec<Value> = t
+                    .rows
+                    .iter()
+                    .map(|r| Value::Object(t.columns.iter().map(|c| c.to_string()).zip(r.iter().cloned()).collect()))
+                    .collect();
+                doc.insert(t.name.into(), Value::Array(rows));
+            }
+            write("audit.json", serde_json::to_string_pretty(&Value::Object(doc))? + "\n")
+        }
+        AuditFormat::Csv => {
+            for t in tables {
+                let mut out = t.columns.join(",") + "\n";
+                for r in &t.rows {
+                    let cells: Vec<String> = r.iter().map(|v| csv_field(&cell(v))).collect();
+                    out.push_str(&(cells.join(",") + "\n"));
+                }
+                write(&format!("{}.csv", t.name), out)?;
+            }
+            Ok(())
+        }
+        AuditFormat::Md => {
+            let mut out = format!("# Privacy audit\n\nFilters: `{filters}`\n");
+            for t in tables {
+                let _ = write!(
+                    out,
+                    "\n## {}\n\n| {} |\n|{}\n",
+                    t.name,
+                    t.columns.join(" | "),
+                    "---|".repeat(t.columns.len())
+                );
+                for r in &t.rows {
+                    let cells: Vec<String> = r.iter().map(|v| cell(v).replace('|', "\\|")).collect();
+                    let _ = writeln!(out, "| {} |", cells.join(" | "));
+                }
+            }
+            write("audit.md", out)
+        }
+        AuditFormat::Html => {
+            let mut out = String::from(
+                "<!doctype html><html><head><meta charset=\"utf-8\"><title>Privacy audit</title>\
+                 <style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px}</style>\
+                 </head><body><h1>Privacy audit</h1>",
+            );
+            let _ = write!(out, "<p>Filters: <code>{}</code></p>", html(&filters.to_string()));
+            for t in tables {
+                let _ = write!(out, "<h2>{}</h2><table><tr>", t.name);
+                for c in &t.columns {
+                    let _ = write!(out, "<th>{}</th>", html(c));
+                }
+                out.push_str("</tr>");
+                for r in &t.rows {
+                    out.push_str("<tr>");
+                    for v in r {
+                        let _ = write!(out, "<td>{}</td>", html(&cell(v)));
+                    }
+                    out.push_str("</tr>");
+                }
+                out.push_str("</table>");
+            }
+            out.push_str("</body></html>\n");
+            write("audit.html", out)
+        }
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+fn html(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
