@@ -89,6 +89,14 @@ fn parse_level(s: &str) -> BudgetLevel {
     }
 }
 
+/// ε spent per scope (`hospital/<id>` or `global`).
+pub const EPSILON_SPENT: &str = "guardian_privacy_epsilon_spent";
+/// ε limit per scope.
+pub const EPSILON_LIMIT: &str = "guardian_privacy_epsilon_limit";
+/// Level per scope: 0 NORMAL, 1 WARNING, 2 HIGH, 3 CRITICAL, 4 EXHAUSTED.
+pub const BUDGET_LEVEL: &str = "guardian_privacy_budget_level";
+pub const SCOPE: &str = "scope";
+
 /// Outbox kinds.
 pub const OUTBOX_STATUS: &str = "status";
 pub const OUTBOX_ALERT: &str = "alert";
@@ -172,6 +180,10 @@ impl PgEffect for Ledger {
             save_budget(tx, b).await?;
             let limit = if b.hospital_id.is_some() { self.limits.hospital_epsilon } else { self.limits.global_epsilon };
             let status = b.status(limit, self.limits.delta);
+            // Scopes are the federation's hospitals: a bounded label set.
+            metrics::gauge!(EPSILON_SPENT, SCOPE => key.clone()).set(b.epsilon_spent);
+            metrics::gauge!(EPSILON_LIMIT, SCOPE => key.clone()).set(limit);
+            metrics::gauge!(BUDGET_LEVEL, SCOPE => key.clone()).set(b.level as u8 as f64);
             let payload = self.codec.encode(&status).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
             outbox(tx, OUTBOX_STATUS, key, &payload).await?;
         }
