@@ -21,7 +21,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Topics(cmd) => topics::run(cmd).await,
         Command::Agent(AgentCommand::Simulate(args)) => {
-            simulate::run(args, guardian_runtime::Shutdown::on_signals()).await?;
+            let sent = simulate::run(args, guardian_runtime::Shutdown::on_signals()).await?;
+            println!(
+                "simulate: sent {} encounters ({} undecodable), {} SLO events, {} budget spends",
+                sent.encounters, sent.poison, sent.slo, sent.spends
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Tail(args) => tail::run(args).await,
