@@ -10,7 +10,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
-use sqlx::Row;
+use sqlx::postgres::PgRow;
+use sqlx::{Column, Row, TypeInfo};
 
 use crate::cli::{AuditArgs, AuditFormat, FailOn};
 
@@ -19,8 +20,47 @@ const EXIT_BUDGET: u8 = 4;
 
 struct Table {
     name: &'static str,
-    columns: Vec<&'static str>,
+    columns: &'static [&'static str],
     rows: Vec<Vec<Value>>,
+}
+
+/// Column headers, in the order of the queries' select lists.
+const BUDGET_COLUMNS: &[&str] = &["scope", "epsilon_spent", "level", "events", "last_event_id", "rounds_left"];
+const SPEND_COLUMNS: &[&str] = &[
+    "event_id",
+    "hospital_id",
+    "session_id",
+    "round",
+    "sampling_rate",
+    "noise_multiplier",
+    "steps",
+    "delta",
+    "occurred_at_ms",
+    "accepted",
+    "hospital_epsilon_after",
+];
+const ALERT_COLUMNS: &[&str] = &[
+    "alert_id",
+    "scope",
+    "previous_level",
+    "level",
+    "over_budget",
+    "epsilon_spent",
+    "epsilon_limit",
+    "trigger_event_id",
+];
+
+/// A row as JSON values, by the column types the ledger's tables use.
+fn json_row(row: &PgRow) -> Vec<Value> {
+    (0..row.len())
+        .map(|i| match row.columns()[i].type_info().name() {
+            "INT8" => json!(row.try_get::<Option<i64>, _>(i).ok().flatten()),
+            "INT4" => json!(row.try_get::<Option<i32>, _>(i).ok().flatten()),
+            "FLOAT8" => json!(row.try_get::<Option<f64>, _>(i).ok().flatten()),
+            "BOOL" => json!(row.try_get::<Option<bool>, _>(i).ok().flatten()),
+            _ => json!(row.try_get::<Option<String>, _>(i).ok().flatten()),
+        })
+        .collect()
 }
 
 fn cell(v: &Value) -> String {
@@ -93,85 +133,9 @@ pub async fn run(args: AuditArgs) -> Result<ExitCode> {
     .await?;
 
     let tables = [
-        Table {
-            name: "budgets",
-            columns: vec!["scope", "epsilon_spent", "level", "events", "last_event_id", "rounds_left"],
-            rows: budgets
-                .iter()
-                .map(|r| {
-                    vec![
-                        json!(r.get::<String, _>(0)),
-                        json!(r.get::<f64, _>(1)),
-                        json!(r.get::<String, _>(2)),
-                        json!(r.get::<i64, _>(3)),
-                        json!(r.get::<Option<String>, _>(4)),
-                        json!(r.get::<Option<i64>, _>(5)),
-                    ]
-                })
-                .collect(),
-        },
-        Table {
-            name: "spends",
-            columns: vec![
-                "event_id",
-                "hospital_id",
-                "session_id",
-                "round",
-                "sampling_rate",
-                "noise_multiplier",
-                "steps",
-                "delta",
-                "occurred_at_ms",
-                "accepted",
-                "hospital_epsilon_after",
-            ],
-            rows: spends
-                .iter()
-                .map(|r| {
-                    vec![
-                        json!(r.get::<String, _>(0)),
-                        json!(r.get::<String, _>(1)),
-                        json!(r.get::<String, _>(2)),
-                        json!(r.get::<i64, _>(3)),
-                        json!(r.get::<f64, _>(4)),
-                        json!(r.get::<f64, _>(5)),
-                        json!(r.get::<i64, _>(6)),
-                        json!(r.get::<f64, _>(7)),
-                        json!(r.get::<i64, _>(8)),
-                        json!(r.get::<bool, _>(9)),
-                        json!(r.get::<f64, _>(10)),
-                    ]
-                })
-                .collect(),
-        },
-        Table {
-            name: "alerts",
-            columns: vec![
-                "alert_id",
-                "scope",
-                "previous_level",
-                "level",
-                "over_budget",
-                "epsilon_spent",
-                "epsilon_limit",
-                "trigger_event_id",
-            ],
-            rows: alerts
-                .iter()
-                .map(|r| {
-                    vec![
-                        json!(r.get::<String, _>(0)),
-                        json!(r.get::<String, _>(1)),
-                        json!(r.get::<String, _>(2)),
-                        json!(r.get::<String, _>(3)),
-                        json!(r.get::<bool, _>(4)),
-                        json!(r.get::<f64, _>(5)),
-                        json!(r.get::<f64, _>(6)),
-                        json!(r.get::<String, _>(7)),
-                    ]
-                })
-                .collect(),
-        },
+        Table { name: "budgets", columns: BUDGET_COLUMNS, rows: budgets.iter().map(json_row).collect() },
+        Table { name: "spends", columns: SPEND_COLUMNS, rows: spends.iter().map(json_row).collect() },
+        Table { name: "alerts", columns: ALERT_COLUMNS, rows: alerts.iter().map(json_row).collect() },
     ];
 
     std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
@@ -255,7 +219,7 @@ fn write_report(dir: &Path, format: AuditFormat, tables: &[Table], filters: &Val
             let _ = write!(out, "<p>Filters: <code>{}</code></p>", html(&filters.to_string()));
             for t in tables {
                 let _ = write!(out, "<h2>{}</h2><table><tr>", t.name);
-                for c in &t.columns {
+                for c in t.columns {
                     let _ = write!(out, "<th>{}</th>", html(c));
                 }
                 out.push_str("</tr>");
