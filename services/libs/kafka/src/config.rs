@@ -25,6 +25,37 @@ const SAFETY_KEYS: &[&str] = &[
     "transactional.id",
 ];
 
+fn is_consumer_only(key: &str) -> bool {
+    key.starts_with("fetch.")
+        || key.starts_with("queued.")
+        || key.starts_with("group.")
+        || matches!(
+            key,
+            "session.timeout.ms"
+                | "heartbeat.interval.ms"
+                | "max.poll.interval.ms"
+                | "auto.offset.reset"
+                | "auto.commit.interval.ms"
+                | "partition.assignment.strategy"
+                | "max.partition.fetch.bytes"
+        )
+}
+
+fn is_producer_only(key: &str) -> bool {
+    key.starts_with("batch.")
+        || key.starts_with("queue.buffering.")
+        || matches!(
+            key,
+            "linger.ms"
+                | "message.timeout.ms"
+                | "delivery.timeout.ms"
+                | "transaction.timeout.ms"
+                | "compression.type"
+                | "compression.codec"
+                | "partitioner"
+        )
+}
+
 impl KafkaSettings {
     pub fn new(bootstrap_servers: impl Into<String>, client_id: impl Into<String>) -> Self {
         KafkaSettings {
@@ -43,6 +74,11 @@ impl KafkaSettings {
         for (k, v) in &self.overrides {
             if SAFETY_KEYS.contains(&k.as_str()) {
                 tracing::warn!(key = %k, "ignoring override of a safety-critical kafka setting");
+                continue;
+            }
+            // One set of overrides serves every client of a service: a consumer key on a
+            // producer (or the reverse) only makes librdkafka warn.
+            if (role != "consumer" && is_consumer_only(k)) || (role != "producer" && is_producer_only(k)) {
                 continue;
             }
             c.set(k, v);
@@ -135,6 +171,10 @@ mod tests {
         let c = s.at_least_once_consumer("g");
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("isolation.level"), Some("read_committed"));
+        s.overrides.insert("session.timeout.ms".into(), "6000".into());
+        assert_eq!(s.producer().get("session.timeout.ms"), None, "consumer keys stay off producers");
+        assert_eq!(s.at_least_once_consumer("g").get("session.timeout.ms"), Some("6000"));
+        assert_eq!(s.at_least_once_consumer("g").get("linger.ms"), None, "producer keys stay off consumers");
         let m = s.manual_commit_consumer("g");
         assert_eq!(m.get("enable.auto.commit"), Some("false"));
         let t = s.transactional_producer("tx-1");
