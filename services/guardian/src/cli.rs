@@ -54,6 +54,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// The privacy accountant service: budget spends into the ledger, budget status and alerts out
     Accountant(AccountantArgs),
+    /// Ops: replay a topic range into a topic, or move a consumer group to a point in time
+    #[command(subcommand)]
+    Replay(ReplayCommand),
     /// Privacy accounting questions: epsilon of a schedule, rounds left, noise for a target
     #[command(subcommand)]
     Privacy(PrivacyCommand),
@@ -165,6 +168,67 @@ pub enum PrivacyCommand {
         /// Print one JSON object instead of text
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// Where a range starts or ends, per partition.
+#[derive(Debug, Clone, Args)]
+pub struct RangeArgs {
+    /// Partitions to replay (repeatable; default: all)
+    #[arg(long = "partition")]
+    pub partitions: Vec<i32>,
+    /// First offset (in every selected partition)
+    #[arg(long, conflicts_with = "from_time")]
+    pub from_offset: Option<i64>,
+    /// First record at or after this time (YYYY-MM-DD UTC or epoch milliseconds)
+    #[arg(long, value_parser = parse_time)]
+    pub from_time: Option<i64>,
+    /// Offset to stop before (default: the end of each partition when the replay starts)
+    #[arg(long, conflicts_with = "to_time")]
+    pub to_offset: Option<i64>,
+    /// Stop before the first record at or after this time
+    #[arg(long, value_parser = parse_time)]
+    pub to_time: Option<i64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReplayCommand {
+    /// Copy a range of a topic's records into a topic (the same or another), keys, values
+    /// and headers kept, each marked with a `guardian.replay.source` header
+    Range {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Topic to read (full name)
+        #[arg(long)]
+        from_topic: String,
+        /// Topic to write (full name; must exist)
+        #[arg(long)]
+        to_topic: String,
+        #[command(flatten)]
+        range: RangeArgs,
+        /// Print what would be replayed and change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Move a consumer group's committed offsets of a topic to a point in time
+    ResetGroup {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Consumer group
+        #[arg(long)]
+        group: String,
+        /// Topic (full name)
+        #[arg(long)]
+        topic: String,
+        /// First record at or after this time (YYYY-MM-DD UTC or epoch milliseconds)
+        #[arg(long, value_parser = parse_time)]
+        to_time: i64,
+        /// Reset even though the group has live members (they will overwrite it)
+        #[arg(long)]
+        force: bool,
+        /// Print the new offsets and change nothing
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

@@ -313,3 +313,117 @@ fn privacy_audit_writes_every_format_and_gates_on_the_level() {
         sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
     });
 }
+
+/// Records per partition of a topic (high − low watermark, summed).
+fn topic_records(bootstrap: &str, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    let md = c.fetch_metadata(Some(topic), std::time::Duration::from_secs(10)).unwrap();
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (lo, hi) = c.fetch_watermarks(topic, p.id(), std::time::Duration::from_secs(10)).unwrap();
+            hi - lo
+        })
+        .sum()
+}
+
+#[test]
+fn replay_copies_a_range_with_its_origin_and_reset_group_respects_live_members() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let stack = Stack::get();
+    let b = stack.kafka_bootstrap.as_str();
+    let (src, dst) = (format!("{}.", unique("it-replay-src")), format!("{}.", unique("it-replay-dst")));
+    for prefix in [&src, &dst] {
+        assert!(guardian(&["topics", "apply", "--bootstrap-servers", b, "--topic-prefix", prefix]).status.success());
+    }
+    let sim = guardian(&[
+        "agent",
+        "simulate",
+        "--bootstrap-servers",
+        b,
+        "--topic-prefix",
+        &src,
+        "--hospitals",
+        "3",
+        "--count",
+        "300",
+        "--rate",
+        "100000",
+    ]);
+    assert!(sim.status.success(), "{}", stderr(&sim));
+    let (from, to) = (format!("{src}guardian.encounters"), format!("{dst}guardian.encounters"));
+    assert_eq!(topic_records(b, &from), 300);
+
+    let replay = |extra: &[&str]| {
+        let mut args = vec!["replay", "range", "--bootstrap-servers", b, "--from-topic", &from, "--to-topic", &to];
+        args.extend(extra);
+        guardian(&args)
+    };
+    let out = replay(&["--from-offset", "10", "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected: i64 =
+        stdout(&out).lines().filter_map(|l| l.split('(').nth(1)?.split(' ').next()?.parse::<i64>().ok()).sum();
+    assert!(expected > 0 && expected < 300, "{}", stdout(&out));
+    assert_eq!(topic_records(b, &to), 0, "a dry run writes nothing");
+
+    let out = replay(&["--from-offset", "10"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(topic_records(b, &to), expected, "exactly the planned range");
+    // Every copy names its origin, and keeps the original's bytes.
+    let reader_group = unique("it-replay-reader");
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", b)
+        .set("group.id", &reader_group)
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    c.subscribe(&[&to]).unwrap();
+    let msg = loop {
+        if let Some(Ok(m)) = c.poll(std::time::Duration::from_secs(1)) {
+            break m.detach();
+        }
+    };
+    let source = msg
+        .headers()
+        .and_then(|h| h.iter().find(|h| h.key == "guardian.replay.source").and_then(|h| h.value))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .expect("replay header");
+    assert!(source.starts_with(&format!("{from}/")), "{source}");
+    assert!(source.rsplit('/').next().unwrap().parse::<i64>().unwrap() >= 10);
+    assert_eq!(&msg.payload().unwrap()[..2], &[0xC3, 0x01], "the original Avro record");
+
+    // reset-group: refused while the reader above is a live member of its group...
+    let reset = |group: &str, extra: &[&str]| {
+        let mut args =
+            vec!["replay", "reset-group", "--bootstrap-servers", b, "--group", group, "--topic", &to, "--to-time", "0"];
+        args.extend(extra);
+        guardian(&args)
+    };
+    let out = reset(&reader_group, &[]);
+    assert_one_clear_error(&out, &["live member", "--force"]);
+    drop(c);
+    // ...and done for a group without members.
+    let idle = unique("it-replay-idle");
+    let out = reset(&idle, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("moved"), "{}", stdout(&out));
+    let idle_reader: BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", b).set("group.id", &idle).create().unwrap();
+    let committed = idle_reader.committed_offsets(
+        {
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for p in 0..6 {
+                tpl.add_partition(&to, p);
+            }
+            tpl
+        },
+        std::time::Duration::from_secs(10),
+    );
+    for e in committed.unwrap().elements() {
+        let (low, _) = idle_reader.fetch_watermarks(&to, e.partition(), std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(e.offset(), rdkafka::Offset::Offset(low), "time 0 is the first record of [{}]", e.partition());
+    }
+}

@@ -13,6 +13,7 @@ mod bench_privacy;
 mod db;
 mod demo;
 mod privacy;
+mod replay;
 pub mod simulate;
 mod tail;
 mod topics;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Db(DbCommand::Migrate { database_url }) => db::migrate(&database_url).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Accountant(args) => accountant::run(args).await,
+        Command::Replay(cmd) => replay::run(cmd).await,
         Command::Privacy(PrivacyCommand::Audit(args)) => audit::run(args).await,
         Command::Privacy(cmd) => privacy::run(cmd),
         Command::Bench(BenchCommand::Kafka(args)) => bench::kafka(args).await,
