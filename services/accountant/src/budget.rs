@@ -144,7 +144,12 @@ pub fn account(
     let accepted = h_eps <= limits.hospital_epsilon && g_eps <= limits.global_epsilon;
     let mut alerts = Vec::new();
     if !accepted {
-        for (budget, limit) in [(&*hospital, limits.hospital_epsilon), (&*global, limits.global_epsilon)] {
+        // An alert for each budget the spend would have taken past its limit.
+        let over = [
+            (&*hospital, limits.hospital_epsilon, h_eps > limits.hospital_epsilon),
+            (&*global, limits.global_epsilon, g_eps > limits.global_epsilon),
+        ];
+        for (budget, limit, _) in over.into_iter().filter(|o| o.2) {
             alerts.push(PrivacyAlert {
                 alert_id: format!("{}:over-budget:{}", budget.key(), spend.event_id),
                 scope: budget.scope,

@@ -83,7 +83,8 @@ pub async fn run(config: Config, pool: PgPool, shutdown: Shutdown) -> Result<(),
             .await?;
     let mut ledger = store::Ledger { limits: config.limits, codec: Codec::embedded(), committed: Some(wake) };
     let stats = consumer.run(&mut ledger, shutdown.wait()).await;
-    // The publisher ends after one last pass once shutdown fired.
+    // The publisher ends after one last pass once shutdown fired. A consumer that stopped
+    // on an error stops the process's other tasks too: nothing runs on without a ledger.
     shutdown.trigger();
     let _ = publisher.await;
     let stats = stats?;

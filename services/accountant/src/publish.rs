@@ -14,7 +14,7 @@ use guardian_kafka::{KafkaClientError, Producer};
 use sqlx::{PgPool, Row};
 use tokio::sync::Notify;
 
-use crate::store::{OUTBOX_ALERT, OUTBOX_STATUS};
+use crate::store::OUTBOX_ALERT;
 
 /// Where the outbox goes.
 #[derive(Debug, Clone)]
@@ -48,8 +48,10 @@ pub async fn publish_pending(pool: &PgPool, producer: &Producer, to: &Destinatio
         let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
         // Queued in id order; the idempotent producer keeps that order per partition.
         let sends = rows.iter().map(|r| {
-            let topic = if r.get::<&str, _>(1) == OUTBOX_ALERT { &to.alerts_topic } else { &to.status_topic };
-            debug_assert!(r.get::<&str, _>(1) == OUTBOX_ALERT || r.get::<&str, _>(1) == OUTBOX_STATUS);
+            let topic = match r.get::<&str, _>(1) {
+                OUTBOX_ALERT => &to.alerts_topic,
+                _ => &to.status_topic, // OUTBOX_STATUS, the only other kind written
+            };
             let key: String = r.get(2);
             let payload: Vec<u8> = r.get(3);
             async move { producer.send_bytes(topic, Some(key.as_bytes()), &payload, None).await }
