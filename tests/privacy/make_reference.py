@@ -7,7 +7,8 @@ values the Rust accountant (services/libs/privacy) must match to 1e-9 relative.
 
 Each case is a list of sampled-Gaussian steps (q, sigma, count), composed in order by
 dp_accounting's RdpAccountant with its default orders, and the (epsilon, order) it
-reports at delta.
+reports at delta. The pld_cases are the same for its PLDAccountant (discretization 1e-4,
+the default).
 """
 
 import itertools
@@ -17,6 +18,7 @@ from importlib import metadata
 
 import dp_accounting
 from absl import logging as absl_logging
+from dp_accounting.pld import pld_privacy_accountant as pld_accountant
 from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
 # Orders whose fractional series does not converge are dropped (+inf) with a warning
@@ -33,7 +35,20 @@ def epsilon(steps, delta):
     return float(eps), float(order)
 
 
+def pld_epsilon(steps, delta):
+    acc = pld_accountant.PLDAccountant()
+    for q, sigma, count in steps:
+        acc.compose(dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), count)
+    return float(acc.get_epsilon(delta))
+
+
 def main():
+    pld_cases = []
+    for q, sigma, count in itertools.product([1.0, 0.1, 0.01], [0.8, 1.1, 2.0], [1, 100, 1000]):
+        steps = [(q, sigma, count)]
+        pld_cases.append({"steps": steps, "delta": 1e-5, "epsilon": pld_epsilon(steps, 1e-5)})
+    for steps in ([(0.01, 1.1, 500), (0.02, 0.9, 200), (1.0, 5.0, 3)], [(0.1, 2.0, 50), (0.05, 1.3, 100)]):
+        pld_cases.append({"steps": steps, "delta": 1e-5, "epsilon": pld_epsilon(steps, 1e-5)})
     cases = []
     grid = itertools.product(
         [1.0, 0.1, 0.01, 0.001],
@@ -64,6 +79,7 @@ def main():
             "scipy": metadata.version("scipy"),
             "command": "python tests/privacy/make_reference.py > tests/privacy/reference.json",
             "cases": cases,
+            "pld_cases": pld_cases,
         },
         sys.stdout,
         indent=1,

@@ -13,6 +13,7 @@
 //! parameter is a [`PrivacyError`].
 
 pub mod inverse;
+pub mod pld;
 pub mod rdp;
 pub mod special;
 
