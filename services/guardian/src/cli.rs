@@ -109,6 +109,8 @@ pub struct ScheduleArgs {
 pub enum AccountantArg {
     /// Renyi DP of the sampled Gaussian, converted as Google's dp_accounting does
     Rdp,
+    /// Privacy loss distribution (discretized at 1e-4, pessimistic): tighter, slower
+    Pld,
 }
 
 #[derive(Debug, Subcommand)]
@@ -445,9 +447,12 @@ pub enum BenchCommand {
 
 #[derive(Debug, Args)]
 pub struct BenchPrivacyArgs {
-    /// Budget-spend events per workload
+    /// Budget-spend events per RDP workload
     #[arg(long, default_value_t = 10_000)]
     pub events: usize,
+    /// Budget-spend events per PLD workload
+    #[arg(long, default_value_t = 1_000)]
+    pub pld_events: usize,
     /// Python with dp-accounting 0.6.0 installed (`tests/stack/stack.sh bench-tools` makes one)
     #[arg(long, env = "GUARDIAN_DP_PYTHON")]
     pub dp_python: String,

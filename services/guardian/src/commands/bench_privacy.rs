@@ -6,6 +6,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use guardian_privacy::pld::PldAccountant;
 use guardian_privacy::{RdpAccountant, SampledGaussian};
 
 fn identical(n: usize) -> impl Iterator<Item = (f64, f64)> {
@@ -14,6 +15,17 @@ fn identical(n: usize) -> impl Iterator<Item = (f64, f64)> {
 
 fn heterogeneous(n: usize) -> impl Iterator<Item = (f64, f64)> {
     (0..n).map(|i| (0.001 + (i % 97) as f64 * 0.0005, 0.8 + (i % 89) as f64 * 0.02))
+}
+
+/// Seconds and ε for one workload through the PLD accountant.
+fn ours_pld(events: impl Iterator<Item = (f64, f64)>) -> Result<(f64, f64)> {
+    let started = Instant::now();
+    let mut acc = PldAccountant::default();
+    for (q, sigma) in events {
+        acc.compose(&SampledGaussian { sampling_rate: q, noise_multiplier: sigma, count: 1 })?;
+    }
+    let eps = acc.epsilon(1e-5)?;
+    Ok((started.elapsed().as_secs_f64(), eps))
 }
 
 /// Seconds and ε for one workload.
@@ -28,12 +40,17 @@ fn ours(events: impl Iterator<Item = (f64, f64)>) -> Result<(f64, f64)> {
 }
 
 pub fn run(args: crate::cli::BenchPrivacyArgs) -> Result<ExitCode> {
-    if args.events == 0 {
-        bail!("--events must be at least 1");
+    if args.events == 0 || args.pld_events == 0 {
+        bail!("--events and --pld-events must be at least 1");
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/privacy/bench_dp_accounting.py");
     eprintln!("bench: guardian-privacy, {} events per workload", args.events);
-    let rows = [("identical", ours(identical(args.events))?), ("heterogeneous", ours(heterogeneous(args.events))?)];
+    let rows = [
+        ("identical", ours(identical(args.events))?),
+        ("heterogeneous", ours(heterogeneous(args.events))?),
+        ("pld_identical", ours_pld(identical(args.pld_events))?),
+        ("pld_heterogeneous", ours_pld(heterogeneous(args.pld_events))?),
+    ];
     for (name, (secs, eps)) in &rows {
         eprintln!("bench:   {name}: {secs:.4} s, epsilon {eps:.12}");
     }
@@ -48,8 +65,9 @@ pub fn run(args: crate::cli::BenchPrivacyArgs) -> Result<ExitCode> {
     let peer: serde_json::Value = serde_json::from_slice(&out.stdout).context("reading the dp_accounting side")?;
     println!();
     println!(
-        "{} budget-spend events composed one by one, epsilon at delta 1e-5; {}",
+        "budget-spend events composed one by one ({} for RDP, {} for PLD), epsilon at delta 1e-5; {}",
         args.events,
+        args.pld_events,
         peer["library"].as_str().unwrap_or("dp_accounting")
     );
     println!();

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use guardian_privacy::inverse::UNBOUNDED_ROUNDS;
+use guardian_privacy::pld::PldAccountant;
 use guardian_privacy::{RdpAccountant, SampledGaussian, noise_for_target, rounds_left};
 use serde_json::json;
 
@@ -28,6 +29,13 @@ fn schedule(args: &ScheduleArgs) -> Result<Vec<SampledGaussian>> {
         .collect())
 }
 
+fn groups_json(events: &[SampledGaussian]) -> Vec<serde_json::Value> {
+    events
+        .iter()
+        .map(|e| json!({"sampling_rate": e.sampling_rate, "noise_multiplier": e.noise_multiplier, "steps": e.count}))
+        .collect()
+}
+
 fn composed(events: &[SampledGaussian]) -> Result<RdpAccountant> {
     let mut acc = RdpAccountant::default();
     for e in events {
@@ -38,6 +46,22 @@ fn composed(events: &[SampledGaussian]) -> Result<RdpAccountant> {
 
 pub fn run(cmd: PrivacyCommand) -> Result<ExitCode> {
     match cmd {
+        PrivacyCommand::Epsilon { schedule: args, delta, accountant: AccountantArg::Pld, json } => {
+            let events = schedule(&args)?;
+            let mut acc = PldAccountant::default();
+            for e in &events {
+                acc.compose(e)?;
+            }
+            let eps = acc.epsilon(delta)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"accountant": "pld", "epsilon": eps, "delta": delta, "groups": groups_json(&events)})
+                );
+            } else {
+                println!("epsilon {eps:.6} at delta {delta:e} (PLD, discretization 1e-4, pessimistic)");
+            }
+        }
         PrivacyCommand::Epsilon { schedule: args, delta, accountant: AccountantArg::Rdp, json } => {
             let events = schedule(&args)?;
             let (eps, order) = composed(&events)?.epsilon(delta)?;

@@ -17,10 +17,8 @@
 //! Every rounding goes the pessimistic way: the ε reported is never below the true ε of
 //! the mechanism (the tests check it against the exact Gaussian, q = 1).
 
-use std::sync::Arc;
-
-use rustfft::FftPlanner;
-use rustfft::num_complex::Complex64;
+use realfft::RealFftPlanner;
+use realfft::num_complex::Complex64;
 
 use crate::PrivacyError;
 use crate::special::log_erfc;
@@ -90,12 +88,12 @@ impl Pmf {
         }
         let (lo, hi) = self_convolve_bounds(&self.probs, count);
         let out_len = (hi - lo + 1) as usize;
-        let n = out_len.max(self.probs.len()).next_power_of_two();
+        let n = out_len.max(self.probs.len()).next_power_of_two().max(2);
         let mut spectrum = fft.forward(&self.probs, n);
         for c in &mut spectrum {
             *c = c.powf(count as f64);
         }
-        let circular = fft.inverse(spectrum);
+        let circular = fft.inverse(spectrum, n);
         // The window [lo, hi] of the linear convolution, read off the circular one.
         let probs: Vec<f64> = (0..out_len).map(|k| circular[(lo as usize + k) % n].max(0.0)).collect();
         let infinity = TAIL_MASS_TRUNCATION - (count as f64 * (-self.infinity).ln_1p()).exp_m1();
@@ -155,9 +153,9 @@ fn self_convolve_bounds(probs: &[f64], count: u64) -> (i64, i64) {
     (lower, upper.max(lower))
 }
 
-/// FFT plans, reused across compositions.
+/// Real-input FFT plans, reused across compositions (half the work of complex FFTs).
 pub struct Fft {
-    planner: FftPlanner<f64>,
+    planner: RealFftPlanner<f64>,
 }
 
 impl std::fmt::Debug for Fft {
@@ -168,34 +166,44 @@ impl std::fmt::Debug for Fft {
 
 impl Default for Fft {
     fn default() -> Self {
-        Fft { planner: FftPlanner::new() }
+        Fft { planner: RealFftPlanner::new() }
     }
 }
 
 impl Fft {
+    /// The spectrum of `x` zero-padded to `n` (even) points: n/2 + 1 values.
     fn forward(&mut self, x: &[f64], n: usize) -> Vec<Complex64> {
-        let mut buf: Vec<Complex64> = x.iter().map(|&v| Complex64::new(v, 0.0)).collect();
-        buf.resize(n, Complex64::new(0.0, 0.0));
-        let plan: Arc<dyn rustfft::Fft<f64>> = self.planner.plan_fft_forward(n);
-        plan.process(&mut buf);
-        buf
+        let plan = self.planner.plan_fft_forward(n);
+        let mut input = plan.make_input_vec();
+        input[..x.len()].copy_from_slice(x);
+        let mut spectrum = plan.make_output_vec();
+        plan.process(&mut input, &mut spectrum).expect("buffer sizes come from the plan");
+        spectrum
     }
 
-    fn inverse(&mut self, mut spectrum: Vec<Complex64>) -> Vec<f64> {
-        let n = spectrum.len();
+    /// The real signal of an n-point spectrum (n/2 + 1 values), normalised.
+    fn inverse(&mut self, mut spectrum: Vec<Complex64>, n: usize) -> Vec<f64> {
         let plan = self.planner.plan_fft_inverse(n);
-        plan.process(&mut spectrum);
-        spectrum.iter().map(|c| c.re / n as f64).collect()
+        // A real signal's spectrum is real at 0 and n/2; rounding may have left a trace.
+        spectrum[0].im = 0.0;
+        if let Some(last) = spectrum.last_mut() {
+            last.im = 0.0;
+        }
+        let mut out = plan.make_output_vec();
+        plan.process(&mut spectrum, &mut out).expect("buffer sizes come from the plan");
+        let scale = 1.0 / n as f64;
+        out.iter_mut().for_each(|v| *v *= scale);
+        out
     }
 
     /// The linear convolution of `a` and `b` (negative rounding noise clipped to 0).
     fn convolve(&mut self, a: &[f64], b: &[f64]) -> Vec<f64> {
         let out = a.len() + b.len() - 1;
-        let n = out.next_power_of_two();
+        let n = out.next_power_of_two().max(2);
         let fa = self.forward(a, n);
         let fb = self.forward(b, n);
         let product: Vec<Complex64> = fa.iter().zip(&fb).map(|(x, y)| x * y).collect();
-        let mut c = self.inverse(product);
+        let mut c = self.inverse(product, n);
         c.truncate(out);
         for v in &mut c {
             *v = v.max(0.0);
@@ -216,8 +224,9 @@ fn log_ndtr(z: f64) -> f64 {
     log_erfc(-z / std::f64::consts::SQRT_2) - std::f64::consts::LN_2
 }
 
+/// Φ(z) = erfc(−z/√2)/2: one call, with erfc's relative accuracy in the lower tail.
 fn ndtr(z: f64) -> f64 {
-    log_ndtr(z).exp()
+    0.5 * libm::erfc(-z / std::f64::consts::SQRT_2)
 }
 
 /// Φ⁻¹(p) for tiny p, by Newton's method on log Φ (the noise tail cut).
@@ -333,60 +342,126 @@ impl Mechanism {
     }
 }
 
+/// Composes distributions pairwise, level by level.
+fn tree_compose(mut pmfs: Vec<Pmf>, fft: &mut Fft) -> Option<Pmf> {
+    while pmfs.len() > 1 {
+        let mut next = Vec::with_capacity(pmfs.len().div_ceil(2));
+        let mut it = pmfs.into_iter();
+        while let Some(a) = it.next() {
+            next.push(match it.next() {
+                Some(b) => a.compose(&b, fft),
+                None => a,
+            });
+        }
+        pmfs = next;
+    }
+    pmfs.pop()
+}
+
 /// The PLD of everything composed so far, in both directions.
-#[derive(Debug, Clone)]
+///
+/// Composition is commutative, so steps are collected by (q, σ) and composed when an ε
+/// is asked for: `n` identical steps cost one FFT power instead of `n` convolutions.
+#[derive(Debug)]
 pub struct PldAccountant {
     remove: Pmf,
     add: Pmf,
     /// Both directions are the same distribution (nothing subsampled composed yet): one
     /// is computed, and copied.
     symmetric: bool,
+    /// Steps not composed yet: (q, σ) bit patterns → count, in first-seen order.
+    pending: Vec<((u64, u64), u64)>,
+    fft: Fft,
 }
 
 impl Default for PldAccountant {
     fn default() -> Self {
-        PldAccountant { remove: Pmf::identity(), add: Pmf::identity(), symmetric: true }
+        PldAccountant {
+            remove: Pmf::identity(),
+            add: Pmf::identity(),
+            symmetric: true,
+            pending: Vec::new(),
+            fft: Fft::default(),
+        }
+    }
+}
+
+impl Clone for PldAccountant {
+    fn clone(&self) -> Self {
+        PldAccountant {
+            remove: self.remove.clone(),
+            add: self.add.clone(),
+            symmetric: self.symmetric,
+            pending: self.pending.clone(),
+            fft: Fft::default(),
+        }
     }
 }
 
 impl PldAccountant {
-    /// Composes `event.count` steps of the sampled Gaussian.
-    pub fn compose(&mut self, event: &crate::SampledGaussian, fft: &mut Fft) -> Result<&mut Self, PrivacyError> {
+    /// Adds `event.count` steps of the sampled Gaussian (composed lazily).
+    pub fn compose(&mut self, event: &crate::SampledGaussian) -> Result<&mut Self, PrivacyError> {
         event.validate()?;
         if event.count == 0 || event.sampling_rate == 0.0 {
             return Ok(self);
         }
-        if event.noise_multiplier == 0.0 {
-            // No noise: the loss is unbounded.
-            self.remove.infinity = 1.0;
-            self.add.infinity = 1.0;
-            return Ok(self);
+        let key = (event.sampling_rate.to_bits(), event.noise_multiplier.to_bits());
+        match self.pending.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += event.count,
+            None => self.pending.push((key, event.count)),
         }
-        let (q, sigma) = (event.sampling_rate, event.noise_multiplier);
-        let remove_step = Mechanism { sigma, q, dir: Direction::Remove }.pmf().self_compose(event.count, fft);
-        // Without subsampling the mechanism is symmetric: adding a record costs what
-        // removing one does (dp_accounting keeps one distribution then, too).
-        if q == 1.0 && self.symmetric {
-            self.remove = self.remove.compose(&remove_step, fft);
-            self.add = self.remove.clone();
-            return Ok(self);
-        }
-        let add_step = if q == 1.0 {
-            remove_step.clone()
-        } else {
-            Mechanism { sigma, q, dir: Direction::Add }.pmf().self_compose(event.count, fft)
-        };
-        self.remove = self.remove.compose(&remove_step, fft);
-        self.add = self.add.compose(&add_step, fft);
-        self.symmetric = false;
         Ok(self)
     }
 
+    /// Composes the pending steps: each group by one FFT power, then the groups pairwise
+    /// (a balanced tree convolves small distributions with small ones, instead of every
+    /// step with the whole accumulated distribution), then into the totals.
+    fn flush(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return;
+        }
+        let fft = &mut self.fft;
+        let (mut removes, mut adds) = (Vec::new(), Vec::new());
+        let mut all_symmetric = true;
+        for ((q, sigma), count) in pending {
+            let (q, sigma) = (f64::from_bits(q), f64::from_bits(sigma));
+            if sigma == 0.0 {
+                // No noise: the loss is unbounded.
+                self.remove.infinity = 1.0;
+                self.add.infinity = 1.0;
+                continue;
+            }
+            let remove_step = Mechanism { sigma, q, dir: Direction::Remove }.pmf().self_compose(count, fft);
+            // Without subsampling the mechanism is symmetric: adding a record costs what
+            // removing one does (dp_accounting keeps one distribution then, too).
+            let add_step = if q == 1.0 {
+                None
+            } else {
+                all_symmetric = false;
+                Some(Mechanism { sigma, q, dir: Direction::Add }.pmf().self_compose(count, fft))
+            };
+            adds.push(add_step.unwrap_or_else(|| remove_step.clone()));
+            removes.push(remove_step);
+        }
+        let (Some(remove), Some(add)) = (tree_compose(removes, fft), tree_compose(adds, fft)) else {
+            return;
+        };
+        self.remove = self.remove.compose(&remove, fft);
+        if self.symmetric && all_symmetric {
+            self.add = self.remove.clone();
+        } else {
+            self.add = self.add.compose(&add, fft);
+            self.symmetric = false;
+        }
+    }
+
     /// ε at `delta`: the larger of the two directions.
-    pub fn epsilon(&self, delta: f64) -> Result<f64, PrivacyError> {
+    pub fn epsilon(&mut self, delta: f64) -> Result<f64, PrivacyError> {
         if !(0.0..1.0).contains(&delta) {
             return Err(PrivacyError::Delta(delta));
         }
+        self.flush();
         Ok(self.remove.epsilon_for_delta(delta).max(self.add.epsilon_for_delta(delta)))
     }
 }
@@ -425,9 +500,7 @@ mod tests {
         // δ(ε) is known exactly: Φ(-ε/μ + μ/2) − e^ε Φ(-ε/μ − μ/2), μ = √T/σ.
         let (sigma, t, delta) = (2.0f64, 10u64, 1e-5);
         let mut acc = PldAccountant::default();
-        let mut fft = Fft::default();
-        acc.compose(&crate::SampledGaussian { sampling_rate: 1.0, noise_multiplier: sigma, count: t }, &mut fft)
-            .unwrap();
+        acc.compose(&crate::SampledGaussian { sampling_rate: 1.0, noise_multiplier: sigma, count: t }).unwrap();
         let eps = acc.epsilon(delta).unwrap();
         let mu = (t as f64).sqrt() / sigma;
         let exact_delta = |e: f64| ndtr(-e / mu + mu / 2.0) - e.exp() * ndtr(-e / mu - mu / 2.0);
