@@ -5,6 +5,8 @@
 //! - [`rdp`]: Rényi DP of the Poisson-subsampled Gaussian mechanism, composition of
 //!   heterogeneous steps, conversion to (ε, δ); matches Google's `dp_accounting` 0.6.0
 //!   to 1e-9 relative in ε (the reference table under `tests/privacy/` is checked).
+//! - [`pld`]: the privacy loss distribution accountant, the tighter second opinion,
+//!   pessimistic; matches dp_accounting's PLDAccountant to its discretization error.
 //! - [`inverse`]: rounds left under a budget, noise for a target, both consistent with
 //!   the forward computation by construction (they search it).
 //! - [`special`]: log-space helpers and special functions accurate in the tails.
