@@ -6,6 +6,20 @@ use guardian_privacy::{RdpAccountant, SampledGaussian};
 
 const REFERENCE: &str = include_str!("../../../../tests/privacy/reference.json");
 
+/// A case's `[q, sigma, count]` steps.
+fn steps(case: &serde_json::Value) -> Vec<SampledGaussian> {
+    case["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| SampledGaussian {
+            sampling_rate: s[0].as_f64().unwrap(),
+            noise_multiplier: s[1].as_f64().unwrap(),
+            count: s[2].as_u64().unwrap(),
+        })
+        .collect()
+}
+
 #[test]
 fn rdp_epsilon_matches_dp_accounting() {
     let doc: serde_json::Value = serde_json::from_str(REFERENCE).unwrap();
@@ -16,14 +30,8 @@ fn rdp_epsilon_matches_dp_accounting() {
     let mut worst = 0.0f64;
     for case in cases {
         let mut acc = RdpAccountant::default();
-        for step in case["steps"].as_array().unwrap() {
-            let s = step.as_array().unwrap();
-            acc.compose(&SampledGaussian {
-                sampling_rate: s[0].as_f64().unwrap(),
-                noise_multiplier: s[1].as_f64().unwrap(),
-                count: s[2].as_u64().unwrap(),
-            })
-            .unwrap();
+        for step in steps(case) {
+            acc.compose(&step).unwrap();
         }
         let delta = case["delta"].as_f64().unwrap();
         let expected = case["epsilon"].as_f64().unwrap();
@@ -51,14 +59,8 @@ fn pld_epsilon_matches_dp_accounting() {
     let mut worst = 0.0f64;
     for case in cases {
         let mut acc = PldAccountant::default();
-        for step in case["steps"].as_array().unwrap() {
-            let s = step.as_array().unwrap();
-            acc.compose(&SampledGaussian {
-                sampling_rate: s[0].as_f64().unwrap(),
-                noise_multiplier: s[1].as_f64().unwrap(),
-                count: s[2].as_u64().unwrap(),
-            })
-            .unwrap();
+        for step in steps(case) {
+            acc.compose(&step).unwrap();
         }
         let expected = case["epsilon"].as_f64().unwrap();
         let eps = acc.epsilon(case["delta"].as_f64().unwrap()).unwrap();
