@@ -16,8 +16,14 @@ fn guardian(args: &[&str]) -> Command {
     c
 }
 
-fn start_accountant(stack: &Stack, prefix: &str, url: &str) -> Child {
-    guardian(&[
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts the accountant; returns it with the address of its ops endpoint.
+fn start_accountant(stack: &Stack, prefix: &str, url: &str) -> (Child, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let child = guardian(&[
         "accountant",
         "--bootstrap-servers",
         &stack.kafka_bootstrap,
@@ -26,7 +32,7 @@ fn start_accountant(stack: &Stack, prefix: &str, url: &str) -> Child {
         "--database-url",
         url,
         "--listen",
-        "127.0.0.1:0",
+        &listen,
         // A killed member holds its partitions until its session expires: keep it short.
         "--kafka-config",
         "session.timeout.ms=6000",
@@ -35,7 +41,18 @@ fn start_accountant(stack: &Stack, prefix: &str, url: &str) -> Child {
     ])
     .stdout(Stdio::null())
     .spawn()
-    .expect("start the accountant")
+    .expect("start the accountant");
+    (child, listen)
+}
+
+/// Whether `GET /readyz` answers 200.
+fn ready(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
+    let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200")
 }
 
 #[test]
@@ -78,7 +95,7 @@ fn the_accountant_survives_sigkill_without_losing_or_doubling_a_spend() {
     .unwrap();
     let mut rng = rand::rng();
     for _ in 0..4 {
-        let mut child = start_accountant(&stack, &prefix, &url);
+        let (mut child, _) = start_accountant(&stack, &prefix, &url);
         std::thread::sleep(Duration::from_millis(rng.random_range(700..2000)));
         child.kill().unwrap();
         child.wait().unwrap();
@@ -93,9 +110,13 @@ fn the_accountant_survives_sigkill_without_losing_or_doubling_a_spend() {
         .unwrap_or_else(|| panic!("simulate summary: {summary}"));
     assert_eq!(spends, 100, "5 hospitals x 1000 encounters / 50 per round");
 
-    // A last run to the end, stopped cleanly.
-    let mut child = start_accountant(&stack, &prefix, &url);
+    // A last run to the end, stopped cleanly once it is up.
+    let (mut child, ops) = start_accountant(&stack, &prefix, &url);
     let deadline = Instant::now() + Duration::from_secs(90);
+    while !ready(&ops) {
+        assert!(Instant::now() < deadline, "the accountant never became ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     while count("SELECT count(*) FROM privacy_ledger") < spends {
         assert!(Instant::now() < deadline, "ledger stuck at {}", count("SELECT count(*) FROM privacy_ledger"));
         std::thread::sleep(Duration::from_millis(200));

@@ -24,12 +24,15 @@ impl Shutdown {
         Shutdown { tx: std::sync::Arc::new(tx), rx }
     }
 
-    /// A shutdown that also fires on SIGTERM or SIGINT.
+    /// A shutdown that also fires on SIGTERM or SIGINT. The handlers are installed before
+    /// this returns, so a signal that arrives right after start-up is not lost (nor does
+    /// it kill the process uncleanly). Must be called inside the runtime.
     pub fn on_signals() -> Self {
         let s = Shutdown::new();
         let trigger = s.clone();
+        let signals = Signals::install();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signals.wait().await;
             tracing::info!("shutdown requested: stopping intake, draining, committing");
             trigger.trigger();
         });
@@ -53,24 +56,41 @@ impl Shutdown {
     }
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT listeners, registered on creation.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let streams = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                (Ok(term), Ok(int)) => Some((term, int)),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM/SIGINT; Ctrl-C only");
+                    None
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            };
+            Signals { streams }
+        }
+        #[cfg(not(unix))]
+        {
+            Signals {}
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        if let Some((mut term, mut int)) = self.streams {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
