@@ -443,6 +443,23 @@ pub enum BenchCommand {
     Kafka(BenchKafkaArgs),
     /// The RDP accountant next to Google's dp_accounting, same workloads, same run
     Privacy(BenchPrivacyArgs),
+    /// `replay range` throughput next to the raw consume rate, same broker, same run
+    Replay(BenchReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchReplayArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Records in the replayed range
+    #[arg(long, default_value_t = 300_000)]
+    pub records: u64,
+    /// Target size of each Avro record in bytes
+    #[arg(long, default_value_t = 300)]
+    pub record_size: usize,
+    /// Repetitions (the best and the median are reported)
+    #[arg(long, default_value_t = 5)]
+    pub repeat: u32,
 }
 
 #[derive(Debug, Args)]

@@ -36,7 +36,7 @@ const PARTITIONS: i32 = 3;
 const IN_FLIGHT: usize = 20_000;
 
 /// An encounter whose encoding is `size` bytes (within a byte or two: varint lengths).
-fn record(i: u64, size: usize) -> Encounter {
+pub(super) fn record(i: u64, size: usize) -> Encounter {
     let mut e = Encounter {
         event_id: format!("bench-{i:012}"),
         hospital_id: format!("h{:03}", i % 10 + 1),
@@ -55,7 +55,7 @@ fn record(i: u64, size: usize) -> Encounter {
     e
 }
 
-async fn fresh_topic(admin: &Admin, base: &str) -> Result<String> {
+pub(super) async fn fresh_topic(admin: &Admin, base: &str) -> Result<String> {
     let name = format!("bench.{base}.{:x}", rand::random::<u32>());
     let plan = Plan {
         changes: vec![Change::Create {
@@ -166,7 +166,7 @@ fn produce_raw(settings: &KafkaSettings, topic: &str, records: &[Encounter], pay
 
 /// rust-rdkafka alone: a bare `StreamConsumer` loop over the same topic, no decoding, no
 /// offsets stored: what the library's consumer is built on.
-async fn consume_raw(settings: &KafkaSettings, topic: &str, records: u64) -> Result<Duration> {
+pub(super) async fn consume_raw(settings: &KafkaSettings, topic: &str, records: u64) -> Result<Duration> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     let started = Instant::now();
     let consumer: StreamConsumer = settings

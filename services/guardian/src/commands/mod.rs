@@ -10,6 +10,7 @@ mod accountant;
 mod audit;
 mod bench;
 mod bench_privacy;
+mod bench_replay;
 mod db;
 mod demo;
 mod privacy;
@@ -38,5 +39,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Privacy(cmd) => privacy::run(cmd),
         Command::Bench(BenchCommand::Kafka(args)) => bench::kafka(args).await,
         Command::Bench(BenchCommand::Privacy(args)) => bench_privacy::run(args),
+        Command::Bench(BenchCommand::Replay(args)) => bench_replay::run(args).await,
     }
 }

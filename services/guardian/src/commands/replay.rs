@@ -37,19 +37,19 @@ const IN_FLIGHT: usize = 10_000;
 
 /// [start, end) of one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Span {
+pub(super) struct Span {
     partition: i32,
     start: i64,
     end: i64,
 }
 
 impl Span {
-    fn records(&self) -> i64 {
+    pub(super) fn records(&self) -> i64 {
         (self.end - self.start).max(0)
     }
 }
 
-fn consumer(settings: &KafkaSettings, group: &str) -> Result<BaseConsumer> {
+pub(super) fn consumer(settings: &KafkaSettings, group: &str) -> Result<BaseConsumer> {
     settings.manual_commit_consumer(group).create().context("creating the consumer")
 }
 
@@ -81,7 +81,7 @@ fn offsets_at(consumer: &BaseConsumer, topic: &str, partitions: &[i32], time_ms:
     Ok(out)
 }
 
-fn spans(consumer: &BaseConsumer, topic: &str, range: &RangeArgs) -> Result<Vec<Span>> {
+pub(super) fn spans(consumer: &BaseConsumer, topic: &str, range: &RangeArgs) -> Result<Vec<Span>> {
     let all = partitions_of(consumer, topic)?;
     let selected = if range.partitions.is_empty() { all.clone() } else { range.partitions.clone() };
     if let Some(p) = selected.iter().find(|p| !all.contains(p)) {
@@ -151,7 +151,7 @@ pub async fn run(cmd: ReplayCommand) -> Result<ExitCode> {
 }
 
 /// Reads the spans and writes them to `to_topic`; returns how many records were written.
-async fn copy(
+pub(super) async fn copy(
     consumer: BaseConsumer,
     settings: &KafkaSettings,
     from_topic: &str,
@@ -172,28 +172,30 @@ async fn copy(
     let mut written = 0i64;
     let mut in_flight = FuturesUnordered::new();
     while !ends.is_empty() {
-        // Partitions whose position passed their end are done (a transaction marker at
-        // the end is never delivered, so positions, not offsets, decide).
-        if let Ok(positions) = consumer.position() {
-            for e in positions.elements_for_topic(from_topic) {
-                if let (Offset::Offset(pos), Some(end)) = (e.offset(), ends.get(&e.partition()))
-                    && pos >= *end
-                {
-                    ends.remove(&e.partition());
-                }
-            }
-        }
-        if ends.is_empty() {
-            break;
-        }
         let msg = match consumer.poll(Duration::from_millis(200)) {
-            None => continue,
             Some(Err(e)) => bail!("reading {from_topic}: {e}"),
             Some(Ok(m)) => m,
+            None => {
+                // Nothing new: a partition whose position passed its end is done (a
+                // transaction marker at the end is never delivered as a record).
+                if let Ok(positions) = consumer.position() {
+                    for e in positions.elements_for_topic(from_topic) {
+                        if let (Offset::Offset(pos), Some(end)) = (e.offset(), ends.get(&e.partition()))
+                            && pos >= *end
+                        {
+                            ends.remove(&e.partition());
+                        }
+                    }
+                }
+                continue;
+            }
         };
-        let Some(end) = ends.get(&msg.partition()) else { continue };
-        if msg.offset() >= *end {
+        let Some(&end) = ends.get(&msg.partition()) else { continue };
+        if msg.offset() >= end {
             continue;
+        }
+        if msg.offset() + 1 >= end {
+            ends.remove(&msg.partition());
         }
         let source = format!("{from_topic}/{}/{}", msg.partition(), msg.offset());
         let mut headers = OwnedHeaders::new();
