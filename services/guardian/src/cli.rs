@@ -447,19 +447,26 @@ pub enum BenchCommand {
     Replay(BenchReplayArgs),
 }
 
+/// The load of a Kafka benchmark.
 #[derive(Debug, Args)]
-pub struct BenchReplayArgs {
+pub struct BenchLoadArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// Records in the replayed range
+    /// Records per measurement
     #[arg(long, default_value_t = 300_000)]
     pub records: u64,
     /// Target size of each Avro record in bytes
     #[arg(long, default_value_t = 300)]
     pub record_size: usize,
-    /// Repetitions (the best and the median are reported)
+    /// Repetitions of each measurement (the best and the median are reported)
     #[arg(long, default_value_t = 5)]
     pub repeat: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchReplayArgs {
+    #[command(flatten)]
+    pub load: BenchLoadArgs,
 }
 
 #[derive(Debug, Args)]
@@ -478,16 +485,7 @@ pub struct BenchPrivacyArgs {
 #[derive(Debug, Args)]
 pub struct BenchKafkaArgs {
     #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// Records per measurement
-    #[arg(long, default_value_t = 300_000)]
-    pub records: u64,
-    /// Target size of each Avro record in bytes
-    #[arg(long, default_value_t = 300)]
-    pub record_size: usize,
-    /// Repetitions of each measurement (the best and the median are reported)
-    #[arg(long, default_value_t = 5)]
-    pub repeat: u32,
+    pub load: BenchLoadArgs,
     /// Path to kcat
     #[arg(long, default_value = "kcat")]
     pub kcat: String,

@@ -249,6 +249,8 @@ fn consume_kcat(kcat: &str, bootstrap: &str, topic: &str, records: u64) -> Resul
 }
 
 pub async fn kafka(args: BenchKafkaArgs) -> Result<ExitCode> {
+    let kcat = args.kcat;
+    let args = args.load;
     if args.records == 0 || args.repeat == 0 {
         bail!("--records and --repeat must be at least 1");
     }
@@ -319,7 +321,7 @@ pub async fn kafka(args: BenchKafkaArgs) -> Result<ExitCode> {
                 0 => produce_library_batch(&settings, &topics[0], &records).await?,
                 1 => produce_library_each(&settings, &topics[1], &records).await?,
                 2 => produce_raw(&settings, &topics[2], &records, &encoded)?,
-                _ => produce_kcat(&args.kcat, bootstrap, &topics[3], &input)?,
+                _ => produce_kcat(&kcat, bootstrap, &topics[3], &input)?,
             };
         }
         for k in 0..3 {
@@ -327,7 +329,7 @@ pub async fn kafka(args: BenchKafkaArgs) -> Result<ExitCode> {
             times[row] = match row {
                 4 => consume_library(&settings, &topics[0], &dead_letters, args.records).await?,
                 5 => consume_raw(&settings, &topics[1], args.records).await?,
-                _ => consume_kcat(&args.kcat, bootstrap, &topics[3], args.records)?,
+                _ => consume_kcat(&kcat, bootstrap, &topics[3], args.records)?,
             };
         }
         for (row, t) in times.iter().enumerate() {

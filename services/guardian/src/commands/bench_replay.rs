@@ -16,6 +16,7 @@ use crate::cli::{BenchReplayArgs, RangeArgs};
 use crate::common;
 
 pub async fn run(args: BenchReplayArgs) -> Result<ExitCode> {
+    let args = args.load;
     if args.records == 0 || args.repeat == 0 {
         bail!("--records and --repeat must be at least 1");
     }
