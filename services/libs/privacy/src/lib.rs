@@ -34,6 +34,10 @@ pub enum PrivacyError {
     Delta(f64),
     #[error("epsilon must be >= 0, got {0}")]
     Epsilon(f64),
+    #[error(
+        "the privacy loss distribution would need {bins} bins (at most {max}): ε is far beyond any budget; use the RDP accountant"
+    )]
+    PldTooLarge { bins: usize, max: usize },
     #[error("no noise multiplier up to {max} keeps {count} rounds at q = {q} under epsilon {epsilon}")]
     Unreachable { q: f64, count: u64, epsilon: f64, max: f64 },
 }

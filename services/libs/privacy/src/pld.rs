@@ -27,6 +27,10 @@ use crate::special::log_erfc;
 pub const DISCRETIZATION: f64 = 1e-4;
 /// The noise's tails beyond e^-50 of its mass are not discretized (their mass goes to ∞).
 const LOG_MASS_TRUNCATION: f64 = -50.0;
+/// The most bins a distribution may have (2^25: half a gigabyte of FFT buffers); larger
+/// compositions (ε in the thousands) are refused with an error instead of exhausting
+/// memory.
+pub const MAX_BINS: usize = 1 << 25;
 /// Mass a composition may move out of the kept range (pessimistically).
 const TAIL_MASS_TRUNCATION: f64 = 1e-15;
 
@@ -74,20 +78,22 @@ impl Pmf {
     }
 
     /// The distribution of the sum of the losses of `self` and `other`.
-    pub fn compose(&self, other: &Pmf, fft: &mut Fft) -> Pmf {
+    pub fn compose(&self, other: &Pmf, fft: &mut Fft) -> Result<Pmf, PrivacyError> {
+        check_size(self.probs.len() + other.probs.len())?;
         let probs = fft.convolve(&self.probs, &other.probs);
         let infinity = self.infinity + other.infinity - self.infinity * other.infinity;
         let (offset, probs, right) = truncate_tails(probs);
-        Pmf { lower: self.lower + other.lower + offset as i64, probs, infinity: infinity + right }
+        Ok(Pmf { lower: self.lower + other.lower + offset as i64, probs, infinity: infinity + right })
     }
 
     /// `count` independent copies of `self` composed.
-    pub fn self_compose(&self, count: u64, fft: &mut Fft) -> Pmf {
+    pub fn self_compose(&self, count: u64, fft: &mut Fft) -> Result<Pmf, PrivacyError> {
         if count == 1 {
-            return self.clone();
+            return Ok(self.clone());
         }
         let (lo, hi) = self_convolve_bounds(&self.probs, count);
-        let out_len = (hi - lo + 1) as usize;
+        let out_len = usize::try_from(hi - lo + 1).unwrap_or(usize::MAX);
+        check_size(out_len)?;
         let n = out_len.max(self.probs.len()).next_power_of_two().max(2);
         let mut spectrum = fft.forward(&self.probs, n);
         for c in &mut spectrum {
@@ -97,8 +103,12 @@ impl Pmf {
         // The window [lo, hi] of the linear convolution, read off the circular one.
         let probs: Vec<f64> = (0..out_len).map(|k| circular[(lo as usize + k) % n].max(0.0)).collect();
         let infinity = TAIL_MASS_TRUNCATION - (count as f64 * (-self.infinity).ln_1p()).exp_m1();
-        Pmf { lower: self.lower * count as i64 + lo, probs, infinity }
+        Ok(Pmf { lower: self.lower * count as i64 + lo, probs, infinity })
     }
+}
+
+fn check_size(bins: usize) -> Result<(), PrivacyError> {
+    if bins > MAX_BINS { Err(PrivacyError::PldTooLarge { bins, max: MAX_BINS }) } else { Ok(()) }
 }
 
 /// Pessimistic truncation: the lowest bins holding half the truncation budget join the
@@ -343,19 +353,19 @@ impl Mechanism {
 }
 
 /// Composes distributions pairwise, level by level.
-fn tree_compose(mut pmfs: Vec<Pmf>, fft: &mut Fft) -> Option<Pmf> {
+fn tree_compose(mut pmfs: Vec<Pmf>, fft: &mut Fft) -> Result<Option<Pmf>, PrivacyError> {
     while pmfs.len() > 1 {
         let mut next = Vec::with_capacity(pmfs.len().div_ceil(2));
         let mut it = pmfs.into_iter();
         while let Some(a) = it.next() {
             next.push(match it.next() {
-                Some(b) => a.compose(&b, fft),
+                Some(b) => a.compose(&b, fft)?,
                 None => a,
             });
         }
         pmfs = next;
     }
-    pmfs.pop()
+    Ok(pmfs.pop())
 }
 
 /// The PLD of everything composed so far, in both directions.
@@ -416,10 +426,10 @@ impl PldAccountant {
     /// Composes the pending steps: each group by one FFT power, then the groups pairwise
     /// (a balanced tree convolves small distributions with small ones, instead of every
     /// step with the whole accumulated distribution), then into the totals.
-    fn flush(&mut self) {
+    fn flush(&mut self) -> Result<(), PrivacyError> {
         let pending = std::mem::take(&mut self.pending);
         if pending.is_empty() {
-            return;
+            return Ok(());
         }
         let fft = &mut self.fft;
         let (mut removes, mut adds) = (Vec::new(), Vec::new());
@@ -432,28 +442,29 @@ impl PldAccountant {
                 self.add.infinity = 1.0;
                 continue;
             }
-            let remove_step = Mechanism { sigma, q, dir: Direction::Remove }.pmf().self_compose(count, fft);
+            let remove_step = Mechanism { sigma, q, dir: Direction::Remove }.pmf().self_compose(count, fft)?;
             // Without subsampling the mechanism is symmetric: adding a record costs what
             // removing one does (dp_accounting keeps one distribution then, too).
             let add_step = if q == 1.0 {
                 None
             } else {
                 all_symmetric = false;
-                Some(Mechanism { sigma, q, dir: Direction::Add }.pmf().self_compose(count, fft))
+                Some(Mechanism { sigma, q, dir: Direction::Add }.pmf().self_compose(count, fft)?)
             };
             adds.push(add_step.unwrap_or_else(|| remove_step.clone()));
             removes.push(remove_step);
         }
-        let (Some(remove), Some(add)) = (tree_compose(removes, fft), tree_compose(adds, fft)) else {
-            return;
+        let (Some(remove), Some(add)) = (tree_compose(removes, fft)?, tree_compose(adds, fft)?) else {
+            return Ok(());
         };
-        self.remove = self.remove.compose(&remove, fft);
+        self.remove = self.remove.compose(&remove, fft)?;
         if self.symmetric && all_symmetric {
             self.add = self.remove.clone();
         } else {
-            self.add = self.add.compose(&add, fft);
+            self.add = self.add.compose(&add, fft)?;
             self.symmetric = false;
         }
+        Ok(())
     }
 
     /// ε at `delta`: the larger of the two directions.
@@ -461,7 +472,7 @@ impl PldAccountant {
         if !(0.0..1.0).contains(&delta) {
             return Err(PrivacyError::Delta(delta));
         }
-        self.flush();
+        self.flush()?;
         Ok(self.remove.epsilon_for_delta(delta).max(self.add.epsilon_for_delta(delta)))
     }
 }
@@ -476,6 +487,14 @@ mod tests {
         let z = ndtri_log(0.5f64.ln() - 50.0);
         assert!((log_ndtr(z) - (0.5f64.ln() - 50.0)).abs() < 1e-12);
         assert!((z + 9.745_474_864_965_935).abs() < 1e-12, "{z}");
+    }
+
+    #[test]
+    fn a_composition_too_large_for_memory_is_an_error() {
+        let mut acc = PldAccountant::default();
+        acc.compose(&crate::SampledGaussian { sampling_rate: 1.0, noise_multiplier: 0.3, count: 100_000 }).unwrap();
+        let err = acc.epsilon(1e-5).unwrap_err();
+        assert!(matches!(err, PrivacyError::PldTooLarge { .. }), "{err}");
     }
 
     #[test]
