@@ -15,25 +15,13 @@ use guardian_accountant::{Config, store};
 use guardian_kafka::Producer;
 use guardian_runtime::Shutdown;
 use guardian_schemas::Codec;
-use guardian_schemas::records::{BudgetSpend, BudgetStatus, Mechanism, PrivacyAlert};
+use guardian_schemas::records::{BudgetSpend, BudgetStatus, PrivacyAlert};
 use guardian_testkit::{Stack, eventually, unique};
 use rdkafka::message::Message;
 use sqlx::Row;
 
 fn spend(hospital: usize, i: usize) -> BudgetSpend {
-    BudgetSpend {
-        event_id: format!("s-h{hospital:03}-r{i:03}"),
-        hospital_id: format!("h{hospital:03}"),
-        session_id: "it".into(),
-        round: i as i64,
-        mechanism: Mechanism::SampledGaussian,
-        sampling_rate: 0.01,
-        noise_multiplier: 1.1,
-        // 100 steps a round: 14 rounds fit under ε = 2 (1,404 steps).
-        steps: 100,
-        delta: 1e-5,
-        occurred_at: 1_764_000_000_000 + i as i64,
-    }
+    spend_of(hospital, i, format!("s-h{hospital:03}-r{i:03}"))
 }
 
 async fn run_until_applied(config: Config, pool: &sqlx::PgPool, events: i64) {

@@ -34,17 +34,23 @@ pub async fn create_topics(stack: &Stack, names: &[&str], partitions: i32) {
 }
 
 pub fn spend(i: usize) -> BudgetSpend {
+    spend_of(i % 5 + 1, i, format!("spend-{i:05}"))
+}
+
+/// A spend of hospital `h{hospital}` for `round`: q = 0.01, σ = 1.1, 100 steps (14 such
+/// rounds fit under ε = 2).
+pub fn spend_of(hospital: usize, round: usize, event_id: String) -> BudgetSpend {
     BudgetSpend {
-        event_id: format!("spend-{i:05}"),
-        hospital_id: format!("h{:03}", i % 5 + 1),
+        event_id,
+        hospital_id: format!("h{hospital:03}"),
         session_id: "it".into(),
-        round: i as i64,
+        round: round as i64,
         mechanism: Mechanism::SampledGaussian,
         sampling_rate: 0.01,
         noise_multiplier: 1.1,
         steps: 100,
         delta: 1e-5,
-        occurred_at: 1_764_000_000_000 + i as i64,
+        occurred_at: 1_764_000_000_000 + round as i64,
     }
 }
 
