@@ -1,0 +1,264 @@
+//! A round's configuration and the messages of the protocol, with the bytes each
+//! signature covers.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use crate::SecAggError;
+use crate::quantize::Quantizer;
+use crate::shamir::Share;
+
+/// Everything the parties agree on before a round starts. The round id (a hash of all of
+/// it) is bound into every key derivation and signature, so no message of one round is
+/// accepted in another.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundConfig {
+    pub session: String,
+    pub round: u64,
+    pub model_version: u64,
+    /// Hospital ids; a party's index is its position here.
+    pub participants: Vec<String>,
+    /// Shamir threshold t, and the fewest survivors a round may finish with.
+    pub threshold: u32,
+    /// Neighbours per party in the SecAgg+ graph (n − 1 gives the complete graph).
+    pub neighbours: u32,
+    /// Length of the update vector, and the words per streamed chunk.
+    pub dimension: u64,
+    pub chunk_len: u32,
+    pub clipping_range: f32,
+    pub quantization_levels: u32,
+    /// Differential privacy applied by the agents: L2 clip norm and noise multiplier.
+    pub clip_norm: f64,
+    pub noise_multiplier: f64,
+    /// Seed of the neighbour graph.
+    pub graph_seed: [u8; 32],
+}
+
+impl RoundConfig {
+    pub fn parties(&self) -> u32 {
+        self.participants.len() as u32
+    }
+
+    pub fn chunks(&self) -> u32 {
+        self.dimension.div_ceil(u64::from(self.chunk_len)) as u32
+    }
+
+    /// Offset and length of chunk `index`.
+    pub fn chunk_range(&self, index: u32) -> (u64, usize) {
+        let start = u64::from(index) * u64::from(self.chunk_len);
+        let len = (self.dimension - start).min(u64::from(self.chunk_len)) as usize;
+        (start, len)
+    }
+
+    pub fn quantizer(&self) -> Result<Quantizer, SecAggError> {
+        Ok(Quantizer::new(self.clipping_range, self.quantization_levels, u64::from(self.parties()))?)
+    }
+
+    /// Checks the settings that would make a round unsafe or impossible.
+    pub fn validate(&self) -> Result<(), SecAggError> {
+        let n = self.parties();
+        let bad = |why: String| Err(SecAggError::BadConfig(why));
+        if n < 2 {
+            return bad(format!("a round needs at least 2 participants, got {n}"));
+        }
+        let mut ids = self.participants.clone();
+        ids.sort();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return bad(format!("participant {} is listed twice", w[0]));
+        }
+        let k = self.neighbours.min(n - 1);
+        if k < 2 && n > 2 {
+            return bad(format!("{} neighbours is too few (at least 2)", self.neighbours));
+        }
+        if self.threshold < 2 || self.threshold > k + 1 {
+            return bad(format!(
+                "threshold {} must be between 2 and neighbours + 1 = {} (a party's secrets are shared among its neighbours and itself)",
+                self.threshold,
+                k + 1
+            ));
+        }
+        if self.dimension == 0 || self.chunk_len == 0 {
+            return bad("dimension and chunk length must be positive".into());
+        }
+        if !(self.clip_norm.is_finite() && self.clip_norm > 0.0) {
+            return bad(format!("clip norm must be positive, got {}", self.clip_norm));
+        }
+        if !(self.noise_multiplier.is_finite() && self.noise_multiplier >= 0.0) {
+            return bad(format!("noise multiplier must be non-negative, got {}", self.noise_multiplier));
+        }
+        self.quantizer()?;
+        Ok(())
+    }
+
+    /// SHA-256 over a length-prefixed encoding of every field.
+    pub fn round_id(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"phoenix-guardian/secagg/round/v1");
+        let mut field = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        };
+        field(self.session.as_bytes());
+        field(&self.round.to_be_bytes());
+        field(&self.model_version.to_be_bytes());
+        field(&(self.participants.len() as u64).to_be_bytes());
+        for p in &self.participants {
+            field(p.as_bytes());
+        }
+        field(&self.threshold.to_be_bytes());
+        field(&self.neighbours.to_be_bytes());
+        field(&self.dimension.to_be_bytes());
+        field(&self.chunk_len.to_be_bytes());
+        field(&self.clipping_range.to_be_bytes());
+        field(&self.quantization_levels.to_be_bytes());
+        field(&self.clip_norm.to_be_bytes());
+        field(&self.noise_multiplier.to_be_bytes());
+        field(&self.graph_seed);
+        h.finalize().into()
+    }
+
+    /// The neighbour graph of the round.
+    pub fn graph(&self) -> Vec<Vec<u32>> {
+        crate::graph::neighbours(self.parties(), self.neighbours, self.graph_seed)
+    }
+}
+
+/// A party's two X25519 public keys (share encryption, pairwise masks), signed with its
+/// registered Ed25519 key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyAdvert {
+    pub party: u32,
+    pub enc_pk: [u8; 32],
+    pub mask_pk: [u8; 32],
+    pub signature: [u8; 64],
+}
+
+impl KeyAdvert {
+    pub(crate) fn signed_bytes(round_id: &[u8; 32], party: u32, enc_pk: &[u8; 32], mask_pk: &[u8; 32]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(120);
+        m.extend_from_slice(b"secagg/advert");
+        m.extend_from_slice(round_id);
+        m.extend_from_slice(&party.to_be_bytes());
+        m.extend_from_slice(enc_pk);
+        m.extend_from_slice(mask_pk);
+        m
+    }
+
+    pub fn verify(&self, round_id: &[u8; 32], key: &VerifyingKey) -> Result<(), SecAggError> {
+        let m = Self::signed_bytes(round_id, self.party, &self.enc_pk, &self.mask_pk);
+        key.verify(&m, &Signature::from_bytes(&self.signature))
+            .map_err(|_| SecAggError::BadSignature { what: "key advertisement", party: self.party })
+    }
+}
+
+/// Shares of a party's self-mask seed and mask key, encrypted to one neighbour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptedShare {
+    pub from: u32,
+    pub to: u32,
+    pub ciphertext: Vec<u8>,
+}
+
+/// One chunk of a party's masked, quantized update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskedChunk {
+    pub party: u32,
+    pub index: u32,
+    pub words: Vec<u32>,
+}
+
+/// A list of parties the aggregator commits to, signed by it: who shared keys (U2), or who
+/// survived and who dropped (U3 and U2 \ U3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedSets {
+    pub stage: SetStage,
+    pub first: Vec<u32>,
+    pub second: Vec<u32>,
+    pub signature: [u8; 64],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetStage {
+    /// `first` = parties whose shares were all delivered; `second` empty.
+    SharesClosed,
+    /// `first` = survivors, `second` = dropped after sharing keys.
+    Unmask,
+}
+
+impl SignedSets {
+    fn bytes(round_id: &[u8; 32], stage: SetStage, first: &[u32], second: &[u32]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(64 + 4 * (first.len() + second.len()));
+        m.extend_from_slice(match stage {
+            SetStage::SharesClosed => b"secagg/shares-closed",
+            SetStage::Unmask => b"secagg/unmask-request",
+        });
+        m.extend_from_slice(round_id);
+        for list in [first, second] {
+            m.extend_from_slice(&(list.len() as u32).to_be_bytes());
+            for p in list {
+                m.extend_from_slice(&p.to_be_bytes());
+            }
+        }
+        m
+    }
+
+    pub fn sign(round_id: &[u8; 32], stage: SetStage, first: Vec<u32>, second: Vec<u32>, key: &SigningKey) -> Self {
+        let signature = key.sign(&Self::bytes(round_id, stage, &first, &second)).to_bytes();
+        SignedSets { stage, first, second, signature }
+    }
+
+    pub fn verify(&self, round_id: &[u8; 32], stage: SetStage, key: &VerifyingKey) -> Result<(), SecAggError> {
+        if self.stage != stage {
+            return Err(SecAggError::WrongStage { expected: stage_name(stage), got: stage_name(self.stage) });
+        }
+        key.verify(&Self::bytes(round_id, stage, &self.first, &self.second), &Signature::from_bytes(&self.signature))
+            .map_err(|_| SecAggError::BadAggregatorSignature)
+    }
+
+    /// Digest of the signed content, to recognise the same request seen twice.
+    pub(crate) fn digest(&self, round_id: &[u8; 32]) -> [u8; 32] {
+        Sha256::digest(Self::bytes(round_id, self.stage, &self.first, &self.second)).into()
+    }
+}
+
+fn stage_name(s: SetStage) -> &'static str {
+    match s {
+        SetStage::SharesClosed => "shares-closed",
+        SetStage::Unmask => "unmask-request",
+    }
+}
+
+/// A survivor's answer to the unmask request: for each neighbour that survived, its share
+/// of that neighbour's self-mask seed; for each neighbour that dropped, its share of that
+/// neighbour's mask key. Never both for one neighbour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnmaskResponse {
+    pub party: u32,
+    pub self_mask_shares: Vec<(u32, Share)>,
+    pub key_shares: Vec<(u32, Share)>,
+}
+
+/// Context strings of the key derivations.
+pub(crate) fn pair_context(round_id: &[u8; 32], a: u32, b: u32) -> Vec<u8> {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    let mut c = b"pair".to_vec();
+    c.extend_from_slice(round_id);
+    c.extend_from_slice(&lo.to_be_bytes());
+    c.extend_from_slice(&hi.to_be_bytes());
+    c
+}
+
+pub(crate) fn self_context(round_id: &[u8; 32], party: u32) -> Vec<u8> {
+    let mut c = b"self".to_vec();
+    c.extend_from_slice(round_id);
+    c.extend_from_slice(&party.to_be_bytes());
+    c
+}
+
+pub(crate) fn share_context(round_id: &[u8; 32], from: u32, to: u32) -> Vec<u8> {
+    let mut c = b"share".to_vec();
+    c.extend_from_slice(round_id);
+    c.extend_from_slice(&from.to_be_bytes());
+    c.extend_from_slice(&to.to_be_bytes());
+    c
+}

@@ -1,0 +1,380 @@
+//! Properties of the secure aggregation protocol: exact sums under dropouts, clean failure
+//! below the threshold, masked outputs and sub-threshold shares that look uniform, and the
+//! aggregator's security rules.
+
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use guardian_secagg::shamir::{self, split_at};
+use guardian_secagg::sim::{Dropout, identities, run_round};
+use guardian_secagg::{Client, MaskedChunk, RoundConfig, SecAggError, Server, SetStage, SignedSets};
+use proptest::prelude::*;
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+fn config(n: u32, k: u32, t: u32, dimension: u64, chunk_len: u32, seed: u8) -> Arc<RoundConfig> {
+    Arc::new(RoundConfig {
+        session: "s-test".into(),
+        round: 3,
+        model_version: 2,
+        participants: (0..n).map(|i| format!("h{i:03}")).collect(),
+        threshold: t,
+        neighbours: k,
+        dimension,
+        chunk_len,
+        clipping_range: 1.0,
+        quantization_levels: 1 << 16,
+        clip_norm: 1.0,
+        noise_multiplier: 1.0,
+        graph_seed: [seed; 32],
+    })
+}
+
+fn plain_sum(inputs: &[Vec<u32>], survivors: &[u32]) -> Vec<u32> {
+    let mut sum = vec![0u32; inputs[0].len()];
+    for &p in survivors {
+        for (s, &w) in sum.iter_mut().zip(&inputs[p as usize]) {
+            *s = s.wrapping_add(w);
+        }
+    }
+    sum
+}
+
+fn dropout_kind(code: u8, chunks: u32) -> Dropout {
+    match code % 5 {
+        0 => Dropout::BeforeKeys,
+        1 => Dropout::BeforeShares,
+        2 => Dropout::BeforeInput,
+        3 => Dropout::MidInput(u32::from(code) % chunks.max(1)),
+        _ => Dropout::BeforeUnmask,
+    }
+}
+
+/// Whether the dropout removes the party from the survivors (a party that stops only
+/// before unmasking still counts: its input is in the sum).
+fn removes_input(d: Dropout) -> bool {
+    !matches!(d, Dropout::BeforeUnmask)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn unmasked_sum_equals_the_plain_sum(
+        n in 3u32..14,
+        k_frac in 0.0f64..1.0,
+        dimension in 1u64..400,
+        chunk_len in 1u32..97,
+        seed in any::<u64>(),
+        drop_codes in proptest::collection::vec(any::<u8>(), 14),
+    ) {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        // Even neighbour counts from 2 up to the complete graph.
+        let k = (2 + 2 * ((k_frac * f64::from(n - 1)) as u32 / 2)).min(n - 1);
+        let t = rng.random_range(2..=k + 1);
+        let cfg = config(n, k, t, dimension, chunk_len, seed as u8);
+        let inputs: Vec<Vec<u32>> = (0..n).map(|_| (0..dimension).map(|_| rng.random()).collect()).collect();
+        // Drop at most n − t parties (the most a round can lose), at random stages.
+        let max_drop = (n - t) as usize;
+        let count = (drop_codes[0] as usize) % (max_drop + 1);
+        let mut order: Vec<u32> = (0..n).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.random_range(0..=i));
+        }
+        let dropouts: Vec<(u32, Dropout)> =
+            order.iter().take(count).zip(&drop_codes[1..]).map(|(&p, &c)| (p, dropout_kind(c, cfg.chunks()))).collect();
+        match run_round(&cfg, &inputs, &dropouts, &mut rng) {
+            Ok(result) => {
+                let expected: Vec<u32> =
+                    (0..n).filter(|p| dropouts.iter().all(|(q, d)| q != p || !removes_input(*d))).collect();
+                prop_assert_eq!(&result.survivors, &expected);
+                prop_assert_eq!(result.sum, plain_sum(&inputs, &result.survivors));
+            }
+            // With a sparse graph a party can lose so many neighbours that fewer than t
+            // holders of its shares remain: the round must then fail, and say why.
+            Err(e) => prop_assert!(e.fails_round() && k + 1 < n, "unexpected failure: {e}"),
+        }
+    }
+
+    #[test]
+    fn complete_graph_tolerates_any_n_minus_t_dropouts(
+        n in 3u32..12,
+        seed in any::<u64>(),
+        drop_codes in proptest::collection::vec(any::<u8>(), 12),
+    ) {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let t = rng.random_range(2..=n);
+        let cfg = config(n, n - 1, t, 37, 8, seed as u8);
+        let inputs: Vec<Vec<u32>> = (0..n).map(|_| (0..37).map(|_| rng.random()).collect()).collect();
+        let count = (drop_codes[0] as usize) % ((n - t) as usize + 1);
+        let dropouts: Vec<(u32, Dropout)> =
+            (0..count as u32).map(|p| (p, dropout_kind(drop_codes[p as usize + 1], cfg.chunks()))).collect();
+        let result = run_round(&cfg, &inputs, &dropouts, &mut rng).expect("n − t dropouts are tolerated");
+        prop_assert_eq!(result.sum, plain_sum(&inputs, &result.survivors));
+    }
+
+    #[test]
+    fn fewer_than_t_survivors_fail_the_round(n in 3u32..10, seed in any::<u64>(), stage in 0u8..4) {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let t = rng.random_range(2..=n);
+        let cfg = config(n, n - 1, t, 16, 4, seed as u8);
+        let inputs: Vec<Vec<u32>> = (0..n).map(|_| vec![1u32; 16]).collect();
+        let kind = [Dropout::BeforeKeys, Dropout::BeforeShares, Dropout::BeforeInput, Dropout::MidInput(2)][stage as usize];
+        let dropouts: Vec<(u32, Dropout)> = (0..n - t + 1).map(|p| (p, kind)).collect();
+        let err = run_round(&cfg, &inputs, &dropouts, &mut rng).unwrap_err();
+        prop_assert!(matches!(err, SecAggError::TooFew { need, .. } if need == t as usize), "{err}");
+        prop_assert!(err.fails_round());
+    }
+
+    #[test]
+    fn shamir_any_t_of_n_reconstruct(n in 2u32..40, seed in any::<u64>()) {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let t = rng.random_range(1..=n);
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        let mut shares = shamir::split(&secret, n, t, &mut rng).unwrap();
+        for i in (1..shares.len()).rev() {
+            shares.swap(i, rng.random_range(0..=i));
+        }
+        prop_assert_eq!(*shamir::combine(&shares[..t as usize], t).unwrap(), secret);
+        if t > 1 {
+            let short = shamir::combine(&shares[..t as usize - 1], t).unwrap_err();
+            prop_assert_eq!(short, shamir::ShamirError::NotEnoughShares { have: t as usize - 1, need: t as usize });
+        }
+    }
+}
+
+/// Pearson's χ² of byte counts against the uniform distribution over 256 values.
+fn chi_square(counts: &[u64; 256]) -> f64 {
+    let total: u64 = counts.iter().sum();
+    let expected = total as f64 / 256.0;
+    counts.iter().map(|&c| (c as f64 - expected).powi(2) / expected).sum()
+}
+
+/// χ² with 255 degrees of freedom exceeds 330 with probability about 1e-3 and 360 with
+/// about 1e-5: a fixed-seed test that passes is well inside the uniform range, and a
+/// leak of structure (an input word showing through) fails by orders of magnitude.
+const CHI2_LIMIT: f64 = 360.0;
+
+#[test]
+fn masked_updates_look_uniform_and_never_equal_the_input() {
+    let mut rng = ChaCha20Rng::seed_from_u64(99);
+    let n = 5;
+    let cfg = config(n, 4, 3, 1 << 16, 1 << 12, 1);
+    let (ids, agg) = identities(n, &mut rng);
+    let directory: Vec<_> = ids.iter().map(SigningKey::verifying_key).collect();
+    let agg_pk = agg.verifying_key();
+    let mut server = Server::new(cfg.clone(), agg, directory.clone()).unwrap();
+    let mut clients: Vec<Client> =
+        ids.into_iter().enumerate().map(|(p, id)| Client::new(cfg.clone(), p as u32, id, &mut rng).unwrap()).collect();
+    let adverts: Vec<_> = clients.iter().map(Client::advertise).collect();
+    adverts.iter().for_each(|a| assert_eq!(server.receive_advert(a).unwrap(), guardian_secagg::Accepted::New));
+    server.close_keys().unwrap();
+    let shares: Vec<_> = clients.iter_mut().flat_map(|c| c.share_keys(&adverts, &directory, &mut rng).unwrap()).collect();
+    shares.iter().for_each(|s| {
+        server.receive_share(s).unwrap();
+    });
+    let closed = server.close_shares().unwrap();
+    // A maximally structured input: all zeros.
+    for c in clients.iter_mut() {
+        c.receive_shares(&shares).unwrap();
+        let mut v = vec![0u32; 1 << 16];
+        c.mask(&closed, &agg_pk, &mut v).unwrap();
+        assert_ne!(v, vec![0u32; 1 << 16]);
+        let mut counts = [0u64; 256];
+        for w in &v {
+            for b in w.to_le_bytes() {
+                counts[b as usize] += 1;
+            }
+        }
+        let chi2 = chi_square(&counts);
+        assert!(chi2 < CHI2_LIMIT, "party {} masked zeros are not uniform: χ² = {chi2}", c.party());
+    }
+}
+
+#[test]
+fn fewer_than_t_shares_are_independent_of_the_secret() {
+    // For two very different secrets, the bytes of t − 1 shares are uniform: they carry
+    // no information about which secret was shared.
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let t = 4;
+    let xs = [1u32, 2, 3, 4, 5, 6];
+    for secret in [[0u8; 32], [0xffu8; 32]] {
+        let mut counts = [0u64; 256];
+        for _ in 0..4_000 {
+            let shares = split_at(&secret, &xs, t, &mut rng).unwrap();
+            for s in &shares[..t as usize - 1] {
+                // Skip the first byte of each field element (p is just below 2^192, so
+                // it is uniform too, but the rest is the bulk of the value).
+                for b in &s.to_bytes()[5..28] {
+                    counts[*b as usize] += 1;
+                }
+            }
+        }
+        let chi2 = chi_square(&counts);
+        assert!(chi2 < CHI2_LIMIT, "shares of {:02x}.. are not uniform: χ² = {chi2}", secret[0]);
+    }
+}
+
+/// A round run by hand up to the unmask request, to poke the security rules.
+struct Harness {
+    server: Server,
+    clients: Vec<Client>,
+    agg: SigningKey,
+    request: SignedSets,
+    round_id: [u8; 32],
+}
+
+/// A round run by hand until the masked inputs are ready (not yet sent).
+fn masked_round() -> (Server, Vec<Client>, SigningKey, Vec<Vec<u32>>) {
+    let mut rng = ChaCha20Rng::seed_from_u64(17);
+    let n = 5;
+    let cfg = config(n, 4, 3, 8, 4, 2);
+    let (ids, agg) = identities(n, &mut rng);
+    let directory: Vec<_> = ids.iter().map(SigningKey::verifying_key).collect();
+    let mut server = Server::new(cfg.clone(), agg.clone(), directory.clone()).unwrap();
+    let mut clients: Vec<Client> =
+        ids.into_iter().enumerate().map(|(p, id)| Client::new(cfg.clone(), p as u32, id, &mut rng).unwrap()).collect();
+    let adverts: Vec<_> = clients.iter().map(Client::advertise).collect();
+    adverts.iter().for_each(|a| {
+        server.receive_advert(a).unwrap();
+    });
+    server.close_keys().unwrap();
+    let shares: Vec<_> = clients.iter_mut().flat_map(|c| c.share_keys(&adverts, &directory, &mut rng).unwrap()).collect();
+    shares.iter().for_each(|s| {
+        server.receive_share(s).unwrap();
+    });
+    let closed = server.close_shares().unwrap();
+    let mut masked = Vec::new();
+    for c in clients.iter_mut() {
+        c.receive_shares(&shares).unwrap();
+        let mut v = vec![7u32; 8];
+        c.mask(&closed, &agg.verifying_key(), &mut v).unwrap();
+        masked.push(v);
+    }
+    (server, clients, agg, masked)
+}
+
+fn chunk(party: u32, index: u32, v: &[u32]) -> MaskedChunk {
+    MaskedChunk { party, index, words: v[index as usize * 4..index as usize * 4 + 4].to_vec() }
+}
+
+fn harness(drop_input_of: &[u32]) -> Harness {
+    let (mut server, clients, agg, masked) = masked_round();
+    for (p, v) in masked.iter().enumerate() {
+        if !drop_input_of.contains(&(p as u32)) {
+            for index in 0..2 {
+                server.receive_chunk(&chunk(p as u32, index, v)).unwrap();
+            }
+        }
+    }
+    let (request, _) = server.close_inputs().unwrap();
+    let round_id = server.round_id();
+    Harness { server, clients, agg, request, round_id }
+}
+
+#[test]
+fn aggregator_never_takes_a_seed_share_and_a_key_share_of_one_party() {
+    let mut h = harness(&[4]);
+    let agg_pk = h.agg.verifying_key();
+    let mut response = h.clients[0].unmask(&h.request, &agg_pk).unwrap();
+    assert!(response.key_shares.iter().any(|(o, _)| *o == 4));
+    // Party 0 tries to slip in its share of dropped party 4's self-mask seed as well.
+    let (_, key_share) = response.key_shares[0].clone();
+    response.self_mask_shares.push((4, key_share));
+    let err = h.server.receive_unmask(&response).unwrap_err();
+    assert!(matches!(err, SecAggError::Violation(ref m) if m.contains("not a survivor")), "{err}");
+    // And a mask-key share of a survivor.
+    let mut response = h.clients[1].unmask(&h.request, &agg_pk).unwrap();
+    let (_, seed_share) = response.self_mask_shares[0].clone();
+    response.key_shares.push((2, seed_share));
+    let err = h.server.receive_unmask(&response).unwrap_err();
+    assert!(matches!(err, SecAggError::Violation(ref m) if m.contains("not dropped")), "{err}");
+}
+
+#[test]
+fn parties_refuse_overlapping_unsigned_or_changed_requests() {
+    let mut h = harness(&[4]);
+    let agg_pk = h.agg.verifying_key();
+    // Survivor and dropped sets that overlap, properly signed by the aggregator.
+    let overlap = SignedSets::sign(&h.round_id, SetStage::Unmask, vec![0, 1, 2, 3, 4], vec![4], &h.agg);
+    let err = h.clients[0].unmask(&overlap, &agg_pk).unwrap_err();
+    assert!(matches!(err, SecAggError::Violation(_)), "{err}");
+    // A request signed by someone else.
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let (_, other) = identities(1, &mut rng);
+    let forged = SignedSets::sign(&h.round_id, SetStage::Unmask, vec![0, 1, 2, 3], vec![4], &other);
+    assert!(matches!(h.clients[0].unmask(&forged, &agg_pk).unwrap_err(), SecAggError::BadAggregatorSignature));
+    // The honest request is answered; a different story afterwards is refused.
+    h.clients[0].unmask(&h.request, &agg_pk).unwrap();
+    let other_story = SignedSets::sign(&h.round_id, SetStage::Unmask, vec![0, 1, 2], vec![3, 4], &h.agg);
+    let err = h.clients[0].unmask(&other_story, &agg_pk).unwrap_err();
+    assert!(matches!(err, SecAggError::Equivocation { .. }), "{err}");
+}
+
+#[test]
+fn forged_advertisements_and_foreign_chunks_are_refused() {
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let cfg = config(4, 3, 3, 8, 8, 3);
+    let (ids, agg) = identities(4, &mut rng);
+    let directory: Vec<_> = ids.iter().map(SigningKey::verifying_key).collect();
+    let mut server = Server::new(cfg.clone(), agg, directory).unwrap();
+    // Party 1's keys signed with party 2's identity.
+    let impostor = Client::new(cfg.clone(), 1, ids[2].clone(), &mut rng).unwrap();
+    let err = server.receive_advert(&impostor.advertise()).unwrap_err();
+    assert!(matches!(err, SecAggError::BadSignature { party: 1, .. }), "{err}");
+    // A second, different advertisement of one party.
+    let honest = Client::new(cfg.clone(), 0, ids[0].clone(), &mut rng).unwrap();
+    let again = Client::new(cfg.clone(), 0, ids[0].clone(), &mut rng).unwrap();
+    server.receive_advert(&honest.advertise()).unwrap();
+    assert_eq!(server.receive_advert(&honest.advertise()).unwrap(), guardian_secagg::Accepted::Duplicate);
+    assert!(matches!(server.receive_advert(&again.advertise()).unwrap_err(), SecAggError::Equivocation { .. }));
+    // Chunks before input collection are out of order.
+    let err = server.receive_chunk(&MaskedChunk { party: 0, index: 0, words: vec![0; 8] }).unwrap_err();
+    assert!(matches!(err, SecAggError::OutOfOrder(_)), "{err}");
+}
+
+#[test]
+fn duplicate_chunks_count_once_and_bad_chunks_are_refused() {
+    let (mut server, mut clients, agg, masked) = masked_round();
+    use guardian_secagg::Accepted::{Duplicate, New};
+    for (p, v) in masked.iter().enumerate() {
+        let p = p as u32;
+        assert_eq!(server.receive_chunk(&chunk(p, 0, v)).unwrap(), New);
+        assert_eq!(server.receive_chunk(&chunk(p, 0, v)).unwrap(), Duplicate);
+        if p != 4 {
+            assert_eq!(server.receive_chunk(&chunk(p, 1, v)).unwrap(), New);
+        }
+    }
+    let err = server.receive_chunk(&MaskedChunk { party: 0, index: 2, words: vec![0; 4] }).unwrap_err();
+    assert!(matches!(err, SecAggError::BadChunk { why: "index past the end", .. }), "{err}");
+    let err = server.receive_chunk(&MaskedChunk { party: 0, index: 1, words: vec![0; 3] }).unwrap_err();
+    assert!(matches!(err, SecAggError::BadChunk { why: "wrong length", .. }), "{err}");
+    // Party 4 sent half its input: it is dropped, and the round cannot finish until its
+    // half is taken back out.
+    let (request, partial) = server.close_inputs().unwrap();
+    assert_eq!((request.first.clone(), request.second.clone(), partial), (vec![0, 1, 2, 3], vec![4], vec![4]));
+    for c in clients.iter_mut().take(4) {
+        server.receive_unmask(&c.unmask(&request, &agg.verifying_key()).unwrap()).unwrap();
+    }
+    assert_eq!(server.subtract_chunk(&chunk(4, 0, &masked[4])).unwrap(), New);
+    assert_eq!(server.subtract_chunk(&chunk(4, 0, &masked[4])).unwrap(), Duplicate);
+    assert_eq!(server.finish().unwrap().sum, vec![28u32; 8]);
+}
+
+#[test]
+fn a_partial_input_left_in_the_sum_stops_the_round() {
+    let (mut server, mut clients, agg, masked) = masked_round();
+    for (p, v) in masked.iter().enumerate() {
+        server.receive_chunk(&chunk(p as u32, 0, v)).unwrap();
+        if p != 4 {
+            server.receive_chunk(&chunk(p as u32, 1, v)).unwrap();
+        }
+    }
+    let (request, _) = server.close_inputs().unwrap();
+    for c in clients.iter_mut().take(4) {
+        server.receive_unmask(&c.unmask(&request, &agg.verifying_key()).unwrap()).unwrap();
+    }
+    let err = server.finish().unwrap_err();
+    assert!(matches!(err, SecAggError::Violation(ref m) if m.contains("not subtracted")), "{err}");
+}
