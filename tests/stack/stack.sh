@@ -10,7 +10,8 @@
 #   stack.sh reset          down, then delete all stack data
 #   stack.sh demo [ARGS]    up, then `guardian demo` (release build)
 #   stack.sh bench-tools    install the benchmark peers that tests do not need
-#                           (dp_accounting 0.6.0 for `guardian bench privacy`)
+#                           (dp_accounting 0.6.0 for `guardian bench privacy`,
+#                           flwr 1.42.0 for `guardian bench secagg`)
 #
 # Data, logs and the env file live under $GUARDIAN_STACK_DIR (default: <repo>/.stack).
 # Downloaded and built tools live under $GUARDIAN_TOOLS (default:
@@ -27,6 +28,7 @@ S3S_VERSION=0.14.1
 S3S_BIN=$TOOLS/s3s-fs-$S3S_VERSION/bin/s3s-fs
 VENV=$TOOLS/venv
 DP_VENV=$TOOLS/dpvenv
+FLWR_VENV=$TOOLS/flwrvenv-1.42.0
 KAFKA_HEAP=${GUARDIAN_KAFKA_HEAP:-512m}
 READY_SECONDS=${GUARDIAN_READY_SECONDS:-90}
 S3_ACCESS_KEY=guardian
@@ -133,6 +135,14 @@ install_bench_tools() {
     touch "$DP_VENV/.complete"
   fi
   say "dp_accounting: GUARDIAN_DP_PYTHON=$DP_VENV/bin/python"
+  if [ ! -f "$FLWR_VENV/.complete" ]; then
+    say "creating the Flower venv in $FLWR_VENV (secure aggregation benchmark peer)"
+    python3 -m venv "$FLWR_VENV" || { apt_install python3-venv; python3 -m venv "$FLWR_VENV"; }
+    "$FLWR_VENV/bin/pip" install -q --disable-pip-version-check flwr==1.42.0 \
+      || die "pip could not install flwr"
+    touch "$FLWR_VENV/.complete"
+  fi
+  say "flwr: GUARDIAN_FLWR_PYTHON=$FLWR_VENV/bin/python"
 }
 
 install_cli_tools() {
@@ -293,6 +303,7 @@ write_env() {
     echo "export GUARDIAN_KAFKA_LIBS='$KAFKA_LIBS'"
     echo "export GUARDIAN_PYTHON='$VENV/bin/python'"
     if [ -f "$DP_VENV/.complete" ]; then echo "export GUARDIAN_DP_PYTHON='$DP_VENV/bin/python'"; fi
+    if [ -f "$FLWR_VENV/.complete" ]; then echo "export GUARDIAN_FLWR_PYTHON='$FLWR_VENV/bin/python'"; fi
   } >"$f.tmp"
   mv "$f.tmp" "$f"
 }

@@ -445,6 +445,22 @@ pub enum BenchCommand {
     Privacy(BenchPrivacyArgs),
     /// `replay range` throughput next to the raw consume rate, same broker, same run
     Replay(BenchReplayArgs),
+    /// Secure aggregation (masking, Shamir, server sum and unmask) next to Flower's SecAgg+
+    Secagg(BenchSecaggArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSecaggArgs {
+    /// Repetitions of each measurement (the median and the best are reported)
+    #[arg(long, default_value_t = 3)]
+    pub repeat: u32,
+    /// Scale every vector length by this factor (for a quick look; targets are for 1.0)
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Python with flwr installed (`tests/stack/stack.sh bench-tools` makes one); without
+    /// it only this side is measured
+    #[arg(long, env = "GUARDIAN_FLWR_PYTHON")]
+    pub flower_python: Option<String>,
 }
 
 /// The load of a Kafka benchmark.

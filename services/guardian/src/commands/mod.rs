@@ -11,6 +11,7 @@ mod audit;
 mod bench;
 mod bench_privacy;
 mod bench_replay;
+mod bench_secagg;
 mod db;
 mod demo;
 mod privacy;
@@ -40,5 +41,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Kafka(args)) => bench::kafka(args).await,
         Command::Bench(BenchCommand::Privacy(args)) => bench_privacy::run(args),
         Command::Bench(BenchCommand::Replay(args)) => bench_replay::run(args).await,
+        Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(args),
     }
 }

@@ -3,6 +3,7 @@
 //! Kafka services move the same messages over topics.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand::{CryptoRng, RngCore};
@@ -35,6 +36,32 @@ pub fn identities(n: u32, rng: &mut (impl RngCore + CryptoRng)) -> (Vec<SigningK
     (parties, key())
 }
 
+/// Time the server spent in each stage of a round (the parties' work is not counted).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerTimings {
+    /// Checking key advertisements.
+    pub keys: Duration,
+    /// Recording relayed shares and signing the shares-closed list.
+    pub shares: Duration,
+    /// Adding masked chunks to the running sum.
+    pub sum: Duration,
+    /// Taking unmask shares, reconstructing secrets and removing the masks.
+    pub unmask: Duration,
+}
+
+impl ServerTimings {
+    pub fn total(&self) -> Duration {
+        self.keys + self.shares + self.sum + self.unmask
+    }
+}
+
+fn timed<T>(slot: &mut Duration, f: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let out = f();
+    *slot += start.elapsed();
+    out
+}
+
 /// Runs a whole round. `inputs[i]` is party i's quantized vector; `dropouts` says who stops
 /// where. Returns the server's result, or the error that failed the round.
 pub fn run_round(
@@ -43,6 +70,17 @@ pub fn run_round(
     dropouts: &[(u32, Dropout)],
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<RoundSum, SecAggError> {
+    run_round_timed(cfg, inputs, dropouts, rng).map(|(sum, _)| sum)
+}
+
+/// [`run_round`], also returning the server's time per stage.
+pub fn run_round_timed(
+    cfg: &Arc<RoundConfig>,
+    inputs: &[Vec<u32>],
+    dropouts: &[(u32, Dropout)],
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<(RoundSum, ServerTimings), SecAggError> {
+    let mut time = ServerTimings::default();
     let n = cfg.parties();
     let (ids, agg) = identities(n, rng);
     let directory: Vec<VerifyingKey> = ids.iter().map(SigningKey::verifying_key).collect();
@@ -60,18 +98,22 @@ pub fn run_round(
         (Some(d), s) => stage_rank(d) > stage_rank(s),
     };
     let adverts: Vec<_> = clients.iter().filter(|c| active(c, Dropout::BeforeKeys)).map(Client::advertise).collect();
-    for a in &adverts {
-        server.receive_advert(a)?;
-    }
-    server.close_keys()?;
+    timed(&mut time.keys, || {
+        for a in &adverts {
+            server.receive_advert(a)?;
+        }
+        server.close_keys()
+    })?;
     let mut shares = Vec::new();
     for c in clients.iter_mut().filter(|c| active(c, Dropout::BeforeShares)) {
         shares.extend(c.share_keys(&adverts, &directory, rng)?);
     }
-    for s in &shares {
-        server.receive_share(s)?;
-    }
-    let closed = server.close_shares()?;
+    let closed = timed(&mut time.shares, || {
+        for s in &shares {
+            server.receive_share(s)?;
+        }
+        server.close_shares()
+    })?;
     for c in clients.iter_mut().filter(|c| closed.first.binary_search(&c.party()).is_ok()) {
         c.receive_shares(&shares)?;
     }
@@ -87,21 +129,28 @@ pub fn run_round(
         for index in 0..cfg.chunks().min(limit) {
             let (start, len) = cfg.chunk_range(index);
             let chunk = MaskedChunk { party: c.party(), index, words: v[start as usize..start as usize + len].to_vec() };
-            server.receive_chunk(&chunk)?;
-            sent.push(chunk);
+            timed(&mut time.sum, || server.receive_chunk(&chunk))?;
+            if limit != u32::MAX {
+                sent.push(chunk);
+            }
         }
     }
-    let (request, partial) = server.close_inputs()?;
-    for chunk in sent.iter().filter(|c| partial.contains(&c.party)) {
-        server.subtract_chunk(chunk)?;
-    }
+    let (request, partial) = timed(&mut time.sum, || server.close_inputs())?;
+    timed(&mut time.unmask, || {
+        for chunk in sent.iter().filter(|c| partial.contains(&c.party)) {
+            server.subtract_chunk(chunk)?;
+        }
+        Ok::<_, SecAggError>(())
+    })?;
     for c in clients.iter_mut().filter(|c| request.first.binary_search(&c.party()).is_ok()) {
         if drop_of(c.party()) == Some(Dropout::BeforeUnmask) {
             continue;
         }
-        server.receive_unmask(&c.unmask(&request, &agg_pk)?)?;
+        let response = c.unmask(&request, &agg_pk)?;
+        timed(&mut time.unmask, || server.receive_unmask(&response))?;
     }
-    server.finish()
+    let sum = timed(&mut time.unmask, || server.finish())?;
+    Ok((sum, time))
 }
 
 fn stage_rank(d: Dropout) -> u8 {
