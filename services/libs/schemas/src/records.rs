@@ -200,6 +200,114 @@ pub struct ModelVersion {
 }
 record!(ModelVersion, "com.phoenixguardian.fl.ModelVersion");
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RoundControlKind {
+    Open,
+    KeysClosed,
+    SharesClosed,
+    Unmask,
+    Finished,
+    Failed,
+    Stop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DpUnit {
+    Patient,
+    Hospital,
+}
+
+/// Everything the parties of a federated round agree on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundSettings {
+    pub model_version: i64,
+    pub model_uri: Option<String>,
+    pub model_sha256: Option<String>,
+    pub participants: Vec<String>,
+    pub threshold: i32,
+    pub neighbours: i32,
+    pub dimension: i64,
+    pub chunk_len: i32,
+    pub clipping_range: f32,
+    pub quantization_levels: i32,
+    pub dp_unit: DpUnit,
+    pub clip_norm: f64,
+    pub noise_multiplier: f64,
+    pub sampling_rate: f64,
+    pub delta: f64,
+    #[serde(with = "serde_bytes_compat")]
+    pub graph_seed: Vec<u8>,
+    #[serde(with = "serde_bytes_compat")]
+    pub aggregator_key: Vec<u8>,
+    pub stage_timeout_ms: i64,
+    pub local_steps: i32,
+    pub learning_rate: f32,
+}
+
+/// A round's control message from the aggregator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundControl {
+    pub session_id: String,
+    pub round: i64,
+    pub kind: RoundControlKind,
+    pub issued_at: i64,
+    pub settings: Option<RoundSettings>,
+    pub first: Vec<i32>,
+    pub second: Vec<i32>,
+    #[serde(with = "serde_bytes_compat::option")]
+    pub signature: Option<Vec<u8>>,
+    pub reason: Option<String>,
+}
+record!(RoundControl, "com.phoenixguardian.fl.RoundControl");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RoundMessageKind {
+    KeyAdvert,
+    EncryptedShare,
+}
+
+/// A party's key advertisement or an encrypted share for one neighbour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundMessage {
+    pub session_id: String,
+    pub round: i64,
+    pub hospital_id: String,
+    pub party: i32,
+    pub kind: RoundMessageKind,
+    #[serde(with = "serde_bytes_compat::option")]
+    pub enc_pk: Option<Vec<u8>>,
+    #[serde(with = "serde_bytes_compat::option")]
+    pub mask_pk: Option<Vec<u8>>,
+    #[serde(with = "serde_bytes_compat::option")]
+    pub signature: Option<Vec<u8>>,
+    pub to_party: Option<i32>,
+    #[serde(with = "serde_bytes_compat::option")]
+    pub ciphertext: Option<Vec<u8>>,
+}
+record!(RoundMessage, "com.phoenixguardian.fl.RoundMessage");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShareOf {
+    pub owner: i32,
+    #[serde(with = "serde_bytes_compat")]
+    pub share: Vec<u8>,
+}
+
+/// A survivor's unmask shares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnmaskShares {
+    pub session_id: String,
+    pub round: i64,
+    pub hospital_id: String,
+    pub party: i32,
+    pub self_mask_shares: Vec<ShareOf>,
+    pub key_shares: Vec<ShareOf>,
+}
+record!(UnmaskShares, "com.phoenixguardian.fl.UnmaskShares");
+
 /// A record that failed to decode or validate, with its origin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -304,6 +412,61 @@ mod tests {
             values: vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
         };
         assert_eq!(codec.decode::<GradientUpdateChunk>(&codec.encode(&chunk).unwrap()).unwrap(), chunk);
+        let control = RoundControl {
+            session_id: "s".into(),
+            round: 2,
+            kind: RoundControlKind::Open,
+            issued_at: 9,
+            settings: Some(RoundSettings {
+                model_version: 1,
+                model_uri: Some("s3://b/k".into()),
+                model_sha256: None,
+                participants: vec!["h001".into(), "h002".into()],
+                threshold: 2,
+                neighbours: 1,
+                dimension: 31,
+                chunk_len: 8,
+                clipping_range: 2.0,
+                quantization_levels: 1 << 20,
+                dp_unit: DpUnit::Patient,
+                clip_norm: 1.0,
+                noise_multiplier: 0.8,
+                sampling_rate: 1.0,
+                delta: 1e-5,
+                graph_seed: vec![7; 32],
+                aggregator_key: vec![1; 32],
+                stage_timeout_ms: 30_000,
+                local_steps: 2,
+                learning_rate: 0.1,
+            }),
+            first: vec![0, 1],
+            second: vec![],
+            signature: Some(vec![3; 64]),
+            reason: None,
+        };
+        assert_eq!(codec.decode::<RoundControl>(&codec.encode(&control).unwrap()).unwrap(), control);
+        let message = RoundMessage {
+            session_id: "s".into(),
+            round: 2,
+            hospital_id: "h001".into(),
+            party: 0,
+            kind: RoundMessageKind::EncryptedShare,
+            enc_pk: None,
+            mask_pk: None,
+            signature: None,
+            to_party: Some(1),
+            ciphertext: Some(vec![9; 120]),
+        };
+        assert_eq!(codec.decode::<RoundMessage>(&codec.encode(&message).unwrap()).unwrap(), message);
+        let unmask = UnmaskShares {
+            session_id: "s".into(),
+            round: 2,
+            hospital_id: "h002".into(),
+            party: 1,
+            self_mask_shares: vec![ShareOf { owner: 1, share: vec![1; 52] }],
+            key_shares: vec![ShareOf { owner: 0, share: vec![2; 52] }],
+        };
+        assert_eq!(codec.decode::<UnmaskShares>(&codec.encode(&unmask).unwrap()).unwrap(), unmask);
         let slo = SloEvent {
             event_id: "x".into(),
             service: "guardian-agent".into(),

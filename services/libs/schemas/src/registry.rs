@@ -22,6 +22,9 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("privacy_alert.avsc", include_str!("../../../../schemas/privacy_alert.avsc")),
     ("model_version.avsc", include_str!("../../../../schemas/model_version.avsc")),
     ("dead_letter.avsc", include_str!("../../../../schemas/dead_letter.avsc")),
+    ("round_control.avsc", include_str!("../../../../schemas/round_control.avsc")),
+    ("round_message.avsc", include_str!("../../../../schemas/round_message.avsc")),
+    ("unmask_shares.avsc", include_str!("../../../../schemas/unmask_shares.avsc")),
 ];
 
 /// One parsed schema with its identity.

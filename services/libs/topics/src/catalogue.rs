@@ -60,10 +60,13 @@ pub enum TopicId {
     PrivacyAlerts,
     ModelVersions,
     DeadLetter,
+    RoundControl,
+    RoundKeys,
+    UnmaskShares,
 }
 
 impl TopicId {
-    pub const ALL: [TopicId; 9] = [
+    pub const ALL: [TopicId; 12] = [
         TopicId::Encounters,
         TopicId::GradientUpdates,
         TopicId::BudgetSpend,
@@ -73,6 +76,9 @@ impl TopicId {
         TopicId::PrivacyAlerts,
         TopicId::ModelVersions,
         TopicId::DeadLetter,
+        TopicId::RoundControl,
+        TopicId::RoundKeys,
+        TopicId::UnmaskShares,
     ];
 
     /// The `role` field of the topic's file.
@@ -87,6 +93,9 @@ impl TopicId {
             TopicId::PrivacyAlerts => "privacy-alerts",
             TopicId::ModelVersions => "model-versions",
             TopicId::DeadLetter => "dead-letter",
+            TopicId::RoundControl => "round-control",
+            TopicId::RoundKeys => "round-keys",
+            TopicId::UnmaskShares => "unmask-shares",
         }
     }
 }
@@ -254,6 +263,9 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("privacy-alerts.toml", include_str!("../../../../topics/privacy-alerts.toml")),
     ("model-versions.toml", include_str!("../../../../topics/model-versions.toml")),
     ("dead-letter.toml", include_str!("../../../../topics/dead-letter.toml")),
+    ("round-control.toml", include_str!("../../../../topics/round-control.toml")),
+    ("round-keys.toml", include_str!("../../../../topics/round-keys.toml")),
+    ("unmask-shares.toml", include_str!("../../../../topics/unmask-shares.toml")),
 ];
 
 fn parse_topic(file: &Path, text: &str, registry: &Registry) -> Result<TopicSpec, CatalogueError> {

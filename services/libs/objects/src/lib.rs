@@ -1,0 +1,196 @@
+//! Objects in S3 (or any S3-compatible store): content-addressed puts (the key ends in the
+//! SHA-256 of the bytes, so a re-run writes the same key), reads that check the checksum,
+//! listing. Model weights and topic archives go through here.
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ObjectError {
+    #[error("S3 {operation} of {key}: {message}")]
+    S3 { operation: &'static str, key: String, message: String },
+    #[error("object {key} has SHA-256 {actual}, the record says {expected}: refusing corrupted or substituted data")]
+    Checksum { key: String, expected: String, actual: String },
+    #[error("'{0}' is not an s3://bucket/key URI")]
+    BadUri(String),
+    #[error("object {uri} is in bucket {bucket}, this store is bucket {ours}")]
+    OtherBucket { uri: String, bucket: String, ours: String },
+}
+
+fn s3_error(operation: &'static str, key: &str, e: impl std::error::Error) -> ObjectError {
+    // The SDK's Display is terse ("service error"); the source chain says what happened.
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    ObjectError::S3 { operation, key: key.to_string(), message }
+}
+
+/// Where the store is and how to sign requests.
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    /// Endpoint URL for S3-compatible servers (None: AWS's regional endpoint).
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub bucket: String,
+}
+
+/// A stored object: its URI, key and hex SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub uri: String,
+    pub key: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct ObjectStore {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl ObjectStore {
+    pub fn new(settings: &S3Settings) -> Self {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let mut config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(settings.region.clone()))
+            .credentials_provider(Credentials::new(
+                settings.access_key.clone(),
+                settings.secret_key.clone(),
+                None,
+                None,
+                "guardian",
+            ))
+            .http_client(http);
+        if let Some(endpoint) = &settings.endpoint {
+            // S3-compatible servers on one host name: path-style addressing.
+            config = config.endpoint_url(endpoint).force_path_style(true);
+        }
+        ObjectStore { client: aws_sdk_s3::Client::from_conf(config.build()), bucket: settings.bucket.clone() }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn uri(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    /// The key of an `s3://bucket/key` URI in this store's bucket.
+    pub fn key_of<'a>(&self, uri: &'a str) -> Result<&'a str, ObjectError> {
+        let rest = uri.strip_prefix("s3://").ok_or_else(|| ObjectError::BadUri(uri.to_string()))?;
+        let (bucket, key) = rest.split_once('/').ok_or_else(|| ObjectError::BadUri(uri.to_string()))?;
+        if bucket != self.bucket {
+            return Err(ObjectError::OtherBucket { uri: uri.into(), bucket: bucket.into(), ours: self.bucket.clone() });
+        }
+        Ok(key)
+    }
+
+    /// Creates the bucket if it does not exist (local stacks; production buckets come
+    /// from Terraform).
+    pub async fn ensure_bucket(&self) -> Result<(), ObjectError> {
+        if self.client.head_bucket().bucket(&self.bucket).send().await.is_ok() {
+            return Ok(());
+        }
+        match self.client.create_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let service = e.as_service_error();
+                if service.is_some_and(|s| s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()) {
+                    Ok(())
+                } else {
+                    Err(s3_error("create-bucket", &self.bucket, e))
+                }
+            }
+        }
+    }
+
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<StoredObject, ObjectError> {
+        let sha256 = sha256_hex(&bytes);
+        let len = bytes.len() as u64;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .metadata("sha256", &sha256)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| s3_error("put", key, e))?;
+        Ok(StoredObject { uri: self.uri(key), key: key.to_string(), sha256, bytes: len })
+    }
+
+    /// Stores `bytes` under `{prefix}/{sha256}.{extension}`; an object already there (the
+    /// same content) is not written again.
+    pub async fn put_content_addressed(
+        &self,
+        prefix: &str,
+        extension: &str,
+        bytes: Vec<u8>,
+    ) -> Result<StoredObject, ObjectError> {
+        let sha256 = sha256_hex(&bytes);
+        let key = format!("{}/{sha256}.{extension}", prefix.trim_end_matches('/'));
+        if self.client.head_object().bucket(&self.bucket).key(&key).send().await.is_ok() {
+            return Ok(StoredObject { uri: self.uri(&key), key, sha256, bytes: bytes.len() as u64 });
+        }
+        self.put(&key, bytes).await
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>, ObjectError> {
+        let out = self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(|e| s3_error("get", key, e))?;
+        let body = out.body.collect().await.map_err(|e| s3_error("get", key, e))?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    /// Reads an object and checks it against the SHA-256 its record carries.
+    pub async fn get_verified(&self, uri: &str, sha256: &str) -> Result<Vec<u8>, ObjectError> {
+        let key = self.key_of(uri)?;
+        let bytes = self.get(key).await?;
+        let actual = sha256_hex(&bytes);
+        if !actual.eq_ignore_ascii_case(sha256) {
+            return Err(ObjectError::Checksum { key: key.to_string(), expected: sha256.to_string(), actual });
+        }
+        Ok(bytes)
+    }
+
+    /// Keys under `prefix`, in key order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| s3_error("list", prefix, e))?;
+            keys.extend(out.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+            match out.next_continuation_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => break,
+            }
+        }
+        Ok(keys)
+    }
+}
