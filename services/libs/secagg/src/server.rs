@@ -50,7 +50,9 @@ pub enum Accepted {
 pub struct Server {
     cfg: Arc<RoundConfig>,
     round_id: [u8; 32],
-    identity: SigningKey,
+    /// None when replaying: the lists come signed from the topic instead.
+    identity: Option<SigningKey>,
+    aggregator: VerifyingKey,
     directory: Vec<VerifyingKey>,
     graph: Vec<Vec<u32>>,
     stage: Stage,
@@ -78,6 +80,24 @@ impl Server {
     /// Opens a round. `directory[i]` is participant i's registered verifying key;
     /// `identity` signs the aggregator's lists.
     pub fn new(cfg: Arc<RoundConfig>, identity: SigningKey, directory: Vec<VerifyingKey>) -> Result<Self, SecAggError> {
+        let aggregator = identity.verifying_key();
+        Self::build(cfg, Some(identity), aggregator, directory)
+    }
+
+    /// A server that recomputes a recorded round: instead of deciding when each stage
+    /// closes, it adopts the lists the aggregator signed at the time
+    /// ([`Server::adopt_keys_closed`], [`Server::adopt_shares_closed`],
+    /// [`Server::adopt_unmask`]), so the result is the recorded round's, bit for bit.
+    pub fn replay(cfg: Arc<RoundConfig>, aggregator: VerifyingKey, directory: Vec<VerifyingKey>) -> Result<Self, SecAggError> {
+        Self::build(cfg, None, aggregator, directory)
+    }
+
+    fn build(
+        cfg: Arc<RoundConfig>,
+        identity: Option<SigningKey>,
+        aggregator: VerifyingKey,
+        directory: Vec<VerifyingKey>,
+    ) -> Result<Self, SecAggError> {
         cfg.validate()?;
         if directory.len() != cfg.participants.len() {
             return Err(SecAggError::BadConfig(format!(
@@ -92,6 +112,7 @@ impl Server {
             sum: vec![0; cfg.dimension as usize],
             cfg,
             identity,
+            aggregator,
             directory,
             stage: Stage::Keys,
             adverts: BTreeMap::new(),
@@ -116,7 +137,100 @@ impl Server {
     }
 
     pub fn verifying_key(&self) -> VerifyingKey {
-        self.identity.verifying_key()
+        self.aggregator
+    }
+
+    fn signer(&self) -> Result<&SigningKey, SecAggError> {
+        self.identity.as_ref().ok_or(SecAggError::OutOfOrder("a replaying server adopts recorded lists, it does not sign"))
+    }
+
+    /// Parties whose key advertisement was taken.
+    pub fn advertised(&self) -> Vec<u32> {
+        self.adverts.keys().copied().collect()
+    }
+
+    /// True when every participant has advertised its keys.
+    pub fn keys_complete(&self) -> bool {
+        self.adverts.len() == self.cfg.participants.len()
+    }
+
+    /// True when every advertised party has sent a share to each advertised neighbour.
+    pub fn shares_complete(&self) -> bool {
+        self.stage == Stage::Shares && self.advertised.iter().all(|&i| self.sent_all_shares(i))
+    }
+
+    fn sent_all_shares(&self, i: u32) -> bool {
+        let sent = self.share_routes.get(&i);
+        self.graph[i as usize]
+            .iter()
+            .filter(|j| self.advertised.binary_search(j).is_ok())
+            .all(|j| sent.is_some_and(|s| s.contains(j)))
+    }
+
+    /// True when every party on the shares-closed list has sent all its chunks.
+    pub fn inputs_complete(&self) -> bool {
+        self.stage == Stage::Inputs && self.chunks.values().all(|seen| seen.iter().all(|&s| s))
+    }
+
+    /// True when every survivor has answered the unmask request.
+    pub fn unmask_complete(&self) -> bool {
+        self.stage == Stage::Unmask && self.responded.len() == self.survivors.len()
+    }
+
+    /// Adopts a recorded keys-closed list (replay).
+    pub fn adopt_keys_closed(&mut self, parties: &[u32]) -> Result<(), SecAggError> {
+        self.expect(Stage::Keys)?;
+        let mut list = parties.to_vec();
+        list.sort_unstable();
+        list.dedup();
+        if let Some(p) = list.iter().find(|p| !self.adverts.contains_key(p)) {
+            return Err(SecAggError::Violation(format!("recorded keys-closed list names party {p}, whose keys are missing")));
+        }
+        self.need("key advertisement", list.len())?;
+        self.advertised = list;
+        self.stage = Stage::Shares;
+        Ok(())
+    }
+
+    /// Adopts a recorded, signed shares-closed list (replay).
+    pub fn adopt_shares_closed(&mut self, closed: &SignedSets) -> Result<(), SecAggError> {
+        self.expect(Stage::Shares)?;
+        closed.verify(&self.round_id, SetStage::SharesClosed, &self.aggregator)?;
+        if let Some(p) = closed.first.iter().find(|p| self.advertised.binary_search(p).is_err()) {
+            return Err(SecAggError::Violation(format!("recorded shares-closed list names party {p}, which did not advertise")));
+        }
+        self.need("key sharing", closed.first.len())?;
+        let chunks = self.cfg.chunks() as usize;
+        self.chunks = closed.first.iter().map(|&p| (p, vec![false; chunks])).collect();
+        self.shares_closed = closed.first.clone();
+        self.stage = Stage::Inputs;
+        Ok(())
+    }
+
+    /// Adopts a recorded, signed unmask request (replay). Survivors must have every chunk
+    /// in the sum and dropped parties none (a replay only feeds the survivors' chunks).
+    pub fn adopt_unmask(&mut self, request: &SignedSets) -> Result<(), SecAggError> {
+        self.expect(Stage::Inputs)?;
+        request.verify(&self.round_id, SetStage::Unmask, &self.aggregator)?;
+        let mut union: Vec<u32> = request.first.iter().chain(&request.second).copied().collect();
+        union.sort_unstable();
+        if union != self.shares_closed || request.first.iter().any(|p| request.second.binary_search(p).is_ok()) {
+            return Err(SecAggError::Violation("recorded survivors and dropped do not partition the shares-closed list".into()));
+        }
+        for (p, seen) in &self.chunks {
+            let survivor = request.first.binary_search(p).is_ok();
+            if survivor && !seen.iter().all(|&s| s) {
+                return Err(SecAggError::Violation(format!("survivor {p}'s input is incomplete in the replayed topic")));
+            }
+            if !survivor && seen.iter().any(|&s| s) {
+                return Err(SecAggError::Violation(format!("dropped party {p}'s chunks were fed to the replay")));
+            }
+        }
+        self.need("masked input", request.first.len())?;
+        self.survivors = request.first.clone();
+        self.dropped = request.second.clone();
+        self.stage = Stage::Unmask;
+        Ok(())
     }
 
     fn expect(&self, stage: Stage) -> Result<(), SecAggError> {
@@ -179,24 +293,14 @@ impl Server {
     /// may contribute. Returns the signed list the parties mask against.
     pub fn close_shares(&mut self) -> Result<SignedSets, SecAggError> {
         self.expect(Stage::Shares)?;
-        let complete: Vec<u32> = self
-            .advertised
-            .iter()
-            .copied()
-            .filter(|&i| {
-                let sent = self.share_routes.get(&i);
-                self.graph[i as usize]
-                    .iter()
-                    .filter(|j| self.advertised.binary_search(j).is_ok())
-                    .all(|j| sent.is_some_and(|s| s.contains(j)))
-            })
-            .collect();
+        let signer = self.signer()?.clone();
+        let complete: Vec<u32> = self.advertised.iter().copied().filter(|&i| self.sent_all_shares(i)).collect();
         self.need("key sharing", complete.len())?;
         let chunks = self.cfg.chunks() as usize;
         self.chunks = complete.iter().map(|&p| (p, vec![false; chunks])).collect();
         self.shares_closed = complete.clone();
         self.stage = Stage::Inputs;
-        Ok(SignedSets::sign(&self.round_id, SetStage::SharesClosed, complete, Vec::new(), &self.identity))
+        Ok(SignedSets::sign(&self.round_id, SetStage::SharesClosed, complete, Vec::new(), &signer))
     }
 
     fn check_chunk(&self, chunk: &MaskedChunk) -> Result<std::ops::Range<usize>, SecAggError> {
@@ -233,6 +337,7 @@ impl Server {
     /// [`Server::subtract_chunk`] before [`Server::finish`].
     pub fn close_inputs(&mut self) -> Result<(SignedSets, Vec<u32>), SecAggError> {
         self.expect(Stage::Inputs)?;
+        let signer = self.signer()?.clone();
         let mut survivors = Vec::new();
         let mut dropped = Vec::new();
         let mut partial = Vec::new();
@@ -250,7 +355,7 @@ impl Server {
         self.survivors = survivors.clone();
         self.dropped = dropped.clone();
         self.stage = Stage::Unmask;
-        Ok((SignedSets::sign(&self.round_id, SetStage::Unmask, survivors, dropped, &self.identity), partial))
+        Ok((SignedSets::sign(&self.round_id, SetStage::Unmask, survivors, dropped, &signer), partial))
     }
 
     /// Takes back a chunk of a party that dropped after sending part of its input.
