@@ -60,9 +60,204 @@ pub enum Command {
     /// Privacy accounting questions: epsilon of a schedule, rounds left, noise for a target
     #[command(subcommand)]
     Privacy(PrivacyCommand),
+    /// Federated learning with secure aggregation: keys, sessions, the agent, models, replay
+    #[command(subcommand)]
+    Fl(FlCommand),
     /// Benchmarks that print a table
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// Where model weights (and archives) live.
+#[derive(Debug, Args, Clone)]
+pub struct S3Args {
+    /// S3-compatible endpoint (unset: AWS S3 of --s3-region)
+    #[arg(long, env = "GUARDIAN_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "GUARDIAN_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    #[arg(long, env = "GUARDIAN_S3_ACCESS_KEY", hide_env_values = true)]
+    pub s3_access_key: String,
+    #[arg(long, env = "GUARDIAN_S3_SECRET_KEY", hide_env_values = true)]
+    pub s3_secret_key: String,
+    /// Bucket of the model versions
+    #[arg(long, env = "GUARDIAN_MODEL_BUCKET", default_value = "guardian-models")]
+    pub model_bucket: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlCommand {
+    /// Create the aggregator's and each hospital's signing key and the registry of public keys
+    Keygen {
+        /// Folder for aggregator.key, <hospital>.key and registry.toml (keys are never overwritten)
+        #[arg(long)]
+        dir: PathBuf,
+        /// Hospital ids, comma-separated
+        #[arg(long, value_delimiter = ',', required = true)]
+        hospitals: Vec<String>,
+    },
+    /// Run a federated session as the aggregator, in the foreground, until its last round
+    Start(FlStartArgs),
+    /// Print the settings `start` would use (derived noise multiplier included), as JSON
+    Config(FlStartArgs),
+    /// Run a hospital's agent: take part in every round that samples it
+    Agent(FlAgentArgs),
+    /// Rounds and model versions of every session (or one)
+    Status(FlQueryArgs),
+    /// Sessions and their model versions
+    List(FlQueryArgs),
+    /// Ask a running session to end after its current round
+    Stop {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[arg(long)]
+        session: String,
+    },
+    /// Write a model version's weights to a .npy file (checksum verified)
+    Export {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        s3: S3Args,
+        #[arg(long)]
+        session: String,
+        /// Version to export (default: the latest)
+        #[arg(long)]
+        version: Option<i64>,
+        /// Output file
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Recompute every model of a session from its topics; exit 1 if any differs
+    Replay {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        s3: S3Args,
+        #[arg(long)]
+        session: String,
+        /// The registry of public keys
+        #[arg(long, env = "GUARDIAN_FL_REGISTRY")]
+        registry: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct FlQueryArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Only this session
+    #[arg(long)]
+    pub session: Option<String>,
+    /// One JSON object per line instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DpUnitArg {
+    /// Each hospital trains with DP-SGD: patient-level privacy, spent per hospital
+    Patient,
+    /// Updates are clipped and noised so that the sum carries the noise (DP-FedAvg)
+    Hospital,
+}
+
+#[derive(Debug, Args)]
+pub struct FlStartArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// The aggregator's signing key
+    #[arg(long, env = "GUARDIAN_FL_IDENTITY")]
+    pub identity: Option<PathBuf>,
+    /// The registry of public keys
+    #[arg(long, env = "GUARDIAN_FL_REGISTRY")]
+    pub registry: Option<PathBuf>,
+    /// Session id (default: s-<unix seconds>)
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Hospitals taking part, comma-separated (default: every hospital in the registry)
+    #[arg(long, value_delimiter = ',')]
+    pub hospitals: Vec<String>,
+    #[arg(long, default_value_t = 10)]
+    pub rounds: u32,
+    /// Privacy budget each hospital may spend over the session (sets the noise multiplier)
+    #[arg(long, default_value_t = 2.0)]
+    pub epsilon: f64,
+    #[arg(long, default_value_t = 1e-5)]
+    pub delta: f64,
+    /// Noise multiplier (default: the smallest that keeps --rounds within --epsilon)
+    #[arg(long)]
+    pub noise_multiplier: Option<f64>,
+    #[arg(long, value_enum, default_value_t = DpUnitArg::Patient)]
+    pub dp_unit: DpUnitArg,
+    /// Shamir threshold t, the fewest survivors a round can finish with (default: n/2 + 1)
+    #[arg(long)]
+    pub threshold: Option<u32>,
+    /// Neighbours per hospital in the SecAgg+ graph (default: all, up to 32 hospitals)
+    #[arg(long)]
+    pub neighbours: Option<u32>,
+    /// L2 clip norm (per record for patient, per update for hospital)
+    #[arg(long, default_value_t = 1.0)]
+    pub clip_norm: f64,
+    /// Record sampling rate per DP-SGD step (patient unit)
+    #[arg(long, default_value_t = 0.1)]
+    pub sampling_rate: f64,
+    /// DP-SGD steps per round (patient) or local epochs (hospital)
+    #[arg(long, default_value_t = 20)]
+    pub local_steps: u32,
+    #[arg(long, default_value_t = 0.5)]
+    pub learning_rate: f32,
+    /// Parameters per update chunk record
+    #[arg(long, default_value_t = 65_536)]
+    pub chunk_len: u32,
+    /// Quantization range: update values are clamped to [-r, r]
+    #[arg(long, default_value_t = 8.0)]
+    pub clipping_range: f32,
+    /// Seconds each stage waits for the parties before going on without the missing ones
+    #[arg(long, default_value_t = 30)]
+    pub stage_timeout_secs: u64,
+    /// Initial weights (.npy); default: the demo logistic-regression model, all zeros
+    #[arg(long)]
+    pub initial_model: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FlAgentArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// This hospital's id
+    #[arg(long)]
+    pub hospital: String,
+    /// This hospital's signing key
+    #[arg(long)]
+    pub identity: PathBuf,
+    /// The registry of public keys
+    #[arg(long, env = "GUARDIAN_FL_REGISTRY")]
+    pub registry: PathBuf,
+    /// Train on shard N of the shipped demo data (split over --demo-hospitals)
+    #[arg(long, conflicts_with_all = ["data", "update"])]
+    pub demo_shard: Option<usize>,
+    #[arg(long, default_value_t = 5)]
+    pub demo_hospitals: usize,
+    /// Train on this CSV (standardised features..., 0/1 label)
+    #[arg(long, conflicts_with = "update")]
+    pub data: Option<PathBuf>,
+    /// Send this precomputed update (.npy, float32/64) in hospital-unit sessions
+    #[arg(long)]
+    pub update: Option<PathBuf>,
+    /// This hospital's own epsilon limit (the accountant's applies too)
+    #[arg(long, default_value_t = 2.0)]
+    pub epsilon_limit: f64,
+    /// Where /metrics, /healthz and /readyz listen
+    #[arg(long, default_value = "127.0.0.1:9466")]
+    pub listen: SocketAddr,
+    /// Fault injection for chaos tests: before-input:<round> aborts before sending that round's update
+    #[arg(long, env = "GUARDIAN_FL_FAULT", hide = true)]
+    pub fault: Option<String>,
 }
 
 #[derive(Debug, Args)]

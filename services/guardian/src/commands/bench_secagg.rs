@@ -168,7 +168,12 @@ pub fn run(args: crate::cli::BenchSecaggArgs) -> Result<ExitCode> {
     });
     eprintln!("bench:   client mask done");
     let (split, combine) = shamir_runs(args.repeat, &mut rng)?;
-    rows.push(Row { setting: "Shamir share, 32-byte secret, n=100, t=51", key: "shamir_share", target: ms(1) / 2, runs: split });
+    rows.push(Row {
+        setting: "Shamir share, 32-byte secret, n=100, t=51",
+        key: "shamir_share",
+        target: ms(1) / 2,
+        runs: split,
+    });
     rows.push(Row {
         setting: "Shamir combine, 32-byte secret, n=100, t=51",
         key: "shamir_combine",

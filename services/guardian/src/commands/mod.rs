@@ -14,6 +14,7 @@ mod bench_replay;
 mod bench_secagg;
 mod db;
 mod demo;
+mod fl;
 mod privacy;
 mod replay;
 pub mod simulate;
@@ -38,6 +39,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Replay(cmd) => replay::run(cmd).await,
         Command::Privacy(PrivacyCommand::Audit(args)) => audit::run(args).await,
         Command::Privacy(cmd) => privacy::run(cmd),
+        Command::Fl(cmd) => fl::run(cmd).await,
         Command::Bench(BenchCommand::Kafka(args)) => bench::kafka(args).await,
         Command::Bench(BenchCommand::Privacy(args)) => bench_privacy::run(args),
         Command::Bench(BenchCommand::Replay(args)) => bench_replay::run(args).await,

@@ -68,10 +68,11 @@ pub fn parse_csv(text: &str) -> Result<Dataset, DataError> {
             Err(_) if i == 0 => continue,
             Err(e) => return Err(DataError::Line { line: line_no, why: format!("not a number: {e}") }),
         };
-        let (label, features) = values.split_last().ok_or(DataError::Line { line: line_no, why: "empty row".into() })?;
+        let (label, features) =
+            values.split_last().ok_or(DataError::Line { line: line_no, why: "empty row".into() })?;
         let label = match *label {
-            l if l == 0.0 => 0,
-            l if l == 1.0 => 1,
+            0.0 => 0,
+            1.0 => 1,
             l => return Err(DataError::Line { line: line_no, why: format!("label must be 0 or 1, got {l}") }),
         };
         if let Some(w) = features.iter().position(|v| !v.is_finite()) {

@@ -3,6 +3,7 @@
 //! noise) and update files (`.npy`).
 
 pub mod data;
+pub mod demo;
 pub mod dp;
 pub mod model;
 pub mod npy;

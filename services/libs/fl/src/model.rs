@@ -191,7 +191,7 @@ mod tests {
         assert!(acc > 0.9, "accuracy {acc}");
         // With no noise and a tiny clip norm every step moves at most lr · C / batch · n.
         let tiny = DpSgd { clip_norm: 1e-3, noise_multiplier: 0.0, steps: 1, ..cfg };
-        let u = dp_sgd_update(&vec![0f32; 31], &train, &tiny, &mut rng);
+        let u = dp_sgd_update(&[0f32; 31], &train, &tiny, &mut rng);
         let norm = u.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
         assert!(norm < 0.5 * 1e-3 * 3.0, "update norm {norm}");
     }

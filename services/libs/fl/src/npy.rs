@@ -44,14 +44,20 @@ pub fn read(bytes: &[u8]) -> Result<Vec<f32>, NpyError> {
     } else if descr.starts_with("'<f8'") {
         8
     } else {
-        return Err(NpyError::Header(format!("dtype {} (float32 or float64 little-endian only)", descr.split(',').next().unwrap_or(""))));
+        return Err(NpyError::Header(format!(
+            "dtype {} (float32 or float64 little-endian only)",
+            descr.split(',').next().unwrap_or("")
+        )));
     };
     let fortran = header_value(header, "fortran_order").ok_or_else(|| NpyError::Header("no fortran_order".into()))?;
     if fortran.starts_with("True") {
         return Err(NpyError::Header("Fortran order (save a C-contiguous array)".into()));
     }
     let shape = header_value(header, "shape").ok_or_else(|| NpyError::Header("no shape".into()))?;
-    let shape = shape.strip_prefix('(').and_then(|s| s.split(')').next()).ok_or_else(|| NpyError::Header("bad shape".into()))?;
+    let shape = shape
+        .strip_prefix('(')
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| NpyError::Header("bad shape".into()))?;
     let count = shape
         .split(',')
         .map(str::trim)
@@ -65,10 +71,7 @@ pub fn read(bytes: &[u8]) -> Result<Vec<f32>, NpyError> {
     let out: Vec<f32> = if width == 4 {
         data[..count * 4].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
     } else {
-        data[..count * 8]
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-            .collect()
+        data[..count * 8].chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect()
     };
     if let Some(index) = out.iter().position(|v| !v.is_finite()) {
         return Err(NpyError::NotFinite { index });

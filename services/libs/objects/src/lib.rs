@@ -155,7 +155,8 @@ impl ObjectStore {
     }
 
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, ObjectError> {
-        let out = self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(|e| s3_error("get", key, e))?;
+        let out =
+            self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(|e| s3_error("get", key, e))?;
         let body = out.body.collect().await.map_err(|e| s3_error("get", key, e))?;
         Ok(body.into_bytes().to_vec())
     }

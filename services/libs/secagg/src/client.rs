@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
-use rand::{CryptoRng, RngCore};
+use rand::CryptoRng;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
+use crate::SecAggError;
 use crate::keys::{agree, fresh_secret, open, seal};
 use crate::prg::{MaskKey, Sign, apply_all};
 use crate::round::{
@@ -15,7 +16,6 @@ use crate::round::{
     share_context,
 };
 use crate::shamir::{SHARE_LEN, Share, split_at};
-use crate::SecAggError;
 
 #[derive(Debug, Clone, Copy)]
 struct PeerKeys {
@@ -55,7 +55,7 @@ impl Client {
         cfg: Arc<RoundConfig>,
         me: u32,
         identity: SigningKey,
-        rng: &mut (impl RngCore + CryptoRng),
+        rng: &mut impl CryptoRng,
     ) -> Result<Self, SecAggError> {
         cfg.validate()?;
         if me >= cfg.parties() {
@@ -105,7 +105,7 @@ impl Client {
         &mut self,
         adverts: &[KeyAdvert],
         directory: &[VerifyingKey],
-        rng: &mut (impl RngCore + CryptoRng),
+        rng: &mut impl CryptoRng,
     ) -> Result<Vec<EncryptedShare>, SecAggError> {
         if self.shared_keys {
             return Err(SecAggError::OutOfOrder("keys were already shared in this round"));
@@ -175,7 +175,11 @@ impl Client {
     /// Step 4: after the aggregator closes key sharing (the signed list of parties whose
     /// shares were all delivered), the masks this party adds: its self mask and one
     /// pairwise mask per neighbour on that list.
-    pub fn mask_terms(&mut self, closed: &SignedSets, aggregator: &VerifyingKey) -> Result<Vec<(MaskKey, Sign)>, SecAggError> {
+    pub fn mask_terms(
+        &mut self,
+        closed: &SignedSets,
+        aggregator: &VerifyingKey,
+    ) -> Result<Vec<(MaskKey, Sign)>, SecAggError> {
         closed.verify(&self.round_id, SetStage::SharesClosed, aggregator)?;
         if !self.shared_keys {
             return Err(SecAggError::OutOfOrder("masking before sharing keys"));
@@ -206,7 +210,12 @@ impl Client {
     }
 
     /// Masks a whole quantized vector in place (mask words from `offset`).
-    pub fn mask(&mut self, closed: &SignedSets, aggregator: &VerifyingKey, vector: &mut [u32]) -> Result<(), SecAggError> {
+    pub fn mask(
+        &mut self,
+        closed: &SignedSets,
+        aggregator: &VerifyingKey,
+        vector: &mut [u32],
+    ) -> Result<(), SecAggError> {
         let terms = self.mask_terms(closed, aggregator)?;
         apply_all(&terms, 0, vector);
         Ok(())

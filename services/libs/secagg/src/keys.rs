@@ -3,7 +3,7 @@
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hkdf::Hkdf;
-use rand::{CryptoRng, RngCore};
+use rand::CryptoRng;
 use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
@@ -13,7 +13,7 @@ use crate::SecAggError;
 const SHARE_SALT: &[u8] = b"phoenix-guardian/secagg/share/v1";
 
 /// A fresh X25519 secret drawn from `rng` (zeroized on drop by x25519-dalek).
-pub fn fresh_secret(rng: &mut (impl RngCore + CryptoRng)) -> StaticSecret {
+pub fn fresh_secret(rng: &mut impl CryptoRng) -> StaticSecret {
     let mut bytes = Zeroizing::new([0u8; 32]);
     rng.fill_bytes(bytes.as_mut());
     StaticSecret::from(*bytes)
@@ -45,7 +45,12 @@ pub fn seal(shared: &[u8; 32], context: &[u8], plaintext: &[u8]) -> Vec<u8> {
         .expect("ChaCha20-Poly1305 encryption of an in-memory buffer does not fail")
 }
 
-pub fn open(shared: &[u8; 32], context: &[u8], ciphertext: &[u8], from: u32) -> Result<Zeroizing<Vec<u8>>, SecAggError> {
+pub fn open(
+    shared: &[u8; 32],
+    context: &[u8],
+    ciphertext: &[u8],
+    from: u32,
+) -> Result<Zeroizing<Vec<u8>>, SecAggError> {
     share_cipher(shared, context)
         .decrypt(Nonce::from_slice(&[0u8; 12]), Payload { msg: ciphertext, aad: context })
         .map(Zeroizing::new)

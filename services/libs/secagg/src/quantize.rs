@@ -109,10 +109,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_settings_and_values() {
-        assert_eq!(Quantizer::new(1.0, 1 << 22, 1 << 11).unwrap_err(), QuantizeError::Overflow {
-            parties: 1 << 11,
-            levels: 1 << 22
-        });
+        assert_eq!(
+            Quantizer::new(1.0, 1 << 22, 1 << 11).unwrap_err(),
+            QuantizeError::Overflow { parties: 1 << 11, levels: 1 << 22 }
+        );
         assert!(Quantizer::new(0.0, 4, 1).is_err());
         assert!(Quantizer::new(1.0, 1, 1).is_err());
         let q = Quantizer::new(1.0, 4, 1).unwrap();

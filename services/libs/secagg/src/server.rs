@@ -88,7 +88,11 @@ impl Server {
     /// closes, it adopts the lists the aggregator signed at the time
     /// ([`Server::adopt_keys_closed`], [`Server::adopt_shares_closed`],
     /// [`Server::adopt_unmask`]), so the result is the recorded round's, bit for bit.
-    pub fn replay(cfg: Arc<RoundConfig>, aggregator: VerifyingKey, directory: Vec<VerifyingKey>) -> Result<Self, SecAggError> {
+    pub fn replay(
+        cfg: Arc<RoundConfig>,
+        aggregator: VerifyingKey,
+        directory: Vec<VerifyingKey>,
+    ) -> Result<Self, SecAggError> {
         Self::build(cfg, None, aggregator, directory)
     }
 
@@ -141,7 +145,9 @@ impl Server {
     }
 
     fn signer(&self) -> Result<&SigningKey, SecAggError> {
-        self.identity.as_ref().ok_or(SecAggError::OutOfOrder("a replaying server adopts recorded lists, it does not sign"))
+        self.identity
+            .as_ref()
+            .ok_or(SecAggError::OutOfOrder("a replaying server adopts recorded lists, it does not sign"))
     }
 
     /// Parties whose key advertisement was taken.
@@ -184,7 +190,9 @@ impl Server {
         list.sort_unstable();
         list.dedup();
         if let Some(p) = list.iter().find(|p| !self.adverts.contains_key(p)) {
-            return Err(SecAggError::Violation(format!("recorded keys-closed list names party {p}, whose keys are missing")));
+            return Err(SecAggError::Violation(format!(
+                "recorded keys-closed list names party {p}, whose keys are missing"
+            )));
         }
         self.need("key advertisement", list.len())?;
         self.advertised = list;
@@ -197,7 +205,9 @@ impl Server {
         self.expect(Stage::Shares)?;
         closed.verify(&self.round_id, SetStage::SharesClosed, &self.aggregator)?;
         if let Some(p) = closed.first.iter().find(|p| self.advertised.binary_search(p).is_err()) {
-            return Err(SecAggError::Violation(format!("recorded shares-closed list names party {p}, which did not advertise")));
+            return Err(SecAggError::Violation(format!(
+                "recorded shares-closed list names party {p}, which did not advertise"
+            )));
         }
         self.need("key sharing", closed.first.len())?;
         let chunks = self.cfg.chunks() as usize;
@@ -215,12 +225,16 @@ impl Server {
         let mut union: Vec<u32> = request.first.iter().chain(&request.second).copied().collect();
         union.sort_unstable();
         if union != self.shares_closed || request.first.iter().any(|p| request.second.binary_search(p).is_ok()) {
-            return Err(SecAggError::Violation("recorded survivors and dropped do not partition the shares-closed list".into()));
+            return Err(SecAggError::Violation(
+                "recorded survivors and dropped do not partition the shares-closed list".into(),
+            ));
         }
         for (p, seen) in &self.chunks {
             let survivor = request.first.binary_search(p).is_ok();
             if survivor && !seen.iter().all(|&s| s) {
-                return Err(SecAggError::Violation(format!("survivor {p}'s input is incomplete in the replayed topic")));
+                return Err(SecAggError::Violation(format!(
+                    "survivor {p}'s input is incomplete in the replayed topic"
+                )));
             }
             if !survivor && seen.iter().any(|&s| s) {
                 return Err(SecAggError::Violation(format!("dropped party {p}'s chunks were fed to the replay")));
@@ -427,21 +441,26 @@ impl Server {
     /// Reconstructs the secrets, removes every mask and returns the sum.
     pub fn finish(mut self) -> Result<RoundSum, SecAggError> {
         self.expect(Stage::Unmask)?;
-        if let Some((&p, _)) = self.chunks.iter().find(|(p, seen)| {
-            self.dropped.binary_search(p).is_ok() && seen.iter().any(|&s| s)
-        }) {
+        if let Some((&p, _)) =
+            self.chunks.iter().find(|(p, seen)| self.dropped.binary_search(p).is_ok() && seen.iter().any(|&s| s))
+        {
             return Err(SecAggError::Violation(format!("partial input of dropped party {p} was not subtracted")));
         }
         let t = self.cfg.threshold;
         let mut terms: Vec<(MaskKey, Sign)> = Vec::new();
         for &p in &self.survivors {
             let shares = self.seed_shares.get(&p).map_or(&[][..], Vec::as_slice);
-            let seed = combine(shares, t).map_err(|e| SecAggError::Reconstruct { party: p, secret: "self-mask seed", source: e })?;
+            let seed = combine(shares, t).map_err(|e| SecAggError::Reconstruct {
+                party: p,
+                secret: "self-mask seed",
+                source: e,
+            })?;
             terms.push((MaskKey::derive(&seed, &self_context(&self.round_id, p)), Sign::Sub));
         }
         for &d in &self.dropped {
             let shares = self.key_shares.get(&d).map_or(&[][..], Vec::as_slice);
-            let bytes = combine(shares, t).map_err(|e| SecAggError::Reconstruct { party: d, secret: "mask key", source: e })?;
+            let bytes =
+                combine(shares, t).map_err(|e| SecAggError::Reconstruct { party: d, secret: "mask key", source: e })?;
             let sk = StaticSecret::from(*bytes);
             if PublicKey::from(&sk).to_bytes() != self.adverts[&d].mask_pk {
                 return Err(SecAggError::Reconstruct {

@@ -14,7 +14,7 @@
 
 use crypto_bigint::modular::ConstMontyForm;
 use crypto_bigint::{Encoding, U192, impl_modulus};
-use rand::{CryptoRng, RngCore};
+use rand::CryptoRng;
 use thiserror::Error;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -95,7 +95,7 @@ impl Share {
 static P192_MODULUS: std::sync::LazyLock<U192> =
     std::sync::LazyLock::new(|| *<P192 as crypto_bigint::modular::ConstMontyParams<{ U192::LIMBS }>>::MODULUS);
 
-fn random_fe(rng: &mut (impl RngCore + CryptoRng)) -> Fe {
+fn random_fe(rng: &mut impl CryptoRng) -> Fe {
     // Rejection sampling: uniform over [0, p). p is within 2^-64 of 2^192, so a retry
     // almost never happens.
     let mut bytes = Zeroizing::new([0u8; FE_LEN]);
@@ -118,7 +118,7 @@ pub fn split_at(
     secret: &[u8; SECRET_LEN],
     xs: &[u32],
     t: u32,
-    rng: &mut (impl RngCore + CryptoRng),
+    rng: &mut impl CryptoRng,
 ) -> Result<Vec<Share>, ShamirError> {
     let n = u32::try_from(xs.len()).unwrap_or(u32::MAX);
     if t == 0 || t > n {
@@ -152,12 +152,7 @@ pub fn split_at(
 }
 
 /// Splits `secret` into `n` shares at x = 1..=n.
-pub fn split(
-    secret: &[u8; SECRET_LEN],
-    n: u32,
-    t: u32,
-    rng: &mut (impl RngCore + CryptoRng),
-) -> Result<Vec<Share>, ShamirError> {
+pub fn split(secret: &[u8; SECRET_LEN], n: u32, t: u32, rng: &mut impl CryptoRng) -> Result<Vec<Share>, ShamirError> {
     let xs: Vec<u32> = (1..=n).collect();
     split_at(secret, &xs, t, rng)
 }
@@ -199,8 +194,8 @@ pub fn combine(shares: &[Share], t: u32) -> Result<Zeroizing<[u8; SECRET_LEN]>, 
     for i in 0..xs.len() {
         for j in 0..xs.len() {
             if i != j {
-                num[i] = num[i] * xs[j];
-                den[i] = den[i] * (xs[j] - xs[i]);
+                num[i] *= xs[j];
+                den[i] *= xs[j] - xs[i];
             }
         }
     }
@@ -208,13 +203,13 @@ pub fn combine(shares: &[Share], t: u32) -> Result<Zeroizing<[u8; SECRET_LEN]>, 
     let mut acc = Fe::ONE;
     for d in &den {
         prefix.push(acc);
-        acc = acc * d;
+        acc *= d;
     }
     let mut inv = Option::<Fe>::from(acc.inv()).ok_or(ShamirError::Inconsistent)?;
     let mut lambda = vec![Fe::ZERO; xs.len()];
     for i in (0..xs.len()).rev() {
         lambda[i] = num[i] * (inv * prefix[i]);
-        inv = inv * den[i];
+        inv *= den[i];
     }
     let mut secret = Zeroizing::new([0u8; SECRET_LEN]);
     for c in 0..CHUNKS {
@@ -224,7 +219,7 @@ pub fn combine(shares: &[Share], t: u32) -> Result<Zeroizing<[u8; SECRET_LEN]>, 
             if y >= *P192_MODULUS {
                 return Err(ShamirError::Malformed);
             }
-            acc = acc + Fe::new(&y) * l;
+            acc += Fe::new(&y) * l;
         }
         let bytes = Zeroizing::new(acc.retrieve().to_be_bytes());
         if bytes[..FE_LEN - CHUNK_LEN].iter().any(|&b| b != 0) {
@@ -273,7 +268,7 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(9);
         let mut shares = split(&[9u8; 32], 5, 3, &mut rng).unwrap();
         let mut random = [0u8; 24];
-        rng.fill_bytes(&mut random[1..]);
+        rand::RngCore::fill_bytes(&mut rng, &mut random[1..]);
         shares[0].y[0] = random;
         assert_eq!(combine(&shares[..3], 3).unwrap_err(), ShamirError::Inconsistent);
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use rand::{CryptoRng, RngCore};
+use rand::CryptoRng;
 
 use crate::{Client, MaskedChunk, RoundConfig, RoundSum, SecAggError, Server};
 
@@ -26,7 +26,7 @@ pub enum Dropout {
 }
 
 /// Signing keys for `n` parties and an aggregator, derived from `rng`.
-pub fn identities(n: u32, rng: &mut (impl RngCore + CryptoRng)) -> (Vec<SigningKey>, SigningKey) {
+pub fn identities(n: u32, rng: &mut impl CryptoRng) -> (Vec<SigningKey>, SigningKey) {
     let mut key = || {
         let mut b = [0u8; 32];
         rng.fill_bytes(&mut b);
@@ -68,7 +68,7 @@ pub fn run_round(
     cfg: &Arc<RoundConfig>,
     inputs: &[Vec<u32>],
     dropouts: &[(u32, Dropout)],
-    rng: &mut (impl RngCore + CryptoRng),
+    rng: &mut impl CryptoRng,
 ) -> Result<RoundSum, SecAggError> {
     run_round_timed(cfg, inputs, dropouts, rng).map(|(sum, _)| sum)
 }
@@ -78,7 +78,7 @@ pub fn run_round_timed(
     cfg: &Arc<RoundConfig>,
     inputs: &[Vec<u32>],
     dropouts: &[(u32, Dropout)],
-    rng: &mut (impl RngCore + CryptoRng),
+    rng: &mut impl CryptoRng,
 ) -> Result<(RoundSum, ServerTimings), SecAggError> {
     let mut time = ServerTimings::default();
     let n = cfg.parties();
@@ -128,7 +128,8 @@ pub fn run_round_timed(
         c.mask(&closed, &agg_pk, &mut v)?;
         for index in 0..cfg.chunks().min(limit) {
             let (start, len) = cfg.chunk_range(index);
-            let chunk = MaskedChunk { party: c.party(), index, words: v[start as usize..start as usize + len].to_vec() };
+            let chunk =
+                MaskedChunk { party: c.party(), index, words: v[start as usize..start as usize + len].to_vec() };
             timed(&mut time.sum, || server.receive_chunk(&chunk))?;
             if limit != u32::MAX {
                 sent.push(chunk);

@@ -170,7 +170,8 @@ fn masked_updates_look_uniform_and_never_equal_the_input() {
     let adverts: Vec<_> = clients.iter().map(Client::advertise).collect();
     adverts.iter().for_each(|a| assert_eq!(server.receive_advert(a).unwrap(), guardian_secagg::Accepted::New));
     server.close_keys().unwrap();
-    let shares: Vec<_> = clients.iter_mut().flat_map(|c| c.share_keys(&adverts, &directory, &mut rng).unwrap()).collect();
+    let shares: Vec<_> =
+        clients.iter_mut().flat_map(|c| c.share_keys(&adverts, &directory, &mut rng).unwrap()).collect();
     shares.iter().for_each(|s| {
         server.receive_share(s).unwrap();
     });
@@ -240,7 +241,8 @@ fn masked_round() -> (Server, Vec<Client>, SigningKey, Vec<Vec<u32>>) {
         server.receive_advert(a).unwrap();
     });
     server.close_keys().unwrap();
-    let shares: Vec<_> = clients.iter_mut().flat_map(|c| c.share_keys(&adverts, &directory, &mut rng).unwrap()).collect();
+    let shares: Vec<_> =
+        clients.iter_mut().flat_map(|c| c.share_keys(&adverts, &directory, &mut rng).unwrap()).collect();
     shares.iter().for_each(|s| {
         server.receive_share(s).unwrap();
     });

@@ -18,6 +18,8 @@ pub struct Stack {
     pub kafka_bootstrap: String,
     pub database_url: String,
     pub s3_endpoint: String,
+    pub s3_access_key: String,
+    pub s3_secret_key: String,
     pub python: String,
     pub repo: PathBuf,
 }
@@ -54,6 +56,8 @@ impl Stack {
             kafka_bootstrap: need("GUARDIAN_KAFKA_BOOTSTRAP"),
             database_url: need("GUARDIAN_DATABASE_URL"),
             s3_endpoint: need("GUARDIAN_S3_ENDPOINT"),
+            s3_access_key: need("GUARDIAN_S3_ACCESS_KEY"),
+            s3_secret_key: need("GUARDIAN_S3_SECRET_KEY"),
             python: var("GUARDIAN_PYTHON").unwrap_or_else(|| "python3".into()),
             repo,
         }

@@ -1,0 +1,420 @@
+//! The aggregator: runs a session of federated rounds with secure aggregation over Kafka.
+//!
+//! Each stage closes when every party has answered or at the stage deadline, whichever
+//! comes first; the decision goes to `fl.rounds` as a signed list, so a replay of the
+//! topics reaches the same model without any clock. A round with fewer than t parties at
+//! any stage fails cleanly (FAILED with the reason) and the session goes on with the next
+//! round from the same model.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ed25519_dalek::SigningKey;
+use guardian_fl::data::Dataset;
+use guardian_kafka::Producer;
+use guardian_kafka::dlq::DeadLetterSink;
+use guardian_objects::ObjectStore;
+use guardian_runtime::Shutdown;
+use guardian_schemas::Codec;
+use guardian_schemas::records::{
+    BudgetLevel, BudgetStatus, DpUnit, GradientUpdateChunk, ModelVersion, RoundControl, RoundControlKind, RoundMessage,
+    RoundMessageKind, RoundSettings, UnmaskShares,
+};
+use guardian_secagg::{Accepted, RoundConfig, SecAggError, Server};
+use rand::TryRngCore;
+use tracing::{info, warn};
+
+use crate::reader::{Incoming, Positions, Start, Tail, read_range};
+use crate::registry::Registry;
+use crate::wire;
+use crate::{FlTopics, model_bytes, next_model};
+
+/// A session's settings (the CLI's `fl start`).
+#[derive(Debug, Clone)]
+pub struct SessionPlan {
+    pub session: String,
+    pub hospitals: Vec<String>,
+    pub rounds: u32,
+    pub threshold: u32,
+    pub neighbours: u32,
+    pub dp_unit: DpUnit,
+    pub clip_norm: f64,
+    pub noise_multiplier: f64,
+    pub sampling_rate: f64,
+    pub delta: f64,
+    pub local_steps: u32,
+    pub learning_rate: f32,
+    pub chunk_len: u32,
+    pub clipping_range: f32,
+    pub quantization_levels: u32,
+    pub stage_timeout: Duration,
+    pub initial_model: Vec<f32>,
+    /// Held-out data to report each version's accuracy on (the demo's test split).
+    pub evaluate_on: Option<Dataset>,
+}
+
+/// What happened to one round.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoundOutcome {
+    Finished { version: i64, survivors: Vec<String>, dropped: Vec<String>, accuracy: Option<f64>, sha256: String },
+    Failed { reason: String },
+}
+
+/// Everything the coordinator talks to.
+#[derive(Debug)]
+pub struct Coordinator {
+    pub kafka: guardian_kafka::KafkaSettings,
+    pub topics: FlTopics,
+    pub producer: Producer,
+    pub dead_letters: DeadLetterSink,
+    pub store: ObjectStore,
+    pub identity: SigningKey,
+    pub registry: Registry,
+}
+
+/// The model the next round trains from.
+#[derive(Debug, Clone)]
+struct Current {
+    weights: Vec<f32>,
+    /// (URI, SHA-256) once stored.
+    stored: Option<(String, String)>,
+    version: i64,
+}
+
+/// Why the coordinator stopped reading a stage.
+enum StageEnd {
+    Complete,
+    Deadline,
+    Stopped,
+}
+
+struct RoundRun<'a> {
+    c: &'a Coordinator,
+    tail: &'a Tail,
+    codec: &'a Codec,
+    cfg: Arc<RoundConfig>,
+    server: Server,
+    session: String,
+    round: i64,
+    stop: &'a mut bool,
+}
+
+impl RoundRun<'_> {
+    fn party_of(&self, hospital: &str, claimed: Option<i32>) -> Result<u32, String> {
+        let index = self
+            .cfg
+            .participants
+            .iter()
+            .position(|h| h == hospital)
+            .ok_or_else(|| format!("hospital {hospital} is not a participant of round {}", self.round))?;
+        match claimed {
+            Some(p) if p != index as i32 => Err(format!("hospital {hospital} claims party {p}, it is party {index}")),
+            _ => Ok(index as u32),
+        }
+    }
+
+    /// Feeds one record to the server. Records of other rounds are skipped; bad records
+    /// are dead-lettered and the round goes on.
+    async fn handle(&mut self, m: &Incoming) -> Result<()> {
+        let t = &self.c.topics;
+        let outcome: Result<Option<Accepted>, String> = if m.topic == t.keys {
+            match self.codec.decode::<RoundMessage>(&m.payload) {
+                Err(e) => Err(format!("undecodable round message: {e}")),
+                Ok(r) if r.session_id != self.session || r.round != self.round => Ok(None),
+                Ok(r) => self.party_of(&r.hospital_id, Some(r.party)).and_then(|_| match r.kind {
+                    RoundMessageKind::KeyAdvert => wire::advert_of(&r)
+                        .map_err(|e| e.to_string())
+                        .and_then(|a| self.server.receive_advert(&a).map_err(|e| e.to_string()))
+                        .map(Some),
+                    RoundMessageKind::EncryptedShare => wire::share_of(&r)
+                        .map_err(|e| e.to_string())
+                        .and_then(|s| self.server.receive_share(&s).map_err(|e| e.to_string()))
+                        .map(Some),
+                }),
+            }
+        } else if m.topic == t.updates {
+            match self.codec.decode::<GradientUpdateChunk>(&m.payload) {
+                Err(e) => Err(format!("undecodable update chunk: {e}")),
+                Ok(c) if c.session_id != self.session || c.round != self.round => Ok(None),
+                Ok(c) => self.party_of(&c.hospital_id, None).and_then(|p| {
+                    wire::chunk_of(&self.cfg, p, &c)
+                        .map_err(|e| e.to_string())
+                        .and_then(|chunk| self.server.receive_chunk(&chunk).map_err(|e| e.to_string()))
+                        .map(Some)
+                }),
+            }
+        } else if m.topic == t.unmask {
+            match self.codec.decode::<UnmaskShares>(&m.payload) {
+                Err(e) => Err(format!("undecodable unmask shares: {e}")),
+                Ok(u) if u.session_id != self.session || u.round != self.round => Ok(None),
+                Ok(u) => self.party_of(&u.hospital_id, Some(u.party)).and_then(|_| {
+                    wire::unmask_of(&u)
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| self.server.receive_unmask(&r).map_err(|e| e.to_string()))
+                        .map(Some)
+                }),
+            }
+        } else if m.topic == t.rounds {
+            if let Ok(ctl) = self.codec.decode::<RoundControl>(&m.payload)
+                && ctl.kind == RoundControlKind::Stop
+                && ctl.session_id == self.session
+            {
+                info!(session = %self.session, "stop requested: the session ends after this round");
+                *self.stop = true;
+            }
+            Ok(None)
+        } else {
+            Ok(None)
+        };
+        if let Err(error) = outcome {
+            warn!(topic = %m.topic, offset = m.offset, %error, "refused a round record");
+            let msg = rdkafka::message::OwnedMessage::new(
+                Some(m.payload.clone()),
+                m.key.clone(),
+                m.topic.clone(),
+                rdkafka::Timestamp::NotAvailable,
+                m.partition,
+                m.offset,
+                None,
+            );
+            self.c.dead_letters.send(&msg, "round-record", &error).await.context("dead-lettering a round record")?;
+        }
+        Ok(())
+    }
+
+    async fn collect(&mut self, deadline: Instant, done: impl Fn(&Server) -> bool) -> Result<StageEnd> {
+        loop {
+            if done(&self.server) {
+                return Ok(StageEnd::Complete);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(StageEnd::Deadline);
+            }
+            let wait = (deadline - now).min(Duration::from_millis(200));
+            if let Some(m) = self.tail.next(wait).await? {
+                self.handle(&m).await?;
+            }
+            if *self.stop && done(&self.server) {
+                return Ok(StageEnd::Stopped);
+            }
+        }
+    }
+}
+
+impl Coordinator {
+    async fn publish(&self, c: &RoundControl) -> Result<()> {
+        self.producer.send(&self.topics.rounds, &c.session_id, c).await.context("publishing round control")?;
+        Ok(())
+    }
+
+    async fn fail(&self, session: &str, round: i64, reason: String) -> Result<RoundOutcome> {
+        warn!(session, round, %reason, "round failed");
+        self.publish(&RoundControl {
+            reason: Some(reason.clone()),
+            ..wire::control(session, round, RoundControlKind::Failed)
+        })
+        .await?;
+        Ok(RoundOutcome::Failed { reason })
+    }
+
+    /// Hospitals whose budget allows another round, from the compacted status topic.
+    async fn eligible(&self, hospitals: &[String]) -> Result<(Vec<String>, Vec<String>)> {
+        let codec = self.producer.codec();
+        let records = read_range(&self.kafka, "fl-aggregator-status", &[&self.topics.status], None).await?;
+        let mut latest = std::collections::BTreeMap::new();
+        for m in records {
+            if let Ok(s) = codec.decode::<BudgetStatus>(&m.payload)
+                && let Some(h) = s.hospital_id.clone()
+            {
+                latest.insert(h, s);
+            }
+        }
+        let (mut ok, mut refused) = (Vec::new(), Vec::new());
+        for h in hospitals {
+            match latest.get(h) {
+                Some(s) if s.level == BudgetLevel::Exhausted || s.rounds_left == Some(0) => refused.push(h.clone()),
+                _ => ok.push(h.clone()),
+            }
+        }
+        Ok((ok, refused))
+    }
+
+    /// Runs the session; returns each round's outcome.
+    pub async fn run(&self, plan: &SessionPlan, shutdown: &Shutdown) -> Result<Vec<RoundOutcome>> {
+        self.store.ensure_bucket().await?;
+        let t = &self.topics;
+        let tail = Tail::open(&self.kafka, "fl-aggregator", &[&t.keys, &t.updates, &t.unmask, &t.rounds], Start::End)?;
+        let codec = self.producer.codec().clone();
+        let mut current = Current { weights: plan.initial_model.clone(), stored: None, version: 0 };
+        let mut outcomes = Vec::new();
+        let mut stop = false;
+        for round in 1..=i64::from(plan.rounds) {
+            if stop || shutdown.is_triggered() {
+                info!(session = %plan.session, round, "session stopped before this round");
+                break;
+            }
+            let t0 = Instant::now();
+            let (participants, refused) = self.eligible(&plan.hospitals).await?;
+            tracing::debug!(elapsed = ?t0.elapsed(), "budget statuses read");
+            if !refused.is_empty() {
+                warn!(?refused, "privacy budget exhausted: these hospitals sit the round out");
+            }
+            if (participants.len() as u32) < plan.threshold {
+                let reason = format!(
+                    "only {} hospitals may still spend privacy budget, the threshold is {}: the session ends",
+                    participants.len(),
+                    plan.threshold
+                );
+                outcomes.push(self.fail(&plan.session, round, reason).await?);
+                break;
+            }
+            let (outcome, next) = self.run_round(plan, round, participants, &current, &tail, &codec, &mut stop).await?;
+            if let Some(next) = next {
+                current = next;
+            }
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_round(
+        &self,
+        plan: &SessionPlan,
+        round: i64,
+        participants: Vec<String>,
+        current: &Current,
+        tail: &Tail,
+        codec: &Codec,
+        stop: &mut bool,
+    ) -> Result<(RoundOutcome, Option<Current>)> {
+        let session = plan.session.as_str();
+        let n = participants.len() as u32;
+        let mut graph_seed = vec![0u8; 32];
+        rand::rngs::OsRng.try_fill_bytes(&mut graph_seed).context("the OS random number generator")?;
+        let settings = RoundSettings {
+            model_version: current.version,
+            model_uri: current.stored.as_ref().map(|(uri, _)| uri.clone()),
+            model_sha256: current.stored.as_ref().map(|(_, sha)| sha.clone()),
+            participants: participants.clone(),
+            threshold: plan.threshold as i32,
+            neighbours: plan.neighbours.min(n - 1) as i32,
+            dimension: current.weights.len() as i64,
+            chunk_len: plan.chunk_len as i32,
+            clipping_range: plan.clipping_range,
+            quantization_levels: plan.quantization_levels as i32,
+            dp_unit: plan.dp_unit,
+            clip_norm: plan.clip_norm,
+            noise_multiplier: plan.noise_multiplier,
+            sampling_rate: plan.sampling_rate,
+            delta: plan.delta,
+            graph_seed,
+            aggregator_key: self.identity.verifying_key().to_bytes().to_vec(),
+            stage_timeout_ms: plan.stage_timeout.as_millis() as i64,
+            local_steps: plan.local_steps as i32,
+            learning_rate: plan.learning_rate,
+        };
+        let cfg = Arc::new(wire::config_of(session, round, &settings)?);
+        let server = Server::new(cfg.clone(), self.identity.clone(), self.registry.directory(&participants)?)?;
+        // Where this round's chunks start: a party that sends part of its input and drops
+        // has its chunks read back from here and taken out of the sum.
+        let updates_from: Positions = tail.ends(&[&self.topics.updates])?;
+        self.publish(&RoundControl {
+            settings: Some(settings),
+            ..wire::control(session, round, RoundControlKind::Open)
+        })
+        .await?;
+        info!(session, round, parties = n, threshold = plan.threshold, "round open");
+        let mut run = RoundRun { c: self, tail, codec, cfg: cfg.clone(), server, session: session.into(), round, stop };
+        let timeout = plan.stage_timeout;
+
+        run.collect(Instant::now() + timeout, Server::keys_complete).await?;
+        let advertised = match run.server.close_keys() {
+            Ok(a) => a,
+            Err(e) => return Ok((self.fail(session, round, e.to_string()).await?, None)),
+        };
+        self.publish(&RoundControl {
+            first: advertised.iter().map(|&p| p as i32).collect(),
+            ..wire::control(session, round, RoundControlKind::KeysClosed)
+        })
+        .await?;
+
+        run.collect(Instant::now() + timeout, Server::shares_complete).await?;
+        let closed = match run.server.close_shares() {
+            Ok(c) => c,
+            Err(e) => return Ok((self.fail(session, round, e.to_string()).await?, None)),
+        };
+        self.publish(&wire::signed_control(session, round, &closed)).await?;
+
+        run.collect(Instant::now() + timeout, Server::inputs_complete).await?;
+        let (request, partial) = match run.server.close_inputs() {
+            Ok(r) => r,
+            Err(e) => return Ok((self.fail(session, round, e.to_string()).await?, None)),
+        };
+        if !partial.is_empty() {
+            warn!(?partial, "parties dropped in the middle of their input: taking their chunks back out");
+            let records =
+                read_range(&self.kafka, "fl-aggregator-partial", &[&self.topics.updates], Some(&updates_from)).await?;
+            for m in records {
+                let Ok(c) = codec.decode::<GradientUpdateChunk>(&m.payload) else { continue };
+                if c.session_id != session || c.round != round {
+                    continue;
+                }
+                if let Ok(p) = run.party_of(&c.hospital_id, None)
+                    && partial.contains(&p)
+                    && let Ok(chunk) = wire::chunk_of(&cfg, p, &c)
+                {
+                    run.server.subtract_chunk(&chunk)?;
+                }
+            }
+        }
+        self.publish(&wire::signed_control(session, round, &request)).await?;
+        let dropped_names: Vec<String> = request.second.iter().map(|&p| participants[p as usize].clone()).collect();
+        if !dropped_names.is_empty() {
+            info!(session, round, dropped = ?dropped_names, "recovering the dropped parties' masks from shares");
+        }
+
+        run.collect(Instant::now() + timeout, Server::unmask_complete).await?;
+        let server = run.server;
+        let sum = match server.finish() {
+            Ok(sum) => sum,
+            Err(e @ (SecAggError::TooFew { .. } | SecAggError::Reconstruct { .. })) => {
+                return Ok((self.fail(session, round, e.to_string()).await?, None));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let weights = next_model(&current.weights, &sum.sum, sum.survivors.len(), &cfg)?;
+        let bytes = model_bytes(&weights);
+        let stored = self.store.put_content_addressed(&format!("models/{session}"), "npy", bytes).await?;
+        let accuracy = plan.evaluate_on.as_ref().map(|test| guardian_fl::model::accuracy(&weights, test));
+        let survivors: Vec<String> = sum.survivors.iter().map(|&p| participants[p as usize].clone()).collect();
+        let version = current.version + 1;
+        let record = ModelVersion {
+            session_id: session.into(),
+            version,
+            round,
+            parent_version: (current.version > 0).then_some(current.version),
+            object_uri: stored.uri.clone(),
+            sha256: stored.sha256.clone(),
+            parameters: weights.len() as i64,
+            participants: survivors.clone(),
+            accuracy,
+        };
+        self.producer
+            .send(&self.topics.models, &format!("{session}/{version}"), &record)
+            .await
+            .context("publishing the model version")?;
+        self.publish(&wire::control(session, round, RoundControlKind::Finished)).await?;
+        info!(session, round, version, survivors = survivors.len(), accuracy, sha256 = %stored.sha256, "round finished");
+        let outcome = RoundOutcome::Finished {
+            version,
+            survivors,
+            dropped: dropped_names,
+            accuracy,
+            sha256: stored.sha256.clone(),
+        };
+        Ok((outcome, Some(Current { weights, stored: Some((stored.uri, stored.sha256)), version })))
+    }
+}

@@ -1,0 +1,88 @@
+//! Federated rounds over Kafka.
+//!
+//! * [`coordinator`]: the aggregator. It opens rounds on `fl.rounds`, runs the secure
+//!   aggregation server over `fl.keys`, `fl.updates` and `fl.unmask`, closes each stage at
+//!   a deadline or when everyone has answered (publishing the signed lists), and publishes
+//!   each model version to S3 and `fl.models`.
+//! * [`agent`]: a hospital. It checks its privacy budget, trains (or takes an update file),
+//!   clips and noises, takes part in secure aggregation and records its spend.
+//! * [`replay`]: recomputes every model of a session from the topics and compares it with
+//!   the published one.
+
+pub mod agent;
+pub mod coordinator;
+pub mod reader;
+pub mod registry;
+pub mod replay;
+pub mod wire;
+
+/// The Kafka topics a federated session uses, with the catalogue's prefix applied.
+#[derive(Debug, Clone)]
+pub struct FlTopics {
+    pub rounds: String,
+    pub keys: String,
+    pub updates: String,
+    pub unmask: String,
+    pub models: String,
+    pub spend: String,
+    pub status: String,
+    pub dead_letter: String,
+}
+
+impl FlTopics {
+    pub fn from_catalogue(c: &guardian_topics::Catalogue) -> Result<Self, guardian_topics::CatalogueError> {
+        use guardian_topics::TopicId as T;
+        Ok(FlTopics {
+            rounds: c.topic(T::RoundControl)?,
+            keys: c.topic(T::RoundKeys)?,
+            updates: c.topic(T::GradientUpdates)?,
+            unmask: c.topic(T::UnmaskShares)?,
+            models: c.topic(T::ModelVersions)?,
+            spend: c.topic(T::BudgetSpend)?,
+            status: c.topic(T::BudgetStatus)?,
+            dead_letter: c.topic(T::DeadLetter)?,
+        })
+    }
+
+    pub const NEEDED: [guardian_topics::TopicId; 8] = [
+        guardian_topics::TopicId::RoundControl,
+        guardian_topics::TopicId::RoundKeys,
+        guardian_topics::TopicId::GradientUpdates,
+        guardian_topics::TopicId::UnmaskShares,
+        guardian_topics::TopicId::ModelVersions,
+        guardian_topics::TopicId::BudgetSpend,
+        guardian_topics::TopicId::BudgetStatus,
+        guardian_topics::TopicId::DeadLetter,
+    ];
+}
+
+/// Milliseconds since the Unix epoch (for `issued_at` / `occurred_at` fields only: no
+/// result depends on it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Server learning rate of FedAvg: the global model moves by the mean update.
+pub const SERVER_LEARNING_RATE: f64 = 1.0;
+
+/// The next global model from the previous one and a round's ring sum: dequantize, average
+/// over the survivors, apply. Pure, so the replay computes the same bits.
+pub fn next_model(
+    previous: &[f32],
+    sum: &[u32],
+    survivors: usize,
+    cfg: &guardian_secagg::RoundConfig,
+) -> anyhow::Result<Vec<f32>> {
+    anyhow::ensure!(sum.len() == previous.len(), "sum of {} values for a model of {}", sum.len(), previous.len());
+    anyhow::ensure!(survivors > 0, "no survivors");
+    let total = cfg.quantizer()?.dequantize_sum(sum, survivors as u64);
+    let mean: Vec<f64> = total.iter().map(|v| v / survivors as f64).collect();
+    let mut next = previous.to_vec();
+    guardian_fl::model::apply_update(&mut next, &mean, SERVER_LEARNING_RATE);
+    Ok(next)
+}
+
+/// A model's weights as stored in S3: a float32 `.npy` file.
+pub fn model_bytes(weights: &[f32]) -> Vec<u8> {
+    guardian_fl::npy::write(weights)
+}

@@ -1,0 +1,201 @@
+//! Reading topics by position (no consumer group): the aggregator and the agents follow
+//! their round topics from the moment they start, the replay reads them from the
+//! beginning to the end.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use guardian_kafka::KafkaSettings;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One record as read.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+/// Where a [`Tail`] starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// At each partition's current end: only what is written from now on.
+    End,
+    /// At each partition's first retained record.
+    Beginning,
+}
+
+/// Positions of a set of topics: (topic, partition) → offset.
+pub type Positions = BTreeMap<(String, i32), i64>;
+
+pub struct Tail {
+    consumer: StreamConsumer,
+    /// Never assigned: offset queries on the fetching consumer wait behind its long-poll
+    /// fetches (up to fetch.wait.max.ms each).
+    meta: StreamConsumer,
+}
+
+impl std::fmt::Debug for Tail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tail")
+    }
+}
+
+/// Low and high watermarks of every partition of `topics`, in two batched requests
+/// (per-partition watermark queries cost a round trip each).
+pub fn watermarks(consumer: &StreamConsumer, topics: &[&str]) -> Result<BTreeMap<(String, i32), (i64, i64)>> {
+    let mut tpl = TopicPartitionList::new();
+    for &topic in topics {
+        let md =
+            consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT).with_context(|| format!("metadata of {topic}"))?;
+        let t = md.topics().first().with_context(|| format!("topic {topic} not found"))?;
+        if let Some(e) = t.error() {
+            anyhow::bail!("topic {topic}: {e:?}");
+        }
+        for p in t.partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+    }
+    let query = |at: Offset| -> Result<BTreeMap<(String, i32), i64>> {
+        let mut q = tpl.clone();
+        q.set_all_offsets(at).context("offset query")?;
+        let found = consumer.offsets_for_times(q, METADATA_TIMEOUT).context("looking up partition offsets")?;
+        found
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => Ok(((e.topic().to_string(), e.partition()), o)),
+                other => anyhow::bail!("{}/{}: no offset ({other:?})", e.topic(), e.partition()),
+            })
+            .collect()
+    };
+    // offsets_for_times takes OFFSET_BEGINNING (-2) and OFFSET_END (-1) as timestamps.
+    let low = query(Offset::Beginning)?;
+    let high = query(Offset::End)?;
+    Ok(low
+        .into_iter()
+        .map(|(tp, lo)| {
+            let hi = high.get(&tp).copied().unwrap_or(lo);
+            (tp, (lo, hi))
+        })
+        .collect())
+}
+
+impl Tail {
+    fn consumer(settings: &KafkaSettings, name: &str) -> Result<StreamConsumer> {
+        // A group id is required by librdkafka; nothing is ever committed under it.
+        let mut config = settings.manual_commit_consumer(&format!("guardian-{name}-reader"));
+        config.set("enable.partition.eof", "false");
+        config.create().context("creating a Kafka consumer")
+    }
+
+    /// Follows `topics` from `start`.
+    pub fn open(settings: &KafkaSettings, name: &str, topics: &[&str], start: Start) -> Result<Self> {
+        let meta = Self::consumer(settings, name)?;
+        let marks = watermarks(&meta, topics)?;
+        let positions: Positions =
+            marks.into_iter().map(|(tp, (lo, hi))| (tp, if start == Start::End { hi } else { lo })).collect();
+        Self::assign(Self::consumer(settings, name)?, meta, &positions)
+    }
+
+    /// Follows the given partitions from the given offsets.
+    pub fn open_at(settings: &KafkaSettings, name: &str, positions: &Positions) -> Result<Self> {
+        Self::assign(Self::consumer(settings, name)?, Self::consumer(settings, name)?, positions)
+    }
+
+    fn assign(consumer: StreamConsumer, meta: StreamConsumer, positions: &Positions) -> Result<Self> {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in positions {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).context("assigning a partition")?;
+        }
+        consumer.assign(&tpl).context("assigning partitions")?;
+        Ok(Tail { consumer, meta })
+    }
+
+    /// Current end offsets of `topics` (what has been written so far).
+    pub fn ends(&self, topics: &[&str]) -> Result<Positions> {
+        Ok(watermarks(&self.meta, topics)?.into_iter().map(|(tp, (_, hi))| (tp, hi)).collect())
+    }
+
+    /// The next record, or None after `wait` without one.
+    pub async fn next(&self, wait: Duration) -> Result<Option<Incoming>> {
+        match tokio::time::timeout(wait, self.consumer.recv()).await {
+            Err(_) => Ok(None),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context("reading from Kafka")),
+            Ok(Ok(m)) => Ok(Some(Incoming {
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().unwrap_or_default().to_vec(),
+            })),
+        }
+    }
+}
+
+/// Every record of `topics` from `from` (or the beginning) up to their end at the time of
+/// the call, partition by partition in offset order.
+pub async fn read_range(
+    settings: &KafkaSettings,
+    name: &str,
+    topics: &[&str],
+    from: Option<&Positions>,
+) -> Result<Vec<Incoming>> {
+    let meta = Tail::consumer(settings, name)?;
+    let marks = watermarks(&meta, topics)?;
+    let mut positions: Positions = Positions::new();
+    let mut ends: Positions = Positions::new();
+    for (tp, (lo, hi)) in marks {
+        let start = from.and_then(|f| f.get(&tp).copied()).unwrap_or(lo).max(lo);
+        if start < hi {
+            positions.insert(tp.clone(), start);
+            ends.insert(tp, hi);
+        }
+    }
+    if positions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tail = Tail::assign(Tail::consumer(settings, name)?, meta, &positions)?;
+    let mut out = Vec::new();
+    let mut done = std::collections::BTreeSet::new();
+    let mut idle_since = std::time::Instant::now();
+    while done.len() < ends.len() {
+        match tail.next(Duration::from_millis(300)).await? {
+            Some(m) => {
+                idle_since = std::time::Instant::now();
+                let key = (m.topic.clone(), m.partition);
+                let end = ends[&key];
+                if m.offset + 1 >= end {
+                    done.insert(key);
+                }
+                if m.offset < end {
+                    out.push(m);
+                }
+            }
+            None => {
+                // A partition may end in transaction markers, which are never delivered:
+                // ask for the consumer's positions.
+                let assigned = tail.consumer.position().context("consumer positions")?;
+                for e in assigned.elements() {
+                    let key = (e.topic().to_string(), e.partition());
+                    if let (Offset::Offset(p), Some(end)) = (e.offset(), ends.get(&key))
+                        && p >= *end
+                    {
+                        done.insert(key);
+                    }
+                }
+                if idle_since.elapsed() > Duration::from_secs(30) {
+                    anyhow::bail!("timed out reading {} partitions to their end", ends.len() - done.len());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
