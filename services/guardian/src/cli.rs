@@ -76,10 +76,12 @@ pub struct S3Args {
     pub s3_endpoint: Option<String>,
     #[arg(long, env = "GUARDIAN_S3_REGION", default_value = "us-east-1")]
     pub s3_region: String,
+    /// S3 access key id (static credentials)
     #[arg(long, env = "GUARDIAN_S3_ACCESS_KEY", hide_env_values = true)]
-    pub s3_access_key: String,
+    pub s3_access_key: Option<String>,
+    /// S3 secret access key
     #[arg(long, env = "GUARDIAN_S3_SECRET_KEY", hide_env_values = true)]
-    pub s3_secret_key: String,
+    pub s3_secret_key: Option<String>,
     /// Bucket of the model versions
     #[arg(long, env = "GUARDIAN_MODEL_BUCKET", default_value = "guardian-models")]
     pub model_bucket: String,
@@ -630,6 +632,11 @@ pub struct DemoArgs {
     /// Stop after this many seconds (default: until Ctrl-C)
     #[arg(long)]
     pub duration_secs: Option<u64>,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Rounds of the federated session (five fresh demo hospitals h101-<run>..h105-<run>; 0: none)
+    #[arg(long, default_value_t = 10)]
+    pub fl_rounds: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -427,3 +427,46 @@ fn replay_copies_a_range_with_its_origin_and_reset_group_respects_live_members()
         assert_eq!(e.offset(), rdkafka::Offset::Offset(low), "time 0 is the first record of [{}]", e.partition());
     }
 }
+
+#[test]
+fn federated_commands_refuse_bad_settings_and_never_overwrite_keys() {
+    let s3 = ["--s3-access-key", "k", "--s3-secret-key", "s"];
+    let config = |extra: &[&str]| {
+        let mut args = vec!["fl", "config"];
+        args.extend_from_slice(extra);
+        guardian(&args)
+    };
+    let ok = config(&["--hospitals", "h1,h2,h3,h4,h5"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let plan: serde_json::Value = serde_json::from_str(stdout(&ok).trim()).unwrap();
+    assert_eq!((plan["threshold"].as_u64(), plan["neighbours"].as_u64()), (Some(3), Some(4)));
+    assert!(plan["noise_multiplier"].as_f64().unwrap() > 1.0, "{plan}");
+    assert_one_clear_error(&config(&["--hospitals", "h1"]), &["at least 2 hospitals"]);
+    assert_one_clear_error(&config(&["--hospitals", "h1,h2,h3", "--threshold", "5"]), &["threshold 5"]);
+    assert_one_clear_error(&config(&["--hospitals", "h1,h2", "--epsilon=-1"]), &["--epsilon"]);
+    assert_one_clear_error(
+        &config(&["--hospitals", "h1,h2", "--initial-model", "/nonexistent/model.npy"]),
+        &["/nonexistent/model.npy"],
+    );
+
+    let dir = std::env::temp_dir().join(unique("keys"));
+    let keygen = || guardian(&["fl", "keygen", "--dir", dir.to_str().unwrap(), "--hospitals", "h001,h002"]);
+    assert!(keygen().status.success());
+    let first = std::fs::read_to_string(dir.join("h001.key")).unwrap();
+    assert_one_clear_error(&keygen(), &["aggregator.key", "must not exist"]);
+    assert_eq!(std::fs::read_to_string(dir.join("h001.key")).unwrap(), first, "a key was overwritten");
+    let registry = dir.join("registry.toml");
+    // An agent with another hospital's key, and one with nothing to train on.
+    let agent = |hospital: &str, key: &str, extra: &[&str]| {
+        let mut args = vec!["fl", "agent", "--hospital", hospital, "--registry", registry.to_str().unwrap()];
+        let key = dir.join(key);
+        args.extend_from_slice(&["--identity", key.to_str().unwrap()]);
+        args.extend_from_slice(&s3);
+        args.extend_from_slice(extra);
+        guardian(&args)
+    };
+    assert_one_clear_error(&agent("h001", "h002.key", &["--demo-shard", "0"]), &["not the key registered for h001"]);
+    assert_one_clear_error(&agent("h001", "h001.key", &[]), &["--demo-shard, --data or --update"]);
+    assert_one_clear_error(&agent("h009", "h001.key", &["--demo-shard", "0"]), &["h009 is not in the registry"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -3,8 +3,11 @@
 //! Applies the topic catalogue, runs synthetic hospitals (with a trickle of undecodable
 //! records), an exactly-once encounter ledger in PostgreSQL (offsets in the same
 //! transaction; bad records to the dead-letter topic) and the privacy accountant, whose
-//! budgets climb through every level until the hospitals' spends are refused. Serves /metrics, /healthz and
-//! /readyz, prints progress every 5 seconds, stops on Ctrl-C or after --duration-secs.
+//! budgets climb through every level until the hospitals' spends are refused. Alongside, a
+//! federated session: five demo hospitals train the logistic-regression model with DP-SGD
+//! and secure aggregation, the models go to S3, and the session is replayed from its topics
+//! at the end. Serves /metrics, /healthz and /readyz, prints progress every 5 seconds,
+//! stops on Ctrl-C or after --duration-secs.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -140,6 +143,16 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             s.trigger();
         });
     }
+    let federation = if args.fl_rounds > 0 {
+        Some(tokio::spawn(super::fl::demo_session(
+            args.kafka.clone(),
+            args.s3.clone(),
+            args.fl_rounds,
+            shutdown.clone(),
+        )))
+    } else {
+        None
+    };
     let mut report = tokio::time::interval(Duration::from_secs(5));
     report.tick().await;
     while !shutdown.is_triggered() {
@@ -176,6 +189,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         if !budgets.is_empty() {
             println!("privacy: {}", budgets.join(" | "));
         }
+    }
+    if let Some(f) = federation {
+        f.await??;
     }
     let sent = simulator.await??;
     let stats = ledger.await??;

@@ -26,14 +26,19 @@ use crate::common;
 /// Parameters of the shipped demo model (30 features + bias).
 const DEMO_PARAMETERS: usize = 31;
 
-pub fn store(s3: &S3Args) -> ObjectStore {
-    ObjectStore::new(&S3Settings {
+pub fn store(s3: &S3Args) -> Result<ObjectStore> {
+    let (Some(access_key), Some(secret_key)) = (&s3.s3_access_key, &s3.s3_secret_key) else {
+        bail!(
+            "S3 credentials are missing: set --s3-access-key and --s3-secret-key (or GUARDIAN_S3_ACCESS_KEY / GUARDIAN_S3_SECRET_KEY)"
+        );
+    };
+    Ok(ObjectStore::new(&S3Settings {
         endpoint: s3.s3_endpoint.clone(),
         region: s3.s3_region.clone(),
-        access_key: s3.s3_access_key.clone(),
-        secret_key: s3.s3_secret_key.clone(),
+        access_key: access_key.clone(),
+        secret_key: secret_key.clone(),
         bucket: s3.model_bucket.clone(),
-    })
+    }))
 }
 
 async fn topics(kafka: &KafkaArgs) -> Result<FlTopics> {
@@ -83,7 +88,7 @@ pub async fn run(cmd: FlCommand) -> Result<ExitCode> {
                     .with_context(|| format!("session {session} has no version {n}"))?,
                 None => list.last().context("no versions")?,
             };
-            let bytes = store(&s3).get_verified(&v.object_uri, &v.sha256).await?;
+            let bytes = store(&s3)?.get_verified(&v.object_uri, &v.sha256).await?;
             guardian_fl::npy::read(&bytes).context("the stored model is not a .npy file")?;
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             println!(
@@ -100,7 +105,7 @@ pub async fn run(cmd: FlCommand) -> Result<ExitCode> {
             let registry = Registry::load(&registry)?;
             let settings = common::settings(&kafka, "guardian-fl-replay");
             let codec = guardian_schemas::Codec::embedded();
-            let checks = replay_session(&settings, &t, &store(&s3), &registry, &codec, &session).await?;
+            let checks = replay_session(&settings, &t, &store(&s3)?, &registry, &codec, &session).await?;
             println!("| round | version | published sha256 | replayed sha256 | match |");
             println!("|---:|---:|---|---|:---:|");
             for c in &checks {
@@ -260,7 +265,7 @@ async fn start(args: FlStartArgs) -> Result<ExitCode> {
         kafka,
         topics: t,
         producer,
-        store: store(&args.s3),
+        store: store(&args.s3)?,
         identity,
         registry,
     };
@@ -333,7 +338,7 @@ async fn agent(args: FlAgentArgs) -> Result<ExitCode> {
         producer: Producer::new(&kafka)?,
         kafka,
         topics: t,
-        store: store(&args.s3),
+        store: store(&args.s3)?,
         identity,
         registry,
         source,
@@ -442,4 +447,121 @@ async fn status(args: FlQueryArgs, versions_only: bool) -> Result<ExitCode> {
         println!("no federated sessions on {}", t.rounds);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The demo's federated session: five hospitals (h101..h105, demo shards) and the
+/// aggregator in this process, keys generated in memory; prints each round and the
+/// replay check.
+pub async fn demo_session(kafka: KafkaArgs, s3: S3Args, rounds: u32, shutdown: Shutdown) -> Result<()> {
+    use ed25519_dalek::SigningKey;
+    use rand::TryRngCore;
+    let key = || -> Result<SigningKey> {
+        let mut b = [0u8; 32];
+        rand::rngs::OsRng.try_fill_bytes(&mut b).context("the OS random number generator")?;
+        Ok(SigningKey::from_bytes(&b))
+    };
+    // Fresh hospital ids per run: privacy budgets are per hospital and never reset, so a
+    // second demo with the same ids would (rightly) be refused.
+    let run = guardian_federated::now_ms() / 1000 % 100_000;
+    let hospitals: Vec<String> = (101..=105).map(|i| format!("h{i}-{run:05}")).collect();
+    let aggregator = key()?;
+    let identities: Vec<SigningKey> = hospitals.iter().map(|_| key()).collect::<Result<_>>()?;
+    let registry = Registry {
+        aggregator: aggregator.verifying_key(),
+        hospitals: hospitals.iter().cloned().zip(identities.iter().map(SigningKey::verifying_key)).collect(),
+    };
+    let t = topics(&kafka).await?;
+    let demo = DemoFederation::new(hospitals.len())?;
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut agents = Vec::new();
+    for ((h, id), shard) in hospitals.iter().zip(identities).zip(demo.shards.clone()) {
+        let settings = common::settings(&kafka, &format!("fl-agent-{h}"));
+        let agent = Agent {
+            hospital: h.clone(),
+            producer: Producer::new(&settings)?,
+            kafka: settings,
+            topics: t.clone(),
+            store: store(&s3)?,
+            identity: id,
+            registry: registry.clone(),
+            source: UpdateSource::Data(shard),
+            epsilon_limit: 2.0,
+            fault: None,
+        };
+        let (shutdown, ready) = (shutdown.clone(), ready_tx.clone());
+        agents.push(tokio::spawn(async move {
+            let report = agent.run(&shutdown, move || {
+                let _ = ready.send(());
+            });
+            report.await
+        }));
+    }
+    for _ in 0..hospitals.len() {
+        ready_rx.recv().await.context("an agent stopped before it was ready")?;
+    }
+    let kafka_settings = common::settings(&kafka, "fl-aggregator");
+    let coordinator = Coordinator {
+        dead_letters: DeadLetterSink::new(Producer::new(&kafka_settings)?, t.dead_letter.clone(), "fl-aggregator"),
+        producer: Producer::new(&kafka_settings)?,
+        kafka: kafka_settings.clone(),
+        topics: t.clone(),
+        store: store(&s3)?,
+        identity: aggregator,
+        registry: registry.clone(),
+    };
+    let args = FlStartArgs {
+        kafka: kafka.clone(),
+        s3: s3.clone(),
+        identity: None,
+        registry: None,
+        session: Some(format!("demo-{}", guardian_federated::now_ms() / 1000)),
+        hospitals: hospitals.clone(),
+        rounds,
+        epsilon: 2.0,
+        delta: 1e-5,
+        noise_multiplier: None,
+        dp_unit: DpUnitArg::Patient,
+        threshold: None,
+        neighbours: None,
+        clip_norm: 1.0,
+        sampling_rate: 0.1,
+        local_steps: 20,
+        learning_rate: 0.5,
+        chunk_len: 16,
+        clipping_range: 8.0,
+        stage_timeout_secs: 10,
+        initial_model: None,
+    };
+    let (plan, _) = plan(&args, Some(&registry))?;
+    println!(
+        "federated: session {} with {}: {} rounds, DP-SGD noise multiplier {:.3} for ε = 2 per hospital",
+        plan.session,
+        hospitals.join(","),
+        plan.rounds,
+        plan.noise_multiplier
+    );
+    let outcomes = coordinator.run(&plan, &shutdown).await?;
+    for (i, o) in outcomes.iter().enumerate() {
+        match o {
+            RoundOutcome::Finished { version, survivors, accuracy, sha256, .. } => println!(
+                "federated: round {} → version {version}, {} hospitals, held-out accuracy {}, sha256 {}",
+                i + 1,
+                survivors.len(),
+                accuracy.map_or("-".into(), |a| format!("{a:.3}")),
+                &sha256[..16]
+            ),
+            RoundOutcome::Failed { reason } => println!("federated: round {} failed: {reason}", i + 1),
+        }
+    }
+    let checks =
+        replay_session(&kafka_settings, &t, &store(&s3)?, &registry, coordinator.producer.codec(), &plan.session)
+            .await?;
+    let same = checks.iter().filter(|c| c.matches()).count();
+    println!(
+        "federated: replayed the session from its topics: {same} of {} model versions bit-identical",
+        checks.len()
+    );
+    // The agents run until the demo stops.
+    drop(agents);
+    Ok(())
 }
