@@ -208,7 +208,7 @@ fn an_update_file_in_a_hospital_unit_session_and_stop() {
     let update = keys.join("update.npy");
     let mut npy = b"\x93NUMPY\x01\x00".to_vec();
     let mut header = "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 31), }".to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
