@@ -21,6 +21,10 @@ pub struct Incoming {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
+    /// False for a record without a value (a tombstone); `payload` is then empty.
+    pub has_value: bool,
+    pub timestamp: Option<i64>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 /// Where a [`Tail`] starts.
@@ -57,7 +61,7 @@ pub fn watermarks(consumer: &StreamConsumer, topics: &[&str]) -> Result<BTreeMap
             consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT).with_context(|| format!("metadata of {topic}"))?;
         let t = md.topics().first().with_context(|| format!("topic {topic} not found"))?;
         if let Some(e) = t.error() {
-            anyhow::bail!("topic {topic}: {e:?}");
+            anyhow::bail!("topic {topic} does not exist or cannot be read ({e:?})");
         }
         for p in t.partitions() {
             tpl.add_partition(topic, p.id());
@@ -129,15 +133,85 @@ impl Tail {
         match tokio::time::timeout(wait, self.consumer.recv()).await {
             Err(_) => Ok(None),
             Ok(Err(e)) => Err(anyhow::Error::new(e).context("reading from Kafka")),
-            Ok(Ok(m)) => Ok(Some(Incoming {
-                topic: m.topic().to_string(),
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                payload: m.payload().unwrap_or_default().to_vec(),
-            })),
+            Ok(Ok(m)) => {
+                use rdkafka::message::Headers;
+                let headers = m
+                    .headers()
+                    .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
+                    .unwrap_or_default();
+                Ok(Some(Incoming {
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    has_value: m.payload().is_some(),
+                    timestamp: m.timestamp().to_millis(),
+                    headers,
+                }))
+            }
         }
     }
+}
+
+/// Reads `ranges` ((topic, partition) → [start, end)) in offset order per partition,
+/// handing each record to `each`; returns when every range is done.
+pub async fn stream_ranges<F>(
+    settings: &KafkaSettings,
+    name: &str,
+    ranges: &BTreeMap<(String, i32), (i64, i64)>,
+    mut each: F,
+) -> Result<()>
+where
+    F: AsyncFnMut(Incoming) -> Result<()>,
+{
+    let positions: Positions = ranges.iter().filter(|(_, (a, b))| a < b).map(|(tp, (a, _))| (tp.clone(), *a)).collect();
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let ends: Positions = ranges.iter().map(|(tp, (_, b))| (tp.clone(), *b)).collect();
+    let tail = Tail::open_at(settings, name, &positions)?;
+    let mut done = std::collections::BTreeSet::new();
+    let mut idle_since = std::time::Instant::now();
+    while done.len() < positions.len() {
+        match tail.next(Duration::from_millis(300)).await? {
+            Some(m) => {
+                idle_since = std::time::Instant::now();
+                let key = (m.topic.clone(), m.partition);
+                let Some(&end) = ends.get(&key) else { continue };
+                if m.offset + 1 >= end {
+                    done.insert(key);
+                }
+                if m.offset < end {
+                    each(m).await?;
+                }
+            }
+            None => {
+                let assigned = tail.consumer.position().context("consumer positions")?;
+                for e in assigned.elements() {
+                    let key = (e.topic().to_string(), e.partition());
+                    if let (Offset::Offset(p), Some(end)) = (e.offset(), ends.get(&key))
+                        && p >= *end
+                    {
+                        done.insert(key);
+                    }
+                }
+                if idle_since.elapsed() > Duration::from_secs(30) {
+                    anyhow::bail!("timed out reading {} partitions to their end", positions.len() - done.len());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Low and high watermarks of `topics` through a short-lived client.
+pub fn topic_watermarks(
+    settings: &KafkaSettings,
+    name: &str,
+    topics: &[&str],
+) -> Result<BTreeMap<(String, i32), (i64, i64)>> {
+    watermarks(&Tail::consumer(settings, name)?, topics)
 }
 
 /// Every record of `topics` from `from` (or the beginning) up to their end at the time of

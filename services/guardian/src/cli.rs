@@ -63,9 +63,67 @@ pub enum Command {
     /// Federated learning with secure aggregation: keys, sessions, the agent, models, replay
     #[command(subcommand)]
     Fl(FlCommand),
+    /// Archive topics to S3 as Avro object-container segments (idempotent; resumes from the bucket)
+    Archive(ArchiveArgs),
+    /// Write an archived range from S3 back into a topic
+    Restore(RestoreArgs),
     /// Benchmarks that print a table
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Topics to archive (full names); default: every topic of the catalogue
+    #[arg(long, value_delimiter = ',')]
+    pub topics: Vec<String>,
+    /// Bucket of the archive
+    #[arg(long, env = "GUARDIAN_ARCHIVE_BUCKET", default_value = "guardian-archive")]
+    pub bucket: String,
+    /// Key prefix in the bucket
+    #[arg(long, default_value = "archive")]
+    pub prefix: String,
+    /// Records per segment at most
+    #[arg(long, default_value_t = 50_000)]
+    pub segment_records: usize,
+    /// Archive what is there now and exit (default: a pass every --interval-secs until SIGTERM)
+    #[arg(long)]
+    pub once: bool,
+    #[arg(long, default_value_t = 60)]
+    pub interval_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Archived topic to restore (full name)
+    #[arg(long)]
+    pub topic: String,
+    /// Topic to write into (default: the archived topic itself)
+    #[arg(long)]
+    pub to_topic: Option<String>,
+    #[arg(long)]
+    pub partition: Option<i32>,
+    /// First offset to restore (inclusive)
+    #[arg(long)]
+    pub from_offset: Option<i64>,
+    /// Last offset to restore (inclusive)
+    #[arg(long)]
+    pub to_offset: Option<i64>,
+    #[arg(long, env = "GUARDIAN_ARCHIVE_BUCKET", default_value = "guardian-archive")]
+    pub bucket: String,
+    #[arg(long, default_value = "archive")]
+    pub prefix: String,
+    /// Print the segments and records that would be restored, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Where model weights (and archives) live.

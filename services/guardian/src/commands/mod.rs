@@ -7,6 +7,7 @@ use anyhow::Result;
 use crate::cli::{AgentCommand, BenchCommand, Cli, Command, DbCommand, PrivacyCommand};
 
 mod accountant;
+mod archive;
 mod audit;
 mod bench;
 mod bench_privacy;
@@ -40,6 +41,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Privacy(PrivacyCommand::Audit(args)) => audit::run(args).await,
         Command::Privacy(cmd) => privacy::run(cmd),
         Command::Fl(cmd) => fl::run(cmd).await,
+        Command::Archive(args) => archive::archive(args).await,
+        Command::Restore(args) => archive::restore(args).await,
         Command::Bench(BenchCommand::Kafka(args)) => bench::kafka(args).await,
         Command::Bench(BenchCommand::Privacy(args)) => bench_privacy::run(args),
         Command::Bench(BenchCommand::Replay(args)) => bench_replay::run(args).await,

@@ -166,9 +166,23 @@ impl Producer {
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) -> Result<Delivered, KafkaClientError> {
+        self.send_bytes_to(topic, None, key, Some(payload), headers).await
+    }
+
+    /// [`Producer::send_bytes`] into a chosen partition (None: by key), with an optional
+    /// value (None: a tombstone). Restores put each record back into the partition it was
+    /// archived from.
+    pub async fn send_bytes_to(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<Delivered, KafkaClientError> {
         let (tx, rx) = oneshot::channel();
         let headers = trace::with_pairs(headers, &trace::current_pairs());
-        self.enqueue(topic, key, payload, headers, DeliveryTarget::One(tx)).await?;
+        self.enqueue(topic, partition, key, payload, headers, DeliveryTarget::One(tx)).await?;
         let outcome = rx.await.unwrap_or(Err(KafkaError::Canceled));
         self.acknowledged(topic, outcome, 1)
     }
@@ -194,8 +208,16 @@ impl Producer {
             }
             tally.outstanding.fetch_add(1, Ordering::AcqRel);
             let target = DeliveryTarget::Batch(tally.clone());
-            if let Err(e) =
-                self.enqueue(topic, Some(key.as_bytes()), &payload, trace::with_pairs(None, &trace_pairs), target).await
+            if let Err(e) = self
+                .enqueue(
+                    topic,
+                    None,
+                    Some(key.as_bytes()),
+                    Some(&payload),
+                    trace::with_pairs(None, &trace_pairs),
+                    target,
+                )
+                .await
             {
                 // Not queued: its report will never come.
                 tally.outstanding.fetch_sub(1, Ordering::AcqRel);
@@ -218,15 +240,22 @@ impl Producer {
     async fn enqueue(
         &self,
         topic: &str,
+        partition: Option<i32>,
         key: Option<&[u8]>,
-        payload: &[u8],
+        payload: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
         target: DeliveryTarget,
     ) -> Result<(), KafkaClientError> {
         let mut record: BaseRecord<'_, [u8], [u8], Box<DeliveryTarget>> =
-            BaseRecord::with_opaque_to(topic, Box::new(target)).payload(payload);
+            BaseRecord::with_opaque_to(topic, Box::new(target));
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
         if let Some(key) = key {
             record = record.key(key);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
         }
         if let Some(headers) = headers {
             record = record.headers(headers);

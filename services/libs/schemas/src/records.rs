@@ -308,6 +308,28 @@ pub struct UnmaskShares {
 }
 record!(UnmaskShares, "com.phoenixguardian.fl.UnmaskShares");
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchivedHeader {
+    pub key: String,
+    #[serde(with = "serde_bytes_compat::option")]
+    pub value: Option<Vec<u8>>,
+}
+
+/// One Kafka record in an S3 archive segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchivedRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    #[serde(with = "serde_bytes_compat::option")]
+    pub key: Option<Vec<u8>>,
+    #[serde(with = "serde_bytes_compat::option")]
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<ArchivedHeader>,
+}
+record!(ArchivedRecord, "com.phoenixguardian.ops.ArchivedRecord");
+
 /// A record that failed to decode or validate, with its origin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {

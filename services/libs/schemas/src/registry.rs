@@ -25,6 +25,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("round_control.avsc", include_str!("../../../../schemas/round_control.avsc")),
     ("round_message.avsc", include_str!("../../../../schemas/round_message.avsc")),
     ("unmask_shares.avsc", include_str!("../../../../schemas/unmask_shares.avsc")),
+    ("archived_record.avsc", include_str!("../../../../schemas/archived_record.avsc")),
 ];
 
 /// One parsed schema with its identity.

@@ -1,0 +1,98 @@
+//! `guardian archive` and `guardian restore`: topics to S3 segments and back.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use guardian_archiver::archive::{ArchiveSettings, archive_topic};
+use guardian_archiver::restore::{self, RestoreRange};
+use guardian_kafka::Producer;
+use guardian_runtime::Shutdown;
+
+use crate::cli::{ArchiveArgs, RestoreArgs, S3Args};
+use crate::common;
+
+fn archive_store(s3: &S3Args, bucket: &str) -> Result<guardian_objects::ObjectStore> {
+    let mut s3 = s3.clone();
+    s3.model_bucket = bucket.to_string();
+    super::fl::store(&s3)
+}
+
+pub async fn archive(args: ArchiveArgs) -> Result<ExitCode> {
+    if args.segment_records == 0 {
+        bail!("--segment-records must be at least 1");
+    }
+    let topics: Vec<String> = if args.topics.is_empty() {
+        let catalogue = common::kafka_catalogue(&args.kafka)?;
+        catalogue.specs().map(|s| catalogue.name_of(s)).collect()
+    } else {
+        args.topics.clone()
+    };
+    let store = archive_store(&args.s3, &args.bucket)?;
+    store.ensure_bucket().await?;
+    let kafka = common::settings(&args.kafka, "guardian-archiver");
+    let settings = ArchiveSettings { prefix: args.prefix.clone(), segment_records: args.segment_records };
+    let shutdown = Shutdown::on_signals();
+    loop {
+        for topic in &topics {
+            let r =
+                archive_topic(&kafka, &store, topic, &settings).await.with_context(|| format!("archiving {topic}"))?;
+            if r.segments_written > 0 || args.once {
+                println!(
+                    "{topic}: {} segment(s), {} records, {} bytes → s3://{}/{}/{topic}/",
+                    r.segments_written, r.records, r.bytes, args.bucket, args.prefix
+                );
+            }
+            for (p, from, to) in &r.lost_before_archive {
+                eprintln!("warning: {topic}/{p}: offsets {from}..{to} left the topic before they were archived");
+            }
+        }
+        if args.once || shutdown.is_triggered() {
+            break;
+        }
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tokio::time::sleep(Duration::from_secs(args.interval_secs.max(1))) => {}
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn restore(args: RestoreArgs) -> Result<ExitCode> {
+    let store = archive_store(&args.s3, &args.bucket)?;
+    let manifest = restore::manifest(&store, &args.prefix, &args.topic).await?;
+    let range = RestoreRange { partition: args.partition, from_offset: args.from_offset, to_offset: args.to_offset };
+    let segments = restore::plan(&manifest, &range);
+    let to_topic = args.to_topic.clone().unwrap_or_else(|| args.topic.clone());
+    let records: u64 = segments.iter().map(|s| s.records).sum();
+    if args.dry_run || segments.is_empty() {
+        println!("restore {} → {to_topic}: {} segment(s), at most {records} records", args.topic, segments.len());
+        for s in &segments {
+            println!(
+                "  partition {} offsets {}..={} ({} records) {}",
+                s.partition, s.first_offset, s.last_offset, s.records, s.key
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Every archived partition must exist in the target topic.
+    let kafka = common::settings(&args.kafka, "guardian-restore");
+    let marks = guardian_federated::reader::topic_watermarks(&kafka, "restore", &[&to_topic])
+        .with_context(|| format!("target topic {to_topic}"))?;
+    if let Some(s) = segments.iter().find(|s| !marks.contains_key(&(to_topic.clone(), s.partition))) {
+        bail!("{to_topic} has no partition {} (create it with at least {} partitions)", s.partition, s.partition + 1);
+    }
+    let producer = Producer::new(&kafka)?;
+    let report = restore::restore(&producer, &store, &segments, &to_topic, &range, |done, secs| {
+        let rate = done as f64 / secs.max(1e-3);
+        let eta = (records.saturating_sub(done)) as f64 / rate.max(1.0);
+        eprintln!("restore: {done}/{records} records, {rate:.0}/s, eta {eta:.0} s");
+    })
+    .await?;
+    producer.flush(Duration::from_secs(30)).await?;
+    println!(
+        "restored {} records from {} segment(s) ({} bytes) of {} into {to_topic}",
+        report.records, report.segments, report.bytes, args.topic
+    );
+    Ok(ExitCode::SUCCESS)
+}
