@@ -743,6 +743,11 @@ pub struct BenchLoadArgs {
 pub struct BenchReplayArgs {
     #[command(flatten)]
     pub load: BenchLoadArgs,
+    /// Where to archive for the archive and restore rows (skipped without S3 credentials)
+    #[command(flatten)]
+    pub s3: S3Args,
+    #[arg(long, env = "GUARDIAN_ARCHIVE_BUCKET", default_value = "guardian-archive")]
+    pub bucket: String,
 }
 
 #[derive(Debug, Args)]
