@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# The test command (README): installs what is missing, starts the local stack (Kafka,
-# PostgreSQL, the S3 server) and runs every test of the workspace against it. The stack
-# keeps running afterwards; `tests/stack/stack.sh down` stops it.
+# The test command (README): installs what is missing, starts the local stack (Kafka in
+# two regions with MirrorMaker 2 between them, PostgreSQL, the S3 server) and runs every
+# test of the workspace against it, then the regional failover test on its own (it kills
+# region A's broker and starts it again). The stack keeps running afterwards;
+# `tests/stack/stack.sh down` stops it.
 #
 #   tests/run.sh [CARGO TEST ARGS]     e.g. tests/run.sh -p guardian-integration
+#                                      (with arguments, the failover test is not run)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-bash "$REPO/tests/stack/stack.sh" up
+bash "$REPO/tests/stack/stack.sh" up --dr
 # shellcheck disable=SC1091
 . "${GUARDIAN_STACK_DIR:-$REPO/.stack}/env"
 cd "$REPO"
-cargo test --workspace --locked --no-fail-fast "$@"
+rc=0
+cargo test --workspace --locked --no-fail-fast "$@" || rc=$?
+if [ $# -eq 0 ]; then
+  cargo test --locked -p guardian --test dr -- --ignored --nocapture || rc=$?
+fi
+exit $rc

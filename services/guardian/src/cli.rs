@@ -65,11 +65,56 @@ pub enum Command {
     Fl(FlCommand),
     /// Archive topics to S3 as Avro object-container segments (idempotent; resumes from the bucket)
     Archive(ArchiveArgs),
+    /// Multi-region disaster recovery over MirrorMaker 2: replication status, failover
+    #[command(subcommand)]
+    Dr(DrCommand),
     /// Write an archived range from S3 back into a topic
     Restore(RestoreArgs),
     /// Benchmarks that print a table
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrCommand {
+    /// Records not yet mirrored per topic, and the age of the newest consumer-group checkpoint
+    Status(DrArgs),
+    /// Move the services to the DR region: pre-flight checks, offset translation, the switch
+    Failover(DrFailoverArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrArgs {
+    /// The primary region (A)
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The DR region's bootstrap servers (B)
+    #[arg(long, env = "GUARDIAN_KAFKA_DR_BOOTSTRAP")]
+    pub dr_bootstrap_servers: String,
+    /// MirrorMaker 2's alias of the primary cluster (its checkpoints topic is <alias>.checkpoints.internal)
+    #[arg(long, default_value = "A")]
+    pub source_alias: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DrFailoverArgs {
+    #[command(flatten)]
+    pub dr: DrArgs,
+    /// Most seconds of replication lag the failover accepts (the newest checkpoint's age)
+    #[arg(long, default_value_t = 5.0)]
+    pub rpo_secs: f64,
+    /// Only these consumer groups (default: every group with checkpoints)
+    #[arg(long, value_delimiter = ',')]
+    pub groups: Vec<String>,
+    /// PostgreSQL of services that keep their offsets there (their rows are translated too)
+    #[arg(long, env = "GUARDIAN_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Rewrite this env file so that services start against the DR region
+    #[arg(long)]
+    pub write_env: Option<PathBuf>,
+    /// Go on even when the replication lag is above --rpo-secs or region A still answers
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

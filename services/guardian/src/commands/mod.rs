@@ -15,6 +15,7 @@ mod bench_replay;
 mod bench_secagg;
 mod db;
 mod demo;
+mod dr;
 mod fl;
 mod privacy;
 mod replay;
@@ -42,6 +43,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Privacy(cmd) => privacy::run(cmd),
         Command::Fl(cmd) => fl::run(cmd).await,
         Command::Archive(args) => archive::archive(args).await,
+        Command::Dr(cmd) => dr::run(cmd).await,
         Command::Restore(args) => archive::restore(args).await,
         Command::Bench(BenchCommand::Kafka(args)) => bench::kafka(args).await,
         Command::Bench(BenchCommand::Privacy(args)) => bench_privacy::run(args),

@@ -330,6 +330,18 @@ pub struct ArchivedRecord {
 }
 record!(ArchivedRecord, "com.phoenixguardian.ops.ArchivedRecord");
 
+/// One step of a disaster-recovery operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrAudit {
+    pub operation_id: String,
+    pub operation: String,
+    pub step: String,
+    pub ok: bool,
+    pub detail: String,
+    pub occurred_at: i64,
+}
+record!(DrAudit, "com.phoenixguardian.ops.DrAudit");
+
 /// A record that failed to decode or validate, with its origin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {

@@ -26,6 +26,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("round_message.avsc", include_str!("../../../../schemas/round_message.avsc")),
     ("unmask_shares.avsc", include_str!("../../../../schemas/unmask_shares.avsc")),
     ("archived_record.avsc", include_str!("../../../../schemas/archived_record.avsc")),
+    ("dr_audit.avsc", include_str!("../../../../schemas/dr_audit.avsc")),
 ];
 
 /// One parsed schema with its identity.

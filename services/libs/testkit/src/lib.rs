@@ -20,6 +20,8 @@ pub struct Stack {
     pub s3_endpoint: String,
     pub s3_access_key: String,
     pub s3_secret_key: String,
+    /// The DR region's Kafka (`stack.sh up --dr`), when it runs.
+    pub kafka_dr_bootstrap: Option<String>,
     pub python: String,
     pub repo: PathBuf,
 }
@@ -58,6 +60,7 @@ impl Stack {
             s3_endpoint: need("GUARDIAN_S3_ENDPOINT"),
             s3_access_key: need("GUARDIAN_S3_ACCESS_KEY"),
             s3_secret_key: need("GUARDIAN_S3_SECRET_KEY"),
+            kafka_dr_bootstrap: var("GUARDIAN_KAFKA_DR_BOOTSTRAP"),
             python: var("GUARDIAN_PYTHON").unwrap_or_else(|| "python3".into()),
             repo,
         }

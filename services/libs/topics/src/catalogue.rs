@@ -63,10 +63,11 @@ pub enum TopicId {
     RoundControl,
     RoundKeys,
     UnmaskShares,
+    DrAudit,
 }
 
 impl TopicId {
-    pub const ALL: [TopicId; 12] = [
+    pub const ALL: [TopicId; 13] = [
         TopicId::Encounters,
         TopicId::GradientUpdates,
         TopicId::BudgetSpend,
@@ -79,6 +80,7 @@ impl TopicId {
         TopicId::RoundControl,
         TopicId::RoundKeys,
         TopicId::UnmaskShares,
+        TopicId::DrAudit,
     ];
 
     /// The `role` field of the topic's file.
@@ -96,6 +98,7 @@ impl TopicId {
             TopicId::RoundControl => "round-control",
             TopicId::RoundKeys => "round-keys",
             TopicId::UnmaskShares => "unmask-shares",
+            TopicId::DrAudit => "dr-audit",
         }
     }
 }
@@ -266,6 +269,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("round-control.toml", include_str!("../../../../topics/round-control.toml")),
     ("round-keys.toml", include_str!("../../../../topics/round-keys.toml")),
     ("unmask-shares.toml", include_str!("../../../../topics/unmask-shares.toml")),
+    ("dr-audit.toml", include_str!("../../../../topics/dr-audit.toml")),
 ];
 
 fn parse_topic(file: &Path, text: &str, registry: &Registry) -> Result<TopicSpec, CatalogueError> {

@@ -1,0 +1,389 @@
+//! `guardian dr`: multi-region disaster recovery over MirrorMaker 2.
+//!
+//! MirrorMaker 2 mirrors every guardian topic from region A to region B under the same
+//! names and writes, for every consumer group, checkpoints that map a committed offset in
+//! A to the offset of the same record in B (`<alias>.checkpoints.internal` on B).
+//! `dr failover` checks that B is healthy and the mirror recent enough, translates every
+//! group's offsets through the checkpoints (in B's Kafka, and in PostgreSQL for services
+//! that keep their offsets with their effects), audits each step to `ops.dr-audit` on B
+//! and points the environment at B. Effects are idempotent on event ids, so records
+//! processed in A and again in B after a translated (never later) offset count once.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use guardian_federated::reader::{read_range, topic_watermarks};
+use guardian_kafka::{KafkaSettings, Producer};
+use guardian_schemas::records::DrAudit;
+use guardian_topics::TopicId;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::cli::{DrArgs, DrCommand, DrFailoverArgs};
+use crate::common;
+
+/// One MirrorMaker 2 checkpoint: `upstream` in A is `downstream` in B.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub upstream: i64,
+    pub downstream: i64,
+    pub timestamp_ms: i64,
+}
+
+fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if b.len() < n {
+        return None;
+    }
+    let (head, rest) = b.split_at(n);
+    *b = rest;
+    Some(head)
+}
+
+fn string(b: &mut &[u8]) -> Option<String> {
+    let len = i16::from_be_bytes(take(b, 2)?.try_into().ok()?);
+    String::from_utf8(take(b, usize::try_from(len).ok()?)?.to_vec()).ok()
+}
+
+/// Parses MirrorMaker 2's checkpoint record (Kafka's struct encoding: key = group, topic,
+/// partition; value = version, upstream offset, downstream offset, metadata).
+pub fn parse_checkpoint(key: &[u8], value: &[u8], timestamp_ms: i64) -> Option<Checkpoint> {
+    let mut k = key;
+    let group = string(&mut k)?;
+    let topic = string(&mut k)?;
+    let partition = i32::from_be_bytes(take(&mut k, 4)?.try_into().ok()?);
+    let mut v = value;
+    let version = i16::from_be_bytes(take(&mut v, 2)?.try_into().ok()?);
+    if version != 0 {
+        return None;
+    }
+    let upstream = i64::from_be_bytes(take(&mut v, 8)?.try_into().ok()?);
+    let downstream = i64::from_be_bytes(take(&mut v, 8)?.try_into().ok()?);
+    Some(Checkpoint { group, topic, partition, upstream, downstream, timestamp_ms })
+}
+
+fn dr_settings(args: &DrArgs, client: &str) -> KafkaSettings {
+    let mut s = common::settings(&args.kafka, client);
+    s.bootstrap_servers = args.dr_bootstrap_servers.clone();
+    s
+}
+
+/// The newest checkpoint of every (group, topic, partition) in B.
+pub async fn checkpoints(b: &KafkaSettings, alias: &str) -> Result<BTreeMap<(String, String, i32), Checkpoint>> {
+    let topic = format!("{alias}.checkpoints.internal");
+    let mut out = BTreeMap::new();
+    for m in read_range(b, "dr-checkpoints", &[&topic], None)
+        .await
+        .with_context(|| format!("reading {topic} in the DR region"))?
+    {
+        let Some(key) = &m.key else { continue };
+        if let Some(c) = parse_checkpoint(key, &m.payload, m.timestamp.unwrap_or(0)) {
+            out.insert((c.group.clone(), c.topic.clone(), c.partition), c);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether region A answers a metadata request within a few seconds.
+fn primary_answers(args: &DrArgs) -> bool {
+    let consumer: Result<BaseConsumer, _> = ClientConfig::new()
+        .set("bootstrap.servers", &args.kafka.bootstrap_servers)
+        .set("group.id", "guardian-dr-probe")
+        .set("socket.connection.setup.timeout.ms", "2000")
+        .create();
+    consumer.is_ok_and(|c| c.fetch_metadata(None, Duration::from_secs(3)).is_ok())
+}
+
+/// (records, oldest..end) per topic: record counts, not offsets (they differ between regions).
+fn counts(settings: &KafkaSettings, topics: &[String]) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for t in topics {
+        if let Ok(marks) = topic_watermarks(settings, "dr-status", &[t]) {
+            out.insert(t.clone(), marks.values().map(|(lo, hi)| hi - lo).sum());
+        }
+    }
+    out
+}
+
+pub async fn run(cmd: DrCommand) -> Result<ExitCode> {
+    match cmd {
+        DrCommand::Status(args) => status(args).await,
+        DrCommand::Failover(args) => failover(args).await,
+    }
+}
+
+async fn status(args: DrArgs) -> Result<ExitCode> {
+    let catalogue = common::kafka_catalogue(&args.kafka)?;
+    let topics: Vec<String> = catalogue.specs().map(|s| catalogue.name_of(s)).collect();
+    let b = dr_settings(&args, "guardian-dr");
+    let a_up = primary_answers(&args);
+    let in_a = if a_up { counts(&common::settings(&args.kafka, "guardian-dr"), &topics) } else { BTreeMap::new() };
+    let in_b = counts(&b, &topics);
+    println!("region A ({}): {}", args.kafka.bootstrap_servers, if a_up { "answers" } else { "DOES NOT ANSWER" });
+    println!("region B ({}): {} of {} topics mirrored", args.dr_bootstrap_servers, in_b.len(), topics.len());
+    println!("| topic | records in A | records in B | not yet mirrored |");
+    println!("|---|---:|---:|---:|");
+    for t in &topics {
+        let (a, b) = (in_a.get(t), in_b.get(t));
+        let lag = match (a, b) {
+            (Some(a), Some(b)) => (a - b).max(0).to_string(),
+            (Some(a), None) => format!("{a} (topic missing in B)"),
+            _ => "?".into(),
+        };
+        let show = |v: Option<&i64>| v.map_or("-".into(), i64::to_string);
+        println!("| {t} | {} | {} | {lag} |", show(a), show(b));
+    }
+    let cps = checkpoints(&b, &args.source_alias).await.unwrap_or_default();
+    let newest = cps.values().map(|c| c.timestamp_ms).max();
+    let mut groups: Vec<&str> = cps.values().map(|c| c.group.as_str()).collect();
+    groups.dedup();
+    match newest {
+        Some(ts) => println!(
+            "checkpoints: {} groups, newest {:.1} s old (written when a group's offsets move)",
+            groups.len(),
+            (guardian_federated::now_ms() - ts) as f64 / 1000.0
+        ),
+        None => println!("checkpoints: none yet"),
+    }
+    let beats = read_range(&b, "dr-heartbeats", &["heartbeats"], None).await.unwrap_or_default();
+    match beats.iter().filter_map(|m| m.timestamp).max() {
+        Some(ts) => {
+            println!("mirrormaker 2: last heartbeat {:.1} s ago", (guardian_federated::now_ms() - ts) as f64 / 1000.0)
+        }
+        None => println!("mirrormaker 2: no heartbeats in region B"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn failover(args: DrFailoverArgs) -> Result<ExitCode> {
+    let catalogue = common::kafka_catalogue(&args.dr.kafka)?;
+    let b = dr_settings(&args.dr, "guardian-dr-failover");
+    let operation_id = format!("failover-{}", guardian_federated::now_ms());
+    let audit_topic = catalogue.topic(TopicId::DrAudit)?;
+    let topics: Vec<String> = catalogue.specs().map(|s| catalogue.name_of(s)).collect();
+
+    // 1. The DR region answers and holds the topics (the audit topic among them).
+    let in_b = counts(&b, &topics);
+    if !in_b.contains_key(&audit_topic) {
+        bail!(
+            "the DR region has no {audit_topic}: MirrorMaker 2 is not mirroring the catalogue (or the region is down)"
+        );
+    }
+    let producer = Producer::new(&b)?;
+    let audit = async |step: &str, ok: bool, detail: String| -> Result<()> {
+        println!("{} {step}: {detail}", if ok { "ok  " } else { "FAIL" });
+        let record = DrAudit {
+            operation_id: operation_id.clone(),
+            operation: "failover".into(),
+            step: step.into(),
+            ok,
+            detail,
+            occurred_at: guardian_federated::now_ms(),
+        };
+        producer.send(&audit_topic, &operation_id, &record).await.context("writing the audit trail")?;
+        Ok(())
+    };
+    let missing: Vec<&String> = topics.iter().filter(|t| !in_b.contains_key(*t)).collect();
+    audit(
+        "dr-region-healthy",
+        missing.is_empty(),
+        format!(
+            "{} of {} topics present in {}",
+            topics.len() - missing.len(),
+            topics.len(),
+            args.dr.dr_bootstrap_servers
+        ),
+    )
+    .await?;
+    if !missing.is_empty() && !args.force {
+        bail!("topics missing in the DR region: {missing:?}");
+    }
+
+    // 2. Region A should be gone (or its producers stopped): two writers would diverge.
+    let a_up = primary_answers(&args.dr);
+    audit(
+        "primary-fenced",
+        !a_up,
+        if a_up {
+            "region A still answers: stop its producers before failing over".into()
+        } else {
+            "region A does not answer".into()
+        },
+    )
+    .await?;
+    if a_up && !args.force {
+        bail!("region A still answers; stop it (or its producers) first, or pass --force for a planned failover");
+    }
+
+    // 3. The mirror was running within the RPO: MirrorMaker 2 writes a heartbeat into B
+    // every second while it works. (With region A gone, what A held at the end cannot be
+    // asked; `dr status` reports per-topic lag while both answer.)
+    let beats = read_range(&b, "dr-heartbeats", &["heartbeats"], None).await.unwrap_or_default();
+    let newest_beat = beats.iter().filter_map(|m| m.timestamp).max();
+    let age = newest_beat.map(|ts| (guardian_federated::now_ms() - ts) as f64 / 1000.0);
+    let within = age.is_some_and(|a| a <= args.rpo_secs);
+    audit(
+        "replication-lag",
+        within,
+        match age {
+            Some(a) => format!("MirrorMaker 2 last wrote to the DR region {a:.1} s ago (RPO {} s)", args.rpo_secs),
+            None => "no MirrorMaker 2 heartbeats in the DR region".into(),
+        },
+    )
+    .await?;
+    if !within && !args.force {
+        bail!(
+            "the mirror stopped more than the RPO of {} s ago (or never ran): refusing without --force",
+            args.rpo_secs
+        );
+    }
+    let cps = checkpoints(&b, &args.dr.source_alias).await?;
+    let cps: Vec<Checkpoint> = cps
+        .into_values()
+        .filter(|c| (args.groups.is_empty() || args.groups.contains(&c.group)) && topics.contains(&c.topic))
+        .collect();
+
+    // 4. Translate every group's offsets: in B's Kafka, and in PostgreSQL where kept.
+    let mut by_group: BTreeMap<&str, Vec<&Checkpoint>> = BTreeMap::new();
+    for c in &cps {
+        by_group.entry(c.group.as_str()).or_default().push(c);
+    }
+    // A named group without checkpoints (MirrorMaker 2 had not picked it up yet) starts over
+    // from the beginning of region B: slower, still exact, as effects are idempotent.
+    for group in args.groups.iter().filter(|g| !by_group.contains_key(g.as_str())) {
+        let mut detail = format!(
+            "group {group}: no checkpoint in the DR region; it restarts from the beginning of every topic there"
+        );
+        if let Some(url) = &args.database_url {
+            let pool = guardian_pg::connect(url, 1).await?;
+            let rows = sqlx::query("UPDATE kafka_offsets SET next_offset = 0, updated_at = now() WHERE group_id = $1")
+                .bind(group)
+                .execute(&pool)
+                .await
+                .map(|r| r.rows_affected())
+                .unwrap_or(0);
+            detail.push_str(&format!(" (PostgreSQL: {rows} partition offsets reset)"));
+        }
+        audit("translate-offsets", true, detail).await?;
+    }
+    for (group, list) in &by_group {
+        let mut tpl = TopicPartitionList::new();
+        for c in list {
+            tpl.add_partition_offset(&c.topic, c.partition, Offset::Offset(c.downstream))?;
+        }
+        let consumer: BaseConsumer = b.manual_commit_consumer(group).create()?;
+        let kafka = consumer.commit(&tpl, CommitMode::Sync).map_err(|e| format!("{e}"));
+        let mut pg = String::new();
+        if let Some(url) = &args.database_url {
+            let pool = guardian_pg::connect(url, 1).await?;
+            let mut rows = 0u64;
+            for c in list {
+                rows += sqlx::query(
+                    "UPDATE kafka_offsets SET next_offset = $4, updated_at = now()
+                     WHERE group_id = $1 AND topic = $2 AND partition = $3",
+                )
+                .bind(group)
+                .bind(&c.topic)
+                .bind(c.partition)
+                .bind(c.downstream)
+                .execute(&pool)
+                .await
+                .map(|r| r.rows_affected())
+                .unwrap_or(0);
+            }
+            // Partitions the group kept in PostgreSQL without a checkpoint start over in B
+            // (effects are idempotent on event ids).
+            let reset = sqlx::query(
+                "UPDATE kafka_offsets SET next_offset = 0, updated_at = now()
+                 WHERE group_id = $1 AND NOT (topic || '/' || partition::text = ANY($2))",
+            )
+            .bind(group)
+            .bind(list.iter().map(|c| format!("{}/{}", c.topic, c.partition)).collect::<Vec<_>>())
+            .execute(&pool)
+            .await
+            .map(|r| r.rows_affected())
+            .unwrap_or(0);
+            pg = format!(", PostgreSQL: {rows} partition offsets translated, {reset} restarted from 0");
+        }
+        let detail = format!(
+            "group {group}: {} partitions → {}{}",
+            list.len(),
+            list.iter()
+                .map(|c| format!("{}/{}@{}→{}", c.topic, c.partition, c.upstream, c.downstream))
+                .collect::<Vec<_>>()
+                .join(" "),
+            pg
+        );
+        audit(
+            "translate-offsets",
+            kafka.is_ok(),
+            match &kafka {
+                Ok(()) => detail,
+                Err(e) => format!("{detail}; Kafka commit failed: {e} (is the group running in B?)"),
+            },
+        )
+        .await?;
+    }
+
+    // 5. Point the environment at B.
+    if let Some(path) = &args.write_env {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| {
+                !l.starts_with("export GUARDIAN_KAFKA_BOOTSTRAP=")
+                    && !l.starts_with("export GUARDIAN_KAFKA_DR_BOOTSTRAP=")
+            })
+            .map(str::to_string)
+            .collect();
+        lines.push(format!("export GUARDIAN_KAFKA_BOOTSTRAP='{}'", args.dr.dr_bootstrap_servers));
+        lines.push(format!("export GUARDIAN_KAFKA_DR_BOOTSTRAP='{}'", args.dr.kafka.bootstrap_servers));
+        std::fs::write(path, lines.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))?;
+        audit(
+            "switch",
+            true,
+            format!("{} now points the services at {}", path.display(), args.dr.dr_bootstrap_servers),
+        )
+        .await?;
+    } else {
+        audit(
+            "switch",
+            true,
+            format!("start the services with GUARDIAN_KAFKA_BOOTSTRAP={}", args.dr.dr_bootstrap_servers),
+        )
+        .await?;
+    }
+    producer.flush(Duration::from_secs(10)).await?;
+    println!("failover {operation_id} done: services may start against {}", args.dr.dr_bootstrap_servers);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mirrormaker_checkpoints() {
+        let mut key = Vec::new();
+        for s in ["acct", "privacy.spend"] {
+            key.extend_from_slice(&(s.len() as i16).to_be_bytes());
+            key.extend_from_slice(s.as_bytes());
+        }
+        key.extend_from_slice(&2i32.to_be_bytes());
+        let mut value = 0i16.to_be_bytes().to_vec();
+        value.extend_from_slice(&120i64.to_be_bytes());
+        value.extend_from_slice(&97i64.to_be_bytes());
+        value.extend_from_slice(&0i16.to_be_bytes());
+        let c = parse_checkpoint(&key, &value, 5).unwrap();
+        assert_eq!(
+            (c.group.as_str(), c.topic.as_str(), c.partition, c.upstream, c.downstream),
+            ("acct", "privacy.spend", 2, 120, 97)
+        );
+        assert_eq!(parse_checkpoint(&key[..5], &value, 0), None);
+        assert_eq!(parse_checkpoint(&key, &value[..10], 0), None);
+    }
+}
