@@ -19,6 +19,7 @@
 
 pub mod connect;
 pub mod offsets;
+pub mod outbox;
 pub mod sink;
 
 pub use connect::{PgConnectError, connect};

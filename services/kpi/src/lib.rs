@@ -1,0 +1,71 @@
+//! The KPI rollup service: encounters and SLO events in, per-hospital minute / hour / day
+//! windows out, exactly once in PostgreSQL (offsets in the same transaction, event ids
+//! deduplicated) and, through an outbox, on the compacted rollup topic.
+
+pub mod store;
+pub mod window;
+
+use std::sync::Arc;
+
+use guardian_kafka::consumer::BatchPolicy;
+use guardian_kafka::dlq::DeadLetterSink;
+use guardian_kafka::{KafkaClientError, KafkaSettings, Producer};
+use guardian_pg::{PgConnectError, PgOffsetConsumer};
+use guardian_runtime::Shutdown;
+use guardian_schemas::Codec;
+use sqlx::PgPool;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kafka: KafkaSettings,
+    pub group: String,
+    pub encounters_topic: String,
+    pub slo_topic: String,
+    pub rollups_topic: String,
+    pub dead_letter_topic: String,
+    /// How late (event time behind the hospital's newest) a record may be and still count
+    /// as on time for its window; later ones take the correction path.
+    pub lateness_ms: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KpiError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaClientError),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Connect(#[from] PgConnectError),
+}
+
+/// Runs until `shutdown`; returns the consumer's counts.
+pub async fn run(config: Config, pool: PgPool, shutdown: Shutdown) -> Result<guardian_pg::PgRunStats, KpiError> {
+    store::migrate(&pool, &config.rollups_topic).await?;
+    let producer = Producer::new(&config.kafka)?;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let outbox = store::outbox(&config.rollups_topic);
+    let publisher = tokio::spawn(outbox.clone().run(pool.clone(), producer.clone(), wake.clone(), shutdown.wait()));
+    let dlq = DeadLetterSink::new(producer, &config.dead_letter_topic, &config.group);
+    let consumer = PgOffsetConsumer::new(
+        &config.kafka,
+        pool,
+        &config.group,
+        &[&config.encounters_topic, &config.slo_topic],
+        dlq,
+        BatchPolicy::default(),
+    )
+    .await?;
+    let mut effect = store::Rollups {
+        codec: Codec::embedded(),
+        encounters_topic: config.encounters_topic.clone(),
+        lateness_ms: config.lateness_ms,
+        outbox,
+        committed: Some(wake),
+    };
+    let stats = consumer.run(&mut effect, shutdown.wait()).await;
+    shutdown.trigger();
+    let _ = publisher.await;
+    let stats = stats?;
+    tracing::info!(applied = stats.applied, dead_lettered = stats.dead_lettered, "kpi rollup stopped");
+    Ok(stats)
+}
