@@ -65,6 +65,8 @@ pub enum Command {
     Fl(FlCommand),
     /// Archive topics to S3 as Avro object-container segments (idempotent; resumes from the bucket)
     Archive(ArchiveArgs),
+    /// The KPI rollup service: encounters and SLO events into per-hospital windows
+    Kpi(KpiArgs),
     /// Multi-region disaster recovery over MirrorMaker 2: replication status, failover
     #[command(subcommand)]
     Dr(DrCommand),
@@ -73,6 +75,24 @@ pub enum Command {
     /// Benchmarks that print a table
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct KpiArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// PostgreSQL URL of the rollups
+    #[arg(long, env = "GUARDIAN_DATABASE_URL")]
+    pub database_url: String,
+    /// Consumer group (also the key of the offsets kept with the rollups)
+    #[arg(long, default_value = "kpi-rollup")]
+    pub group: String,
+    /// Seconds a record may trail its hospital's newest event and still be on time
+    #[arg(long, default_value_t = 300)]
+    pub lateness_secs: u64,
+    /// Where /metrics, /healthz and /readyz listen
+    #[arg(long, default_value = "127.0.0.1:9467")]
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -666,6 +686,43 @@ pub enum TopicsCommand {
 pub enum AgentCommand {
     /// Publish synthetic encounters, SLO observations and budget spends for N hospitals
     Simulate(SimulateArgs),
+    /// Publish encounters from a file (NDJSON or CSV, checked line by line) or a seeded generator
+    Encounters(EncountersArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EncountersArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// NDJSON (.ndjson, .jsonl, .json) or CSV (.csv, header = field names) file of encounters
+    #[arg(long, conflicts_with = "generate")]
+    pub file: Option<PathBuf>,
+    /// Generate seeded synthetic encounters instead of reading a file
+    #[arg(long)]
+    pub generate: bool,
+    /// Synthetic hospitals (h001, h002, ...)
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=999))]
+    pub hospitals: u32,
+    /// Synthetic encounters in all (default: until Ctrl-C)
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Encounters per second (0: as fast as the broker takes them)
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Event time of the first synthetic encounter (ms since the epoch; default: now)
+    #[arg(long)]
+    pub start_ms: Option<i64>,
+    /// Milliseconds of event time between synthetic encounters
+    #[arg(long, default_value_t = 100)]
+    pub step_ms: i64,
+    /// Every Nth synthetic encounter is stamped 3 minutes in the past (0: none): late data
+    #[arg(long, default_value_t = 50)]
+    pub late_every: u64,
+    /// With --generate: write NDJSON here instead of publishing
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -16,7 +16,9 @@ mod bench_secagg;
 mod db;
 mod demo;
 mod dr;
+mod encounters;
 mod fl;
+mod kpi;
 mod privacy;
 mod replay;
 pub mod simulate;
@@ -26,6 +28,7 @@ mod topics;
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Topics(cmd) => topics::run(cmd).await,
+        Command::Agent(AgentCommand::Encounters(args)) => encounters::run(args).await,
         Command::Agent(AgentCommand::Simulate(args)) => {
             let sent = simulate::run(args, guardian_runtime::Shutdown::on_signals()).await?;
             println!(
@@ -43,6 +46,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Privacy(cmd) => privacy::run(cmd),
         Command::Fl(cmd) => fl::run(cmd).await,
         Command::Archive(args) => archive::archive(args).await,
+        Command::Kpi(args) => kpi::run(args).await,
         Command::Dr(cmd) => dr::run(cmd).await,
         Command::Restore(args) => archive::restore(args).await,
         Command::Bench(BenchCommand::Kafka(args)) => bench::kafka(args).await,

@@ -1,0 +1,278 @@
+//! KPI rollups on the real stack: seeded synthetic encounters of 10 hospitals (with late
+//! records and three bad lines) published from a file while the rollup service is
+//! SIGKILLed mid-stream and restarted; the rollups in PostgreSQL equal a straightforward
+//! recomputation from the same file; replaying the encounter topic changes nothing; the
+//! compacted rollup topic ends with the same windows.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use guardian_kafka::KafkaSettings;
+use guardian_schemas::Codec;
+use guardian_schemas::records::{Encounter, KpiRollup};
+use guardian_testkit::{Stack, unique};
+use hdrhistogram::Histogram;
+use sqlx::Row;
+
+const LATENESS_MS: i64 = 60_000;
+
+fn guardian(stack: &Stack, prefix: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_guardian"));
+    c.args(args)
+        .env("RUST_LOG", "warn")
+        .env("GUARDIAN_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
+        .env("GUARDIAN_TOPIC_PREFIX", prefix)
+        .env_remove("GUARDIAN_TOPICS_DIR");
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The rollup service process, killed if the test ends without stopping it.
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rollup_service(stack: &Stack, prefix: &str, url: &str) -> Service {
+    let listen = format!("127.0.0.1:{}", free_port());
+    Service(
+        guardian(stack, prefix, &["kpi", "--database-url", url, "--listen", &listen, "--lateness-secs", "60"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the rollup service"),
+    )
+}
+
+type Row6 = (i64, i64, i64, i64, i64, i64, Option<f64>, Option<f64>, Option<f64>);
+
+/// What a window should hold, computed straight from the file in its order.
+fn recompute(encounters: &[Encounter]) -> BTreeMap<(String, String, i64), Row6> {
+    struct W {
+        n: i64,
+        exp: i64,
+        done: i64,
+        ratings: i64,
+        rating_sum: i64,
+        late: i64,
+        h: Histogram<u64>,
+    }
+    let sizes = [("MINUTE", 60_000i64), ("HOUR", 3_600_000), ("DAY", 86_400_000)];
+    let mut newest: BTreeMap<String, i64> = BTreeMap::new();
+    let mut out: BTreeMap<(String, String, i64), W> = BTreeMap::new();
+    for e in encounters {
+        let before = newest.get(&e.hospital_id).copied();
+        for (name, ms) in sizes {
+            let start = e.occurred_at.div_euclid(ms) * ms;
+            let w = out.entry((e.hospital_id.clone(), name.to_string(), start)).or_insert_with(|| W {
+                n: 0,
+                exp: 0,
+                done: 0,
+                ratings: 0,
+                rating_sum: 0,
+                late: 0,
+                h: Histogram::new_with_bounds(1, 3_600_000, 3).unwrap(),
+            });
+            w.n += 1;
+            w.exp += i64::from(e.soap_sections_expected);
+            w.done += i64::from(e.soap_sections_completed);
+            if let Some(r) = e.physician_rating {
+                w.ratings += 1;
+                w.rating_sum += i64::from(r);
+            }
+            w.h.record(e.generation_ms.max(1) as u64).unwrap();
+            if before.is_some_and(|b| b > start + ms + LATENESS_MS) {
+                w.late += 1;
+            }
+        }
+        let n = newest.entry(e.hospital_id.clone()).or_insert(e.occurred_at);
+        *n = (*n).max(e.occurred_at);
+    }
+    out.into_iter()
+        .map(|(k, w)| {
+            let q = |q: f64| Some(w.h.value_at_quantile(q) as f64);
+            (k, (w.n, w.exp, w.done, w.ratings, w.rating_sum, w.late, q(0.5), q(0.95), q(0.99)))
+        })
+        .collect()
+}
+
+async fn stored(pool: &sqlx::PgPool) -> BTreeMap<(String, String, i64), Row6> {
+    sqlx::query(
+        "SELECT hospital_id, window_size, window_start_ms, encounters, soap_expected, soap_completed, ratings,
+                rating_sum, late_corrections, generation_p50, generation_p95, generation_p99 FROM kpi_rollups",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default()
+    .iter()
+    .map(|r| {
+        (
+            (r.get(0), r.get(1), r.get(2)),
+            (r.get(3), r.get(4), r.get(5), r.get(6), r.get(7), r.get(8), r.get(9), r.get(10), r.get(11)),
+        )
+    })
+    .collect()
+}
+
+async fn wait_for<T>(what: &str, deadline: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
+    let stack = Stack::get();
+    let prefix = format!("{}.", unique("kpi"));
+    let out = guardian(&stack, &prefix, &["topics", "apply"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = std::env::temp_dir().join(unique("kpi"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("encounters.ndjson");
+    let generated = guardian(
+        &stack,
+        &prefix,
+        &[
+            "agent",
+            "encounters",
+            "--generate",
+            "--hospitals",
+            "10",
+            "--count",
+            "3000",
+            "--seed",
+            "11",
+            "--start-ms",
+            "1764000000000",
+            "--step-ms",
+            "100",
+            "--late-every",
+            "50",
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    // Three bad lines among the good ones: not JSON, more SOAP sections done than expected,
+    // a rating of 9.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut bad_done = serde_json::from_str::<serde_json::Value>(&lines[0]).unwrap();
+    bad_done["event_id"] = "bad-1".into();
+    bad_done["soap_sections_completed"] = 9.into();
+    let mut bad_rating = serde_json::from_str::<serde_json::Value>(&lines[1]).unwrap();
+    bad_rating["event_id"] = "bad-2".into();
+    bad_rating["physician_rating"] = 9.into();
+    lines.insert(100, "{not json".into());
+    lines.insert(1000, bad_done.to_string());
+    lines.insert(2000, bad_rating.to_string());
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let good: Vec<Encounter> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+
+    let schema = unique("kpi").replace('-', "_");
+    let admin_pool = guardian_pg::connect(&stack.database_url, 1).await.unwrap();
+    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")).execute(&admin_pool).await.unwrap();
+    let url = format!("{}?options=-c%20search_path%3D{schema}", stack.database_url);
+    let pool = guardian_pg::connect(&url, 2).await.unwrap();
+
+    let mut service = rollup_service(&stack, &prefix, &url);
+    let publish =
+        guardian(&stack, &prefix, &["agent", "encounters", "--file", file.to_str().unwrap(), "--rate", "1500"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    // Kill the rollup service with SIGKILL while the encounters stream in, then restart it.
+    wait_for("rollups being written", Duration::from_secs(60), async || {
+        let n: i64 =
+            sqlx::query("SELECT coalesce(sum(encounters), 0)::bigint FROM kpi_rollups WHERE window_size = 'DAY'")
+                .fetch_one(&pool)
+                .await
+                .ok()?
+                .get(0);
+        (n > 300).then_some(())
+    })
+    .await;
+    service.0.kill().unwrap();
+    service.0.wait().unwrap();
+    let mut service = rollup_service(&stack, &prefix, &url);
+    let published = publish.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&published.stdout);
+    let errors = String::from_utf8_lossy(&published.stderr);
+    assert_eq!(published.status.code(), Some(2), "bad lines make exit code 2: {report} {errors}");
+    assert!(report.contains("published 3000 encounters") && report.contains("skipped 3 bad lines"), "{report}");
+    for line in [101, 1001, 2001] {
+        assert!(errors.contains(&format!("encounters.ndjson:{line}: skipped")), "line {line} not reported: {errors}");
+    }
+
+    let expected = recompute(&good);
+    assert!(expected.values().any(|w| w.5 > 0), "the file has late records");
+    let got = wait_for("every encounter rolled up", Duration::from_secs(90), async || {
+        let got = stored(&pool).await;
+        (got == expected).then_some(got)
+    })
+    .await;
+    assert_eq!(got.len(), expected.len());
+
+    // Replaying the whole encounter topic into itself changes nothing.
+    let topic = format!("{prefix}guardian.encounters");
+    let replay =
+        guardian(&stack, &prefix, &["replay", "range", "--from-topic", &topic, "--to-topic", &topic]).output().unwrap();
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    wait_for("the replayed records consumed", Duration::from_secs(90), async || {
+        let n: i64 = sqlx::query(
+            "SELECT coalesce(sum(next_offset), 0)::bigint FROM kafka_offsets WHERE group_id = 'kpi-rollup'",
+        )
+        .fetch_one(&pool)
+        .await
+        .ok()?
+        .get(0);
+        (n >= 6000).then_some(())
+    })
+    .await;
+    assert_eq!(stored(&pool).await, expected, "a replay changes no rollup");
+
+    // The compacted topic ends with the database's windows.
+    wait_for("the outbox drained", Duration::from_secs(30), async || {
+        let n: i64 = sqlx::query("SELECT count(*) FROM kpi_outbox").fetch_one(&pool).await.ok()?.get(0);
+        (n == 0).then_some(())
+    })
+    .await;
+    let codec = Codec::embedded();
+    let mut last: BTreeMap<String, KpiRollup> = BTreeMap::new();
+    for m in guardian_federated::reader::read_range(
+        &KafkaSettings::new(&stack.kafka_bootstrap, "it-kpi"),
+        "it-kpi",
+        &[&format!("{prefix}kpi.rollups")],
+        None,
+    )
+    .await
+    .unwrap()
+    {
+        let key = String::from_utf8(m.key.clone().unwrap()).unwrap();
+        last.insert(key, codec.decode(&m.payload).unwrap());
+    }
+    assert_eq!(last.len(), expected.len(), "one key per window");
+    for ((h, w, s), row) in &expected {
+        let r = &last[&format!("{h}/{w}/{s}")];
+        assert_eq!((r.encounters, r.late_corrections, r.generation_ms_p95), (row.0, row.5, row.7), "{h}/{w}/{s}");
+    }
+    let _ = Command::new("kill").args(["-TERM", &service.0.id().to_string()]).status();
+    assert!(service.0.wait().unwrap().success(), "the rollup service stops cleanly on SIGTERM");
+    let _ = std::fs::remove_dir_all(&dir);
+}
