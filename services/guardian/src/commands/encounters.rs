@@ -52,8 +52,11 @@ fn from_csv(header: &[&str], line: &str) -> Result<Encounter, String> {
     })
 }
 
-/// The encounters of a file, and the lines that were refused (line number, reason).
-pub fn read_file(path: &std::path::Path) -> Result<(Vec<Encounter>, Vec<(usize, String)>)> {
+/// Lines a file read refused: (line number, reason).
+type Refused = Vec<(usize, String)>;
+
+/// The encounters of a file, and the lines that were refused.
+pub fn read_file(path: &std::path::Path) -> Result<(Vec<Encounter>, Refused)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let csv = path.extension().and_then(|e| e.to_str()) == Some("csv");
     let mut good = Vec::new();
@@ -84,35 +87,34 @@ pub fn read_file(path: &std::path::Path) -> Result<(Vec<Encounter>, Vec<(usize, 
 }
 
 pub async fn run(args: EncountersArgs) -> Result<ExitCode> {
-    let (encounters, bad): (Box<dyn Iterator<Item = Encounter> + Send>, Vec<(usize, String)>) =
-        match (&args.file, args.generate) {
-            (Some(path), _) => {
-                let (good, bad) = read_file(path)?;
-                for (line, why) in &bad {
-                    eprintln!("{}:{line}: skipped: {why}", path.display());
-                }
-                (Box::new(good.into_iter()), bad)
+    let (encounters, bad): (Box<dyn Iterator<Item = Encounter> + Send>, Refused) = match (&args.file, args.generate) {
+        (Some(path), _) => {
+            let (good, bad) = read_file(path)?;
+            for (line, why) in &bad {
+                eprintln!("{}:{line}: skipped: {why}", path.display());
             }
-            (None, true) => {
-                let mut synth = Synth::new(args.seed, args.hospitals);
-                let start = args.start_ms.unwrap_or_else(now_ms);
-                let (step, late_every) = (args.step_ms, args.late_every);
-                let mut n = 0u64;
-                let generated = std::iter::from_fn(move || {
-                    let mut at = start + n as i64 * step;
-                    if late_every > 0 && n % late_every == late_every - 1 {
-                        at -= 180_000;
-                    }
-                    n += 1;
-                    Some(synth.next(at).0)
-                });
-                match args.count {
-                    Some(c) => (Box::new(generated.take(c as usize)), Vec::new()),
-                    None => (Box::new(generated), Vec::new()),
+            (Box::new(good.into_iter()), bad)
+        }
+        (None, true) => {
+            let mut synth = Synth::new(args.seed, args.hospitals);
+            let start = args.start_ms.unwrap_or_else(now_ms);
+            let (step, late_every) = (args.step_ms, args.late_every);
+            let mut n = 0u64;
+            let generated = std::iter::from_fn(move || {
+                let mut at = start + n as i64 * step;
+                if late_every > 0 && n % late_every == late_every - 1 {
+                    at -= 180_000;
                 }
+                n += 1;
+                Some(synth.next(at).0)
+            });
+            match args.count {
+                Some(c) => (Box::new(generated.take(c as usize)), Vec::new()),
+                None => (Box::new(generated), Vec::new()),
             }
-            (None, false) => bail!("give --file FILE or --generate"),
-        };
+        }
+        (None, false) => bail!("give --file FILE or --generate"),
+    };
     if let Some(out) = &args.out {
         if args.count.is_none() {
             bail!("--out needs --count");
