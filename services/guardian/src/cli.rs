@@ -67,6 +67,9 @@ pub enum Command {
     Archive(ArchiveArgs),
     /// The KPI rollup service: encounters and SLO events into per-hospital windows
     Kpi(KpiArgs),
+    /// The hospital registry and the pilot readiness checks over the KPI rollups
+    #[command(subcommand)]
+    Pilot(PilotCommand),
     /// Multi-region disaster recovery over MirrorMaker 2: replication status, failover
     #[command(subcommand)]
     Dr(DrCommand),
@@ -75,6 +78,31 @@ pub enum Command {
     /// Benchmarks that print a table
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PilotCommand {
+    /// Load hospitals (region, EHR vendor, tier, pilot phase) from a TOML file of [[hospital]] tables
+    Registry {
+        #[arg(long, env = "GUARDIAN_DATABASE_URL")]
+        database_url: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Each hospital's KPIs over a period against the pilot targets; exit 5 when one is not ready
+    Readiness {
+        #[arg(long, env = "GUARDIAN_DATABASE_URL")]
+        database_url: String,
+        /// First day (YYYY-MM-DD, UTC; default: 7 days ago)
+        #[arg(long)]
+        from: Option<String>,
+        /// Day after the last (YYYY-MM-DD, UTC; default: tomorrow)
+        #[arg(long)]
+        to: Option<String>,
+        /// One JSON object per hospital
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

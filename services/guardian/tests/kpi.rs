@@ -272,6 +272,45 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
         let r = &last[&format!("{h}/{w}/{s}")];
         assert_eq!((r.encounters, r.late_corrections, r.generation_ms_p95), (row.0, row.5, row.7), "{h}/{w}/{s}");
     }
+    // The registry and the readiness checks read the same windows.
+    let registry = dir.join("hospitals.toml");
+    let mut text = String::new();
+    for h in 1..=10 {
+        let phase = ["pre-deployment", "deployment", "cutover", "steady-state"][h % 4];
+        text.push_str(&format!(
+            "[[hospital]]\nid = \"h{h:03}\"\nregion = \"r{}\"\nehr_vendor = \"v{}\"\ntier = \"t1\"\nphase = \"{phase}\"\n\n",
+            h % 3,
+            h % 2
+        ));
+    }
+    std::fs::write(&registry, text).unwrap();
+    let loaded =
+        guardian(&stack, &prefix, &["pilot", "registry", "--database-url", &url, "--file", registry.to_str().unwrap()])
+            .output()
+            .unwrap();
+    assert!(loaded.status.success(), "{}", String::from_utf8_lossy(&loaded.stderr));
+    let ready = guardian(
+        &stack,
+        &prefix,
+        &["pilot", "readiness", "--database-url", &url, "--from", "2025-11-24", "--to", "2025-11-26", "--json"],
+    )
+    .output()
+    .unwrap();
+    // No availability SLO events in the file: uptime has no data, so no hospital is ready.
+    assert_eq!(ready.status.code(), Some(5), "{}", String::from_utf8_lossy(&ready.stderr));
+    let rows: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&ready.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 10);
+    for r in &rows {
+        let h = r["hospital_id"].as_str().unwrap();
+        let (done, expected): (i64, i64) = good.iter().filter(|e| e.hospital_id == h).fold((0, 0), |(d, x), e| {
+            (d + i64::from(e.soap_sections_completed), x + i64::from(e.soap_sections_expected))
+        });
+        let completeness = r["completeness"].as_f64().unwrap();
+        assert!((completeness - done as f64 / expected as f64).abs() < 1e-12, "{h}: {completeness}");
+        assert!(r["phase"].is_string(), "{r}");
+        assert!(r["failing"].as_array().unwrap().iter().any(|f| f == "uptime: no data"), "{r}");
+    }
     let _ = Command::new("kill").args(["-TERM", &service.0.id().to_string()]).status();
     assert!(service.0.wait().unwrap().success(), "the rollup service stops cleanly on SIGTERM");
     let _ = std::fs::remove_dir_all(&dir);

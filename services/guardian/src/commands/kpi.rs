@@ -36,3 +36,69 @@ pub async fn run(args: KpiArgs) -> Result<ExitCode> {
     guardian_kpi::run(config, pool, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
+
+fn day_ms(day: &str) -> Result<i64> {
+    let parts: Vec<&str> = day.split('-').collect();
+    let bad = || anyhow::anyhow!("{day:?} is not a YYYY-MM-DD date");
+    let [y, m, d] = parts.as_slice() else { return Err(bad()) };
+    let (y, m, d): (i64, i64, i64) =
+        (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?, d.parse().map_err(|_| bad())?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(bad());
+    }
+    // Days since the epoch (civil-from-days inverse, proleptic Gregorian).
+    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Ok((era * 146_097 + doe - 719_468) * 86_400_000)
+}
+
+pub async fn pilot(cmd: crate::cli::PilotCommand) -> Result<ExitCode> {
+    use crate::cli::PilotCommand;
+    match cmd {
+        PilotCommand::Registry { database_url, file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let hospitals = guardian_kpi::readiness::parse_registry(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let pool = guardian_pg::connect(&database_url, 1).await?;
+            guardian_kpi::readiness::load_registry(&pool, &hospitals).await?;
+            println!("registry: {} hospitals loaded from {}", hospitals.len(), file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        PilotCommand::Readiness { database_url, from, to, json } => {
+            let day = 86_400_000;
+            let today = guardian_federated::now_ms().div_euclid(day) * day;
+            let from = from.as_deref().map(day_ms).transpose()?.unwrap_or(today - 7 * day);
+            let to = to.as_deref().map(day_ms).transpose()?.unwrap_or(today + day);
+            let pool = guardian_pg::connect(&database_url, 1).await?;
+            let list = guardian_kpi::readiness::readiness(&pool, from, to).await?;
+            let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", v * 100.0));
+            if !json {
+                println!(
+                    "| hospital | phase | encounters | completeness | p95 generation | satisfaction | uptime | ready |"
+                );
+                println!("|---|---|---:|---:|---:|---:|---:|---|");
+            }
+            for r in &list {
+                if json {
+                    println!("{}", serde_json::to_string(r)?);
+                    continue;
+                }
+                println!(
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    r.hospital_id,
+                    r.phase.as_deref().unwrap_or("(not registered)"),
+                    r.encounters,
+                    pct(r.completeness),
+                    r.generation_p95_ms.map_or("-".into(), |v| format!("{:.0} ms", v)),
+                    r.satisfaction.map_or("-".into(), |v| format!("{v:.2}")),
+                    pct(r.uptime),
+                    if r.ready() { "yes".to_string() } else { format!("no: {}", r.failing.join(", ")) }
+                );
+            }
+            Ok(if list.iter().all(|r| r.ready()) { ExitCode::SUCCESS } else { ExitCode::from(5) })
+        }
+    }
+}
