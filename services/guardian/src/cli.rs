@@ -67,6 +67,8 @@ pub enum Command {
     Archive(ArchiveArgs),
     /// The KPI rollup service: encounters and SLO events into per-hospital windows
     Kpi(KpiArgs),
+    /// The SLO monitor: error ratios, burn rates and error budgets on /metrics for Prometheus
+    Slo(SloArgs),
     /// The hospital registry and the pilot readiness checks over the KPI rollups
     #[command(subcommand)]
     Pilot(PilotCommand),
@@ -103,6 +105,21 @@ pub enum PilotCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct SloArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Error budget period in days (also how far back the topic is read)
+    #[arg(long, default_value_t = 30)]
+    pub period_days: u32,
+    /// Seconds between two updates of the gauges
+    #[arg(long, default_value_t = 5)]
+    pub publish_secs: u64,
+    /// Where /metrics, /healthz and /readyz listen
+    #[arg(long, default_value = "127.0.0.1:9468")]
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Args)]

@@ -102,3 +102,23 @@ pub async fn pilot(cmd: crate::cli::PilotCommand) -> Result<ExitCode> {
         }
     }
 }
+
+pub async fn slo(args: crate::cli::SloArgs) -> Result<ExitCode> {
+    let shutdown = Shutdown::on_signals();
+    let readiness = Readiness::default();
+    let bound = serve(args.listen, ops_router(install_metrics(), readiness.clone()), shutdown.clone())
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let catalogue = common::kafka_catalogue(&args.kafka)?;
+    let admin = common::admin(&args.kafka).await?;
+    common::require_topics(&admin, &catalogue, &[TopicId::SloEvents]).await?;
+    let config = guardian_slo::Config {
+        kafka: common::settings(&args.kafka, "slo-monitor"),
+        slo_topic: catalogue.topic(TopicId::SloEvents)?,
+        period_ms: i64::from(args.period_days.max(1)) * 86_400_000,
+        publish_every: std::time::Duration::from_secs(args.publish_secs.max(1)),
+    };
+    tracing::info!(metrics = %format!("http://{bound}/metrics"), topic = %config.slo_topic, "slo monitor starting");
+    guardian_slo::run(config, shutdown, || readiness.set_ready(true)).await?;
+    Ok(ExitCode::SUCCESS)
+}

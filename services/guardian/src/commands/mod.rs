@@ -47,6 +47,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fl(cmd) => fl::run(cmd).await,
         Command::Archive(args) => archive::archive(args).await,
         Command::Kpi(args) => kpi::run(args).await,
+        Command::Slo(args) => kpi::slo(args).await,
         Command::Pilot(cmd) => kpi::pilot(cmd).await,
         Command::Dr(cmd) => dr::run(cmd).await,
         Command::Restore(args) => archive::restore(args).await,
