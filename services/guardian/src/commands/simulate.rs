@@ -20,6 +20,7 @@ use crate::common;
 /// Deterministic synthetic events.
 #[derive(Debug)]
 pub struct Synth {
+    seed: u64,
     rng: StdRng,
     hospitals: Vec<String>,
     encounters: u64,
@@ -30,6 +31,7 @@ pub struct Synth {
 impl Synth {
     pub fn new(seed: u64, hospitals: u32) -> Self {
         Synth {
+            seed,
             rng: StdRng::seed_from_u64(seed),
             hospitals: (1..=hospitals).map(|i| format!("h{i:03}")).collect(),
             encounters: 0,
@@ -55,7 +57,9 @@ impl Synth {
             _ => EncounterType::Telehealth,
         };
         let encounter = Encounter {
-            event_id: format!("enc-{hospital}-{n}"),
+            // The seed is part of the id: runs with different seeds never collide (consumers
+            // deduplicate by event id), the same seed gives the same events.
+            event_id: format!("enc-{}-{hospital}-{n}", self.seed),
             hospital_id: hospital.clone(),
             encounter_ref: format!("{:016x}", self.rng.random::<u64>()),
             clinician_ref: format!("{:08x}", self.rng.random_range(0..64u32) + (h as u32) * 1000),
@@ -68,7 +72,7 @@ impl Synth {
             model_version: None,
         };
         let slo = SloEvent {
-            event_id: format!("slo-{hospital}-{n}"),
+            event_id: format!("slo-{}-{hospital}-{n}", self.seed),
             service: "guardian-agent".into(),
             hospital_id: Some(hospital.clone()),
             slo: SloKind::SoapGenerationLatency,
