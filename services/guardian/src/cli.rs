@@ -69,6 +69,8 @@ pub enum Command {
     Kpi(KpiArgs),
     /// The SLO monitor: error ratios, burn rates and error budgets on /metrics for Prometheus
     Slo(SloArgs),
+    /// The aggregate dashboard: KPIs across hospitals by region, EHR vendor, tier or phase (HTML, JSON, CSV)
+    Dashboard(DashboardArgs),
     /// The hospital registry and the pilot readiness checks over the KPI rollups
     #[command(subcommand)]
     Pilot(PilotCommand),
@@ -105,6 +107,22 @@ pub enum PilotCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// PostgreSQL URL of the rollups
+    #[arg(long, env = "GUARDIAN_DATABASE_URL")]
+    pub database_url: String,
+    /// Smallest group of hospitals whose aggregates are shown (k-anonymity)
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub k: u32,
+    /// Days of day windows aggregated (ending tomorrow)
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    /// Where the page, the API, /metrics, /healthz and /readyz listen
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Args)]

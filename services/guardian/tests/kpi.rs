@@ -311,6 +311,54 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
         assert!(r["phase"].is_string(), "{r}");
         assert!(r["failing"].as_array().unwrap().iter().any(|f| f == "uptime: no data"), "{r}");
     }
+    // The dashboard: aggregates by phase from the rollups, groups under k = 3 suppressed.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _dashboard = Service(
+        guardian(&stack, &prefix, &["dashboard", "--database-url", &url, "--listen", &listen, "--days", "1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let get = |path: &str| -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&listen).ok()?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.starts_with("HTTP/1.1 200")
+            .then(|| out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    };
+    let body = wait_for("the dashboard", Duration::from_secs(30), async || get("/api/aggregates?by=phase")).await;
+    let api: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let phase_of = |h: usize| ["pre-deployment", "deployment", "cutover", "steady-state"][h % 4];
+    for g in api["groups"].as_array().unwrap() {
+        let key = g["key"].as_str().unwrap();
+        let members: Vec<String> = (1..=10).filter(|h| phase_of(*h) == key).map(|h| format!("h{h:03}")).collect();
+        assert_eq!(g["hospitals"].as_u64(), Some(members.len() as u64), "{key}");
+        if members.len() < 3 {
+            assert_eq!(
+                (g["shown"].as_bool(), g["encounters"].is_null(), g["completeness"].is_null()),
+                (Some(false), true, true),
+                "{g}"
+            );
+        } else {
+            let mine: Vec<&Encounter> = good.iter().filter(|e| members.contains(&e.hospital_id)).collect();
+            assert_eq!(g["encounters"].as_i64(), Some(mine.len() as i64), "{key}");
+            let done: i64 = mine.iter().map(|e| i64::from(e.soap_sections_completed)).sum();
+            let exp: i64 = mine.iter().map(|e| i64::from(e.soap_sections_expected)).sum();
+            assert!((g["completeness"].as_f64().unwrap() - done as f64 / exp as f64).abs() < 1e-12, "{g}");
+        }
+    }
+    let page = get("/?by=phase").unwrap();
+    assert!(
+        page.contains("data-group=\"deployment\"") && !page.contains("data-group=\"steady-state\""),
+        "suppressed groups draw no bar"
+    );
+    assert!(page.contains("suppressed (fewer than 3 hospitals)"));
+    let csv = get("/api/aggregates.csv?by=region").unwrap();
+    assert!(csv.starts_with("group,hospitals,shown,encounters"), "{csv}");
+    assert_eq!(csv.lines().count(), 4, "three regions: {csv}");
     let _ = Command::new("kill").args(["-TERM", &service.0.id().to_string()]).status();
     assert!(service.0.wait().unwrap().success(), "the rollup service stops cleanly on SIGTERM");
     let _ = std::fs::remove_dir_all(&dir);

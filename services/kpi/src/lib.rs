@@ -69,4 +69,5 @@ pub async fn run(config: Config, pool: PgPool, shutdown: Shutdown) -> Result<gua
     tracing::info!(applied = stats.applied, dead_lettered = stats.dead_lettered, "kpi rollup stopped");
     Ok(stats)
 }
+pub mod dashboard;
 pub mod readiness;

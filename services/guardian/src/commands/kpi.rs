@@ -122,3 +122,80 @@ pub async fn slo(args: crate::cli::SloArgs) -> Result<ExitCode> {
     guardian_slo::run(config, shutdown, || readiness.set_ready(true)).await?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Debug, serde::Deserialize)]
+struct Query {
+    by: Option<String>,
+}
+
+#[derive(Clone)]
+struct DashboardState {
+    pool: sqlx::PgPool,
+    k: usize,
+    days: i64,
+}
+
+impl DashboardState {
+    async fn groups(&self, q: &Query) -> Result<(String, Vec<guardian_kpi::dashboard::Group>), String> {
+        let by = q.by.clone().unwrap_or_else(|| "region".into());
+        if !guardian_kpi::dashboard::GROUPINGS.contains(&by.as_str()) {
+            return Err(format!("by must be one of {}", guardian_kpi::dashboard::GROUPINGS.join(", ")));
+        }
+        let day = 86_400_000;
+        let to = guardian_federated::now_ms().div_euclid(day) * day + day;
+        guardian_kpi::dashboard::aggregates(&self.pool, &by, self.k, to - self.days * day, to)
+            .await
+            .map(|g| (by, g))
+            .map_err(|e| format!("database: {e}"))
+    }
+}
+
+pub async fn dashboard(args: crate::cli::DashboardArgs) -> Result<ExitCode> {
+    use axum::extract::{Query as Q, State};
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    let shutdown = Shutdown::on_signals();
+    let readiness = Readiness::default();
+    let pool = guardian_pg::connect(&args.database_url, 4).await?;
+    let state = DashboardState { pool, k: args.k as usize, days: i64::from(args.days.max(1)) };
+    let pages = axum::Router::new()
+        .route(
+            "/",
+            get(|State(s): State<DashboardState>, Q(q): Q<Query>| async move {
+                match s.groups(&q).await {
+                    Ok((by, g)) => axum::response::Html(guardian_kpi::dashboard::html(&by, s.k, &g)).into_response(),
+                    Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+                }
+            }),
+        )
+        .route(
+            "/api/aggregates",
+            get(|State(s): State<DashboardState>, Q(q): Q<Query>| async move {
+                match s.groups(&q).await {
+                    Ok((by, g)) => axum::Json(serde_json::json!({"by": by, "k": s.k, "groups": g})).into_response(),
+                    Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+                }
+            }),
+        )
+        .route(
+            "/api/aggregates.csv",
+            get(|State(s): State<DashboardState>, Q(q): Q<Query>| async move {
+                match s.groups(&q).await {
+                    Ok((_, g)) => {
+                        ([(header::CONTENT_TYPE, "text/csv")], guardian_kpi::dashboard::csv(&g)).into_response()
+                    }
+                    Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+                }
+            }),
+        )
+        .with_state(state);
+    let router = ops_router(install_metrics(), readiness.clone()).merge(pages);
+    let bound = serve(args.listen, router, shutdown.clone())
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!("dashboard: http://{bound}/ (k = {})", args.k);
+    readiness.set_ready(true);
+    shutdown.wait().await;
+    Ok(ExitCode::SUCCESS)
+}

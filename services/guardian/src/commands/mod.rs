@@ -48,6 +48,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Archive(args) => archive::archive(args).await,
         Command::Kpi(args) => kpi::run(args).await,
         Command::Slo(args) => kpi::slo(args).await,
+        Command::Dashboard(args) => kpi::dashboard(args).await,
         Command::Pilot(cmd) => kpi::pilot(cmd).await,
         Command::Dr(cmd) => dr::run(cmd).await,
         Command::Restore(args) => archive::restore(args).await,
