@@ -150,6 +150,7 @@ install_cli_tools() {
   command -v kcat >/dev/null || { say "installing kcat (benchmark peer)"; apt_install kcat; }
   command -v curl >/dev/null || apt_install curl
   command -v promtool >/dev/null || { say "installing promtool (Prometheus rule tests)"; apt_install --no-install-recommends prometheus; }
+  command -v chromium >/dev/null || { say "installing chromium (dashboard browser test)"; apt_install --no-install-recommends chromium; }
 }
 
 cmd_install() {
@@ -160,7 +161,7 @@ cmd_install() {
   install_python
   install_cli_tools
   install_s3
-  say "installed: kafka $KAFKA_VERSION, $("$(pg_bin)/postgres" --version), s3s-fs $S3S_VERSION, kcat, promtool, python venv"
+  say "installed: kafka $KAFKA_VERSION, $("$(pg_bin)/postgres" --version), s3s-fs $S3S_VERSION, kcat, promtool, chromium, python venv"
 }
 
 # ---------------------------------------------------------------- kafka

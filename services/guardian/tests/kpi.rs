@@ -356,6 +356,38 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
         "suppressed groups draw no bar"
     );
     assert!(page.contains("suppressed (fewer than 3 hospitals)"));
+    // A real browser renders the page: headless Chromium's DOM has a bar per shown group,
+    // carrying the group's completeness, and a screenshot is kept beside the stack.
+    let dom = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", &format!("http://{listen}/?by=phase")])
+        .output()
+        .expect("chromium (Debian package; tests/stack/stack.sh install puts it there)");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    for g in api["groups"].as_array().unwrap().iter().filter(|g| g["shown"].as_bool() == Some(true)) {
+        let value = g["completeness"].as_f64().unwrap() * 100.0;
+        let bar = format!("data-group=\"{}\" data-value=\"", g["key"].as_str().unwrap());
+        let drawn: f64 = dom
+            .split_once(&bar)
+            .and_then(|(_, rest)| rest.split('"').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("the rendered page has no bar {bar}:\n{dom}"));
+        assert!((drawn - value).abs() < 1e-9, "bar of {bar} shows {drawn}, the API says {value}");
+    }
+    let shot = std::env::var("GUARDIAN_STACK_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| stack.repo.join(".stack"))
+        .join("dashboard.png");
+    let status = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1000,800"])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("http://{listen}/?by=phase"))
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success() && std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false),
+        "no screenshot at {}",
+        shot.display()
+    );
+    println!("dashboard screenshot: {}", shot.display());
     let csv = get("/api/aggregates.csv?by=region").unwrap();
     assert!(csv.starts_with("group,hospitals,shown,encounters"), "{csv}");
     assert_eq!(csv.lines().count(), 4, "three regions: {csv}");
