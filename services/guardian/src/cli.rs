@@ -872,6 +872,23 @@ pub enum BenchCommand {
     Replay(BenchReplayArgs),
     /// Secure aggregation (masking, Shamir, server sum and unmask) next to Flower's SecAgg+
     Secagg(BenchSecaggArgs),
+    /// KPI rollups (decode → window → exactly-once commit) next to the raw consume rate and a Python consumer
+    Kpi(BenchKpiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchKpiArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// PostgreSQL the rollups go to (a fresh schema per run)
+    #[arg(long, env = "GUARDIAN_DATABASE_URL")]
+    pub database_url: String,
+    /// Encounters per measurement
+    #[arg(long, default_value_t = 200_000)]
+    pub records: u64,
+    /// Python with confluent-kafka and fastavro (the stack's venv); without it the Python row is skipped
+    #[arg(long, env = "GUARDIAN_PYTHON")]
+    pub python: Option<String>,
 }
 
 #[derive(Debug, Args)]

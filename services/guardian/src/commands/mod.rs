@@ -10,6 +10,7 @@ mod accountant;
 mod archive;
 mod audit;
 mod bench;
+mod bench_kpi;
 mod bench_privacy;
 mod bench_replay;
 mod bench_secagg;
@@ -56,5 +57,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Privacy(args)) => bench_privacy::run(args),
         Command::Bench(BenchCommand::Replay(args)) => bench_replay::run(args).await,
         Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(args),
+        Command::Bench(BenchCommand::Kpi(args)) => bench_kpi::run(args).await,
     }
 }
