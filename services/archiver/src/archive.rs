@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use guardian_federated::reader::{Incoming, stream_ranges, topic_watermarks};
+use guardian_federated::reader::{Incoming, RangeReader, topic_watermarks};
 use guardian_kafka::KafkaSettings;
 use guardian_objects::{ObjectStore, sha256_hex};
 use guardian_schemas::records::{ArchivedHeader, ArchivedRecord};
@@ -133,15 +133,14 @@ pub async fn archive_topic(
         ranges.insert((t, partition), (from.max(lo), hi));
     }
     let mut buffers: BTreeMap<i32, Vec<ArchivedRecord>> = BTreeMap::new();
-    stream_ranges(kafka, "archiver", &ranges, async |m: Incoming| {
+    let mut reader = RangeReader::open(kafka, "archiver", &ranges)?;
+    while let Some(m) = reader.next().await? {
         let buffer = buffers.entry(m.partition).or_default();
         buffer.push(archived(m));
         if buffer.len() >= settings.segment_records {
             write_segment(store, settings, &mut manifest, buffer, &mut report).await?;
         }
-        Ok(())
-    })
-    .await?;
+    }
     for buffer in buffers.values_mut() {
         write_segment(store, settings, &mut manifest, buffer, &mut report).await?;
     }

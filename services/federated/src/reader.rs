@@ -154,55 +154,71 @@ impl Tail {
     }
 }
 
-/// Reads `ranges` ((topic, partition) → [start, end)) in offset order per partition,
-/// handing each record to `each`; returns when every range is done.
-pub async fn stream_ranges<F>(
-    settings: &KafkaSettings,
-    name: &str,
-    ranges: &BTreeMap<(String, i32), (i64, i64)>,
-    mut each: F,
-) -> Result<()>
-where
-    F: AsyncFnMut(Incoming) -> Result<()>,
-{
-    let positions: Positions = ranges.iter().filter(|(_, (a, b))| a < b).map(|(tp, (a, _))| (tp.clone(), *a)).collect();
-    if positions.is_empty() {
-        return Ok(());
+/// Reads fixed ranges ((topic, partition) → [start, end)) in offset order per partition.
+pub struct RangeReader {
+    tail: Option<Tail>,
+    ends: Positions,
+    done: std::collections::BTreeSet<(String, i32)>,
+    open: usize,
+    idle_since: std::time::Instant,
+}
+
+impl std::fmt::Debug for RangeReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RangeReader").field("open", &(self.open - self.done.len())).finish()
     }
-    let ends: Positions = ranges.iter().map(|(tp, (_, b))| (tp.clone(), *b)).collect();
-    let tail = Tail::open_at(settings, name, &positions)?;
-    let mut done = std::collections::BTreeSet::new();
-    let mut idle_since = std::time::Instant::now();
-    while done.len() < positions.len() {
-        match tail.next(Duration::from_millis(300)).await? {
-            Some(m) => {
-                idle_since = std::time::Instant::now();
-                let key = (m.topic.clone(), m.partition);
-                let Some(&end) = ends.get(&key) else { continue };
-                if m.offset + 1 >= end {
-                    done.insert(key);
-                }
-                if m.offset < end {
-                    each(m).await?;
-                }
-            }
-            None => {
-                let assigned = tail.consumer.position().context("consumer positions")?;
-                for e in assigned.elements() {
-                    let key = (e.topic().to_string(), e.partition());
-                    if let (Offset::Offset(p), Some(end)) = (e.offset(), ends.get(&key))
-                        && p >= *end
-                    {
-                        done.insert(key);
+}
+
+impl RangeReader {
+    pub fn open(settings: &KafkaSettings, name: &str, ranges: &BTreeMap<(String, i32), (i64, i64)>) -> Result<Self> {
+        let positions: Positions =
+            ranges.iter().filter(|(_, (a, b))| a < b).map(|(tp, (a, _))| (tp.clone(), *a)).collect();
+        let tail = if positions.is_empty() { None } else { Some(Tail::open_at(settings, name, &positions)?) };
+        Ok(RangeReader {
+            tail,
+            ends: ranges.iter().map(|(tp, (_, b))| (tp.clone(), *b)).collect(),
+            done: std::collections::BTreeSet::new(),
+            open: positions.len(),
+            idle_since: std::time::Instant::now(),
+        })
+    }
+
+    /// The next record of the ranges, or None once every range is read.
+    pub async fn next(&mut self) -> Result<Option<Incoming>> {
+        let Some(tail) = &self.tail else { return Ok(None) };
+        while self.done.len() < self.open {
+            match tail.next(Duration::from_millis(300)).await? {
+                Some(m) => {
+                    self.idle_since = std::time::Instant::now();
+                    let key = (m.topic.clone(), m.partition);
+                    let Some(&end) = self.ends.get(&key) else { continue };
+                    if m.offset + 1 >= end {
+                        self.done.insert(key);
+                    }
+                    if m.offset < end {
+                        return Ok(Some(m));
                     }
                 }
-                if idle_since.elapsed() > Duration::from_secs(30) {
-                    anyhow::bail!("timed out reading {} partitions to their end", positions.len() - done.len());
+                None => {
+                    // A partition may end in transaction markers, which are never
+                    // delivered: ask for the consumer's positions.
+                    let assigned = tail.consumer.position().context("consumer positions")?;
+                    for e in assigned.elements() {
+                        let key = (e.topic().to_string(), e.partition());
+                        if let (Offset::Offset(p), Some(end)) = (e.offset(), self.ends.get(&key))
+                            && p >= *end
+                        {
+                            self.done.insert(key);
+                        }
+                    }
+                    if self.idle_since.elapsed() > Duration::from_secs(30) {
+                        anyhow::bail!("timed out reading {} partitions to their end", self.open - self.done.len());
+                    }
                 }
             }
         }
+        Ok(None)
     }
-    Ok(())
 }
 
 /// Low and high watermarks of `topics` through a short-lived client.
@@ -222,54 +238,14 @@ pub async fn read_range(
     topics: &[&str],
     from: Option<&Positions>,
 ) -> Result<Vec<Incoming>> {
-    let meta = Tail::consumer(settings, name)?;
-    let marks = watermarks(&meta, topics)?;
-    let mut positions: Positions = Positions::new();
-    let mut ends: Positions = Positions::new();
-    for (tp, (lo, hi)) in marks {
-        let start = from.and_then(|f| f.get(&tp).copied()).unwrap_or(lo).max(lo);
-        if start < hi {
-            positions.insert(tp.clone(), start);
-            ends.insert(tp, hi);
-        }
-    }
-    if positions.is_empty() {
-        return Ok(Vec::new());
-    }
-    let tail = Tail::assign(Tail::consumer(settings, name)?, meta, &positions)?;
+    let ranges: BTreeMap<(String, i32), (i64, i64)> = topic_watermarks(settings, name, topics)?
+        .into_iter()
+        .map(|(tp, (lo, hi))| (tp.clone(), (from.and_then(|f| f.get(&tp).copied()).unwrap_or(lo).max(lo), hi)))
+        .collect();
+    let mut reader = RangeReader::open(settings, name, &ranges)?;
     let mut out = Vec::new();
-    let mut done = std::collections::BTreeSet::new();
-    let mut idle_since = std::time::Instant::now();
-    while done.len() < ends.len() {
-        match tail.next(Duration::from_millis(300)).await? {
-            Some(m) => {
-                idle_since = std::time::Instant::now();
-                let key = (m.topic.clone(), m.partition);
-                let end = ends[&key];
-                if m.offset + 1 >= end {
-                    done.insert(key);
-                }
-                if m.offset < end {
-                    out.push(m);
-                }
-            }
-            None => {
-                // A partition may end in transaction markers, which are never delivered:
-                // ask for the consumer's positions.
-                let assigned = tail.consumer.position().context("consumer positions")?;
-                for e in assigned.elements() {
-                    let key = (e.topic().to_string(), e.partition());
-                    if let (Offset::Offset(p), Some(end)) = (e.offset(), ends.get(&key))
-                        && p >= *end
-                    {
-                        done.insert(key);
-                    }
-                }
-                if idle_since.elapsed() > Duration::from_secs(30) {
-                    anyhow::bail!("timed out reading {} partitions to their end", ends.len() - done.len());
-                }
-            }
-        }
+    while let Some(m) = reader.next().await? {
+        out.push(m);
     }
     Ok(out)
 }
