@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::{PgPool, Row};
 
 use crate::readiness::REGISTRY_DDL;
-use crate::window::{self, Acc};
+use crate::window::Acc;
 
 /// The registry attributes the dashboard groups by.
 pub const GROUPINGS: [&str; 4] = ["region", "ehr_vendor", "tier", "phase"];
@@ -36,42 +36,29 @@ pub async fn aggregates(
 ) -> Result<Vec<Group>, sqlx::Error> {
     let column = GROUPINGS.iter().find(|g| **g == by).copied().unwrap_or("region");
     sqlx::raw_sql(REGISTRY_DDL).execute(pool).await?;
-    let rows = sqlx::query(&format!(
-        "SELECT h.{column}, r.hospital_id, r.encounters, r.soap_expected, r.soap_completed, r.ratings, r.rating_sum,
-                r.slo_good, r.slo_total, r.generation_sketch
-         FROM kpi_rollups r JOIN kpi_hospitals h ON h.hospital_id = r.hospital_id
-         WHERE r.window_size = 'DAY' AND r.window_start_ms >= $1 AND r.window_start_ms < $2"
-    ))
-    .bind(from_ms)
-    .bind(to_ms)
-    .fetch_all(pool)
-    .await?;
-    let mut groups: BTreeMap<String, (std::collections::BTreeSet<String>, Acc)> = BTreeMap::new();
-    for r in rows {
-        let sketch: Vec<u8> = r.get(9);
-        let day = Acc {
-            encounters: r.get(2),
-            soap_expected: r.get(3),
-            soap_completed: r.get(4),
-            ratings: r.get(5),
-            rating_sum: r.get(6),
-            slo_good: r.get(7),
-            slo_total: r.get(8),
-            late_corrections: 0,
-            generation: window::decode_sketch(&sketch).unwrap_or_else(window::new_sketch),
-        };
-        let g = groups.entry(r.get(0)).or_default();
-        g.0.insert(r.get(1));
-        g.1.merge(&day);
+    let attribute: BTreeMap<String, String> = sqlx::query(&format!("SELECT hospital_id, {column} FROM kpi_hospitals"))
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut groups: BTreeMap<String, (usize, Acc)> = BTreeMap::new();
+    for (hospital, acc) in crate::store::day_windows(pool, from_ms, to_ms).await? {
+        // Hospitals missing from the registry belong to no group.
+        if let Some(key) = attribute.get(&hospital) {
+            let g = groups.entry(key.clone()).or_default();
+            g.0 += 1;
+            g.1.merge(&acc);
+        }
     }
     let ratio = |a: i64, b: i64| (b > 0).then(|| a as f64 / b as f64);
     Ok(groups
         .into_iter()
         .map(|(key, (hospitals, acc))| {
-            let shown = hospitals.len() >= k;
+            let shown = hospitals >= k;
             Group {
                 key,
-                hospitals: hospitals.len(),
+                hospitals,
                 shown,
                 encounters: shown.then_some(acc.encounters),
                 completeness: ratio(acc.soap_completed, acc.soap_expected).filter(|_| shown),

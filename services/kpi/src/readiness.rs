@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
 
-use crate::window::{self, Acc};
+use crate::window::Acc;
 
 pub const REGISTRY_DDL: &str = "
 CREATE TABLE IF NOT EXISTS kpi_hospitals (
@@ -136,31 +136,7 @@ pub async fn readiness(pool: &PgPool, from_ms: i64, to_ms: i64) -> Result<Vec<Re
         .into_iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let mut merged: BTreeMap<String, Acc> = BTreeMap::new();
-    for r in sqlx::query(
-        "SELECT hospital_id, encounters, soap_expected, soap_completed, ratings, rating_sum, slo_good, slo_total,
-                late_corrections, generation_sketch
-         FROM kpi_rollups WHERE window_size = 'DAY' AND window_start_ms >= $1 AND window_start_ms < $2",
-    )
-    .bind(from_ms)
-    .bind(to_ms)
-    .fetch_all(pool)
-    .await?
-    {
-        let sketch: Vec<u8> = r.get(9);
-        let day = Acc {
-            encounters: r.get(1),
-            soap_expected: r.get(2),
-            soap_completed: r.get(3),
-            ratings: r.get(4),
-            rating_sum: r.get(5),
-            slo_good: r.get(6),
-            slo_total: r.get(7),
-            late_corrections: r.get(8),
-            generation: window::decode_sketch(&sketch).unwrap_or_else(window::new_sketch),
-        };
-        merged.entry(r.get(0)).or_default().merge(&day);
-    }
+    let merged = crate::store::day_windows(pool, from_ms, to_ms).await?;
     Ok(merged.iter().map(|(h, acc)| evaluate(h, phases.get(h).cloned(), acc)).collect())
 }
 

@@ -17,6 +17,7 @@ use guardian_pg::outbox::Outbox;
 use guardian_schemas::Codec;
 use guardian_schemas::records::{Encounter, SloEvent, SloKind, WindowSize};
 use rdkafka::message::{Message, OwnedMessage};
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::Notify;
 
@@ -53,6 +54,42 @@ CREATE TABLE IF NOT EXISTS kpi_watermarks (
 );";
 
 pub const OUTBOX_TABLE: &str = "kpi_outbox";
+
+/// The columns of a stored window that [`acc_from_row`] reads, in its order.
+const ACC_COLUMNS: &str = "encounters, soap_expected, soap_completed, ratings, rating_sum, slo_good, slo_total, late_corrections, generation_sketch";
+
+/// A stored window read back from [`ACC_COLUMNS`] starting at column `first`.
+fn acc_from_row(r: &PgRow, first: usize) -> Acc {
+    let sketch: Vec<u8> = r.get(first + 8);
+    Acc {
+        encounters: r.get(first),
+        soap_expected: r.get(first + 1),
+        soap_completed: r.get(first + 2),
+        ratings: r.get(first + 3),
+        rating_sum: r.get(first + 4),
+        slo_good: r.get(first + 5),
+        slo_total: r.get(first + 6),
+        late_corrections: r.get(first + 7),
+        generation: window::decode_sketch(&sketch).unwrap_or_else(window::new_sketch),
+    }
+}
+
+/// Each hospital's DAY windows of [from_ms, to_ms) merged into one (sketches included).
+pub async fn day_windows(pool: &PgPool, from_ms: i64, to_ms: i64) -> Result<BTreeMap<String, Acc>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT hospital_id, {ACC_COLUMNS} FROM kpi_rollups
+         WHERE window_size = 'DAY' AND window_start_ms >= $1 AND window_start_ms < $2"
+    ))
+    .bind(from_ms)
+    .bind(to_ms)
+    .fetch_all(pool)
+    .await?;
+    let mut merged: BTreeMap<String, Acc> = BTreeMap::new();
+    for r in &rows {
+        merged.entry(r.get(0)).or_default().merge(&acc_from_row(r, 1));
+    }
+    Ok(merged)
+}
 
 pub fn outbox(rollups_topic: &str) -> Outbox {
     Outbox { table: OUTBOX_TABLE, routes: vec![("rollup", rollups_topic.to_string())] }
@@ -197,33 +234,15 @@ impl PgEffect for Rollups {
         }
         // Merge into the stored windows (locked in key order) and send each changed one.
         let keys: Vec<String> = deltas.keys().map(|(h, w, s)| format!("{h}/{w}/{s}")).collect();
-        let mut stored: BTreeMap<String, Acc> = BTreeMap::new();
-        for r in sqlx::query(
-            "SELECT hospital_id || '/' || window_size || '/' || window_start_ms, encounters, soap_expected, soap_completed,
-                    ratings, rating_sum, slo_good, slo_total, late_corrections, generation_sketch
+        let stored: Vec<PgRow> = sqlx::query(&format!(
+            "SELECT hospital_id || '/' || window_size || '/' || window_start_ms, {ACC_COLUMNS}
              FROM kpi_rollups WHERE hospital_id || '/' || window_size || '/' || window_start_ms = ANY($1)
-             ORDER BY hospital_id, window_size, window_start_ms FOR UPDATE",
-        )
+             ORDER BY hospital_id, window_size, window_start_ms FOR UPDATE"
+        ))
         .bind(&keys)
         .fetch_all(&mut *tx)
-        .await?
-        {
-            let sketch: Vec<u8> = r.get(9);
-            stored.insert(
-                r.get(0),
-                Acc {
-                    encounters: r.get(1),
-                    soap_expected: r.get(2),
-                    soap_completed: r.get(3),
-                    ratings: r.get(4),
-                    rating_sum: r.get(5),
-                    slo_good: r.get(6),
-                    slo_total: r.get(7),
-                    late_corrections: r.get(8),
-                    generation: window::decode_sketch(&sketch).unwrap_or_else(window::new_sketch),
-                },
-            );
-        }
+        .await?;
+        let mut stored: BTreeMap<String, Acc> = stored.iter().map(|r| (r.get(0), acc_from_row(r, 1))).collect();
         for ((hospital, size_name, start), delta) in &deltas {
             let key = format!("{hospital}/{size_name}/{start}");
             let mut total = stored.remove(&key).unwrap_or_default();
