@@ -56,3 +56,21 @@ pub async fn require_topics(admin: &Admin, catalogue: &Catalogue, needed: &[Topi
 pub async fn admin(args: &KafkaArgs) -> Result<Admin> {
     Admin::connect(&settings(args, "guardian-admin")).await.context("kafka")
 }
+
+/// A service's process plumbing: signal handlers, then `/metrics`, `/healthz` and
+/// `/readyz` (plus `extra` routes) on `listen`. Returns the shutdown, the readiness flag
+/// the service sets when it is ready, and the bound address.
+pub async fn serve_ops(
+    listen: std::net::SocketAddr,
+    extra: Option<axum::Router>,
+) -> Result<(guardian_runtime::Shutdown, guardian_runtime::http::Readiness, std::net::SocketAddr)> {
+    use guardian_runtime::http::{Readiness, install_metrics, ops_router, serve};
+    let shutdown = guardian_runtime::Shutdown::on_signals();
+    let readiness = Readiness::default();
+    let mut router = ops_router(install_metrics(), readiness.clone());
+    if let Some(extra) = extra {
+        router = router.merge(extra);
+    }
+    let bound = serve(listen, router, shutdown.clone()).await.with_context(|| format!("cannot listen on {listen}"))?;
+    Ok((shutdown, readiness, bound))
+}

@@ -3,11 +3,9 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use guardian_accountant::publish::Destinations;
 use guardian_accountant::{Config, Limits};
-use guardian_runtime::Shutdown;
-use guardian_runtime::http::{Readiness, install_metrics, ops_router, serve};
 use guardian_topics::TopicId;
 
 use crate::cli::AccountantArgs;
@@ -17,11 +15,7 @@ pub async fn run(args: AccountantArgs) -> Result<ExitCode> {
     let limits =
         Limits { hospital_epsilon: args.hospital_epsilon, global_epsilon: args.global_epsilon, delta: args.delta };
     limits.validate()?;
-    let shutdown = Shutdown::on_signals();
-    let readiness = Readiness::default();
-    let bound = serve(args.listen, ops_router(install_metrics(), readiness.clone()), shutdown.clone())
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let (shutdown, readiness, bound) = common::serve_ops(args.listen, None).await?;
     let catalogue = common::kafka_catalogue(&args.kafka)?;
     let admin = common::admin(&args.kafka).await?;
     let needed = [TopicId::BudgetSpend, TopicId::BudgetStatus, TopicId::PrivacyAlerts, TopicId::DeadLetter];

@@ -18,8 +18,6 @@ use guardian_kafka::consumer::BatchPolicy;
 use guardian_kafka::dlq::DeadLetterSink;
 use guardian_kafka::{ProcessError, Producer};
 use guardian_pg::{PgEffect, PgOffsetConsumer};
-use guardian_runtime::Shutdown;
-use guardian_runtime::http::{Readiness, install_metrics, ops_router, serve};
 use guardian_schemas::Codec;
 use guardian_schemas::records::Encounter;
 use guardian_topics::{TopicId, plan};
@@ -72,12 +70,7 @@ impl PgEffect for Ledger {
 }
 
 pub async fn run(args: DemoArgs) -> Result<ExitCode> {
-    let shutdown = Shutdown::on_signals();
-    let metrics = install_metrics();
-    let readiness = Readiness::default();
-    let bound = serve(args.listen, ops_router(metrics, readiness.clone()), shutdown.clone())
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let (shutdown, readiness, bound) = common::serve_ops(args.listen, None).await?;
 
     let catalogue = common::kafka_catalogue(&args.kafka)?;
     let admin = common::admin(&args.kafka).await?;

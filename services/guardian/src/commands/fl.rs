@@ -17,7 +17,6 @@ use guardian_kafka::Producer;
 use guardian_kafka::dlq::DeadLetterSink;
 use guardian_objects::{ObjectStore, S3Settings};
 use guardian_runtime::Shutdown;
-use guardian_runtime::http::{Readiness, install_metrics, ops_router, serve};
 use guardian_schemas::records::{DpUnit, ModelVersion, RoundControl, RoundControlKind};
 
 use crate::cli::{DpUnitArg, FlAgentArgs, FlCommand, FlQueryArgs, FlStartArgs, KafkaArgs, S3Args};
@@ -326,11 +325,7 @@ async fn agent(args: FlAgentArgs) -> Result<ExitCode> {
         (None, None, None) => bail!("give the agent --demo-shard, --data or --update"),
     };
     let fault = args.fault.as_deref().map(str::parse::<Fault>).transpose().map_err(anyhow::Error::msg)?;
-    let shutdown = Shutdown::on_signals();
-    let readiness = Readiness::default();
-    let bound = serve(args.listen, ops_router(install_metrics(), readiness.clone()), shutdown.clone())
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let (shutdown, readiness, bound) = common::serve_ops(args.listen, None).await?;
     let t = topics(&args.kafka).await?;
     let kafka = common::settings(&args.kafka, &format!("fl-agent-{}", args.hospital));
     let agent = Agent {

@@ -4,19 +4,13 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use guardian_runtime::Shutdown;
-use guardian_runtime::http::{Readiness, install_metrics, ops_router, serve};
 use guardian_topics::TopicId;
 
 use crate::cli::KpiArgs;
 use crate::common;
 
 pub async fn run(args: KpiArgs) -> Result<ExitCode> {
-    let shutdown = Shutdown::on_signals();
-    let readiness = Readiness::default();
-    let bound = serve(args.listen, ops_router(install_metrics(), readiness.clone()), shutdown.clone())
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let (shutdown, readiness, bound) = common::serve_ops(args.listen, None).await?;
     let catalogue = common::kafka_catalogue(&args.kafka)?;
     let admin = common::admin(&args.kafka).await?;
     let needed = [TopicId::Encounters, TopicId::SloEvents, TopicId::KpiRollups, TopicId::DeadLetter];
@@ -104,11 +98,7 @@ pub async fn pilot(cmd: crate::cli::PilotCommand) -> Result<ExitCode> {
 }
 
 pub async fn slo(args: crate::cli::SloArgs) -> Result<ExitCode> {
-    let shutdown = Shutdown::on_signals();
-    let readiness = Readiness::default();
-    let bound = serve(args.listen, ops_router(install_metrics(), readiness.clone()), shutdown.clone())
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let (shutdown, readiness, bound) = common::serve_ops(args.listen, None).await?;
     let catalogue = common::kafka_catalogue(&args.kafka)?;
     let admin = common::admin(&args.kafka).await?;
     common::require_topics(&admin, &catalogue, &[TopicId::SloEvents]).await?;
@@ -155,8 +145,6 @@ pub async fn dashboard(args: crate::cli::DashboardArgs) -> Result<ExitCode> {
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
     use axum::routing::get;
-    let shutdown = Shutdown::on_signals();
-    let readiness = Readiness::default();
     let pool = guardian_pg::connect(&args.database_url, 4).await?;
     let state = DashboardState { pool, k: args.k as usize, days: i64::from(args.days.max(1)) };
     let pages = axum::Router::new()
@@ -190,10 +178,7 @@ pub async fn dashboard(args: crate::cli::DashboardArgs) -> Result<ExitCode> {
             }),
         )
         .with_state(state);
-    let router = ops_router(install_metrics(), readiness.clone()).merge(pages);
-    let bound = serve(args.listen, router, shutdown.clone())
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let (shutdown, readiness, bound) = common::serve_ops(args.listen, Some(pages)).await?;
     println!("dashboard: http://{bound}/ (k = {})", args.k);
     readiness.set_ready(true);
     shutdown.wait().await;
