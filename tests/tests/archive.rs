@@ -46,10 +46,7 @@ fn seen(messages: &[OwnedMessage]) -> Seen {
 async fn budgets(stack: &Stack, spends: &str, expected_events: i64) -> Vec<(String, String, i64, String)> {
     let (status, alerts, dlq) = (unique("it-ar-status"), unique("it-ar-alerts"), unique("it-ar-dlq"));
     create_topics(stack, &[&status, &alerts, &dlq], 1).await;
-    let schema = unique("it_ar").replace('-', "_");
-    let admin_pool = guardian_pg::connect(&stack.database_url, 1).await.unwrap();
-    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")).execute(&admin_pool).await.unwrap();
-    let url = format!("{}?options=-c%20search_path%3D{schema}", stack.database_url);
+    let url = guardian_pg::with_new_schema(&stack.database_url, &unique("it_ar").replace('-', "_")).await.unwrap();
     let pool = guardian_pg::connect(&url, 4).await.unwrap();
     let config = Config {
         kafka: settings(stack),

@@ -2,6 +2,10 @@
 //! holds each spend exactly once, every budget equals the composition of its accepted
 //! spends, and no alert is missing or doubled in the database.
 
+mod common;
+
+use common::*;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,10 +18,6 @@ fn guardian(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_guardian"));
     c.args(args).env("RUST_LOG", "warn").env_remove("GUARDIAN_TOPIC_PREFIX").env_remove("GUARDIAN_TOPICS_DIR");
     c
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Starts the accountant; returns it with the address of its ops endpoint.
@@ -43,16 +43,6 @@ fn start_accountant(stack: &Stack, prefix: &str, url: &str) -> (Child, String) {
     .spawn()
     .expect("start the accountant");
     (child, listen)
-}
-
-/// Whether `GET /readyz` answers 200.
-fn ready(addr: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
-    let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.1 200")
 }
 
 #[test]

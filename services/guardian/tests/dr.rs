@@ -9,6 +9,10 @@
 //! It kills region A's broker, so it is `#[ignore]`d in the parallel suite and run on its
 //! own by `tests/run.sh` after it; it starts region A again when it ends.
 
+mod common;
+
+use common::*;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,10 +37,6 @@ fn run_ok(mut c: Command) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{c:?} failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     stdout
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn accountant(stack: &Stack, prefix: &str, bootstrap: &str, url: &str, group: &str) -> Child {
@@ -91,17 +91,6 @@ async fn budgets(pool: &sqlx::PgPool) -> Vec<(String, String, i64)> {
         .collect()
 }
 
-async fn wait_for<T>(what: &str, deadline: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "kills region A's broker: run alone (tests/run.sh does, after the suite)"]
 async fn failover_to_region_b_loses_nothing_mirrored_and_counts_nothing_twice() {
@@ -119,10 +108,7 @@ async fn failover_to_region_b_loses_nothing_mirrored_and_counts_nothing_twice() 
     })
     .await;
 
-    let schema = unique("dr_acc").replace('-', "_");
-    let admin_pool = guardian_pg::connect(&stack.database_url, 1).await.unwrap();
-    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")).execute(&admin_pool).await.unwrap();
-    let url = format!("{}?options=-c%20search_path%3D{schema}", stack.database_url);
+    let url = guardian_pg::with_new_schema(&stack.database_url, &unique("dr_acc").replace('-', "_")).await.unwrap();
     let group = unique("dr-accountant");
     let mut acc_a = accountant(&stack, &prefix, &a, &url, &group);
 
@@ -226,9 +212,7 @@ async fn failover_to_region_b_loses_nothing_mirrored_and_counts_nothing_twice() 
     assert_eq!(got, want, "the ledger holds exactly region B's events, each once");
 
     // An uninterrupted run over region B's topic gives the same budgets.
-    let schema2 = unique("dr_ref").replace('-', "_");
-    sqlx::raw_sql(&format!("CREATE SCHEMA {schema2}")).execute(&admin_pool).await.unwrap();
-    let url2 = format!("{}?options=-c%20search_path%3D{schema2}", stack.database_url);
+    let url2 = guardian_pg::with_new_schema(&stack.database_url, &unique("dr_ref").replace('-', "_")).await.unwrap();
     let pool2 = guardian_pg::connect(&url2, 2).await.unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
     let mut reference = guardian(

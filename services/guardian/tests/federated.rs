@@ -5,7 +5,10 @@
 //! session goes on with four. The held-out accuracy rises, and replaying the topics
 //! recomputes every published model bit for bit.
 
-use std::io::Read;
+mod common;
+
+use common::*;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,19 +34,6 @@ fn run_ok(mut c: Command) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{:?} failed: {}\n{stdout}", c, String::from_utf8_lossy(&out.stderr));
     stdout
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn ready(addr: &str) -> bool {
-    use std::io::Write;
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
-    let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.1 200")
 }
 
 /// Rows of the session table `fl start` prints: (round, outcome, survivors, dropped, accuracy).

@@ -4,9 +4,13 @@
 //! recomputation from the same file; replaying the encounter topic changes nothing; the
 //! compacted rollup topic ends with the same windows.
 
+mod common;
+
+use common::*;
+
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use guardian_kafka::KafkaSettings;
 use guardian_schemas::Codec;
@@ -25,10 +29,6 @@ fn guardian(stack: &Stack, prefix: &str, args: &[&str]) -> Command {
         .env("GUARDIAN_TOPIC_PREFIX", prefix)
         .env_remove("GUARDIAN_TOPICS_DIR");
     c
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The rollup service process, killed if the test ends without stopping it.
@@ -122,17 +122,6 @@ async fn stored(pool: &sqlx::PgPool) -> BTreeMap<(String, String, i64), Row6> {
     .collect()
 }
 
-async fn wait_for<T>(what: &str, deadline: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
     let stack = Stack::get();
@@ -184,10 +173,7 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
     let good: Vec<Encounter> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
 
-    let schema = unique("kpi").replace('-', "_");
-    let admin_pool = guardian_pg::connect(&stack.database_url, 1).await.unwrap();
-    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")).execute(&admin_pool).await.unwrap();
-    let url = format!("{}?options=-c%20search_path%3D{schema}", stack.database_url);
+    let url = guardian_pg::with_new_schema(&stack.database_url, &unique("kpi").replace('-', "_")).await.unwrap();
     let pool = guardian_pg::connect(&url, 2).await.unwrap();
 
     let mut service = rollup_service(&stack, &prefix, &url);
@@ -320,15 +306,7 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
             .spawn()
             .unwrap(),
     );
-    let get = |path: &str| -> Option<String> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&listen).ok()?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        out.starts_with("HTTP/1.1 200")
-            .then(|| out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-    };
+    let get = |path: &str| http_get(&listen, path).filter(|(status, _)| *status == 200).map(|(_, body)| body);
     let body = wait_for("the dashboard", Duration::from_secs(30), async || get("/api/aggregates?by=phase")).await;
     let api: serde_json::Value = serde_json::from_str(&body).unwrap();
     let phase_of = |h: usize| ["pre-deployment", "deployment", "cutover", "steady-state"][h % 4];

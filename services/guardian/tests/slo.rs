@@ -2,7 +2,10 @@
 //! rules, and `guardian slo` turns SLO events on the real broker into the burn rates and
 //! error budgets the rules read.
 
-use std::io::Read;
+mod common;
+
+use common::*;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,15 +24,6 @@ fn promtool_passes_the_shipped_alert_rules() {
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let check = Command::new("promtool").args(["check", "rules", "rules.yaml"]).current_dir(&dir).output().unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
-}
-
-fn scrape(addr: &str, path: &str) -> Option<String> {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
 }
 
 fn gauge(metrics: &str, name: &str, labels: &str) -> Option<f64> {
@@ -86,8 +80,8 @@ async fn burn_rates_and_budgets_follow_the_events() {
         .unwrap();
     let started = Instant::now();
     let metrics = loop {
-        if let Some(m) = scrape(&listen, "/metrics")
-            && scrape(&listen, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+        if let Some((_, m)) = http_get(&listen, "/metrics")
+            && ready(&listen)
             && gauge(&m, "guardian_slo_burn_rate", "window=\"1h\"").is_some()
         {
             break m;

@@ -34,13 +34,7 @@ pub async fn run(args: BenchKpiArgs) -> Result<ExitCode> {
     eprintln!("bench: raw consume {:.2} s", raw.as_secs_f64());
 
     let schema = format!("bench_kpi_{:x}", rand::random::<u32>());
-    let admin_pool = guardian_pg::connect(&args.database_url, 1).await?;
-    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")).execute(&admin_pool).await?;
-    let url = format!(
-        "{}{}options=-c%20search_path%3D{schema}",
-        args.database_url,
-        if args.database_url.contains('?') { "&" } else { "?" }
-    );
+    let url = guardian_pg::with_new_schema(&args.database_url, &schema).await?;
     let pool = guardian_pg::connect(&url, 4).await?;
     let config = guardian_kpi::Config {
         kafka: settings.clone(),
@@ -96,7 +90,7 @@ pub async fn run(args: BenchKpiArgs) -> Result<ExitCode> {
         None => None,
     };
     let _ = admin.delete(&[encounters, slo, rollups, dlq]).await;
-    let _ = sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin_pool).await;
+    let _ = sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")).execute(&pool).await;
 
     let rate = |d: f64| n / d;
     println!();

@@ -52,6 +52,17 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, PgConnec
         .map_err(|e| PgConnectError::Connect { target, error: e.to_string() })
 }
 
+/// Creates the (new) schema `schema` and returns a URL whose connections work in it:
+/// tests and benchmarks each get fresh tables this way.
+pub async fn with_new_schema(url: &str, schema: &str) -> Result<String, PgConnectError> {
+    let pool = connect(url, 1).await?;
+    sqlx::raw_sql(&format!("CREATE SCHEMA \"{}\"", schema.replace('"', ""))).execute(&pool).await.map_err(|e| {
+        PgConnectError::Connect { target: redact(url), error: format!("creating schema {schema}: {e}") }
+    })?;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,5 +22,5 @@ pub mod offsets;
 pub mod outbox;
 pub mod sink;
 
-pub use connect::{PgConnectError, connect};
+pub use connect::{PgConnectError, connect, with_new_schema};
 pub use sink::{PgEffect, PgOffsetConsumer, PgRunStats};
