@@ -165,12 +165,15 @@ impl Server {
         self.stage == Stage::Shares && self.advertised.iter().all(|&i| self.sent_all_shares(i))
     }
 
+    /// True when party `i` sent a share to every neighbour that advertised keys, and those
+    /// neighbours are enough (with `i` itself) to hold t shares. A party short of
+    /// neighbours cannot share (its client refuses), and with none to send to, "sent all"
+    /// would otherwise hold for a party that never took part in the stage.
     fn sent_all_shares(&self, i: u32) -> bool {
         let sent = self.share_routes.get(&i);
-        self.graph[i as usize]
-            .iter()
-            .filter(|j| self.advertised.binary_search(j).is_ok())
-            .all(|j| sent.is_some_and(|s| s.contains(j)))
+        let holders: Vec<&u32> =
+            self.graph[i as usize].iter().filter(|j| self.advertised.binary_search(j).is_ok()).collect();
+        holders.len() + 1 >= self.cfg.threshold as usize && holders.iter().all(|j| sent.is_some_and(|s| s.contains(j)))
     }
 
     /// True when every party on the shares-closed list has sent all its chunks.
