@@ -221,8 +221,12 @@ pub struct ArchiveArgs {
     /// Archive what is there now and exit (default: a pass every --interval-secs until SIGTERM)
     #[arg(long)]
     pub once: bool,
+    /// Seconds between two passes
     #[arg(long, default_value_t = 60)]
     pub interval_secs: u64,
+    /// Where /metrics, /healthz and /readyz listen (not with --once)
+    #[arg(long, default_value = "127.0.0.1:9469")]
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -707,9 +711,24 @@ pub struct KafkaArgs {
     /// Read the topic catalogue from this folder instead of the one built in
     #[arg(long, env = "GUARDIAN_TOPICS_DIR")]
     pub topics_dir: Option<PathBuf>,
-    /// Extra librdkafka setting KEY=VALUE (repeatable; security, tuning)
+    /// Extra librdkafka setting KEY=VALUE (repeatable; tuning, or security not covered below)
     #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub kafka_config: Vec<(String, String)>,
+    /// How to reach the brokers: plaintext, ssl, sasl_plaintext or sasl_ssl (default: plaintext)
+    #[arg(long, env = "GUARDIAN_KAFKA_SECURITY_PROTOCOL", value_parser = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"])]
+    pub kafka_security_protocol: Option<String>,
+    /// SASL mechanism with sasl_* protocols
+    #[arg(long, env = "GUARDIAN_KAFKA_SASL_MECHANISM", default_value = "SCRAM-SHA-512")]
+    pub kafka_sasl_mechanism: String,
+    /// This service's or hospital's Kafka principal (SASL user name)
+    #[arg(long, env = "GUARDIAN_KAFKA_USERNAME")]
+    pub kafka_username: Option<String>,
+    /// Its SASL password (prefer the environment variable to the flag)
+    #[arg(long, env = "GUARDIAN_KAFKA_PASSWORD", hide_env_values = true)]
+    pub kafka_password: Option<String>,
+    /// CA certificate (PEM) that signed the brokers' TLS certificates
+    #[arg(long, env = "GUARDIAN_KAFKA_CA")]
+    pub kafka_ca: Option<PathBuf>,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {

@@ -11,6 +11,21 @@ use crate::cli::KafkaArgs;
 
 pub fn settings(args: &KafkaArgs, client: &str) -> KafkaSettings {
     let mut s = KafkaSettings::new(&args.bootstrap_servers, client);
+    if let Some(protocol) = &args.kafka_security_protocol {
+        s.overrides.insert("security.protocol".into(), protocol.clone());
+        if protocol.starts_with("sasl") {
+            s.overrides.insert("sasl.mechanism".into(), args.kafka_sasl_mechanism.clone());
+        }
+    }
+    if let Some(user) = &args.kafka_username {
+        s.overrides.insert("sasl.username".into(), user.clone());
+    }
+    if let Some(password) = &args.kafka_password {
+        s.overrides.insert("sasl.password".into(), password.clone());
+    }
+    if let Some(ca) = &args.kafka_ca {
+        s.overrides.insert("ssl.ca.location".into(), ca.display().to_string());
+    }
     s.overrides.extend(args.kafka_config.iter().cloned());
     s
 }

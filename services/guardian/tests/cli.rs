@@ -121,6 +121,39 @@ fn a_wrong_database_url_is_one_clear_error_without_the_password() {
 }
 
 #[test]
+fn secrets_are_read_from_files_named_by_file_variables() {
+    let dir = std::env::temp_dir().join(unique("guardian-secret"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = closed_port();
+    let file = dir.join("database-url");
+    std::fs::write(&file, format!("postgres://guardian:fr0m-file@127.0.0.1:{port}/guardian\n")).unwrap();
+    let run = |file: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_guardian"))
+            .args(["db", "migrate"])
+            .env_remove("GUARDIAN_DATABASE_URL")
+            .env("GUARDIAN_DATABASE_URL_FILE", file)
+            .env("RUST_LOG", "off")
+            .output()
+            .expect("run guardian")
+    };
+    // The URL came from the file (its port is in the error), the password stays hidden,
+    // and --help does not print the secret as a default.
+    let out = run(&file);
+    assert_one_clear_error(&out, &["cannot connect to postgres", &format!("127.0.0.1:{port}")]);
+    assert!(!stderr(&out).contains("fr0m-file"), "{}", stderr(&out));
+    let help = Command::new(env!("CARGO_BIN_EXE_guardian"))
+        .args(["db", "migrate", "--help"])
+        .env_remove("GUARDIAN_DATABASE_URL")
+        .env("GUARDIAN_DATABASE_URL_FILE", &file)
+        .output()
+        .unwrap();
+    assert!(help.status.success() && !stdout(&help).contains("fr0m-file"), "{}", stdout(&help));
+    // A file that cannot be read is one clear error naming the variable.
+    let out = run(&dir.join("missing"));
+    assert_one_clear_error(&out, &["GUARDIAN_DATABASE_URL_FILE", "missing"]);
+}
+
+#[test]
 fn a_bad_kafka_setting_is_refused() {
     let out = guardian(&["topics", "verify", "--bootstrap-servers", "127.0.0.1:1", "--kafka-config", "novalue"]);
     assert!(!out.status.success());

@@ -28,11 +28,21 @@ pub async fn archive(args: ArchiveArgs) -> Result<ExitCode> {
     } else {
         args.topics.clone()
     };
+    // A long-running archiver is a service: probes and metrics like the others.
+    let (shutdown, readiness) = if args.once {
+        (Shutdown::on_signals(), None)
+    } else {
+        let (shutdown, readiness, bound) = common::serve_ops(args.listen, None).await?;
+        eprintln!("archiver: /metrics, /healthz and /readyz on http://{bound}");
+        (shutdown, Some(readiness))
+    };
     let store = archive_store(&args.s3, &args.bucket)?;
     store.ensure_bucket().await?;
     let kafka = common::settings(&args.kafka, "guardian-archiver");
     let settings = ArchiveSettings { prefix: args.prefix.clone(), segment_records: args.segment_records };
-    let shutdown = Shutdown::on_signals();
+    if let Some(readiness) = &readiness {
+        readiness.set_ready(true);
+    }
     loop {
         for topic in &topics {
             let r =
