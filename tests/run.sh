@@ -2,11 +2,13 @@
 # The test command (README): installs what is missing, starts the local stack (Kafka in
 # two regions with MirrorMaker 2 between them, PostgreSQL, the S3 server) and runs every
 # test of the workspace against it, then the regional failover test on its own (it kills
-# region A's broker and starts it again). The stack keeps running afterwards;
+# region A's broker and starts it again), then the offline checks of the Helm chart, the
+# Dockerfile and the Terraform (tests/deploy/check.sh). The stack keeps running afterwards;
 # `tests/stack/stack.sh down` stops it.
 #
 #   tests/run.sh [CARGO TEST ARGS]     e.g. tests/run.sh -p guardian-integration
-#                                      (with arguments, the failover test is not run)
+#                                      (with arguments, the failover test and the
+#                                      deployment checks are not run)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$REPO/tests/stack/stack.sh" up --dr
@@ -17,5 +19,6 @@ rc=0
 cargo test --workspace --locked --no-fail-fast "$@" || rc=$?
 if [ $# -eq 0 ]; then
   cargo test --locked -p guardian --test dr -- --ignored --nocapture || rc=$?
+  bash "$REPO/tests/deploy/check.sh" || rc=$?
 fi
 exit $rc

@@ -30,6 +30,8 @@ S3S_BIN=$TOOLS/s3s-fs-$S3S_VERSION/bin/s3s-fs
 VENV=$TOOLS/venv
 DP_VENV=$TOOLS/dpvenv
 FLWR_VENV=$TOOLS/flwrvenv-1.42.0
+VALIDATORS_VENV=$TOOLS/validators
+HELM_VERSION=3.22.0
 KAFKA_HEAP=${GUARDIAN_KAFKA_HEAP:-512m}
 READY_SECONDS=${GUARDIAN_READY_SECONDS:-90}
 S3_ACCESS_KEY=guardian
@@ -153,6 +155,25 @@ install_cli_tools() {
   command -v chromium >/dev/null || { say "installing chromium (dashboard browser test)"; apt_install --no-install-recommends chromium; }
 }
 
+install_deploy_tools() {
+  # Offline validators of helm/, terraform/ and the Dockerfile (tests/deploy/check.sh).
+  local helm_dir=$TOOLS/helm-$HELM_VERSION
+  if [ ! -x "$helm_dir/bin/helm" ]; then
+    command -v go >/dev/null || apt_install golang-go
+    say "building helm $HELM_VERSION from the Go module proxy into $helm_dir (a few minutes on 2 cores)"
+    GOBIN="$helm_dir/bin" go install "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION" \
+      >"$TOOLS/helm-install.log" 2>&1 || { tail -n 20 "$TOOLS/helm-install.log" >&2; die "helm build failed; log: $TOOLS/helm-install.log"; }
+  fi
+  if [ ! -f "$VALIDATORS_VENV/.complete" ]; then
+    say "creating the validators venv in $VALIDATORS_VENV (checkov, kubernetes-validate)"
+    python3 -m venv "$VALIDATORS_VENV" || { apt_install python3-venv; python3 -m venv "$VALIDATORS_VENV"; }
+    "$VALIDATORS_VENV/bin/pip" install -q --disable-pip-version-check checkov==3.3.30 kubernetes-validate==1.37.0 \
+      || die "pip could not install checkov / kubernetes-validate"
+    touch "$VALIDATORS_VENV/.complete"
+  fi
+  command -v terraform >/dev/null || say "warning: terraform is not on PATH (it comes with the machine image; no reachable registry serves it): tests/deploy/check.sh will fail"
+}
+
 cmd_install() {
   mkdir -p "$TOOLS" "$STACK_DIR"
   command -v python3 >/dev/null || apt_install python3
@@ -161,7 +182,8 @@ cmd_install() {
   install_python
   install_cli_tools
   install_s3
-  say "installed: kafka $KAFKA_VERSION, $("$(pg_bin)/postgres" --version), s3s-fs $S3S_VERSION, kcat, promtool, chromium, python venv"
+  install_deploy_tools
+  say "installed: kafka $KAFKA_VERSION, $("$(pg_bin)/postgres" --version), s3s-fs $S3S_VERSION, kcat, promtool, chromium, python venv, helm $HELM_VERSION, checkov, kubernetes-validate"
 }
 
 # ---------------------------------------------------------------- kafka

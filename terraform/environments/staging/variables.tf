@@ -1,0 +1,32 @@
+variable "region" {
+  description = "AWS region"
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "vpc_id" {
+  description = "VPC of the environment"
+  type        = string
+}
+
+variable "private_subnet_ids" {
+  description = "Private subnets (EKS, MSK), one per availability zone"
+  type        = list(string)
+}
+
+variable "database_subnet_ids" {
+  description = "Database subnets in at least two availability zones"
+  type        = list(string)
+}
+
+variable "services" {
+  description = "Service principals on the brokers"
+  type        = list(string)
+  default     = ["accountant", "kpi", "slo", "archiver", "aggregator", "admin", "mirrormaker"]
+}
+
+variable "hospitals" {
+  description = "Pilot hospital ids"
+  type        = list(string)
+  default     = ["h001", "h002", "h003"]
+}

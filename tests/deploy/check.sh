@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Static checks of what the repo deploys, all offline:
+#   - helm lint and helm template of helm/guardian with every values file;
+#   - the rendered manifests against the Kubernetes schemas (kubernetes-validate --strict);
+#   - the values schema refuses unsafe values (each case below must fail to render);
+#   - checkov on the rendered manifests, the Dockerfile and terraform/ (exceptions are
+#     inline #checkov:skip comments with their reasons, or listed in helm/checkov.yaml);
+#   - terraform fmt -check; terraform validate needs provider plugins from a registry this
+#     machine cannot reach, so it is not run (see terraform/README.md).
+#
+#   tests/deploy/check.sh          (tools come from `tests/stack/stack.sh install`)
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+TOOLS=${GUARDIAN_TOOLS:-$HOME/.cache/phoenix-guardian/tools}
+HELM=${GUARDIAN_HELM:-$TOOLS/helm-3.22.0/bin/helm}
+VALIDATORS=$TOOLS/validators/bin
+KUBE_VERSION=1.33.0
+CHART=$REPO/helm/guardian
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+export BC_SKIP_MAPPING=TRUE CHECKOV_RUN_SCA_PACKAGE_SCAN_V2=false
+
+say() { echo "deploy-check: $*"; }
+die() { echo "deploy-check: FAILED: $*" >&2; exit 1; }
+[ -x "$HELM" ] || die "helm not found at $HELM (run tests/stack/stack.sh install)"
+[ -x "$VALIDATORS/checkov" ] || die "checkov not found in $VALIDATORS (run tests/stack/stack.sh install)"
+command -v terraform >/dev/null || die "terraform not found (run tests/stack/stack.sh install)"
+
+# helm warns that files/slo-rules.yaml is a link to services/slo/prometheus/rules.yaml
+# (one source for the rules promtool tests and the PrometheusRule): expected, filtered.
+helm_() { "$HELM" "$@" 2> >(grep -v 'found symbolic link in path' >&2); }
+
+values_files=("$CHART/values.yaml")
+for f in "$CHART"/values-*.yaml; do values_files+=("$f"); done
+for f in "${values_files[@]}"; do
+  name=$(basename "$f" .yaml)
+  helm_ lint --strict "$CHART" -f "$f" --kube-version "$KUBE_VERSION" >"$OUT/lint-$name.log" \
+    || { cat "$OUT/lint-$name.log"; die "helm lint with $name"; }
+  mkdir -p "$OUT/rendered"
+  helm_ template guardian "$CHART" -n guardian -f "$f" --kube-version "$KUBE_VERSION" >"$OUT/rendered/$name.yaml" \
+    || die "helm template with $name"
+  kinds=$(grep -c '^kind:' "$OUT/rendered/$name.yaml" || true)
+  [ "$kinds" -ge 5 ] || die "$name rendered only $kinds objects"
+  "$VALIDATORS/kubernetes-validate" --strict --quiet -k "$KUBE_VERSION" "$OUT/rendered/$name.yaml" >"$OUT/kv-$name.log" 2>&1 || true
+  # Prometheus Operator kinds have no schema there (their content is checked by promtool
+  # in the SLO tests); anything else that is not a pass fails.
+  if grep -v -E "passed for resource|Couldn't find schema for kind (ServiceMonitor|PrometheusRule)" "$OUT/kv-$name.log" | grep -q .; then
+    cat "$OUT/kv-$name.log"; die "Kubernetes schema validation of $name"
+  fi
+  say "$name: lint ok, $kinds objects, Kubernetes $KUBE_VERSION schemas ok"
+done
+
+# The values schema must refuse what would weaken the pods.
+refuse() {
+  local why=$1; shift
+  if helm_ template guardian "$CHART" --kube-version "$KUBE_VERSION" "$@" >/dev/null 2>"$OUT/refused.log"; then
+    die "the chart accepted $why ($*)"
+  fi
+  grep -q "values don't meet the specifications" "$OUT/refused.log" || { cat "$OUT/refused.log"; die "$why: refused for another reason"; }
+  say "refused as it should: $why"
+}
+refuse "a writable root filesystem" --set securityContext.readOnlyRootFilesystem=false
+refuse "privilege escalation" --set securityContext.allowPrivilegeEscalation=true
+refuse "running as root" --set podSecurityContext.runAsNonRoot=false
+refuse "a misspelt Kafka security protocol" --set kafka.securityProtocol=sasl
+refuse "a Kafka consumer without its own principal" --set services.kpi.kafkaSecret=null
+refuse "an unknown service setting" --set services.kpi.hostNetwork=true
+
+checkov_() {
+  "$VALIDATORS/checkov" --skip-download --compact --quiet "$@" >"$OUT/checkov.log" 2>&1 || {
+    cat "$OUT/checkov.log"; return 1; }
+  grep -E 'Passed checks' "$OUT/checkov.log" | head -n 1
+}
+checkov_ -d "$OUT/rendered" --framework kubernetes --config-file "$REPO/helm/checkov.yaml" || die "checkov on the rendered chart"
+say "checkov: rendered manifests clean"
+checkov_ -f "$REPO/Dockerfile" --framework dockerfile || die "checkov on the Dockerfile"
+say "checkov: Dockerfile clean"
+
+terraform fmt -check -recursive "$REPO/terraform" >/dev/null || die "terraform fmt -check (run: terraform fmt -recursive terraform)"
+say "terraform fmt: clean"
+checkov_ -d "$REPO/terraform" --framework terraform || die "checkov on terraform/"
+say "checkov: terraform clean (exceptions: $(grep -rc 'checkov:skip' "$REPO/terraform" | awk -F: '{s+=$2} END {print s}') inline, each with its reason)"
+say "all deployment checks passed"
