@@ -847,12 +847,63 @@ pub struct TailArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
-    /// Create the tables the services share (Kafka offsets); safe to re-run
+    /// Create every service's tables, the aggregate views and the row-level security of
+    /// the per-hospital tables; safe to re-run
     Migrate {
         /// PostgreSQL URL
         #[arg(long, env = "GUARDIAN_DATABASE_URL")]
         database_url: String,
     },
+    /// Database roles of hospitals (their own rows only) and of aggregate readers
+    #[command(subcommand)]
+    Role(RoleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Create (or re-key) a login role that reads only this hospital's rows
+    Tenant {
+        /// Role name (lower-case letters, digits, underscores)
+        #[arg(long)]
+        role: String,
+        /// The hospital whose rows it reads
+        #[arg(long)]
+        hospital: String,
+        #[command(flatten)]
+        password: RolePassword,
+    },
+    /// Create (or re-key) a login role that reads only the cross-hospital aggregate views
+    Aggregate {
+        /// Role name (lower-case letters, digits, underscores)
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        password: RolePassword,
+    },
+    /// Drop a tenant or aggregate role (other roles are refused)
+    Remove {
+        #[arg(long)]
+        role: String,
+        /// PostgreSQL URL (a role that may create roles)
+        #[arg(long, env = "GUARDIAN_DATABASE_URL")]
+        database_url: String,
+    },
+    /// Tenant roles and their hospitals
+    List {
+        /// PostgreSQL URL
+        #[arg(long, env = "GUARDIAN_DATABASE_URL")]
+        database_url: String,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RolePassword {
+    /// PostgreSQL URL (a role that may create roles)
+    #[arg(long, env = "GUARDIAN_DATABASE_URL")]
+    pub database_url: String,
+    /// Read the new role's password from this file (default: generate one and print it once)
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

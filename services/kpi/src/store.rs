@@ -53,6 +53,25 @@ CREATE TABLE IF NOT EXISTS kpi_watermarks (
     newest_ms   bigint NOT NULL
 );";
 
+/// What the aggregate role may read (see `guardian_pg::tenancy`): daily KPIs per region
+/// across hospitals, only for groups of at least 3 hospitals (k-anonymity), never a
+/// hospital's own row. The view runs with its owner's rights, so row-level security on
+/// the tables does not hide the other hospitals' rows from the sums.
+pub const AGGREGATE_VIEW: &str = "kpi_aggregate_daily";
+pub const AGGREGATE_VIEW_DDL: &str = "
+CREATE OR REPLACE VIEW kpi_aggregate_daily WITH (security_barrier) AS
+SELECT h.region,
+       r.window_start_ms                                               AS day_start_ms,
+       count(DISTINCT r.hospital_id)                                   AS hospitals,
+       sum(r.encounters)::bigint                                       AS encounters,
+       sum(r.soap_completed)::float8 / NULLIF(sum(r.soap_expected), 0) AS soap_completeness,
+       sum(r.rating_sum)::float8 / NULLIF(sum(r.ratings), 0)           AS satisfaction,
+       sum(r.slo_good)::float8 / NULLIF(sum(r.slo_total), 0)           AS uptime
+  FROM kpi_rollups r JOIN kpi_hospitals h USING (hospital_id)
+ WHERE r.window_size = 'DAY'
+ GROUP BY h.region, r.window_start_ms
+HAVING count(DISTINCT r.hospital_id) >= 3";
+
 pub const OUTBOX_TABLE: &str = "kpi_outbox";
 
 /// The columns of a stored window that [`acc_from_row`] reads, in its order.

@@ -1,12 +1,103 @@
-//! `guardian db migrate`.
+//! `guardian db migrate` and `guardian db role`.
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
+use guardian_pg::tenancy;
+use rand::RngCore;
+
+use crate::cli::{RoleCommand, RolePassword};
+
+/// Per-hospital tables a tenant role reads (its own rows only).
+const TENANT_TABLES: [&str; 4] = ["kpi_rollups", "kpi_hospitals", "privacy_ledger", "privacy_budgets"];
 
 pub async fn migrate(url: &str) -> Result<ExitCode> {
     let pool = guardian_pg::connect(url, 2).await?;
     guardian_pg::offsets::migrate(&pool).await?;
-    println!("db: schema up to date ({})", guardian_pg::connect::redact(url));
+    guardian_accountant::store::migrate(&pool).await.context("privacy tables")?;
+    sqlx::raw_sql(guardian_kpi::store::DDL).execute(&pool).await.context("KPI tables")?;
+    sqlx::raw_sql(guardian_kpi::readiness::REGISTRY_DDL).execute(&pool).await.context("hospital registry")?;
+    sqlx::raw_sql(guardian_kpi::store::AGGREGATE_VIEW_DDL).execute(&pool).await.context("aggregate view")?;
+    tenancy::apply(&pool, &TENANT_TABLES, &[guardian_kpi::store::AGGREGATE_VIEW])
+        .await
+        .context("row-level security")?;
+    println!(
+        "db: schema up to date ({}); row-level security on {}; aggregate view {}",
+        guardian_pg::connect::redact(url),
+        TENANT_TABLES.join(", "),
+        guardian_kpi::store::AGGREGATE_VIEW
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The password from the file (trailing newline removed), or a new random one.
+fn password(p: &RolePassword) -> Result<(String, bool)> {
+    match &p.password_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let pw = text.trim_end_matches(['\n', '\r']).to_string();
+            if pw.len() < 16 {
+                bail!("the password in {} is shorter than 16 characters", path.display());
+            }
+            Ok((pw, false))
+        }
+        None => {
+            let mut bytes = [0u8; 24];
+            rand::rng().fill_bytes(&mut bytes);
+            Ok((bytes.iter().map(|b| format!("{b:02x}")).collect(), true))
+        }
+    }
+}
+
+pub async fn role(cmd: RoleCommand) -> Result<ExitCode> {
+    match cmd {
+        RoleCommand::Tenant { role, hospital, password: p } => {
+            let (pw, generated) = password(&p)?;
+            let pool = guardian_pg::connect(&p.database_url, 1).await?;
+            migrate_first(&pool).await?;
+            tenancy::add_tenant(&pool, &role, &hospital, &pw).await?;
+            println!("db: role {role} reads only hospital {hospital}'s rows");
+            if generated {
+                println!("password (shown once): {pw}");
+            }
+        }
+        RoleCommand::Aggregate { role, password: p } => {
+            let (pw, generated) = password(&p)?;
+            let pool = guardian_pg::connect(&p.database_url, 1).await?;
+            migrate_first(&pool).await?;
+            tenancy::add_aggregate_reader(&pool, &role, &pw).await?;
+            println!("db: role {role} reads only the aggregate views");
+            if generated {
+                println!("password (shown once): {pw}");
+            }
+        }
+        RoleCommand::Remove { role, database_url } => {
+            let pool = guardian_pg::connect(&database_url, 1).await?;
+            if tenancy::remove(&pool, &role).await? {
+                println!("db: role {role} dropped");
+            } else {
+                println!("db: no role {role}");
+            }
+        }
+        RoleCommand::List { database_url } => {
+            let pool = guardian_pg::connect(&database_url, 1).await?;
+            migrate_first(&pool).await?;
+            for (role, hospital) in tenancy::list(&pool).await? {
+                println!("{role}\t{hospital}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Roles need the tables and policies in place.
+async fn migrate_first(pool: &sqlx::PgPool) -> Result<()> {
+    let ready: bool = sqlx::query_scalar("SELECT to_regclass('tenant_roles') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .context("database")?;
+    if !ready {
+        bail!("the schema has no tenant_roles table: run `guardian db migrate` first");
+    }
+    Ok(())
 }

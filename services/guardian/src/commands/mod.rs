@@ -40,6 +40,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Tail(args) => tail::run(args).await,
         Command::Db(DbCommand::Migrate { database_url }) => db::migrate(&database_url).await,
+        Command::Db(DbCommand::Role(cmd)) => db::role(cmd).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Accountant(args) => accountant::run(args).await,
         Command::Replay(cmd) => replay::run(cmd).await,

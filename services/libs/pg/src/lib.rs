@@ -21,6 +21,7 @@ pub mod connect;
 pub mod offsets;
 pub mod outbox;
 pub mod sink;
+pub mod tenancy;
 
 pub use connect::{PgConnectError, connect, with_new_schema};
 pub use sink::{PgEffect, PgOffsetConsumer, PgRunStats};
