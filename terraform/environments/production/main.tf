@@ -1,6 +1,6 @@
 # Production: the primary region plus the DR region (its own MSK cluster that MirrorMaker
 # 2 fills, its own EKS cluster kept scaled down until `guardian dr failover`, replicas of
-# both buckets, and the database backups copied across regions).
+# both buckets, and the database's backups copied across regions).
 
 terraform {
   required_version = ">= 1.6"
@@ -14,6 +14,19 @@ terraform {
     region       = "us-east-1"
     encrypt      = true
     use_lockfile = true
+  }
+}
+
+locals {
+  tags = { project = "phoenix-guardian", environment = "production", data = "phi-adjacent" }
+  sizes = {
+    node_min            = 3
+    node_max            = 9
+    kafka_instance_type = "kafka.m7g.large"
+    kafka_volume_gb     = 500
+    db_instance_class   = "db.m7g.large"
+    db_storage_gb       = 200
+    db_backup_days      = 35
   }
 }
 
@@ -32,106 +45,40 @@ provider "aws" {
   }
 }
 
-locals {
-  name = "guardian-production"
-  tags = { project = "phoenix-guardian", environment = "production", data = "phi-adjacent" }
-}
-
-data "aws_caller_identity" "current" {}
-
-# Keys are administered by the account; services use them through their roles.
-data "aws_iam_policy_document" "kms" {
-  #checkov:skip=CKV_AWS_109:a key policy's resource "*" is the key itself; the account root administers it (AWS's default key policy)
-  #checkov:skip=CKV_AWS_111:as above
-  #checkov:skip=CKV_AWS_356:as above
-  statement {
-    sid       = "AccountAdministers"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
+module "primary" {
+  source              = "../../modules/region"
+  name                = "guardian-production"
+  vpc_id              = var.vpc_id
+  private_subnet_ids  = var.private_subnet_ids
+  database_subnet_ids = var.database_subnet_ids
+  services            = var.services
+  hospitals           = var.hospitals
+  sizes               = local.sizes
+  replication = {
+    role_arn    = aws_iam_role.replication.arn
+    bucket_arns = module.dr.bucket_arns
+    kms_key_arn = module.dr.kms_key_arn
   }
 }
 
-module "eks" {
-  source          = "../../modules/eks"
-  name            = local.name
-  subnet_ids      = var.private_subnet_ids
-  kms_policy_json = data.aws_iam_policy_document.kms.json
-  tags            = local.tags
-}
-
-module "kafka" {
-  source                    = "../../modules/kafka"
-  name                      = local.name
-  vpc_id                    = var.vpc_id
-  subnet_ids                = var.private_subnet_ids
-  client_security_group_ids = [module.eks.node_security_group_id]
-  principals                = concat(var.services, [for h in var.hospitals : "hospital-${h}"])
-  kms_policy_json           = data.aws_iam_policy_document.kms.json
-  tags                      = local.tags
-}
-
-module "postgres" {
-  source                    = "../../modules/postgres"
-  name                      = local.name
-  vpc_id                    = var.vpc_id
-  subnet_ids                = var.database_subnet_ids
-  client_security_group_ids = [module.eks.node_security_group_id]
-  kms_policy_json           = data.aws_iam_policy_document.kms.json
-  tags                      = local.tags
-}
-
-module "storage" {
-  source               = "../../modules/storage"
-  name                 = local.name
-  kms_policy_json      = data.aws_iam_policy_document.kms.json
-  replication_role_arn = aws_iam_role.replication.arn
-  replica_bucket_arns  = module.storage_dr.bucket_arns
-  replica_kms_key_arn  = module.storage_dr.kms_key_arn
-  tags                 = local.tags
-}
-
-# ---- DR region -------------------------------------------------------------------
-
-module "storage_dr" {
-  source          = "../../modules/storage"
-  providers       = { aws = aws.dr }
-  name            = "${local.name}-dr"
-  kms_policy_json = data.aws_iam_policy_document.kms.json
-  tags            = local.tags
-}
-
-module "eks_dr" {
-  source          = "../../modules/eks"
-  providers       = { aws = aws.dr }
-  name            = "${local.name}-dr"
-  subnet_ids      = var.dr_private_subnet_ids
-  node_min        = 1
-  kms_policy_json = data.aws_iam_policy_document.kms.json
-  tags            = local.tags
-}
-
-# The replication target of MirrorMaker 2 (IdentityReplicationPolicy: same topic names).
-module "kafka_dr" {
-  source                    = "../../modules/kafka"
-  providers                 = { aws = aws.dr }
-  name                      = "${local.name}-dr"
-  vpc_id                    = var.dr_vpc_id
-  subnet_ids                = var.dr_private_subnet_ids
-  client_security_group_ids = [module.eks_dr.node_security_group_id]
-  principals                = concat(var.services, [for h in var.hospitals : "hospital-${h}"])
-  kms_policy_json           = data.aws_iam_policy_document.kms.json
-  tags                      = local.tags
+# The DR region: MirrorMaker 2's target (IdentityReplicationPolicy: same topic names),
+# scaled down until a failover; no database of its own (see the backup copies below).
+module "dr" {
+  source             = "../../modules/region"
+  providers          = { aws = aws.dr }
+  name               = "guardian-production-dr"
+  vpc_id             = var.dr_vpc_id
+  private_subnet_ids = var.dr_private_subnet_ids
+  services           = var.services
+  hospitals          = var.hospitals
+  sizes              = merge(local.sizes, { node_min = 1 })
 }
 
 # Point-in-time recovery in the DR region from copied automated backups.
 resource "aws_db_instance_automated_backups_replication" "dr" {
   provider               = aws.dr
-  source_db_instance_arn = module.postgres.arn
-  kms_key_id             = module.storage_dr.kms_key_arn
+  source_db_instance_arn = module.primary.database_arn
+  kms_key_id             = module.dr.kms_key_arn
   retention_period       = 14
 }
 
@@ -148,28 +95,28 @@ data "aws_iam_policy_document" "replication_trust" {
 data "aws_iam_policy_document" "replication" {
   statement {
     actions   = ["s3:GetReplicationConfiguration", "s3:ListBucket"]
-    resources = values(module.storage.bucket_arns)
+    resources = values(module.primary.bucket_arns)
   }
   statement {
     actions   = ["s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl", "s3:GetObjectVersionTagging", "s3:GetObjectRetention", "s3:GetObjectLegalHold"]
-    resources = [for arn in values(module.storage.bucket_arns) : "${arn}/*"]
+    resources = [for arn in values(module.primary.bucket_arns) : "${arn}/*"]
   }
   statement {
     actions   = ["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags"]
-    resources = [for arn in values(module.storage_dr.bucket_arns) : "${arn}/*"]
+    resources = [for arn in values(module.dr.bucket_arns) : "${arn}/*"]
   }
   statement {
     actions   = ["kms:Decrypt"]
-    resources = [module.storage.kms_key_arn]
+    resources = [module.primary.kms_key_arn]
   }
   statement {
     actions   = ["kms:Encrypt", "kms:GenerateDataKey"]
-    resources = [module.storage_dr.kms_key_arn]
+    resources = [module.dr.kms_key_arn]
   }
 }
 
 resource "aws_iam_role" "replication" {
-  name_prefix        = "${local.name}-s3-crr-"
+  name_prefix        = "guardian-production-s3-crr-"
   assume_role_policy = data.aws_iam_policy_document.replication_trust.json
 }
 
@@ -177,15 +124,4 @@ resource "aws_iam_role_policy" "replication" {
   name   = "replicate-to-dr"
   role   = aws_iam_role.replication.id
   policy = data.aws_iam_policy_document.replication.json
-}
-
-module "iam" {
-  source            = "../../modules/iam"
-  name              = local.name
-  hospitals         = var.hospitals
-  bucket_arns       = module.storage.bucket_arns
-  kms_key_arn       = module.storage.kms_key_arn
-  oidc_provider_arn = module.eks.oidc_provider_arn
-  oidc_issuer       = module.eks.oidc_issuer
-  tags              = local.tags
 }

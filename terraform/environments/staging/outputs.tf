@@ -1,19 +1,9 @@
-output "kafka_bootstrap" {
-  description = "GUARDIAN_KAFKA_BOOTSTRAP for the chart (kafka.bootstrap)"
-  value       = module.kafka.bootstrap_brokers_sasl_scram
-}
-
-output "database_endpoint" {
-  description = "host:port of PostgreSQL"
-  value       = module.postgres.endpoint
-}
-
-output "buckets" {
-  description = "s3.modelBucket and s3.archiveBucket for the chart"
-  value       = module.storage.bucket_names
-}
-
-output "role_arns" {
-  description = "Service-account role per service and hospital"
-  value       = module.iam.role_arns
+output "platform" {
+  description = "Endpoints, buckets and roles for the chart's values"
+  value = {
+    kafka_bootstrap   = module.platform.kafka_bootstrap
+    database_endpoint = module.platform.database_endpoint
+    buckets           = module.platform.buckets
+    role_arns         = module.platform.role_arns
+  }
 }

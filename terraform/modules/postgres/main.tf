@@ -78,6 +78,7 @@ resource "aws_iam_role" "monitoring" {
 }
 
 resource "aws_db_instance" "this" {
+  #checkov:skip=CKV_AWS_133:false positive: the retention comes through var.backup_retention_days, validated to be at least 7 days
   identifier                            = var.name
   engine                                = "postgres"
   engine_version                        = var.engine_version
