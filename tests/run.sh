@@ -11,7 +11,7 @@
 #                                      deployment checks are not run)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-bash "$REPO/tests/stack/stack.sh" up --dr
+bash "$REPO/tests/stack/stack.sh" up --dr --secure
 # shellcheck disable=SC1091
 . "${GUARDIAN_STACK_DIR:-$REPO/.stack}/env"
 cd "$REPO"

@@ -762,6 +762,23 @@ pub enum TopicsCommand {
         #[arg(long, env = "GUARDIAN_TOPIC_PREFIX", default_value = "")]
         topic_prefix: String,
     },
+    /// Print the least-privilege Kafka ACLs of every service and hospital principal, from
+    /// the catalogue's [access] tables: one `kafka-acls` argument line per invocation
+    /// (tests/stack/kafka-admin.sh acls applies them), or JSON
+    Acls {
+        /// Read the topic catalogue from this folder instead of the one built in
+        #[arg(long, env = "GUARDIAN_TOPICS_DIR")]
+        topics_dir: Option<PathBuf>,
+        /// Prefix of every topic name
+        #[arg(long, env = "GUARDIAN_TOPIC_PREFIX", default_value = "")]
+        topic_prefix: String,
+        /// Hospital ids, comma-separated (principal hospital-<id> each)
+        #[arg(long, value_delimiter = ',', required = true)]
+        hospitals: Vec<String>,
+        /// One JSON object per rule instead of kafka-acls lines
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

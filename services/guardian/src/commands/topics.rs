@@ -1,10 +1,10 @@
-//! `guardian topics apply|verify|list`.
+//! `guardian topics apply|verify|list|acls`.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use guardian_topics::plan;
+use guardian_topics::{access, plan};
 
 use crate::cli::TopicsCommand;
 use crate::common;
@@ -26,6 +26,34 @@ pub async fn run(cmd: TopicsCommand) -> Result<ExitCode> {
                     spec.config.get("cleanup.policy").map(String::as_str).unwrap_or("delete"),
                     spec.value_schema
                 )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TopicsCommand::Acls { topics_dir, topic_prefix, hospitals, json } => {
+            if let Some(bad) = hospitals
+                .iter()
+                .find(|h| h.is_empty() || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            {
+                anyhow::bail!("invalid hospital id {bad:?}: letters, digits, '-' and '_' only");
+            }
+            let catalogue = common::catalogue(topics_dir.as_deref(), &topic_prefix)?;
+            let rules = access::bindings(catalogue.specs().map(|s| (catalogue.name_of(s), &s.access)), &hospitals);
+            let mut out = std::io::stdout().lock();
+            if json {
+                for b in &rules {
+                    let rule = serde_json::json!({
+                        "principal": format!("User:{}", b.principal),
+                        "resource": format!("{:?}", b.resource),
+                        "pattern": if b.prefixed { "prefixed" } else { "literal" },
+                        "name": b.name,
+                        "operation": format!("{:?}", b.operation),
+                    });
+                    writeln!(out, "{rule}")?;
+                }
+            } else {
+                for line in access::kafka_acls_lines(&rules) {
+                    writeln!(out, "{line}")?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

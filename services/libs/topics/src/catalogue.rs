@@ -116,6 +116,7 @@ struct TopicFile {
     value_schema: String,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
+    access: crate::access::Access,
 }
 
 /// One validated topic.
@@ -135,6 +136,8 @@ pub struct TopicSpec {
     pub value_schema: String,
     /// Topic configs, values as Kafka takes them (strings).
     pub config: BTreeMap<String, String>,
+    /// Who writes and who reads it (the ACLs derive from this).
+    pub access: crate::access::Access,
     pub file: PathBuf,
 }
 
@@ -285,6 +288,7 @@ fn parse_topic(file: &Path, text: &str, registry: &Registry) -> Result<TopicSpec
     if raw.owner.trim().is_empty() {
         return Err(err("owner must name the owning service".to_string()));
     }
+    raw.access.validate().map_err(err)?;
     registry.get(&raw.value_schema).map_err(|_| {
         err(format!(
             "value_schema {:?} is not a schema in schemas/ (known: {})",
@@ -327,6 +331,7 @@ fn parse_topic(file: &Path, text: &str, registry: &Registry) -> Result<TopicSpec
         key: raw.key,
         value_schema: raw.value_schema,
         config,
+        access: raw.access,
         file: file.to_path_buf(),
     })
 }
@@ -407,6 +412,9 @@ value_schema = "com.phoenixguardian.events.Encounter"
 "cleanup.policy" = "delete"
 "retention.ms" = 604800000
 "min.insync.replicas" = 2
+[access]
+write = ["hospitals"]
+read = ["kpi"]
 "#;
 
     fn parse(text: &str) -> Result<TopicSpec, CatalogueError> {
@@ -441,6 +449,14 @@ value_schema = "com.phoenixguardian.events.Encounter"
     fn unknown_fields_are_refused_with_the_line() {
         let err = parse(&GOOD.replace("owner =", "ownr =")).unwrap_err().to_string();
         assert!(err.contains("t.toml") && err.contains("ownr") && err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn access_is_required_and_checked() {
+        let err = parse(GOOD.split("[access]").next().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("access"), "{err}");
+        let err = parse(&GOOD.replace("read = [\"kpi\"]", "read = [\"kpii\"]")).unwrap_err().to_string();
+        assert!(err.contains("unknown principal kind \"kpii\""), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! [`plan::plan`] compares the catalogue with what a cluster reports and lists the
 //! changes; the Kafka crate applies them. Nothing here does network I/O.
 
+pub mod access;
 pub mod catalogue;
 pub mod plan;
 
