@@ -77,6 +77,7 @@ async fn the_ledger_budgets_and_alerts_equal_a_recomputation_across_duplicates_a
         dead_letter_topic: dlq.clone(),
         destinations: Destinations { status_topic: status.clone(), alerts_topic: alerts.clone() },
         limits,
+        signers: None,
     };
     run_until_applied(config(&unique("it-acc")), &pool, sent.len() as i64).await;
 

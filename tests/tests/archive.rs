@@ -55,6 +55,7 @@ async fn budgets(stack: &Stack, spends: &str, expected_events: i64) -> Vec<(Stri
         dead_letter_topic: dlq,
         destinations: Destinations { status_topic: status, alerts_topic: alerts },
         limits: Limits::default(),
+        signers: None,
     };
     let shutdown = Shutdown::new();
     let task = tokio::spawn(guardian_accountant::run(config, pool.clone(), shutdown.clone()));

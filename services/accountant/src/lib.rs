@@ -37,6 +37,8 @@ pub struct Config {
     pub dead_letter_topic: String,
     pub destinations: publish::Destinations,
     pub limits: Limits,
+    /// When set, every spend must be signed by its hospital (others are dead-lettered).
+    pub signers: Option<guardian_kafka::signing::Signers>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +83,12 @@ pub async fn run(config: Config, pool: PgPool, shutdown: Shutdown) -> Result<(),
     let consumer =
         PgOffsetConsumer::new(&config.kafka, pool, &config.group, &[&config.spend_topic], dlq, BatchPolicy::default())
             .await?;
-    let mut ledger = store::Ledger { limits: config.limits, codec: Codec::embedded(), committed: Some(wake) };
+    let mut ledger = store::Ledger {
+        limits: config.limits,
+        codec: Codec::embedded(),
+        signers: config.signers.clone(),
+        committed: Some(wake),
+    };
     let stats = consumer.run(&mut ledger, shutdown.wait()).await;
     // The publisher ends after one last pass once shutdown fired. A consumer that stopped
     // on an error stops the process's other tasks too: nothing runs on without a ledger.

@@ -116,6 +116,8 @@ pub struct Spend {
 pub struct Ledger {
     pub limits: Limits,
     pub codec: Codec,
+    /// When set, spends must be signed by their hospital.
+    pub signers: Option<guardian_kafka::signing::Signers>,
     /// Woken after each commit: the outbox has something to send.
     pub committed: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
@@ -126,6 +128,11 @@ impl PgEffect for Ledger {
     fn prepare(&mut self, msg: &OwnedMessage) -> Result<Spend, ProcessError> {
         let spend: BudgetSpend = self.codec.decode(msg.payload().unwrap_or_default())?;
         let step = budget::validate(&spend).map_err(|e| ProcessError::poison("validation", e))?;
+        if let Some(signers) = &self.signers {
+            signers
+                .verify(msg, guardian_topics::TopicId::BudgetSpend.role(), &spend.hospital_id)
+                .map_err(|why| ProcessError::poison("signature", why))?;
+        }
         Ok(Spend { spend, step, topic: msg.topic().to_string(), partition: msg.partition(), offset: msg.offset() })
     }
 

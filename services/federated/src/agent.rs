@@ -399,7 +399,13 @@ impl Agent {
                     std::process::abort();
                 }
                 // Spend first: a crash after this over-counts, never under-counts.
-                self.producer.send(&self.topics.spend, &self.hospital, &r.spend).await?;
+                // Signed: an accountant that checks signatures takes it as this hospital's.
+                let signer = guardian_kafka::signing::EventSigner::new(
+                    self.hospital.clone(),
+                    guardian_topics::TopicId::BudgetSpend.role(),
+                    self.identity.clone(),
+                );
+                self.producer.send_signed(&self.topics.spend, &self.hospital, &r.spend, &signer).await?;
                 if spent.insert(r.spend.event_id.clone()) {
                     ledger.compose(&SampledGaussian {
                         sampling_rate: r.spend.sampling_rate,

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use guardian_kafka::signing::hex;
 use serde::Deserialize;
 
 #[derive(Debug, Clone)]
@@ -28,20 +29,8 @@ struct RegistryFile {
     hospitals: BTreeMap<String, String>,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex32(s: &str) -> Result<[u8; 32]> {
-    let s = s.trim();
-    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("expected 64 hex digits");
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("checked hex");
-    }
-    Ok(out)
+    guardian_kafka::signing::unhex32(s).map_err(anyhow::Error::msg)
 }
 
 fn verifying(s: &str, what: &str) -> Result<VerifyingKey> {

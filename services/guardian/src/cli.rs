@@ -153,6 +153,10 @@ pub struct KpiArgs {
     /// Seconds a record may trail its hospital's newest event and still be on time
     #[arg(long, default_value_t = 300)]
     pub lateness_secs: u64,
+    /// Registry of hospital keys (registry.toml of `fl keygen`): records must be signed by
+    /// their hospital, and unsigned or forged ones go to the dead-letter topic
+    #[arg(long, env = "GUARDIAN_SIGNERS")]
+    pub signers: Option<PathBuf>,
     /// Where /metrics, /healthz and /readyz listen
     #[arg(long, default_value = "127.0.0.1:9467")]
     pub listen: SocketAddr,
@@ -462,6 +466,10 @@ pub struct AccountantArgs {
     /// Consumer group (also the key of the offsets kept with the ledger)
     #[arg(long, default_value = "privacy-accountant")]
     pub group: String,
+    /// Registry of hospital keys (registry.toml of `fl keygen`): records must be signed by
+    /// their hospital, and unsigned or forged ones go to the dead-letter topic
+    #[arg(long, env = "GUARDIAN_SIGNERS")]
+    pub signers: Option<PathBuf>,
     /// Epsilon budget of each hospital
     #[arg(long, default_value_t = 2.0)]
     pub hospital_epsilon: f64,
@@ -822,6 +830,13 @@ pub struct EncountersArgs {
     /// With --generate: write NDJSON here instead of publishing
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Sign every encounter with this hospital identity key (`fl keygen`'s <hospital>.key);
+    /// consumers started with --signers dead-letter unsigned and forged records
+    #[arg(long, env = "GUARDIAN_AGENT_IDENTITY", requires = "sign_as")]
+    pub identity: Option<PathBuf>,
+    /// The hospital the identity key belongs to (every encounter must be this hospital's)
+    #[arg(long, requires = "identity")]
+    pub sign_as: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -68,6 +68,17 @@ pub async fn require_topics(admin: &Admin, catalogue: &Catalogue, needed: &[Topi
     Ok(())
 }
 
+/// The hospitals' signing keys from a registry file, when one is given.
+pub fn signers(path: Option<&std::path::Path>) -> Result<Option<guardian_kafka::signing::Signers>> {
+    let Some(path) = path else { return Ok(None) };
+    let signers = guardian_kafka::signing::Signers::load(path).map_err(anyhow::Error::msg)?;
+    if signers.is_empty() {
+        anyhow::bail!("{}: no hospital keys: every record would be dead-lettered", path.display());
+    }
+    tracing::info!(hospitals = signers.len(), registry = %path.display(), "records must be signed by their hospital");
+    Ok(Some(signers))
+}
+
 pub async fn admin(args: &KafkaArgs) -> Result<Admin> {
     Admin::connect(&settings(args, "guardian-admin")).await.context("kafka")
 }

@@ -26,6 +26,8 @@ pub struct Config {
     /// How late (event time behind the hospital's newest) a record may be and still count
     /// as on time for its window; later ones take the correction path.
     pub lateness_ms: i64,
+    /// When set, every encounter must be signed by its hospital (others are dead-lettered).
+    pub signers: Option<guardian_kafka::signing::Signers>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,7 @@ pub async fn run(config: Config, pool: PgPool, shutdown: Shutdown) -> Result<gua
         codec: Codec::embedded(),
         encounters_topic: config.encounters_topic.clone(),
         lateness_ms: config.lateness_ms,
+        signers: config.signers.clone(),
         outbox,
         committed: Some(wake),
     };

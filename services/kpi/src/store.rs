@@ -169,6 +169,7 @@ pub struct Rollups {
     pub codec: Codec,
     pub encounters_topic: String,
     pub lateness_ms: i64,
+    pub signers: Option<guardian_kafka::signing::Signers>,
     pub outbox: Outbox,
     pub committed: Option<Arc<Notify>>,
 }
@@ -181,6 +182,11 @@ impl PgEffect for Rollups {
         if msg.topic() == self.encounters_topic {
             let e: Encounter = self.codec.decode(payload)?;
             validate(&e).map_err(|why| ProcessError::poison("validation", why))?;
+            if let Some(signers) = &self.signers {
+                signers
+                    .verify(msg, guardian_topics::TopicId::Encounters.role(), &e.hospital_id)
+                    .map_err(|why| ProcessError::poison("signature", why))?;
+            }
             Ok(Item::Encounter(e))
         } else {
             let s: SloEvent = self.codec.decode(payload)?;

@@ -15,6 +15,7 @@ pub async fn run(args: AccountantArgs) -> Result<ExitCode> {
     let limits =
         Limits { hospital_epsilon: args.hospital_epsilon, global_epsilon: args.global_epsilon, delta: args.delta };
     limits.validate()?;
+    let signers = common::signers(args.signers.as_deref())?;
     let (shutdown, readiness, bound) = common::serve_ops(args.listen, None).await?;
     let catalogue = common::kafka_catalogue(&args.kafka)?;
     let admin = common::admin(&args.kafka).await?;
@@ -31,6 +32,7 @@ pub async fn run(args: AccountantArgs) -> Result<ExitCode> {
             alerts_topic: catalogue.topic(TopicId::PrivacyAlerts)?,
         },
         limits,
+        signers,
     };
     tracing::info!(metrics = %format!("http://{bound}/metrics"), spend = %config.spend_topic, "privacy accountant starting");
     readiness.set_ready(true);

@@ -43,6 +43,7 @@ pub async fn run(args: BenchKpiArgs) -> Result<ExitCode> {
         slo_topic: slo.clone(),
         rollups_topic: rollups.clone(),
         dead_letter_topic: dlq.clone(),
+        signers: None,
         lateness_ms: 300_000,
     };
     let shutdown = Shutdown::new();

@@ -108,6 +108,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             alerts_topic: catalogue.topic(TopicId::PrivacyAlerts)?,
         },
         limits: guardian_accountant::Limits::default(),
+        signers: None,
     };
     let accountant = tokio::spawn(guardian_accountant::run(accountant, pool.clone(), shutdown.clone()));
     let kpi = guardian_kpi::Config {
@@ -117,6 +118,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         slo_topic: catalogue.topic(TopicId::SloEvents)?,
         rollups_topic: catalogue.topic(TopicId::KpiRollups)?,
         dead_letter_topic: catalogue.topic(TopicId::DeadLetter)?,
+        signers: None,
         lateness_ms: 300_000,
     };
     let kpi = tokio::spawn(guardian_kpi::run(kpi, pool.clone(), shutdown.clone()));

@@ -136,6 +136,14 @@ pub async fn run(args: EncountersArgs) -> Result<ExitCode> {
     common::require_topics(&admin, &catalogue, &[TopicId::Encounters]).await?;
     let topic = catalogue.topic(TopicId::Encounters)?;
     let producer = Producer::new(&common::settings(&args.kafka, "guardian-agent"))?;
+    let signer = match (&args.identity, &args.sign_as) {
+        (Some(path), Some(hospital)) => Some(guardian_kafka::signing::EventSigner::new(
+            hospital.clone(),
+            TopicId::Encounters.role(),
+            guardian_federated::registry::load_identity(path)?,
+        )),
+        _ => None,
+    };
     let shutdown = Shutdown::on_signals();
     let started = Instant::now();
     let mut sent = 0u64;
@@ -146,7 +154,17 @@ pub async fn run(args: EncountersArgs) -> Result<ExitCode> {
         batch.clear();
         let chunk = if args.rate > 0.0 { (args.rate / 10.0).ceil().max(1.0) as usize } else { 1000 };
         batch.extend(encounters.by_ref().take(chunk));
-        producer.send_batch(&topic, batch.iter().map(|e| (e.hospital_id.as_str(), e))).await?;
+        if let Some(s) = &signer
+            && let Some(other) = batch.iter().find(|e| e.hospital_id != s.hospital)
+        {
+            bail!(
+                "event {} is hospital {}'s: it cannot be signed as {} (sent so far: {sent})",
+                other.event_id,
+                other.hospital_id,
+                s.hospital
+            );
+        }
+        producer.send_batch_signed(&topic, batch.iter().map(|e| (e.hospital_id.as_str(), e)), signer.as_ref()).await?;
         sent += batch.len() as u64;
         if args.rate > 0.0 {
             let due = Duration::from_secs_f64(sent as f64 / args.rate);

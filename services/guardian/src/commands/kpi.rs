@@ -24,6 +24,7 @@ pub async fn run(args: KpiArgs) -> Result<ExitCode> {
         rollups_topic: catalogue.topic(TopicId::KpiRollups)?,
         dead_letter_topic: catalogue.topic(TopicId::DeadLetter)?,
         lateness_ms: args.lateness_secs as i64 * 1000,
+        signers: common::signers(args.signers.as_deref())?,
     };
     tracing::info!(metrics = %format!("http://{bound}/metrics"), encounters = %config.encounters_topic, "kpi rollup starting");
     readiness.set_ready(true);

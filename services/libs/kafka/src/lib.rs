@@ -30,6 +30,7 @@ pub mod error;
 pub mod metrics;
 pub mod producer;
 pub mod retry;
+pub mod signing;
 pub mod trace;
 pub mod txn;
 

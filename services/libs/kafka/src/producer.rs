@@ -158,6 +158,19 @@ impl Producer {
         self.send_bytes(topic, Some(key.as_bytes()), &payload, None).await
     }
 
+    /// [`Producer::send`], signed by a hospital agent (see [`crate::signing`]).
+    pub async fn send_signed<R: Record>(
+        &self,
+        topic: &str,
+        key: &str,
+        record: &R,
+        signer: &crate::signing::EventSigner,
+    ) -> Result<Delivered, KafkaClientError> {
+        let payload = self.codec.encode(record)?;
+        let headers = signer.headers(key.as_bytes(), &payload);
+        self.send_bytes(topic, Some(key.as_bytes()), &payload, Some(headers)).await
+    }
+
     /// Sends raw bytes (already encoded, or deliberately not: tests of dead letters).
     pub async fn send_bytes(
         &self,
@@ -198,6 +211,17 @@ impl Producer {
         topic: &str,
         records: impl IntoIterator<Item = (&'r str, &'r R)>,
     ) -> Result<u64, KafkaClientError> {
+        self.send_batch_signed(topic, records, None).await
+    }
+
+    /// [`Producer::send_batch`], each record signed by `signer` when given (see
+    /// [`crate::signing`]).
+    pub async fn send_batch_signed<'r, R: Record + 'r>(
+        &self,
+        topic: &str,
+        records: impl IntoIterator<Item = (&'r str, &'r R)>,
+        signer: Option<&crate::signing::EventSigner>,
+    ) -> Result<u64, KafkaClientError> {
         let trace_pairs = trace::current_pairs();
         let tally = Arc::new(BatchTally::default());
         let mut queued = 0u64;
@@ -208,13 +232,14 @@ impl Producer {
             }
             tally.outstanding.fetch_add(1, Ordering::AcqRel);
             let target = DeliveryTarget::Batch(tally.clone());
+            let headers = signer.map(|s| s.headers(key.as_bytes(), &payload));
             if let Err(e) = self
                 .enqueue(
                     topic,
                     None,
                     Some(key.as_bytes()),
                     Some(&payload),
-                    trace::with_pairs(None, &trace_pairs),
+                    trace::with_pairs(headers, &trace_pairs),
                     target,
                 )
                 .await
