@@ -12,6 +12,8 @@
 #   stack.sh status         what runs, where, and where the logs are
 #   stack.sh env            print the environment the services and tests read
 #   stack.sh reset          down, then delete all stack data
+#   stack.sh kill NAME      chaos faults: SIGKILL kafka-a|kafka-b|kafka-s|s3, crash postgres
+#                           (immediate stop); `up` brings them back
 #   stack.sh demo [ARGS]    up, then `guardian demo` (release build)
 #   stack.sh bench-tools    install the benchmark peers that tests do not need
 #                           (dp_accounting 0.6.0 for `guardian bench privacy`,
@@ -477,6 +479,26 @@ stop_pidfile() {
   say "stopped $name"
 }
 
+# Faults for chaos experiments: SIGKILL a Kafka node, crash PostgreSQL (immediate
+# shutdown: no checkpoint, crash recovery on the next start) or SIGKILL the S3 server.
+# `up` starts whatever is down again.
+cmd_kill() {
+  local what=${1:-}
+  case $what in
+    kafka-a|kafka-b|kafka-s)
+      local pidfile; pidfile=$(kafka_dir "${what#kafka-}")/pid
+      pid_alive "$pidfile" || die "$what is not running"
+      kill -KILL "$(cat "$pidfile")"; rm -f "$pidfile" ;;
+    postgres)
+      pg_run "$(pg_bin)/pg_ctl" -D "$STACK_DIR/pg/data" -m immediate -w stop >/dev/null || die "postgres is not running" ;;
+    s3)
+      pid_alive "$STACK_DIR/s3/pid" || die "s3s-fs is not running"
+      kill -KILL "$(cat "$STACK_DIR/s3/pid")"; rm -f "$STACK_DIR/s3/pid" ;;
+    *) die "kill what? kafka-a, kafka-b, kafka-s, postgres or s3" ;;
+  esac
+  say "killed $what"
+}
+
 cmd_down() {
   stop_pidfile mirrormaker2 "$(mm2_dir)/pid"
   for c in s b a; do stop_pidfile "kafka-$c" "$(kafka_dir $c)/pid"; done
@@ -520,6 +542,7 @@ cmd_demo() {
 
 case ${1:-} in
   install) cmd_install ;;
+  kill) shift; cmd_kill "$@" ;;
   up) shift; cmd_up "$@" ;;
   down) cmd_down ;;
   status) cmd_status ;;
@@ -527,6 +550,6 @@ case ${1:-} in
   reset) cmd_reset ;;
   demo) shift; cmd_demo "$@" ;;
   bench-tools) mkdir -p "$TOOLS"; install_bench_tools; if [ -f "$STACK_DIR/env" ]; then write_env; fi ;;
-  -h|--help|help|"") sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' ;;
-  *) die "unknown command '$1' (try: install, up, down, status, env, reset, demo, bench-tools)" ;;
+  -h|--help|help|"") sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//' ;;
+  *) die "unknown command '$1' (try: install, up, down, status, env, reset, kill, demo, bench-tools)" ;;
 esac

@@ -82,6 +82,9 @@ pub enum Command {
     /// Benchmarks that print a table
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Chaos experiments on the real local stack (see chaos/README.md)
+    #[command(subcommand)]
+    Chaos(ChaosCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -875,6 +878,34 @@ pub struct TailArgs {
     /// Stop when no record arrived for this many seconds
     #[arg(long)]
     pub idle_exit_secs: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChaosCommand {
+    /// Run experiments (chaos/experiments/*.toml): start the KPI rollup and the accountant
+    /// on topics and a schema of their own, send seeded traffic, inject the faults, then
+    /// check the steady-state hypotheses (encounters and spends counted exactly once, dead
+    /// letters exactly the poison, lag back to zero, services ready). Writes a Markdown and
+    /// a JSON report per experiment; exits 1 when a hypothesis is violated
+    Run(ChaosRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ChaosRunArgs {
+    /// Experiment files
+    #[arg(required = true)]
+    pub experiments: Vec<PathBuf>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// PostgreSQL URL (each run makes a schema of its own)
+    #[arg(long, env = "GUARDIAN_DATABASE_URL")]
+    pub database_url: String,
+    /// Where the reports go (<name>-<start ms>.md/.json and <name>-latest.md/.json)
+    #[arg(long, default_value = ".stack/chaos")]
+    pub report_dir: PathBuf,
+    /// The stack script that kills and restarts the broker and the database
+    #[arg(long, env = "GUARDIAN_STACK_SCRIPT", default_value = "tests/stack/stack.sh")]
+    pub stack_script: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

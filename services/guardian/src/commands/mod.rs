@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::cli::{AgentCommand, BenchCommand, Cli, Command, DbCommand, PrivacyCommand};
+use crate::cli::{AgentCommand, BenchCommand, ChaosCommand, Cli, Command, DbCommand, PrivacyCommand};
 
 mod accountant;
 mod archive;
@@ -14,6 +14,7 @@ mod bench_kpi;
 mod bench_privacy;
 mod bench_replay;
 mod bench_secagg;
+mod chaos;
 mod db;
 mod demo;
 mod dr;
@@ -59,5 +60,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Replay(args)) => bench_replay::run(args).await,
         Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(args),
         Command::Bench(BenchCommand::Kpi(args)) => bench_kpi::run(args).await,
+        Command::Chaos(ChaosCommand::Run(args)) => chaos::run(args).await,
     }
 }

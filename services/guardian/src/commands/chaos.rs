@@ -1,0 +1,639 @@
+//! `guardian chaos run`: one experiment on the real local stack. The runner starts the
+//! services it supervises (the KPI rollup and the privacy accountant, as processes, on
+//! topics and a schema of their own), sends seeded traffic, fires the experiment's faults
+//! at their planned times, samples the consumers' lag, and checks the steady-state
+//! hypotheses before the faults and after recovery:
+//!
+//! - encounters exactly once: every valid encounter in the topic is counted once in the
+//!   rollups (per hospital: the seen ids and the day windows), nothing else is;
+//! - spends exactly once: the privacy ledger holds exactly the valid spends of the topic;
+//! - dead letters exact: the dead-letter topic names exactly the undecodable records;
+//! - lag recovers: every partition is applied to its end within `recover_secs`;
+//! - services up: both services answer /readyz before and after.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use guardian_chaos::{Experiment, Fault, FaultKind, Hypothesis, Planned, Report};
+use guardian_kafka::{KafkaSettings, Producer};
+use guardian_schemas::Codec;
+use guardian_schemas::records::{BudgetSpend, DeadLetter, Encounter};
+use guardian_topics::{TopicId, plan};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use sqlx::Row;
+
+use super::simulate::{Synth, now_ms};
+use crate::cli::ChaosRunArgs;
+use crate::common;
+
+/// A supervised service process.
+struct Service {
+    name: &'static str,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    listen: String,
+    child: Option<Child>,
+}
+
+impl Service {
+    fn spawn(&mut self) -> Result<u32> {
+        let child = Command::new(std::env::current_exe()?)
+            .args(&self.args)
+            .envs(self.env.iter().cloned())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", self.name))?;
+        let pid = child.id();
+        self.child = Some(child);
+        Ok(pid)
+    }
+
+    fn kill(&mut self) -> Option<u32> {
+        let mut child = self.child.take()?;
+        let pid = child.id();
+        let _ = child.kill();
+        let _ = child.wait();
+        Some(pid)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn ready(&self) -> bool {
+        http_status(&self.listen, "/readyz") == Some(200)
+    }
+}
+
+fn http_status(addr: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split(' ').nth(1)?.parse().ok()
+}
+
+fn free_listen() -> Result<String> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
+}
+
+/// What the runner needs to reach and to name.
+#[derive(Clone)]
+struct Setup {
+    kafka: KafkaSettings,
+    encounters: String,
+    spends: String,
+    dead_letters: String,
+    kpi_group: String,
+    accountant_group: String,
+    url: String,
+    stack_script: PathBuf,
+}
+
+pub async fn run(args: ChaosRunArgs) -> Result<ExitCode> {
+    let mut reports = Vec::new();
+    for path in &args.experiments {
+        let exp = Experiment::load(path).map_err(anyhow::Error::msg)?;
+        let report = run_one(&args, &exp).await?;
+        let stamp = report.started_at_ms;
+        std::fs::create_dir_all(&args.report_dir).with_context(|| format!("creating {}", args.report_dir.display()))?;
+        let base = args.report_dir.join(format!("{}-{stamp}", exp.name));
+        std::fs::write(base.with_extension("json"), report.to_json())?;
+        std::fs::write(base.with_extension("md"), report.to_markdown())?;
+        for name in ["json", "md"] {
+            let latest = args.report_dir.join(format!("{}-latest.{name}", exp.name));
+            std::fs::copy(base.with_extension(name), latest)?;
+        }
+        println!("{}", report.to_markdown());
+        println!("chaos: report {}.{{md,json}}", base.display());
+        reports.push(report);
+    }
+    let failed: Vec<&str> = reports.iter().filter(|r| !r.passed()).map(|r| r.experiment.as_str()).collect();
+    if failed.is_empty() {
+        println!("chaos: {} experiment(s) passed", reports.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("chaos: hypotheses violated in {}", failed.join(", "));
+        Ok(ExitCode::from(1))
+    }
+}
+
+async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
+    let tag = format!("{:08x}", rand::random::<u32>());
+    let prefix = format!("chaos-{}-{tag}.", exp.name);
+    let mut kafka_args = args.kafka.clone();
+    kafka_args.topic_prefix = prefix.clone();
+    let catalogue = common::kafka_catalogue(&kafka_args)?;
+    let admin = common::admin(&kafka_args).await?;
+    let names: Vec<String> = catalogue.specs().map(|s| catalogue.name_of(s)).collect();
+    let view = admin.observe(&names).await?;
+    admin.apply(&plan(&catalogue, &view.topics, view.brokers)).await?;
+    let schema = format!("chaos_{}_{tag}", exp.name.replace('-', "_"));
+    let url = guardian_pg::with_new_schema(&args.database_url, &schema).await?;
+    let setup = Setup {
+        kafka: common::settings(&kafka_args, "guardian-chaos"),
+        encounters: catalogue.topic(TopicId::Encounters)?,
+        spends: catalogue.topic(TopicId::BudgetSpend)?,
+        dead_letters: catalogue.topic(TopicId::DeadLetter)?,
+        kpi_group: format!("chaos-kpi-{tag}"),
+        accountant_group: format!("chaos-accountant-{tag}"),
+        url: url.clone(),
+        stack_script: args.stack_script.clone(),
+    };
+    let env = vec![
+        ("GUARDIAN_KAFKA_BOOTSTRAP".to_string(), args.kafka.bootstrap_servers.clone()),
+        ("GUARDIAN_TOPIC_PREFIX".to_string(), prefix.clone()),
+        ("GUARDIAN_DATABASE_URL".to_string(), url.clone()),
+    ];
+    let service = |name: &'static str, group: &str| -> Result<Service> {
+        let listen = free_listen()?;
+        let args = vec![name.to_string(), "--group".into(), group.to_string(), "--listen".into(), listen.clone()];
+        Ok(Service { name, args, env: env.clone(), listen, child: None })
+    };
+    let services =
+        Arc::new(Mutex::new(vec![service("kpi", &setup.kpi_group)?, service("accountant", &setup.accountant_group)?]));
+    for s in services.lock().expect("services").iter_mut() {
+        s.spawn()?;
+    }
+    let started_at_ms = now_ms();
+    let start = Instant::now();
+    println!("chaos: {} (seed {}): topics {prefix}*, schema {schema}", exp.name, exp.seed);
+
+    // Before: both services ready, nothing behind.
+    let ready_before = wait_ready(&services, Duration::from_secs(60)).await;
+    let lag_before = lag(&setup).await.unwrap_or(i64::MAX);
+
+    // Traffic, faults and the lag sampler, side by side.
+    let skew = Arc::new(AtomicI64::new(0));
+    let traffic_done = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let producer = Producer::new(&setup.kafka)?;
+    let traffic = tokio::spawn(traffic(
+        exp.clone(),
+        producer.clone(),
+        setup.encounters.clone(),
+        setup.spends.clone(),
+        skew.clone(),
+        sent.clone(),
+    ));
+    let max_lag = Arc::new(AtomicI64::new(0));
+    let sampler = {
+        let (setup_kafka, done, max_lag) = (setup.clone(), traffic_done.clone(), max_lag.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Acquire) {
+                if let Ok(l) = lag(&setup_kafka).await {
+                    max_lag.fetch_max(l, Ordering::AcqRel);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let mut faults = Vec::new();
+    for p in exp.plan() {
+        let due = Duration::from_millis(p.at_ms);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        let at_ms = start.elapsed().as_millis() as u64;
+        let detail = match inject(&p, &setup, &services, &producer, &skew, exp.seed ^ at_ms).await {
+            Ok(d) => d,
+            Err(e) => format!("injection failed: {e:#}"),
+        };
+        println!("chaos: {:>6.1} s {:?} {} {detail}", at_ms as f64 / 1000.0, p.kind, p.target);
+        faults.push(Fault { at_ms, kind: kind_name(p.kind).into(), target: p.target.clone(), detail });
+    }
+    traffic.await.context("traffic task")??;
+    traffic_done.store(true, Ordering::Release);
+    let _ = sampler.await;
+    let traffic_ms = start.elapsed().as_millis() as u64;
+
+    // Recovery: everything applied to the end within the deadline.
+    let recover_deadline = Instant::now() + Duration::from_secs(exp.recover_secs);
+    let mut recovered_after = None;
+    while Instant::now() < recover_deadline {
+        if lag(&setup).await.is_ok_and(|l| l == 0) && ready_all(&services) {
+            recovered_after = Some(start.elapsed().as_millis() as u64 - traffic_ms);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let lag_after = lag(&setup).await.unwrap_or(i64::MAX);
+    let ready_after = ready_all(&services);
+    // The outbox and dead letters settle; then judge.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let checks = check(&setup).await?;
+    for s in services.lock().expect("services").iter_mut() {
+        s.stop();
+    }
+
+    let mut hypotheses = vec![
+        Hypothesis {
+            name: "encounters-exactly-once".into(),
+            statement: "every valid encounter in the topic is counted once in the rollups".into(),
+            before: None,
+            holds: checks.encounters_ok,
+            detail: checks.encounters_detail.clone(),
+        },
+        Hypothesis {
+            name: "spends-exactly-once".into(),
+            statement: "the privacy ledger holds exactly the valid spends of the topic".into(),
+            before: None,
+            holds: checks.spends_ok,
+            detail: checks.spends_detail.clone(),
+        },
+        Hypothesis {
+            name: "dead-letters-exact".into(),
+            statement: "the dead-letter topic names exactly the undecodable records".into(),
+            before: None,
+            holds: checks.letters_ok,
+            detail: checks.letters_detail.clone(),
+        },
+        Hypothesis {
+            name: "lag-recovers".into(),
+            statement: format!(
+                "every partition is applied to its end within {} s of the traffic's end",
+                exp.recover_secs
+            ),
+            before: Some(lag_before == 0),
+            holds: recovered_after.is_some(),
+            detail: match recovered_after {
+                Some(ms) => format!(
+                    "lag 0 after {:.1} s (max during the run: {})",
+                    ms as f64 / 1000.0,
+                    max_lag.load(Ordering::Acquire)
+                ),
+                None => format!("lag still {lag_after} record(s) at the deadline"),
+            },
+        },
+        Hypothesis {
+            name: "services-up".into(),
+            statement: "the KPI rollup and the accountant answer /readyz".into(),
+            before: Some(ready_before),
+            holds: ready_after,
+            detail: if ready_after { "both ready".into() } else { "a service is not ready after recovery".into() },
+        },
+    ];
+    hypotheses.sort_by_key(|h| !h.holds);
+    let kills = faults.iter().filter(|f| f.kind.starts_with("kill")).count();
+    Ok(Report {
+        experiment: exp.name.clone(),
+        description: exp.description.clone(),
+        seed: exp.seed,
+        started_at_ms,
+        duration_ms: start.elapsed().as_millis() as u64,
+        faults,
+        hypotheses,
+        measurements: vec![
+            ("records sent by the workload".into(), json!(sent.load(Ordering::Acquire))),
+            ("valid encounters in the topic (distinct)".into(), json!(checks.encounters_in)),
+            ("encounters counted in the rollups".into(), json!(checks.encounters_counted)),
+            ("duplicate encounter records in the topic".into(), json!(checks.encounter_duplicates)),
+            ("valid spends in the topic (distinct)".into(), json!(checks.spends_in)),
+            ("ledger rows".into(), json!(checks.ledger_rows)),
+            ("undecodable records in the topics".into(), json!(checks.poison_in)),
+            (
+                "dead letters (distinct sources / records)".into(),
+                json!(format!("{} / {}", checks.letters_distinct, checks.letters_total)),
+            ),
+            ("faults injected (kills)".into(), json!(format!("{} ({kills})", exp.plan().len()))),
+            ("max lag during the run (records)".into(), json!(max_lag.load(Ordering::Acquire))),
+            ("recovery after the traffic (s)".into(), json!(recovered_after.map(|ms| ms as f64 / 1000.0))),
+        ],
+    })
+}
+
+fn kind_name(k: FaultKind) -> &'static str {
+    match k {
+        FaultKind::KillService => "kill-service",
+        FaultKind::KillBroker => "kill-broker",
+        FaultKind::KillPostgres => "kill-postgres",
+        FaultKind::PoisonStorm => "poison-storm",
+        FaultKind::ReplayDuplicates => "replay-duplicates",
+        FaultKind::ClockSkew => "clock-skew",
+    }
+}
+
+async fn wait_ready(services: &Arc<Mutex<Vec<Service>>>, deadline: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if ready_all(services) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+fn ready_all(services: &Arc<Mutex<Vec<Service>>>) -> bool {
+    services.lock().expect("services").iter().all(Service::ready)
+}
+
+/// Seeded encounters (and the spends that end a hospital's rounds) at the workload's
+/// rate, with poison mixed in; producer clocks follow `skew`.
+async fn traffic(
+    exp: Experiment,
+    producer: Producer,
+    encounters: String,
+    spends: String,
+    skew: Arc<AtomicI64>,
+    sent: Arc<AtomicU64>,
+) -> Result<()> {
+    let w = &exp.workload;
+    let mut synth = Synth::new(exp.seed, w.hospitals);
+    let mut rng = StdRng::seed_from_u64(exp.seed ^ 0x7ea1);
+    let tick = Duration::from_millis(100);
+    let (mut carry, mut poison_carry) = (0.0, 0.0);
+    let start = Instant::now();
+    let mut interval = tokio::time::interval(tick);
+    while start.elapsed() < Duration::from_secs(exp.traffic_secs) {
+        interval.tick().await;
+        carry += w.encounters_per_sec * tick.as_secs_f64();
+        poison_carry += w.poison_per_sec * tick.as_secs_f64();
+        let n = carry as usize;
+        carry -= n as f64;
+        let now = now_ms() + skew.load(Ordering::Acquire);
+        let mut batch: Vec<Encounter> = Vec::with_capacity(n);
+        let mut spend_batch: Vec<BudgetSpend> = Vec::new();
+        for _ in 0..n {
+            let (e, _, s) = synth.next(now);
+            batch.push(e);
+            spend_batch.extend(s);
+        }
+        // A broker outage makes sends fail after the producer's own retries: what was not
+        // acknowledged may or may not be in the topic; the hypotheses read the topic.
+        // Keyed pairs collected first: the spawned future must not hold a closure over them.
+        let keyed: Vec<(&str, &Encounter)> = batch.iter().map(|e| (e.hospital_id.as_str(), e)).collect();
+        if let Err(e) = producer.send_batch(&encounters, keyed).await {
+            tracing::warn!(error = %e, "chaos traffic: encounters not acknowledged");
+        }
+        let keyed: Vec<(&str, &BudgetSpend)> = spend_batch.iter().map(|s| (s.hospital_id.as_str(), s)).collect();
+        if let Err(e) = producer.send_batch(&spends, keyed).await {
+            tracing::warn!(error = %e, "chaos traffic: spends not acknowledged");
+        }
+        sent.fetch_add((batch.len() + spend_batch.len()) as u64, Ordering::AcqRel);
+        let p = poison_carry as usize;
+        poison_carry -= p as f64;
+        for _ in 0..p {
+            let topic = if rng.random_bool(0.5) { &encounters } else { &spends };
+            let _ = producer.send_bytes(topic, Some(b"poison"), b"\x00not an avro record", None).await;
+            sent.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+    Ok(())
+}
+
+fn stack(script: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new("bash")
+        .arg(script)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!("{} {}: {}", script.display(), args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+async fn inject(
+    p: &Planned,
+    setup: &Setup,
+    services: &Arc<Mutex<Vec<Service>>>,
+    producer: &Producer,
+    skew: &Arc<AtomicI64>,
+    seed: u64,
+) -> Result<String> {
+    let down = Duration::from_millis(p.spec.down_ms);
+    match p.kind {
+        FaultKind::KillService => {
+            let pid = {
+                let mut all = services.lock().expect("services");
+                let s = all.iter_mut().find(|s| s.name == p.target).context("no such service")?;
+                s.kill()
+            };
+            tokio::time::sleep(down).await;
+            let new_pid = {
+                let mut all = services.lock().expect("services");
+                let s = all.iter_mut().find(|s| s.name == p.target).context("no such service")?;
+                s.spawn()?
+            };
+            Ok(format!("SIGKILL pid {}, restarted after {} ms as pid {new_pid}", pid.unwrap_or(0), p.spec.down_ms))
+        }
+        FaultKind::KillBroker | FaultKind::KillPostgres => {
+            let component = if p.kind == FaultKind::KillBroker { "kafka-a" } else { "postgres" };
+            let script = setup.stack_script.clone();
+            let t = Instant::now();
+            tokio::task::spawn_blocking({
+                let script = script.clone();
+                move || stack(&script, &["kill", component])
+            })
+            .await??;
+            tokio::time::sleep(down).await;
+            tokio::task::spawn_blocking(move || stack(&script, &["up"])).await??;
+            Ok(format!("{component} killed, restarted after {:.1} s", t.elapsed().as_secs_f64()))
+        }
+        FaultKind::PoisonStorm => {
+            for i in 0..p.spec.records {
+                let topic = if i % 2 == 0 { &setup.encounters } else { &setup.spends };
+                producer.send_bytes(topic, Some(b"storm"), format!("\x00poison {i}").as_bytes(), None).await?;
+            }
+            Ok(format!("{} undecodable records into the encounter and spend topics", p.spec.records))
+        }
+        FaultKind::ReplayDuplicates => {
+            let records = guardian_federated::reader::read_range(
+                &setup.kafka,
+                "chaos-replay",
+                &[&setup.encounters, &setup.spends],
+                None,
+            )
+            .await?;
+            if records.is_empty() {
+                return Ok("nothing to replay yet".into());
+            }
+            let mut rng = StdRng::seed_from_u64(seed);
+            let from = rng.random_range(0..records.len());
+            let len = rng.random_range(1..=500.min(records.len() - from));
+            let mut window: Vec<_> = records[from..from + len].iter().collect();
+            // Reordered as well as duplicated.
+            for i in (1..window.len()).rev() {
+                window.swap(i, rng.random_range(0..=i));
+            }
+            for r in &window {
+                producer.send_bytes(&r.topic, r.key.as_deref(), &r.payload, None).await?;
+            }
+            Ok(format!("{len} records sent again, shuffled"))
+        }
+        FaultKind::ClockSkew => {
+            skew.store(p.spec.skew_ms, Ordering::Release);
+            tokio::time::sleep(down).await;
+            skew.store(0, Ordering::Release);
+            Ok(format!("producer clocks {} ms off for {} ms", p.spec.skew_ms, p.spec.down_ms))
+        }
+    }
+}
+
+/// Records not yet applied by either group (end offsets minus the offsets stored with the
+/// effects in PostgreSQL).
+async fn lag(setup: &Setup) -> Result<i64> {
+    let pool = guardian_pg::connect(&setup.url, 1).await?;
+    let mut total = 0;
+    for (group, topic) in [(&setup.kpi_group, &setup.encounters), (&setup.accountant_group, &setup.spends)] {
+        let ends = guardian_federated::reader::topic_watermarks(&setup.kafka, "chaos-lag", &[topic])?;
+        let stored: BTreeMap<i32, i64> =
+            sqlx::query("SELECT partition, next_offset FROM kafka_offsets WHERE group_id = $1 AND topic = $2")
+                .bind(group)
+                .bind(topic)
+                .fetch_all(&pool)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+        for ((_, p), (lo, hi)) in ends {
+            total += hi - stored.get(&p).copied().unwrap_or(lo).max(lo);
+        }
+    }
+    pool.close().await;
+    Ok(total)
+}
+
+#[derive(Debug, Default)]
+struct Checks {
+    encounters_ok: bool,
+    encounters_detail: String,
+    encounters_in: usize,
+    encounters_counted: i64,
+    encounter_duplicates: usize,
+    spends_ok: bool,
+    spends_detail: String,
+    spends_in: usize,
+    ledger_rows: usize,
+    letters_ok: bool,
+    letters_detail: String,
+    poison_in: usize,
+    letters_distinct: usize,
+    letters_total: usize,
+}
+
+async fn check(setup: &Setup) -> Result<Checks> {
+    let codec = Codec::embedded();
+    let mut c = Checks::default();
+    let read = |topics: Vec<String>| {
+        let kafka = setup.kafka.clone();
+        async move {
+            let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+            guardian_federated::reader::read_range(&kafka, "chaos-check", &refs, None).await
+        }
+    };
+    let mut poison: BTreeSet<(String, i32, i64)> = BTreeSet::new();
+    // Encounters: the topic is the truth.
+    let mut by_hospital: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut records = 0usize;
+    for m in read(vec![setup.encounters.clone()]).await? {
+        match codec.decode::<Encounter>(&m.payload) {
+            Ok(e) if guardian_kpi::store::validate(&e).is_ok() => {
+                records += 1;
+                by_hospital.entry(e.hospital_id.clone()).or_default().insert(e.event_id);
+            }
+            _ => {
+                poison.insert((m.topic.clone(), m.partition, m.offset));
+            }
+        }
+    }
+    let expected: BTreeMap<String, i64> = by_hospital.iter().map(|(h, ids)| (h.clone(), ids.len() as i64)).collect();
+    c.encounters_in = expected.values().sum::<i64>() as usize;
+    c.encounter_duplicates = records - c.encounters_in;
+    let pool = guardian_pg::connect(&setup.url, 1).await?;
+    let per_hospital = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(sql).fetch_all(&pool).await.map(|rows| {
+                rows.into_iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))).collect::<BTreeMap<_, _>>()
+            })
+        }
+    };
+    let seen = per_hospital("SELECT hospital_id, count(*)::bigint FROM kpi_seen GROUP BY hospital_id").await?;
+    let days = per_hospital(
+        "SELECT hospital_id, sum(encounters)::bigint FROM kpi_rollups WHERE window_size = 'DAY' GROUP BY hospital_id",
+    )
+    .await?;
+    c.encounters_counted = days.values().sum();
+    c.encounters_ok = seen == expected && days == expected;
+    c.encounters_detail = format!(
+        "{} distinct in the topic ({} duplicate records), {} seen, {} in the day windows",
+        c.encounters_in,
+        c.encounter_duplicates,
+        seen.values().sum::<i64>(),
+        c.encounters_counted
+    );
+    // Spends.
+    let mut spend_ids: BTreeSet<String> = BTreeSet::new();
+    for m in read(vec![setup.spends.clone()]).await? {
+        match codec.decode::<BudgetSpend>(&m.payload) {
+            Ok(s) if guardian_accountant::budget::validate(&s).is_ok() => {
+                spend_ids.insert(s.event_id);
+            }
+            _ => {
+                poison.insert((m.topic.clone(), m.partition, m.offset));
+            }
+        }
+    }
+    let ledger: Vec<String> =
+        sqlx::query_scalar("SELECT event_id FROM privacy_ledger").fetch_all(&pool).await.unwrap_or_default();
+    let ledger_set: BTreeSet<String> = ledger.iter().cloned().collect();
+    c.spends_in = spend_ids.len();
+    c.ledger_rows = ledger.len();
+    c.spends_ok = ledger_set == spend_ids && ledger.len() == ledger_set.len();
+    c.spends_detail = format!(
+        "{} distinct valid spends in the topic, {} ledger rows; missing {}, unexpected {}",
+        c.spends_in,
+        c.ledger_rows,
+        spend_ids.difference(&ledger_set).count(),
+        ledger_set.difference(&spend_ids).count()
+    );
+    // Dead letters of this run's groups.
+    let mut letters: Vec<(String, i32, i64)> = Vec::new();
+    for m in read(vec![setup.dead_letters.clone()]).await? {
+        if let Ok(d) = codec.decode::<DeadLetter>(&m.payload)
+            && (d.consumer_group == setup.kpi_group || d.consumer_group == setup.accountant_group)
+        {
+            letters.push((d.source_topic, d.source_partition, d.source_offset));
+        }
+    }
+    let distinct: BTreeSet<(String, i32, i64)> = letters.iter().cloned().collect();
+    c.poison_in = poison.len();
+    c.letters_total = letters.len();
+    c.letters_distinct = distinct.len();
+    c.letters_ok = distinct == poison;
+    c.letters_detail = format!(
+        "{} undecodable records, {} dead-lettered ({} records: at least once); missing {}, unexpected {}",
+        poison.len(),
+        distinct.len(),
+        letters.len(),
+        poison.difference(&distinct).count(),
+        distinct.difference(&poison).count()
+    );
+    pool.close().await;
+    Ok(c)
+}
