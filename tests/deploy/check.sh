@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Static checks of what the repo deploys, all offline:
 #   - helm lint and helm template of helm/guardian with every values file;
-#   - the rendered manifests against the Kubernetes schemas (kubernetes-validate --strict);
+#   - the rendered manifests against the Kubernetes schemas (kubernetes-validate --strict),
+#     and their custom resources (Prometheus Operator, Chaos Mesh) against the CRDs of
+#     those projects (fetched from the Go module proxy at pinned versions);
 #   - the values schema refuses unsafe values (each case below must fail to render);
 #   - checkov on the rendered manifests, the Dockerfile and terraform/ (exceptions are
 #     inline #checkov:skip comments with their reasons, or listed in helm/checkov.yaml);
@@ -18,15 +20,24 @@ KUBE_VERSION=1.33.0
 CHART=$REPO/helm/guardian
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
+# No CLI configuration file here: an empty one instead of a warning on every run.
+if [ ! -f "${TF_CLI_CONFIG_FILE:-$HOME/.terraformrc}" ]; then export TF_CLI_CONFIG_FILE=$OUT/terraformrc; : >"$TF_CLI_CONFIG_FILE"; fi
 export BC_SKIP_MAPPING=TRUE CHECKOV_RUN_SCA_PACKAGE_SCAN_V2=false
-# No ~/.terraformrc here: an empty CLI configuration instead of a warning on every run.
-export TF_CLI_CONFIG_FILE=${TF_CLI_CONFIG_FILE:-/dev/null}
+
+# CustomResourceDefinitions of the operators the chart targets, from their Go modules.
+CHAOS_MESH_MODULE=github.com/chaos-mesh/chaos-mesh@v0.9.1-0.20260902003049-47411975a8cb
+PROM_OPERATOR_MODULE=github.com/prometheus-operator/prometheus-operator@v0.85.0
 
 say() { echo "deploy-check: $*"; }
 die() { echo "deploy-check: FAILED: $*" >&2; exit 1; }
 [ -x "$HELM" ] || die "helm not found at $HELM (run tests/stack/stack.sh install)"
 [ -x "$VALIDATORS/checkov" ] || die "checkov not found in $VALIDATORS (run tests/stack/stack.sh install)"
 command -v terraform >/dev/null || die "terraform not found (run tests/stack/stack.sh install)"
+module_dir() { # the module's folder in the Go module cache, downloaded on first use
+  go mod download -json "$1" 2>/dev/null | "$VALIDATORS/python" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])' \
+    || die "go mod download $1 failed"
+}
+CRDS=("$(module_dir "$CHAOS_MESH_MODULE")/manifests/crd.yaml" "$(module_dir "$PROM_OPERATOR_MODULE")/example/prometheus-operator-crd")
 
 # helm warns that files/slo-rules.yaml is a link to services/slo/prometheus/rules.yaml
 # (one source for the rules promtool tests and the PrometheusRule): expected, filtered.
@@ -44,12 +55,14 @@ for f in "${values_files[@]}"; do
   kinds=$(grep -c '^kind:' "$OUT/rendered/$name.yaml" || true)
   [ "$kinds" -ge 5 ] || die "$name rendered only $kinds objects"
   "$VALIDATORS/kubernetes-validate" --strict --quiet -k "$KUBE_VERSION" "$OUT/rendered/$name.yaml" >"$OUT/kv-$name.log" 2>&1 || true
-  # Prometheus Operator kinds have no schema there (their content is checked by promtool
-  # in the SLO tests); anything else that is not a pass fails.
-  if grep -v -E "passed for resource|Couldn't find schema for kind (ServiceMonitor|PrometheusRule)" "$OUT/kv-$name.log" | grep -q .; then
+  # Custom resources have no schema there: the CRDs check them below. Anything else that
+  # is not a pass fails.
+  if grep -v -E "passed for resource|Couldn't find schema for kind [A-Za-z]+ with api version (monitoring.coreos.com|chaos-mesh.org)/" "$OUT/kv-$name.log" | grep -q .; then
     cat "$OUT/kv-$name.log"; die "Kubernetes schema validation of $name"
   fi
-  say "$name: lint ok, $kinds objects, Kubernetes $KUBE_VERSION schemas ok"
+  "$VALIDATORS/python" "$REPO/tests/deploy/crd_validate.py" "${CRDS[@]}" -- "$OUT/rendered/$name.yaml" >"$OUT/crd-$name.log" \
+    || { cat "$OUT/crd-$name.log"; die "custom resources of $name against their CRDs"; }
+  say "$name: lint ok, $kinds objects, Kubernetes $KUBE_VERSION schemas ok, $(tail -n 1 "$OUT/crd-$name.log")"
 done
 
 # The values schema must refuse what would weaken the pods.
