@@ -15,25 +15,13 @@ use std::time::{Duration, Instant};
 use guardian_testkit::{Stack, unique};
 
 fn guardian(stack: &Stack, prefix: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_guardian"));
-    c.args(args)
-        .env("RUST_LOG", "warn")
-        .env("GUARDIAN_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
-        .env("GUARDIAN_TOPIC_PREFIX", prefix)
-        .env("GUARDIAN_S3_ENDPOINT", &stack.s3_endpoint)
+    let mut c = guardian_on(stack, prefix, args);
+    c.env("GUARDIAN_S3_ENDPOINT", &stack.s3_endpoint)
         .env("GUARDIAN_S3_ACCESS_KEY", &stack.s3_access_key)
         .env("GUARDIAN_S3_SECRET_KEY", &stack.s3_secret_key)
         .env("GUARDIAN_MODEL_BUCKET", "guardian-it-models")
-        .env_remove("GUARDIAN_TOPICS_DIR")
         .env_remove("GUARDIAN_FL_FAULT");
     c
-}
-
-fn run_ok(mut c: Command) -> String {
-    let out = c.output().expect("run guardian");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{:?} failed: {}\n{stdout}", c, String::from_utf8_lossy(&out.stderr));
-    stdout
 }
 
 /// Rows of the session table `fl start` prints: (round, outcome, survivors, dropped, accuracy).

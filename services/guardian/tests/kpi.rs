@@ -9,7 +9,7 @@ mod common;
 use common::*;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use guardian_kafka::KafkaSettings;
@@ -21,25 +21,7 @@ use sqlx::Row;
 
 const LATENESS_MS: i64 = 60_000;
 
-fn guardian(stack: &Stack, prefix: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_guardian"));
-    c.args(args)
-        .env("RUST_LOG", "warn")
-        .env("GUARDIAN_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
-        .env("GUARDIAN_TOPIC_PREFIX", prefix)
-        .env_remove("GUARDIAN_TOPICS_DIR");
-    c
-}
-
-/// The rollup service process, killed if the test ends without stopping it.
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{KillOnDrop as Service, guardian_on as guardian};
 
 fn rollup_service(stack: &Stack, prefix: &str, url: &str) -> Service {
     let listen = format!("127.0.0.1:{}", free_port());

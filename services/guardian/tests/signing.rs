@@ -8,42 +8,16 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, wait_for};
+use common::{KillOnDrop as Service, free_port, guardian_on, run_ok as ok, wait_for};
 use guardian_kafka::KafkaSettings;
 use guardian_schemas::Codec;
 use guardian_schemas::records::DeadLetter;
 use guardian_testkit::{Stack, unique};
 
 fn guardian(stack: &Stack, prefix: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_guardian"));
-    c.args(args)
-        .env("RUST_LOG", "warn")
-        .env("GUARDIAN_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
-        .env("GUARDIAN_TOPIC_PREFIX", prefix)
-        .env_remove("GUARDIAN_TOPICS_DIR")
-        .env_remove("GUARDIAN_AGENT_IDENTITY")
-        .env_remove("GUARDIAN_SIGNERS");
+    let mut c = guardian_on(stack, prefix, args);
+    c.env_remove("GUARDIAN_AGENT_IDENTITY").env_remove("GUARDIAN_SIGNERS");
     c
-}
-
-fn ok(mut cmd: Command) -> String {
-    let out = cmd.output().expect("run guardian");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-struct Service(std::process::Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test]

@@ -36,3 +36,33 @@ pub async fn wait_for<T>(what: &str, deadline: Duration, mut f: impl AsyncFnMut(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The `guardian` binary on the stack's broker under a topic prefix, logging warnings
+/// only, with nothing from the caller's environment that would change the topics.
+pub fn guardian_on(stack: &guardian_testkit::Stack, prefix: &str, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_guardian"));
+    c.args(args)
+        .env("RUST_LOG", "warn")
+        .env("GUARDIAN_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
+        .env("GUARDIAN_TOPIC_PREFIX", prefix)
+        .env_remove("GUARDIAN_TOPICS_DIR");
+    c
+}
+
+/// Runs `c`; fails the test with its output unless it succeeds; returns its stdout.
+pub fn run_ok(mut c: std::process::Command) -> String {
+    let out = c.output().expect("run guardian");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{:?} failed: {}\n{stdout}", c, String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// A child process, killed if the test ends (or panics) without stopping it.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
