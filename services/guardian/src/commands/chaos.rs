@@ -33,13 +33,17 @@ use super::simulate::{Synth, now_ms};
 use crate::cli::ChaosRunArgs;
 use crate::common;
 
-/// A supervised service process.
+/// A supervised service process: restarted when it exits on its own (as an orchestrator
+/// would), its stderr appended to `log`.
 struct Service {
     name: &'static str,
     args: Vec<String>,
     env: Vec<(String, String)>,
     listen: String,
+    log: PathBuf,
     child: Option<Child>,
+    /// Exits the runner did not cause, with their status.
+    crashes: Vec<String>,
 }
 
 impl Service {
@@ -49,12 +53,30 @@ impl Service {
             .envs(self.env.iter().cloned())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .with_context(|| format!("opening {}", self.log.display()))?,
+            )
             .spawn()
             .with_context(|| format!("starting {}", self.name))?;
         let pid = child.id();
         self.child = Some(child);
         Ok(pid)
+    }
+
+    /// Restarts the process if it exited by itself; returns how it ended.
+    fn supervise(&mut self) -> Option<String> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        let note = format!("{} exited by itself ({status}), restarted", self.name);
+        self.crashes.push(note.clone());
+        if let Err(e) = self.spawn() {
+            self.crashes.push(format!("{}: restart failed: {e:#}", self.name));
+        }
+        Some(note)
     }
 
     fn kill(&mut self) -> Option<u32> {
@@ -167,10 +189,22 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
         ("GUARDIAN_TOPIC_PREFIX".to_string(), prefix.clone()),
         ("GUARDIAN_DATABASE_URL".to_string(), url.clone()),
     ];
+    std::fs::create_dir_all(&args.report_dir).with_context(|| format!("creating {}", args.report_dir.display()))?;
     let service = |name: &'static str, group: &str| -> Result<Service> {
         let listen = free_listen()?;
-        let args = vec![name.to_string(), "--group".into(), group.to_string(), "--listen".into(), listen.clone()];
-        Ok(Service { name, args, env: env.clone(), listen, child: None })
+        // A 10 s session: a killed member's partitions move on within seconds (the default
+        // 45 s would dominate every recovery time measured here).
+        let cli = vec![
+            name.to_string(),
+            "--group".into(),
+            group.to_string(),
+            "--listen".into(),
+            listen.clone(),
+            "--kafka-config".into(),
+            "session.timeout.ms=10000".into(),
+        ];
+        let log = args.report_dir.join(format!("{}-{tag}-{name}.log", exp.name));
+        Ok(Service { name, args: cli, env: env.clone(), listen, log, child: None, crashes: Vec::new() })
     };
     let services =
         Arc::new(Mutex::new(vec![service("kpi", &setup.kpi_group)?, service("accountant", &setup.accountant_group)?]));
@@ -178,12 +212,13 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
         s.spawn()?;
     }
     let started_at_ms = now_ms();
-    let start = Instant::now();
     println!("chaos: {} (seed {}): topics {prefix}*, schema {schema}", exp.name, exp.seed);
 
-    // Before: both services ready, nothing behind.
-    let ready_before = wait_ready(&services, Duration::from_secs(60)).await;
+    // Before: both services ready (a service that exits on its way up is restarted, and
+    // the report says so), nothing behind. The experiment's clock starts after.
+    let ready_before = wait_ready(&services, Duration::from_secs(STARTUP_SECS)).await;
     let lag_before = lag(&setup).await.unwrap_or(i64::MAX);
+    let start = Instant::now();
 
     // Traffic, faults and the lag sampler, side by side.
     let skew = Arc::new(AtomicI64::new(0));
@@ -200,9 +235,11 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
     ));
     let max_lag = Arc::new(AtomicI64::new(0));
     let sampler = {
-        let (setup_kafka, done, max_lag) = (setup.clone(), traffic_done.clone(), max_lag.clone());
+        let (setup_kafka, done, max_lag, services) =
+            (setup.clone(), traffic_done.clone(), max_lag.clone(), services.clone());
         tokio::spawn(async move {
             while !done.load(Ordering::Acquire) {
+                supervise(&services);
                 if let Ok(l) = lag(&setup_kafka).await {
                     max_lag.fetch_max(l, Ordering::AcqRel);
                 }
@@ -233,6 +270,7 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
     let recover_deadline = Instant::now() + Duration::from_secs(exp.recover_secs);
     let mut recovered_after = None;
     while Instant::now() < recover_deadline {
+        supervise(&services);
         if lag(&setup).await.is_ok_and(|l| l == 0) && ready_all(&services) {
             recovered_after = Some(start.elapsed().as_millis() as u64 - traffic_ms);
             break;
@@ -244,8 +282,10 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
     // The outbox and dead letters settle; then judge.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let checks = check(&setup).await?;
+    let mut crashes = Vec::new();
     for s in services.lock().expect("services").iter_mut() {
         s.stop();
+        crashes.append(&mut s.crashes);
     }
 
     let mut hypotheses = vec![
@@ -292,7 +332,12 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
             statement: "the KPI rollup and the accountant answer /readyz".into(),
             before: Some(ready_before),
             holds: ready_after,
-            detail: if ready_after { "both ready".into() } else { "a service is not ready after recovery".into() },
+            detail: format!(
+                "{}; {} exit(s) the runner did not cause{}",
+                if ready_after { "both ready" } else { "a service is not ready after recovery" },
+                crashes.len(),
+                if crashes.is_empty() { String::new() } else { format!(": {}", crashes.join("; ")) }
+            ),
         },
     ];
     hypotheses.sort_by_key(|h| !h.holds);
@@ -318,6 +363,7 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
                 json!(format!("{} / {}", checks.letters_distinct, checks.letters_total)),
             ),
             ("faults injected (kills)".into(), json!(format!("{} ({kills})", exp.plan().len()))),
+            ("service exits the runner did not cause".into(), json!(crashes.len())),
             ("max lag during the run (records)".into(), json!(max_lag.load(Ordering::Acquire))),
             ("recovery after the traffic (s)".into(), json!(recovered_after.map(|ms| ms as f64 / 1000.0))),
         ],
@@ -335,9 +381,22 @@ fn kind_name(k: FaultKind) -> &'static str {
     }
 }
 
+/// How long the services may take to come up before the faults start.
+const STARTUP_SECS: u64 = 120;
+
+/// Restarts every service that exited by itself.
+fn supervise(services: &Arc<Mutex<Vec<Service>>>) {
+    for s in services.lock().expect("services").iter_mut() {
+        if let Some(note) = s.supervise() {
+            eprintln!("chaos: {note}");
+        }
+    }
+}
+
 async fn wait_ready(services: &Arc<Mutex<Vec<Service>>>, deadline: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < deadline {
+        supervise(services);
         if ready_all(services) {
             return true;
         }
