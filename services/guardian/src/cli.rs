@@ -126,6 +126,10 @@ pub struct DashboardArgs {
     /// Where the page, the API, /metrics, /healthz and /readyz listen
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// API tokens of hospitals (TOML `[tokens]` "<sha-256 hex>" = "<tenant role>", lines from
+    /// `guardian db role api-token`): /api/hospital answers each with its hospital's rows only
+    #[arg(long, env = "GUARDIAN_DASHBOARD_TOKENS")]
+    pub tokens: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -934,6 +938,13 @@ pub enum RoleCommand {
         hospital: String,
         #[command(flatten)]
         password: RolePassword,
+    },
+    /// A new API token for a tenant role: prints the token once, and the line that lets
+    /// `guardian dashboard --tokens FILE` accept it (only its SHA-256 is kept)
+    ApiToken {
+        /// The tenant role the token reads as
+        #[arg(long)]
+        role: String,
     },
     /// Create (or re-key) a login role that reads only the cross-hospital aggregate views
     Aggregate {

@@ -1,7 +1,10 @@
 //! Tenant scoping in PostgreSQL on the real local server: `guardian db migrate` puts
 //! row-level security on the per-hospital tables; a hospital's role (`guardian db role
 //! tenant`) reads its own rows and nothing else; the aggregate role reads only the
-//! k-anonymous aggregate view.
+//! k-anonymous aggregate view; the dashboard answers a hospital's API token with that
+//! hospital's rows only.
+
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -148,6 +151,51 @@ async fn a_hospital_role_reads_only_its_rows_and_the_aggregate_role_only_aggrega
     assert_eq!(got, [("north".to_string(), 4, 100)], "south has one hospital: suppressed");
     let e = sqlx::query("SELECT count(*) FROM kpi_rollups").execute(&mut agg).await.expect_err("rollups");
     assert!(is_permission_denied(&e), "{e}");
+
+    // API tokens: the dashboard answers each hospital's token with its rows only.
+    let token_for = |role: &str| {
+        let out = ok(&guardian(&["db", "role", "api-token", "--role", role], &url));
+        let token = out.lines().find_map(|l| l.strip_prefix("token (shown once): ")).unwrap().to_string();
+        let line = out.lines().find_map(|l| l.strip_prefix("tokens file line:")).unwrap().trim().to_string();
+        (token, line)
+    };
+    let ((tok1, line1), (tok2, line2)) = (token_for(&r1), token_for(&r2));
+    let tokens = dir.join("tokens.toml");
+    std::fs::write(&tokens, format!("[tokens]\n{line1}\n{line2}\n")).unwrap();
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let _dashboard = common::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_guardian"))
+            .args(["dashboard", "--listen", &listen, "--tokens", tokens.to_str().unwrap()])
+            .env("GUARDIAN_DATABASE_URL", &url)
+            .env("RUST_LOG", "off")
+            .spawn()
+            .unwrap(),
+    );
+    common::wait_for("the dashboard", std::time::Duration::from_secs(30), async || {
+        common::ready(&listen).then_some(())
+    })
+    .await;
+    let hospital_api = |token: Option<&str>| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&listen).unwrap();
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        s.write_all(format!("GET /api/hospital HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status: u16 = out.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    };
+    assert_eq!(hospital_api(None).0, 401);
+    assert_eq!(hospital_api(Some("not-a-token")).0, 401);
+    for (token, hospital, encounters) in [(&tok1, "h001", 10), (&tok2, "h002", 20)] {
+        let (status, body) = hospital_api(Some(token));
+        assert_eq!(status, 200, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let days = json["days"].as_array().unwrap();
+        assert_eq!(days.len(), 1, "{body}");
+        assert_eq!((days[0]["hospital"].as_str(), days[0]["encounters"].as_i64()), (Some(hospital), Some(encounters)));
+    }
 
     // A role that is not a guardian tenant is never dropped by `db role remove`.
     let plain = format!("plain_{tag}");

@@ -61,6 +61,16 @@ pub async fn role(cmd: RoleCommand) -> Result<ExitCode> {
                 println!("password (shown once): {pw}");
             }
         }
+        RoleCommand::ApiToken { role } => {
+            if !tenancy::valid_role(&role) {
+                bail!("invalid role name {role:?}");
+            }
+            let mut bytes = [0u8; 32];
+            rand::rng().fill_bytes(&mut bytes);
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            println!("token (shown once): {token}");
+            println!("tokens file line:   \"{}\" = \"{role}\"", token_digest(&token));
+        }
         RoleCommand::Aggregate { role, password: p } => {
             let (pw, generated) = password(&p)?;
             let pool = guardian_pg::connect(&p.database_url, 1).await?;
@@ -88,6 +98,12 @@ pub async fn role(cmd: RoleCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a tokens file keeps of a token: its SHA-256, in hex.
+pub fn token_digest(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.trim().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Roles need the tables and policies in place.

@@ -124,9 +124,44 @@ struct DashboardState {
     pool: sqlx::PgPool,
     k: usize,
     days: i64,
+    /// SHA-256 (hex) of each hospital API token → the tenant role it reads as.
+    tokens: std::sync::Arc<std::collections::BTreeMap<String, String>>,
+}
+
+/// A hospital's own day windows, read as its tenant role: row-level security leaves only
+/// its rows.
+const HOSPITAL_DAYS_SQL: &str = "SELECT hospital_id, window_start_ms, encounters, soap_expected, soap_completed,
+        ratings, rating_sum, slo_good, slo_total, generation_p95
+   FROM kpi_rollups WHERE window_size = 'DAY' ORDER BY hospital_id, window_start_ms";
+
+/// The tokens file: `[tokens]` "<sha-256 hex>" = "<tenant role>".
+fn load_tokens(path: &std::path::Path) -> Result<std::collections::BTreeMap<String, String>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        tokens: std::collections::BTreeMap<String, String>,
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file: File = toml::from_str(&text).with_context(|| format!("{}: not a tokens file", path.display()))?;
+    for (digest, role) in &file.tokens {
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            anyhow::bail!("{}: {digest:?} is not a SHA-256 in hex", path.display());
+        }
+        if !guardian_pg::tenancy::valid_role(role) {
+            anyhow::bail!("{}: {role:?} is not a role name", path.display());
+        }
+    }
+    Ok(file.tokens.into_iter().map(|(d, r)| (d.to_ascii_lowercase(), r)).collect())
 }
 
 impl DashboardState {
+    /// The tenant role of the request's bearer token, if it is a known one.
+    fn tenant(&self, headers: &axum::http::HeaderMap) -> Option<String> {
+        let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+        let token = value.strip_prefix("Bearer ")?;
+        self.tokens.get(&super::db::token_digest(token)).cloned()
+    }
+
     async fn groups(&self, q: &Query) -> Result<(String, Vec<guardian_kpi::dashboard::Group>), String> {
         let by = q.by.clone().unwrap_or_else(|| "region".into());
         if !guardian_kpi::dashboard::GROUPINGS.contains(&by.as_str()) {
@@ -147,7 +182,16 @@ pub async fn dashboard(args: crate::cli::DashboardArgs) -> Result<ExitCode> {
     use axum::response::IntoResponse;
     use axum::routing::get;
     let pool = guardian_pg::connect(&args.database_url, 4).await?;
-    let state = DashboardState { pool, k: args.k as usize, days: i64::from(args.days.max(1)) };
+    let tokens = match &args.tokens {
+        Some(path) => load_tokens(path)?,
+        None => Default::default(),
+    };
+    let state = DashboardState {
+        pool,
+        k: args.k as usize,
+        days: i64::from(args.days.max(1)),
+        tokens: std::sync::Arc::new(tokens),
+    };
     let pages = axum::Router::new()
         .route(
             "/",
@@ -175,6 +219,41 @@ pub async fn dashboard(args: crate::cli::DashboardArgs) -> Result<ExitCode> {
                         ([(header::CONTENT_TYPE, "text/csv")], guardian_kpi::dashboard::csv(&g)).into_response()
                     }
                     Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+                }
+            }),
+        )
+        .route(
+            "/api/hospital",
+            get(|State(s): State<DashboardState>, headers: axum::http::HeaderMap| async move {
+                let Some(role) = s.tenant(&headers) else {
+                    return (
+                        StatusCode::UNAUTHORIZED,
+                        [(header::WWW_AUTHENTICATE, "Bearer")],
+                        "a hospital API token is required (Authorization: Bearer <token>)",
+                    )
+                        .into_response();
+                };
+                match guardian_pg::tenancy::query_as_tenant(&s.pool, &role, HOSPITAL_DAYS_SQL).await {
+                    Ok(rows) => {
+                        use sqlx::Row;
+                        let ratio = |a: i64, b: i64| (b > 0).then(|| a as f64 / b as f64);
+                        let days: Vec<serde_json::Value> = rows
+                            .iter()
+                            .map(|r| {
+                                serde_json::json!({
+                                    "hospital": r.get::<String, _>(0),
+                                    "day_start_ms": r.get::<i64, _>(1),
+                                    "encounters": r.get::<i64, _>(2),
+                                    "completeness": ratio(r.get(4), r.get(3)),
+                                    "satisfaction": ratio(r.get(6), r.get(5)),
+                                    "uptime": ratio(r.get(7), r.get(8)),
+                                    "generation_p95_ms": r.get::<Option<f64>, _>(9),
+                                })
+                            })
+                            .collect();
+                        axum::Json(serde_json::json!({ "days": days })).into_response()
+                    }
+                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("database: {e}")).into_response(),
                 }
             }),
         )

@@ -141,7 +141,26 @@ pub async fn add_tenant(pool: &PgPool, role: &str, hospital: &str, password: &st
     .bind(hospital)
     .execute(pool)
     .await?;
+    // The login that administers tenants (and serves the dashboard) may act as the tenant
+    // (`SET ROLE`) to answer that hospital's API token with its own rows only.
+    sqlx::raw_sql(&format!("GRANT {role} TO CURRENT_USER")).execute(pool).await?;
     Ok(())
+}
+
+/// Runs `sql` as `role` (which must be a tenant role this login is a member of) in a
+/// read-only transaction: row-level security filters what it sees.
+pub async fn query_as_tenant(pool: &PgPool, role: &str, sql: &str) -> Result<Vec<sqlx::postgres::PgRow>, TenancyError> {
+    if !valid_role(role) {
+        return Err(TenancyError::BadRole(role.to_string()));
+    }
+    let mut tx = pool.begin().await?;
+    let conn: &mut sqlx::PgConnection = &mut tx;
+    sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *conn).await?;
+    let set_role = format!("SET LOCAL ROLE {role}");
+    sqlx::query(&set_role).execute(&mut *conn).await?;
+    let rows = sqlx::query(sql).fetch_all(&mut *conn).await?;
+    tx.rollback().await?;
+    Ok(rows)
 }
 
 /// Creates (or updates the password of) a LOGIN role that reads only the aggregate views.
