@@ -348,6 +348,22 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
         shot.display()
     );
     println!("dashboard screenshot: {}", shot.display());
+    // The overview: a comparison row per hospital with its encounters from the file, and
+    // the daily trend whose days sum to every encounter (all ten hospitals report).
+    let overview: serde_json::Value = serde_json::from_str(&get("/api/overview").unwrap()).unwrap();
+    let rows = overview["hospitals"].as_array().unwrap();
+    assert_eq!(rows.len(), 10, "{overview}");
+    for r in rows {
+        let h = r["hospital_id"].as_str().unwrap();
+        let n = good.iter().filter(|e| e.hospital_id == h).count() as i64;
+        assert_eq!(r["encounters"].as_i64(), Some(n), "{r}");
+        let drawn = format!("<tr data-hospital=\"{h}\"><td>{h}</td>");
+        assert!(dom.contains(&drawn), "the rendered page has no comparison row for {h}");
+    }
+    let trend_total: i64 =
+        overview["trend"].as_array().unwrap().iter().map(|d| d["encounters"].as_i64().unwrap()).sum();
+    assert_eq!(trend_total, good.len() as i64);
+    assert!(dom.contains("id=\"trend\"") && dom.contains("<h2>Privacy budgets</h2>"));
     let csv = get("/api/aggregates.csv?by=region").unwrap();
     assert!(csv.starts_with("group,hospitals,shown,encounters"), "{csv}");
     assert_eq!(csv.lines().count(), 4, "three regions: {csv}");

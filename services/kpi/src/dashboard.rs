@@ -71,6 +71,141 @@ pub async fn aggregates(
         .collect())
 }
 
+/// All hospitals' totals of one day; only days on which at least k hospitals reported.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DayTotal {
+    pub day_start_ms: i64,
+    pub hospitals: i64,
+    pub encounters: i64,
+    pub completeness: Option<f64>,
+}
+
+/// The daily trend across hospitals in [from_ms, to_ms), k-anonymous like the groups.
+pub async fn trend(pool: &PgPool, k: usize, from_ms: i64, to_ms: i64) -> Result<Vec<DayTotal>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT window_start_ms, count(DISTINCT hospital_id)::bigint, sum(encounters)::bigint,
+                sum(soap_completed)::float8 / NULLIF(sum(soap_expected), 0)
+           FROM kpi_rollups WHERE window_size = 'DAY' AND window_start_ms >= $1 AND window_start_ms < $2
+          GROUP BY window_start_ms HAVING count(DISTINCT hospital_id) >= $3 ORDER BY window_start_ms",
+    )
+    .bind(from_ms)
+    .bind(to_ms)
+    .bind(k as i64)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| DayTotal { day_start_ms: r.get(0), hospitals: r.get(1), encounters: r.get(2), completeness: r.get(3) })
+        .collect())
+}
+
+/// One privacy budget as the accountant keeps it (the same state it publishes on the
+/// budget status topic).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BudgetRow {
+    /// None: the global budget.
+    pub hospital: Option<String>,
+    pub epsilon_spent: f64,
+    pub level: String,
+    pub rounds_left: Option<i64>,
+    pub events: i64,
+}
+
+/// Every budget, the global one first; empty when the accountant has not run here.
+pub async fn budgets(pool: &PgPool) -> Result<Vec<BudgetRow>, sqlx::Error> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('privacy_budgets') IS NOT NULL").fetch_one(pool).await?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "SELECT hospital_id, epsilon_spent, level, rounds_left, events FROM privacy_budgets
+          ORDER BY hospital_id NULLS FIRST",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| BudgetRow {
+            hospital: r.get(0),
+            epsilon_spent: r.get(1),
+            level: r.get(2),
+            rounds_left: r.get(3),
+            events: r.get(4),
+        })
+        .collect())
+}
+
+/// The sections below the grouped aggregates: hospital comparison against the pilot
+/// targets, the daily trend, and the privacy budgets.
+pub fn overview_html(comparison: &[crate::readiness::Readiness], trend: &[DayTotal], budgets: &[BudgetRow]) -> String {
+    let pct = |v: Option<f64>| v.map_or("—".into(), |v| format!("{:.2} %", v * 100.0));
+    let mut out = String::from(
+        "<h2>Hospital comparison</h2><p>Each hospital's day rollups over the period against the pilot targets \
+         (completeness &gt; 95 %, p95 generation &lt; 5 s, satisfaction &gt; 4.0, uptime &gt; 99.5 %).</p>\
+         <table id=\"comparison\"><thead><tr><th>hospital</th><th>phase</th><th>encounters</th><th>SOAP completeness</th>\
+         <th>p95 generation</th><th>satisfaction</th><th>uptime</th><th>ready</th></tr></thead><tbody>",
+    );
+    for r in comparison {
+        out.push_str(&format!(
+            "<tr data-hospital=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&r.hospital_id),
+            escape(&r.hospital_id),
+            escape(r.phase.as_deref().unwrap_or("—")),
+            r.encounters,
+            pct(r.completeness),
+            r.generation_p95_ms.map_or("—".into(), |p| format!("{p:.0} ms")),
+            r.satisfaction.map_or("—".into(), |v| format!("{v:.2}")),
+            pct(r.uptime),
+            if r.ready() { "yes".to_string() } else { format!("no: {}", escape(&r.failing.join(", "))) },
+        ));
+    }
+    out.push_str("</tbody></table>");
+    let days: Vec<(String, f64, String)> = trend
+        .iter()
+        .map(|d| {
+            (day_label(d.day_start_ms), d.encounters as f64, format!("{} ({} hospitals)", d.encounters, d.hospitals))
+        })
+        .collect();
+    let max = days.iter().map(|d| d.1).fold(0.0, f64::max);
+    out.push_str("<h2>Trend</h2>");
+    out.push_str(&bars("Encounters per day, all hospitals (days with at least k reporting)", "trend", &days, max));
+    out.push_str("<h2>Privacy budgets</h2>");
+    if budgets.is_empty() {
+        out.push_str("<p>No privacy accountant data in this database.</p>");
+    } else {
+        out.push_str(
+            "<table id=\"budgets\"><thead><tr><th>scope</th><th>ε spent</th><th>level</th><th>rounds left</th><th>spends</th></tr></thead><tbody>",
+        );
+        for b in budgets {
+            out.push_str(&format!(
+                "<tr><td>{}</td><td>{:.3}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(b.hospital.as_deref().unwrap_or("global")),
+                b.epsilon_spent,
+                escape(&b.level),
+                b.rounds_left.map_or("—".into(), |n| n.to_string()),
+                b.events
+            ));
+        }
+        out.push_str("</tbody></table>");
+    }
+    out
+}
+
+/// YYYY-MM-DD of a UTC day start.
+fn day_label(ms: i64) -> String {
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = ms.div_euclid(86_400_000) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 pub fn csv(groups: &[Group]) -> String {
     let mut out = String::from("group,hospitals,shown,encounters,completeness,generation_p95_ms,satisfaction,uptime\n");
     let f = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
@@ -119,8 +254,8 @@ fn bars(title: &str, id: &str, items: &[(String, f64, String)], max: f64) -> Str
     svg
 }
 
-/// The dashboard page for one grouping.
-pub fn html(by: &str, k: usize, groups: &[Group]) -> String {
+/// The dashboard page for one grouping, with `extra` sections (see [`overview_html`]).
+pub fn html(by: &str, k: usize, groups: &[Group], extra: &str) -> String {
     let shown: Vec<&Group> = groups.iter().filter(|g| g.shown).collect();
     let completeness: Vec<(String, f64, String)> = shown
         .iter()
@@ -157,8 +292,41 @@ pub fn html(by: &str, k: usize, groups: &[Group]) -> String {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Phoenix Guardian — pilot KPIs by {by}</title>\
 <style>body{{font-family:sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child{{text-align:left}}</style></head><body>\
 <h1>Pilot KPIs by {by}</h1><p>Aggregates of the day rollups across hospitals; groups of fewer than {k} hospitals are suppressed. Group by: {links} · <a href=\"/api/aggregates.csv?by={by}\">CSV</a> · <a href=\"/api/aggregates?by={by}\">JSON</a></p>\
-{}{}<table><thead><tr><th>{by}</th><th>hospitals</th><th>encounters</th><th>SOAP completeness</th><th>p95 generation</th><th>satisfaction</th><th>uptime</th></tr></thead><tbody>{rows}</tbody></table></body></html>",
+{}{}<table><thead><tr><th>{by}</th><th>hospitals</th><th>encounters</th><th>SOAP completeness</th><th>p95 generation</th><th>satisfaction</th><th>uptime</th></tr></thead><tbody>{rows}</tbody></table>{extra}</body></html>",
         bars("SOAP completeness (%)", "completeness", &completeness, 100.0),
         bars("p95 note generation time (ms)", "p95", &p95, max_p95),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn day_labels_are_utc_dates() {
+        assert_eq!(day_label(0), "1970-01-01");
+        assert_eq!(day_label(1_764_115_200_000), "2025-11-26");
+        assert_eq!(day_label(951_782_400_000), "2000-02-29");
+    }
+
+    #[test]
+    fn the_overview_shows_every_hospital_the_trend_and_the_budgets() {
+        let r = crate::readiness::Readiness {
+            hospital_id: "h001".into(),
+            phase: Some("cutover".into()),
+            encounters: 12,
+            completeness: Some(0.9),
+            generation_p95_ms: Some(1200.0),
+            satisfaction: Some(4.5),
+            uptime: None,
+            failing: vec!["completeness 0.9000".into(), "uptime: no data".into()],
+        };
+        let day = DayTotal { day_start_ms: 1_764_115_200_000, hospitals: 3, encounters: 40, completeness: Some(0.97) };
+        let b = BudgetRow { hospital: None, epsilon_spent: 1.5, level: "HIGH".into(), rounds_left: Some(3), events: 9 };
+        let html = overview_html(&[r], &[day], &[b]);
+        assert!(html.contains("data-hospital=\"h001\"") && html.contains("no: completeness 0.9000, uptime: no data"));
+        assert!(html.contains("id=\"trend\"") && html.contains("2025-11-26") && html.contains("40 (3 hospitals)"));
+        assert!(html.contains("<td>global</td><td>1.500</td><td>HIGH</td><td>3</td><td>9</td>"));
+        assert!(overview_html(&[], &[], &[]).contains("No privacy accountant data"));
+    }
 }

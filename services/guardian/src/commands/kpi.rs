@@ -154,7 +154,30 @@ fn load_tokens(path: &std::path::Path) -> Result<std::collections::BTreeMap<Stri
     Ok(file.tokens.into_iter().map(|(d, r)| (d.to_ascii_lowercase(), r)).collect())
 }
 
+/// Hospital comparison, daily trend and privacy budgets.
+type Overview = (
+    Vec<guardian_kpi::readiness::Readiness>,
+    Vec<guardian_kpi::dashboard::DayTotal>,
+    Vec<guardian_kpi::dashboard::BudgetRow>,
+);
+
 impl DashboardState {
+    /// The days shown: the last `days` whole UTC days up to tomorrow.
+    fn period(&self) -> (i64, i64) {
+        let day = 86_400_000;
+        let to = guardian_federated::now_ms().div_euclid(day) * day + day;
+        (to - self.days * day, to)
+    }
+
+    async fn overview(&self) -> Result<Overview, String> {
+        let (from, to) = self.period();
+        let db = |e: sqlx::Error| format!("database: {e}");
+        let comparison = guardian_kpi::readiness::readiness(&self.pool, from, to).await.map_err(db)?;
+        let trend = guardian_kpi::dashboard::trend(&self.pool, self.k, from, to).await.map_err(db)?;
+        let budgets = guardian_kpi::dashboard::budgets(&self.pool).await.map_err(db)?;
+        Ok((comparison, trend, budgets))
+    }
+
     /// The tenant role of the request's bearer token, if it is a known one.
     fn tenant(&self, headers: &axum::http::HeaderMap) -> Option<String> {
         let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
@@ -167,9 +190,8 @@ impl DashboardState {
         if !guardian_kpi::dashboard::GROUPINGS.contains(&by.as_str()) {
             return Err(format!("by must be one of {}", guardian_kpi::dashboard::GROUPINGS.join(", ")));
         }
-        let day = 86_400_000;
-        let to = guardian_federated::now_ms().div_euclid(day) * day + day;
-        guardian_kpi::dashboard::aggregates(&self.pool, &by, self.k, to - self.days * day, to)
+        let (from, to) = self.period();
+        guardian_kpi::dashboard::aggregates(&self.pool, &by, self.k, from, to)
             .await
             .map(|g| (by, g))
             .map_err(|e| format!("database: {e}"))
@@ -197,7 +219,13 @@ pub async fn dashboard(args: crate::cli::DashboardArgs) -> Result<ExitCode> {
             "/",
             get(|State(s): State<DashboardState>, Q(q): Q<Query>| async move {
                 match s.groups(&q).await {
-                    Ok((by, g)) => axum::response::Html(guardian_kpi::dashboard::html(&by, s.k, &g)).into_response(),
+                    Ok((by, g)) => match s.overview().await {
+                        Ok((comparison, trend, budgets)) => {
+                            let extra = guardian_kpi::dashboard::overview_html(&comparison, &trend, &budgets);
+                            axum::response::Html(guardian_kpi::dashboard::html(&by, s.k, &g, &extra)).into_response()
+                        }
+                        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+                    },
                     Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
                 }
             }),
@@ -208,6 +236,18 @@ pub async fn dashboard(args: crate::cli::DashboardArgs) -> Result<ExitCode> {
                 match s.groups(&q).await {
                     Ok((by, g)) => axum::Json(serde_json::json!({"by": by, "k": s.k, "groups": g})).into_response(),
                     Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+                }
+            }),
+        )
+        .route(
+            "/api/overview",
+            get(|State(s): State<DashboardState>| async move {
+                match s.overview().await {
+                    Ok((comparison, trend, budgets)) => axum::Json(serde_json::json!({
+                        "hospitals": comparison, "trend": trend, "budgets": budgets
+                    }))
+                    .into_response(),
+                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
                 }
             }),
         )
