@@ -226,6 +226,14 @@ kafka_start() {
   local listeners="PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport"
   local advertised="PLAINTEXT://127.0.0.1:$bport"
   local protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+  if [ "$cluster" = a ]; then
+    # A listener that advertises another port: `guardian chaos run` puts a TCP proxy there
+    # (delay, jitter, partitions between the services and the broker).
+    local xport pport; xport=$(port_for kafka_a_chaos); pport=$(port_for kafka_a_chaos_proxy)
+    listeners="$listeners,CHAOS://127.0.0.1:$xport"
+    advertised="$advertised,CHAOS://127.0.0.1:$pport"
+    protocols="$protocols,CHAOS:PLAINTEXT"
+  fi
   if [ "$cluster" = s ]; then
     # The secure cluster: SASL/SCRAM in clear and over TLS for the principals, under the
     # standard authorizer; the loopback PLAINTEXT listener is the operators' (super user).
@@ -429,6 +437,10 @@ write_env() {
     echo "export GUARDIAN_KAFKA_BOOTSTRAP='127.0.0.1:$(port_for kafka_a_broker)'"
     if [ -f "$(kafka_dir b)/server.properties" ]; then
       echo "export GUARDIAN_KAFKA_DR_BOOTSTRAP='127.0.0.1:$(port_for kafka_b_broker)'"
+    fi
+    if grep -q '^listeners=.*CHAOS://' "$(kafka_dir a)/server.properties" 2>/dev/null; then
+      echo "export GUARDIAN_KAFKA_CHAOS_PROXY='127.0.0.1:$(port_for kafka_a_chaos_proxy)'"
+      echo "export GUARDIAN_KAFKA_CHAOS_UPSTREAM='127.0.0.1:$(port_for kafka_a_chaos)'"
     fi
     if [ -f "$(kafka_dir s)/server.properties" ]; then
       echo "export GUARDIAN_KAFKA_SECURE_ADMIN='127.0.0.1:$(port_for kafka_s_broker)'"

@@ -53,6 +53,12 @@ pub enum FaultKind {
     ReplayDuplicates,
     /// Producer clocks off by `skew_ms` for `down_ms`.
     ClockSkew,
+    /// Every packet between the services and the broker delayed by `latency_ms` ±
+    /// `jitter_ms` for `down_ms` (a TCP proxy in the path).
+    NetworkDelay,
+    /// The services cut off from the broker for `down_ms` (connections dropped, new ones
+    /// refused), then healed.
+    NetworkPartition,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -73,6 +79,12 @@ pub struct FaultSpec {
     /// Clock skew in milliseconds (negative: behind).
     #[serde(default)]
     pub skew_ms: i64,
+    /// Added latency of a network-delay, in milliseconds.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Jitter of a network-delay: uniform in ±jitter_ms.
+    #[serde(default)]
+    pub jitter_ms: u64,
 }
 
 fn default_down_ms() -> u64 {
@@ -134,6 +146,9 @@ impl Experiment {
             }
             if f.kind == FaultKind::ClockSkew && f.skew_ms == 0 {
                 return Err(format!("faults[{i}]: clock-skew needs a non-zero skew_ms"));
+            }
+            if f.kind == FaultKind::NetworkDelay && (f.latency_ms == 0 || f.jitter_ms > f.latency_ms) {
+                return Err(format!("faults[{i}]: network-delay needs latency_ms > 0 and jitter_ms <= latency_ms"));
             }
         }
         Ok(())

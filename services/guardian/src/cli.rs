@@ -910,6 +910,13 @@ pub struct ChaosRunArgs {
     /// The stack script that kills and restarts the broker and the database
     #[arg(long, env = "GUARDIAN_STACK_SCRIPT", default_value = "tests/stack/stack.sh")]
     pub stack_script: PathBuf,
+    /// Where the network-fault proxy listens: the address the broker's CHAOS listener
+    /// advertises (the supervised services bootstrap from it)
+    #[arg(long, env = "GUARDIAN_KAFKA_CHAOS_PROXY", requires = "chaos_upstream")]
+    pub chaos_proxy: Option<String>,
+    /// The broker's CHAOS listener, where the proxy forwards to
+    #[arg(long, env = "GUARDIAN_KAFKA_CHAOS_UPSTREAM", requires = "chaos_proxy")]
+    pub chaos_upstream: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -184,8 +184,16 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
         url: url.clone(),
         stack_script: args.stack_script.clone(),
     };
+    // With the stack's CHAOS listener, the services reach the broker through the proxy
+    // (network faults); the workload and the checks go straight to it.
+    let proxy = match (&args.chaos_proxy, &args.chaos_upstream) {
+        (Some(listen), Some(upstream)) => Some(super::chaos_proxy::Proxy::start(listen, upstream).await?),
+        _ => None,
+    };
+    let services_bootstrap =
+        args.chaos_proxy.clone().filter(|_| proxy.is_some()).unwrap_or(args.kafka.bootstrap_servers.clone());
     let env = vec![
-        ("GUARDIAN_KAFKA_BOOTSTRAP".to_string(), args.kafka.bootstrap_servers.clone()),
+        ("GUARDIAN_KAFKA_BOOTSTRAP".to_string(), services_bootstrap),
         ("GUARDIAN_TOPIC_PREFIX".to_string(), prefix.clone()),
         ("GUARDIAN_DATABASE_URL".to_string(), url.clone()),
     ];
@@ -254,7 +262,7 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
             tokio::time::sleep(wait).await;
         }
         let at_ms = start.elapsed().as_millis() as u64;
-        let detail = match inject(&p, &setup, &services, &producer, &skew, exp.seed ^ at_ms).await {
+        let detail = match inject(&p, &setup, &services, &producer, &skew, proxy.as_ref(), exp.seed ^ at_ms).await {
             Ok(d) => d,
             Err(e) => format!("injection failed: {e:#}"),
         };
@@ -364,6 +372,10 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
             ),
             ("faults injected (kills)".into(), json!(format!("{} ({kills})", exp.plan().len()))),
             ("service exits the runner did not cause".into(), json!(crashes.len())),
+            (
+                "service connections through the network-fault proxy".into(),
+                json!(proxy.as_ref().map(super::chaos_proxy::Proxy::connections)),
+            ),
             ("max lag during the run (records)".into(), json!(max_lag.load(Ordering::Acquire))),
             ("recovery after the traffic (s)".into(), json!(recovered_after.map(|ms| ms as f64 / 1000.0))),
         ],
@@ -378,6 +390,8 @@ fn kind_name(k: FaultKind) -> &'static str {
         FaultKind::PoisonStorm => "poison-storm",
         FaultKind::ReplayDuplicates => "replay-duplicates",
         FaultKind::ClockSkew => "clock-skew",
+        FaultKind::NetworkDelay => "network-delay",
+        FaultKind::NetworkPartition => "network-partition",
     }
 }
 
@@ -481,6 +495,7 @@ async fn inject(
     services: &Arc<Mutex<Vec<Service>>>,
     producer: &Producer,
     skew: &Arc<AtomicI64>,
+    proxy: Option<&super::chaos_proxy::Proxy>,
     seed: u64,
 ) -> Result<String> {
     let down = Duration::from_millis(p.spec.down_ms);
@@ -542,6 +557,26 @@ async fn inject(
                 producer.send_bytes(&r.topic, r.key.as_deref(), &r.payload, None).await?;
             }
             Ok(format!("{len} records sent again, shuffled"))
+        }
+        FaultKind::NetworkDelay | FaultKind::NetworkPartition => {
+            let proxy = proxy.context(
+                "no network path to fault: start the stack with this version of stack.sh (kafka-a's CHAOS listener)",
+            )?;
+            if p.kind == FaultKind::NetworkDelay {
+                let (latency, jitter) = (p.spec.latency_ms, p.spec.jitter_ms);
+                proxy.set_delay(Duration::from_millis(latency), Duration::from_millis(jitter));
+                tokio::time::sleep(down).await;
+                proxy.set_delay(Duration::ZERO, Duration::ZERO);
+                Ok(format!(
+                    "{latency} ± {jitter} ms on every packet between the services and the broker for {} ms",
+                    p.spec.down_ms
+                ))
+            } else {
+                proxy.set_partitioned(true);
+                tokio::time::sleep(down).await;
+                proxy.set_partitioned(false);
+                Ok(format!("services cut off from the broker for {} ms, then healed", p.spec.down_ms))
+            }
         }
         FaultKind::ClockSkew => {
             skew.store(p.spec.skew_ms, Ordering::Release);

@@ -15,6 +15,7 @@ mod bench_privacy;
 mod bench_replay;
 mod bench_secagg;
 mod chaos;
+mod chaos_proxy;
 mod db;
 mod demo;
 mod dr;
