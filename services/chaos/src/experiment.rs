@@ -8,8 +8,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
-/// Services the runner supervises (and may kill).
-pub const SERVICES: [&str; 2] = ["kpi", "accountant"];
+/// Services the runner supervises (and may kill); the archiver only with `archiver = true`.
+pub const SERVICES: [&str; 3] = ["kpi", "accountant", "archiver"];
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +22,9 @@ pub struct Experiment {
     pub traffic_secs: u64,
     /// Seconds after the traffic within which every hypothesis must hold.
     pub recover_secs: u64,
+    /// Also run the archiver (topics to S3), and check that the archive ends complete.
+    #[serde(default)]
+    pub archiver: bool,
     pub workload: Workload,
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
@@ -53,6 +56,8 @@ pub enum FaultKind {
     ReplayDuplicates,
     /// Producer clocks off by `skew_ms` for `down_ms`.
     ClockSkew,
+    /// SIGKILL the S3 server, restart it after `down_ms`.
+    KillS3,
     /// Every packet between the services and the broker delayed by `latency_ms` ±
     /// `jitter_ms` for `down_ms` (a TCP proxy in the path).
     NetworkDelay,
@@ -138,8 +143,9 @@ impl Experiment {
             if f.count == 0 {
                 return Err(format!("faults[{i}]: count must be at least 1"));
             }
-            if let Some(t) = f.targets.iter().find(|t| !SERVICES.contains(&t.as_str())) {
-                return Err(format!("faults[{i}]: unknown target {t:?} (services: {})", SERVICES.join(", ")));
+            let supervised = self.services();
+            if let Some(t) = f.targets.iter().find(|t| !supervised.contains(&t.as_str())) {
+                return Err(format!("faults[{i}]: unknown target {t:?} (services: {})", supervised.join(", ")));
             }
             if !f.targets.is_empty() && f.kind != FaultKind::KillService {
                 return Err(format!("faults[{i}]: targets apply to kill-service only"));
@@ -154,6 +160,11 @@ impl Experiment {
         Ok(())
     }
 
+    /// The services this experiment runs.
+    pub fn services(&self) -> Vec<&'static str> {
+        SERVICES.iter().copied().filter(|s| *s != "archiver" || self.archiver).collect()
+    }
+
     /// Every fault firing, in time order: times drawn uniformly between 2 s and the end of
     /// the traffic from the experiment's seed.
     pub fn plan(&self) -> Vec<Planned> {
@@ -166,7 +177,7 @@ impl Experiment {
                 let target = match spec.kind {
                     FaultKind::KillService => {
                         let targets: Vec<&str> = if spec.targets.is_empty() {
-                            SERVICES.to_vec()
+                            self.services()
                         } else {
                             spec.targets.iter().map(String::as_str).collect()
                         };

@@ -910,6 +910,9 @@ pub struct ChaosRunArgs {
     /// The stack script that kills and restarts the broker and the database
     #[arg(long, env = "GUARDIAN_STACK_SCRIPT", default_value = "tests/stack/stack.sh")]
     pub stack_script: PathBuf,
+    /// S3 of the archive (experiments with `archiver = true`)
+    #[command(flatten)]
+    pub s3: S3Args,
     /// Where the network-fault proxy listens: the address the broker's CHAOS listener
     /// advertises (the supervised services bootstrap from it)
     #[arg(long, env = "GUARDIAN_KAFKA_CHAOS_PROXY", requires = "chaos_upstream")]

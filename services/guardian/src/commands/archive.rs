@@ -12,7 +12,7 @@ use guardian_runtime::Shutdown;
 use crate::cli::{ArchiveArgs, RestoreArgs, S3Args};
 use crate::common;
 
-fn archive_store(s3: &S3Args, bucket: &str) -> Result<guardian_objects::ObjectStore> {
+pub fn archive_store(s3: &S3Args, bucket: &str) -> Result<guardian_objects::ObjectStore> {
     let mut s3 = s3.clone();
     s3.model_bucket = bucket.to_string();
     super::fl::store(&s3)
@@ -44,9 +44,23 @@ pub async fn archive(args: ArchiveArgs) -> Result<ExitCode> {
         readiness.set_ready(true);
     }
     loop {
+        let mut pass_failed = false;
         for topic in &topics {
-            let r =
-                archive_topic(&kafka, &store, topic, &settings).await.with_context(|| format!("archiving {topic}"))?;
+            let r = match archive_topic(&kafka, &store, topic, &settings)
+                .await
+                .with_context(|| format!("archiving {topic}"))
+            {
+                Ok(r) => r,
+                Err(e) if args.once => return Err(e),
+                // A service rides out an S3 or broker outage: not ready, and the next pass
+                // starts from what the bucket holds (segments are idempotent).
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "archive pass failed; retrying at the next interval");
+                    metrics::counter!("guardian_archive_pass_failures_total").increment(1);
+                    pass_failed = true;
+                    continue;
+                }
+            };
             if r.segments_written > 0 || args.once {
                 println!(
                     "{topic}: {} segment(s), {} records, {} bytes → s3://{}/{}/{topic}/",
@@ -56,6 +70,9 @@ pub async fn archive(args: ArchiveArgs) -> Result<ExitCode> {
             for (p, from, to) in &r.lost_before_archive {
                 eprintln!("warning: {topic}/{p}: offsets {from}..{to} left the topic before they were archived");
             }
+        }
+        if let Some(readiness) = &readiness {
+            readiness.set_ready(!pass_failed);
         }
         if args.once || shutdown.is_triggered() {
             break;

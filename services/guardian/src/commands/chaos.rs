@@ -130,6 +130,9 @@ struct Setup {
     dead_letters: String,
     kpi_group: String,
     accountant_group: String,
+    archive_prefix: String,
+    /// The archive's bucket, when the experiment runs the archiver.
+    archive: Option<guardian_objects::ObjectStore>,
     url: String,
     stack_script: PathBuf,
 }
@@ -180,6 +183,8 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
         spends: catalogue.topic(TopicId::BudgetSpend)?,
         dead_letters: catalogue.topic(TopicId::DeadLetter)?,
         kpi_group: format!("chaos-kpi-{tag}"),
+        archive_prefix: format!("chaos-{tag}"),
+        archive: if exp.archiver { Some(super::archive::archive_store(&args.s3, ARCHIVE_BUCKET)?) } else { None },
         accountant_group: format!("chaos-accountant-{tag}"),
         url: url.clone(),
         stack_script: args.stack_script.clone(),
@@ -198,24 +203,32 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
         ("GUARDIAN_DATABASE_URL".to_string(), url.clone()),
     ];
     std::fs::create_dir_all(&args.report_dir).with_context(|| format!("creating {}", args.report_dir.display()))?;
-    let service = |name: &'static str, group: &str| -> Result<Service> {
+    let service = |name: &'static str| -> Result<Service> {
         let listen = free_listen()?;
+        let mut cli: Vec<String> = match name {
+            "kpi" => vec!["kpi".into(), "--group".into(), setup.kpi_group.clone()],
+            "accountant" => vec!["accountant".into(), "--group".into(), setup.accountant_group.clone()],
+            _ => vec![
+                "archive".into(),
+                "--topics".into(),
+                format!("{},{}", setup.encounters, setup.spends),
+                "--bucket".into(),
+                ARCHIVE_BUCKET.into(),
+                "--prefix".into(),
+                setup.archive_prefix.clone(),
+                "--interval-secs".into(),
+                "2".into(),
+                "--segment-records".into(),
+                "500".into(),
+            ],
+        };
         // A 10 s session: a killed member's partitions move on within seconds (the default
         // 45 s would dominate every recovery time measured here).
-        let cli = vec![
-            name.to_string(),
-            "--group".into(),
-            group.to_string(),
-            "--listen".into(),
-            listen.clone(),
-            "--kafka-config".into(),
-            "session.timeout.ms=10000".into(),
-        ];
+        cli.extend(["--listen".into(), listen.clone(), "--kafka-config".into(), "session.timeout.ms=10000".into()]);
         let log = args.report_dir.join(format!("{}-{tag}-{name}.log", exp.name));
         Ok(Service { name, args: cli, env: env.clone(), listen, log, child: None, crashes: Vec::new() })
     };
-    let services =
-        Arc::new(Mutex::new(vec![service("kpi", &setup.kpi_group)?, service("accountant", &setup.accountant_group)?]));
+    let services = Arc::new(Mutex::new(exp.services().into_iter().map(service).collect::<Result<Vec<_>>>()?));
     for s in services.lock().expect("services").iter_mut() {
         s.spawn()?;
     }
@@ -279,7 +292,8 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
     let mut recovered_after = None;
     while Instant::now() < recover_deadline {
         supervise(&services);
-        if lag(&setup).await.is_ok_and(|l| l == 0) && ready_all(&services) {
+        let archived = archive_state(&setup).await.map(|a| a.is_none_or(|(complete, _)| complete)).unwrap_or(false);
+        if archived && lag(&setup).await.is_ok_and(|l| l == 0) && ready_all(&services) {
             recovered_after = Some(start.elapsed().as_millis() as u64 - traffic_ms);
             break;
         }
@@ -337,17 +351,27 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
         },
         Hypothesis {
             name: "services-up".into(),
-            statement: "the KPI rollup and the accountant answer /readyz".into(),
+            statement: "every supervised service answers /readyz".into(),
             before: Some(ready_before),
             holds: ready_after,
             detail: format!(
                 "{}; {} exit(s) the runner did not cause{}",
-                if ready_after { "both ready" } else { "a service is not ready after recovery" },
+                if ready_after { "all ready" } else { "a service is not ready after recovery" },
                 crashes.len(),
                 if crashes.is_empty() { String::new() } else { format!(": {}", crashes.join("; ")) }
             ),
         },
     ];
+    if let Some(archive) = archive_state(&setup).await.transpose() {
+        let (holds, detail) = archive.unwrap_or_else(|e| (false, format!("cannot read the archive: {e:#}")));
+        hypotheses.push(Hypothesis {
+            name: "archive-complete".into(),
+            statement: "every offset of the encounter and spend topics is archived in exactly one segment".into(),
+            before: None,
+            holds,
+            detail,
+        });
+    }
     hypotheses.sort_by_key(|h| !h.holds);
     let kills = faults.iter().filter(|f| f.kind.starts_with("kill")).count();
     Ok(Report {
@@ -387,6 +411,7 @@ fn kind_name(k: FaultKind) -> &'static str {
         FaultKind::KillService => "kill-service",
         FaultKind::KillBroker => "kill-broker",
         FaultKind::KillPostgres => "kill-postgres",
+        FaultKind::KillS3 => "kill-s3",
         FaultKind::PoisonStorm => "poison-storm",
         FaultKind::ReplayDuplicates => "replay-duplicates",
         FaultKind::ClockSkew => "clock-skew",
@@ -394,6 +419,9 @@ fn kind_name(k: FaultKind) -> &'static str {
         FaultKind::NetworkPartition => "network-partition",
     }
 }
+
+/// The bucket the supervised archiver writes to.
+const ARCHIVE_BUCKET: &str = "guardian-archive";
 
 /// How long the services may take to come up before the faults start.
 const STARTUP_SECS: u64 = 120;
@@ -514,8 +542,12 @@ async fn inject(
             };
             Ok(format!("SIGKILL pid {}, restarted after {} ms as pid {new_pid}", pid.unwrap_or(0), p.spec.down_ms))
         }
-        FaultKind::KillBroker | FaultKind::KillPostgres => {
-            let component = if p.kind == FaultKind::KillBroker { "kafka-a" } else { "postgres" };
+        FaultKind::KillBroker | FaultKind::KillPostgres | FaultKind::KillS3 => {
+            let component = match p.kind {
+                FaultKind::KillBroker => "kafka-a",
+                FaultKind::KillPostgres => "postgres",
+                _ => "s3",
+            };
             let script = setup.stack_script.clone();
             let t = Instant::now();
             tokio::task::spawn_blocking({
@@ -585,6 +617,41 @@ async fn inject(
             Ok(format!("producer clocks {} ms off for {} ms", p.spec.skew_ms, p.spec.down_ms))
         }
     }
+}
+
+/// Whether the archive covers every offset of the encounter and spend topics exactly
+/// once (segments contiguous from the low to the high watermark of each partition), and
+/// what it holds. `None` without an archiver.
+async fn archive_state(setup: &Setup) -> Result<Option<(bool, String)>> {
+    let Some(store) = &setup.archive else { return Ok(None) };
+    let mut problems = Vec::new();
+    let (mut segments, mut records) = (0usize, 0u64);
+    for topic in [&setup.encounters, &setup.spends] {
+        let marks = guardian_federated::reader::topic_watermarks(&setup.kafka, "chaos-archive", &[topic])?;
+        let manifest = guardian_archiver::restore::manifest(store, &setup.archive_prefix, topic).await?;
+        segments += manifest.segments.len();
+        for ((_, p), (lo, hi)) in marks {
+            let mut mine: Vec<_> = manifest.segments.iter().filter(|s| s.partition == p).collect();
+            mine.sort_by_key(|s| s.first_offset);
+            let mut next = lo;
+            for s in &mine {
+                if s.first_offset != next {
+                    problems.push(format!("{topic}/{p}: segment at {} where {next} was due", s.first_offset));
+                }
+                next = s.last_offset + 1;
+                records += s.records;
+            }
+            if next != hi {
+                problems.push(format!("{topic}/{p}: archived up to {next}, the topic ends at {hi}"));
+            }
+        }
+    }
+    let detail = if problems.is_empty() {
+        format!("{segments} segments, {records} records, every offset once")
+    } else {
+        format!("{segments} segments, {records} records; {}", problems.join("; "))
+    };
+    Ok(Some((problems.is_empty(), detail)))
 }
 
 /// Records not yet applied by either group (end offsets minus the offsets stored with the
