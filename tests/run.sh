@@ -21,11 +21,12 @@ cargo test --workspace --locked --no-fail-fast "$@" || rc=$?
 if [ $# -eq 0 ]; then
   cargo test --locked -p guardian --test dr -- --ignored --nocapture || rc=$?
   bash "$REPO/tests/deploy/check.sh" || rc=$?
-  # The short chaos suite (about six minutes): kills the broker and PostgreSQL, so it
+  # The short chaos suite (about seven minutes): kills the broker and PostgreSQL, so it
   # runs alone, last; any violated hypothesis fails the run. Reports in .stack/chaos/.
   cargo run --locked -q -p guardian -- chaos run --report-dir "$REPO/.stack/chaos" \
     chaos/experiments/service-pod-failure.toml chaos/experiments/poison-and-replay.toml \
     chaos/experiments/network-faults.toml chaos/experiments/storage-outage.toml \
+    chaos/experiments/aggregator-failure.toml \
     chaos/experiments/broker-failure.toml \
     chaos/experiments/database-failure.toml || rc=$?
 fi

@@ -8,8 +8,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
-/// Services the runner supervises (and may kill); the archiver only with `archiver = true`.
-pub const SERVICES: [&str; 3] = ["kpi", "accountant", "archiver"];
+/// Services the runner supervises (and may kill); the archiver only with `archiver = true`,
+/// the hospital agents and the aggregator only with a `[federated]` session.
+pub const SERVICES: [&str; 5] = ["kpi", "accountant", "archiver", "agent", "aggregator"];
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,9 +26,29 @@ pub struct Experiment {
     /// Also run the archiver (topics to S3), and check that the archive ends complete.
     #[serde(default)]
     pub archiver: bool,
+    /// A federated session runs alongside: hospital agents and the aggregator.
+    #[serde(default)]
+    pub federated: Option<Federated>,
     pub workload: Workload,
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
+}
+
+/// A federated session under faults: each published model version must equal its replay
+/// from the topics.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Federated {
+    /// Hospital agents (h001, h002, ... with the demo data's shards).
+    pub hospitals: u32,
+    pub rounds: u32,
+    /// Seconds a round stage waits for absent hospitals.
+    #[serde(default = "default_stage_timeout")]
+    pub stage_timeout_secs: u64,
+}
+
+fn default_stage_timeout() -> u64 {
+    5
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -139,6 +160,14 @@ impl Experiment {
         if !(w.poison_per_sec >= 0.0 && w.poison_per_sec <= 1000.0) {
             return Err("workload.poison_per_sec must be in [0, 1000]".into());
         }
+        if let Some(fl) = &self.federated
+            && (!(3..=5).contains(&fl.hospitals) || !(1..=50).contains(&fl.rounds) || fl.stage_timeout_secs == 0)
+        {
+            return Err(
+                "federated: hospitals 3..=5 (the demo data has five shards), rounds 1..=50, stage_timeout_secs > 0"
+                    .into(),
+            );
+        }
         for (i, f) in self.faults.iter().enumerate() {
             if f.count == 0 {
                 return Err(format!("faults[{i}]: count must be at least 1"));
@@ -162,7 +191,15 @@ impl Experiment {
 
     /// The services this experiment runs.
     pub fn services(&self) -> Vec<&'static str> {
-        SERVICES.iter().copied().filter(|s| *s != "archiver" || self.archiver).collect()
+        SERVICES
+            .iter()
+            .copied()
+            .filter(|s| match *s {
+                "archiver" => self.archiver,
+                "agent" | "aggregator" => self.federated.is_some(),
+                _ => true,
+            })
+            .collect()
     }
 
     /// Every fault firing, in time order: times drawn uniformly between 2 s and the end of

@@ -37,6 +37,8 @@ use crate::common;
 /// would), its stderr appended to `log`.
 struct Service {
     name: &'static str,
+    /// For reports: the name, with the hospital for agents.
+    label: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
     listen: String,
@@ -44,6 +46,11 @@ struct Service {
     child: Option<Child>,
     /// Exits the runner did not cause, with their status.
     crashes: Vec<String>,
+    /// False for a process that ends by design (the aggregator of a session): never
+    /// restarted, its exit is its outcome.
+    restart: bool,
+    /// How a process that is not restarted ended.
+    ended: Option<String>,
 }
 
 impl Service {
@@ -71,6 +78,10 @@ impl Service {
     fn supervise(&mut self) -> Option<String> {
         let status = self.child.as_mut()?.try_wait().ok()??;
         self.child = None;
+        if !self.restart {
+            self.ended = Some(format!("exited ({status})"));
+            return Some(format!("{} exited ({status})", self.name));
+        }
         let note = format!("{} exited by itself ({status}), restarted", self.name);
         self.crashes.push(note.clone());
         if let Err(e) = self.spawn() {
@@ -103,7 +114,8 @@ impl Service {
     }
 
     fn ready(&self) -> bool {
-        http_status(&self.listen, "/readyz") == Some(200)
+        // A process without probes (the aggregator) counts as ready.
+        self.listen.is_empty() || http_status(&self.listen, "/readyz") == Some(200)
     }
 }
 
@@ -203,33 +215,108 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
         ("GUARDIAN_DATABASE_URL".to_string(), url.clone()),
     ];
     std::fs::create_dir_all(&args.report_dir).with_context(|| format!("creating {}", args.report_dir.display()))?;
-    let service = |name: &'static str| -> Result<Service> {
-        let listen = free_listen()?;
-        let mut cli: Vec<String> = match name {
-            "kpi" => vec!["kpi".into(), "--group".into(), setup.kpi_group.clone()],
-            "accountant" => vec!["accountant".into(), "--group".into(), setup.accountant_group.clone()],
-            _ => vec![
-                "archive".into(),
-                "--topics".into(),
-                format!("{},{}", setup.encounters, setup.spends),
-                "--bucket".into(),
-                ARCHIVE_BUCKET.into(),
-                "--prefix".into(),
-                setup.archive_prefix.clone(),
-                "--interval-secs".into(),
-                "2".into(),
-                "--segment-records".into(),
-                "500".into(),
-            ],
-        };
+    // A federated session: keys for the aggregator and each hospital, beside the reports.
+    let hospitals: Vec<String> =
+        (1..=exp.federated.as_ref().map_or(0, |f| f.hospitals)).map(|i| format!("h{i:03}")).collect();
+    let keys = args.report_dir.join(format!("{}-{tag}-keys", exp.name));
+    let session = format!("chaos-{tag}");
+    if !hospitals.is_empty() {
+        guardian_federated::registry::keygen(&keys, &hospitals)?;
+    }
+    let key = |who: &str| keys.join(format!("{who}.key")).display().to_string();
+    let registry = keys.join("registry.toml").display().to_string();
+    // (name, label, arguments): one process each; agents one per hospital.
+    let mut plan: Vec<(&'static str, String, Vec<String>)> = Vec::new();
+    for name in exp.services() {
+        match name {
+            "kpi" => plan.push((name, name.into(), vec!["kpi".into(), "--group".into(), setup.kpi_group.clone()])),
+            "accountant" => plan.push((
+                name,
+                name.into(),
+                vec!["accountant".into(), "--group".into(), setup.accountant_group.clone()],
+            )),
+            "archiver" => plan.push((
+                name,
+                name.into(),
+                [
+                    "archive",
+                    "--topics",
+                    &format!("{},{}", setup.encounters, setup.spends),
+                    "--bucket",
+                    ARCHIVE_BUCKET,
+                    "--prefix",
+                    &setup.archive_prefix,
+                    "--interval-secs",
+                    "2",
+                    "--segment-records",
+                    "500",
+                ]
+                .map(String::from)
+                .to_vec(),
+            )),
+            "agent" => {
+                for (i, h) in hospitals.iter().enumerate() {
+                    let cli = ["fl", "agent", "--hospital", h, "--identity", &key(h), "--registry", &registry]
+                        .map(String::from)
+                        .into_iter()
+                        .chain(["--demo-shard".to_string(), i.to_string()])
+                        .collect();
+                    plan.push((name, format!("agent {h}"), cli));
+                }
+            }
+            _ => {
+                let fl = exp.federated.as_ref().expect("aggregator only with a session");
+                let cli = [
+                    "fl",
+                    "start",
+                    "--identity",
+                    &key("aggregator"),
+                    "--registry",
+                    &registry,
+                    "--session",
+                    &session,
+                    "--rounds",
+                    &fl.rounds.to_string(),
+                    "--epsilon",
+                    "2.0",
+                    "--chunk-len",
+                    "8",
+                    "--stage-timeout-secs",
+                    &fl.stage_timeout_secs.to_string(),
+                ]
+                .map(String::from)
+                .to_vec();
+                plan.push((name, name.into(), cli));
+            }
+        }
+    }
+    let mut list = Vec::new();
+    for (name, label, mut cli) in plan {
+        // The aggregator has no probes; every other service listens on a port of its own.
+        let listen = if name == "aggregator" { String::new() } else { free_listen()? };
+        if !listen.is_empty() {
+            cli.extend(["--listen".into(), listen.clone()]);
+        }
         // A 10 s session: a killed member's partitions move on within seconds (the default
         // 45 s would dominate every recovery time measured here).
-        cli.extend(["--listen".into(), listen.clone(), "--kafka-config".into(), "session.timeout.ms=10000".into()]);
-        let log = args.report_dir.join(format!("{}-{tag}-{name}.log", exp.name));
-        Ok(Service { name, args: cli, env: env.clone(), listen, log, child: None, crashes: Vec::new() })
-    };
-    let services = Arc::new(Mutex::new(exp.services().into_iter().map(service).collect::<Result<Vec<_>>>()?));
-    for s in services.lock().expect("services").iter_mut() {
+        cli.extend(["--kafka-config".into(), "session.timeout.ms=10000".into()]);
+        let log = args.report_dir.join(format!("{}-{tag}-{}.log", exp.name, label.replace(' ', "-")));
+        list.push(Service {
+            name,
+            label,
+            args: cli,
+            env: env.clone(),
+            listen,
+            log,
+            child: None,
+            crashes: Vec::new(),
+            restart: name != "aggregator",
+            ended: None,
+        });
+    }
+    let services = Arc::new(Mutex::new(list));
+    // Everything but the aggregator now; the session starts once the agents are ready.
+    for s in services.lock().expect("services").iter_mut().filter(|s| s.name != "aggregator") {
         s.spawn()?;
     }
     let started_at_ms = now_ms();
@@ -239,6 +326,9 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
     // the report says so), nothing behind. The experiment's clock starts after.
     let ready_before = wait_ready(&services, Duration::from_secs(STARTUP_SECS)).await;
     let lag_before = lag(&setup).await.unwrap_or(i64::MAX);
+    for s in services.lock().expect("services").iter_mut().filter(|s| s.name == "aggregator") {
+        s.spawn()?;
+    }
     let start = Instant::now();
 
     // Traffic, faults and the lag sampler, side by side.
@@ -293,6 +383,12 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
     while Instant::now() < recover_deadline {
         supervise(&services);
         let archived = archive_state(&setup).await.map(|a| a.is_none_or(|(complete, _)| complete)).unwrap_or(false);
+        // A session's aggregator has ended (finished, or killed by the experiment).
+        let session_over = services.lock().expect("services").iter().all(|s| s.restart || s.child.is_none());
+        if !session_over {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
         if archived && lag(&setup).await.is_ok_and(|l| l == 0) && ready_all(&services) {
             recovered_after = Some(start.elapsed().as_millis() as u64 - traffic_ms);
             break;
@@ -362,6 +458,20 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
             ),
         },
     ];
+    if exp.federated.is_some() {
+        let (holds, detail) = match replay_check(args, &kafka_args, &registry, &session).await {
+            Ok(d) => d,
+            Err(e) => (false, format!("cannot replay the session: {e:#}")),
+        };
+        let ended = services.lock().expect("services").iter().find_map(|s| s.ended.clone()).unwrap_or_default();
+        hypotheses.push(Hypothesis {
+            name: "model-equals-replay".into(),
+            statement: "every model version the aggregator published equals its replay from the topics".into(),
+            before: None,
+            holds,
+            detail: format!("{detail}; the aggregator {ended}"),
+        });
+    }
     if let Some(archive) = archive_state(&setup).await.transpose() {
         let (holds, detail) = archive.unwrap_or_else(|e| (false, format!("cannot read the archive: {e:#}")));
         hypotheses.push(Hypothesis {
@@ -529,18 +639,30 @@ async fn inject(
     let down = Duration::from_millis(p.spec.down_ms);
     match p.kind {
         FaultKind::KillService => {
-            let pid = {
+            // One of the processes of that service (agents: one per hospital), seeded.
+            let (index, pid, restart) = {
                 let mut all = services.lock().expect("services");
-                let s = all.iter_mut().find(|s| s.name == p.target).context("no such service")?;
-                s.kill()
+                let matching: Vec<usize> = (0..all.len()).filter(|&i| all[i].name == p.target).collect();
+                anyhow::ensure!(!matching.is_empty(), "no such service");
+                let index = matching[StdRng::seed_from_u64(seed).random_range(0..matching.len())];
+                let s = &mut all[index];
+                let pid = s.kill();
+                if !s.restart && pid.is_some() {
+                    s.ended = Some("killed mid-session".into());
+                }
+                (index, pid, s.restart)
             };
+            let Some(pid) = pid else { return Ok("not running any more: nothing to kill".into()) };
+            if !restart {
+                return Ok(format!("SIGKILL pid {pid}: not restarted (a node failure)"));
+            }
             tokio::time::sleep(down).await;
-            let new_pid = {
+            let (label, new_pid) = {
                 let mut all = services.lock().expect("services");
-                let s = all.iter_mut().find(|s| s.name == p.target).context("no such service")?;
-                s.spawn()?
+                let s = &mut all[index];
+                (s.label.clone(), s.spawn()?)
             };
-            Ok(format!("SIGKILL pid {}, restarted after {} ms as pid {new_pid}", pid.unwrap_or(0), p.spec.down_ms))
+            Ok(format!("{label}: SIGKILL pid {pid}, restarted after {} ms as pid {new_pid}", p.spec.down_ms))
         }
         FaultKind::KillBroker | FaultKind::KillPostgres | FaultKind::KillS3 => {
             let component = match p.kind {
@@ -617,6 +739,26 @@ async fn inject(
             Ok(format!("producer clocks {} ms off for {} ms", p.spec.skew_ms, p.spec.down_ms))
         }
     }
+}
+
+/// Replays the session from its topics: (all versions bit-identical, what was compared).
+async fn replay_check(
+    args: &ChaosRunArgs,
+    kafka: &crate::cli::KafkaArgs,
+    registry: &str,
+    session: &str,
+) -> Result<(bool, String)> {
+    let catalogue = common::kafka_catalogue(kafka)?;
+    let topics = guardian_federated::FlTopics::from_catalogue(&catalogue)?;
+    let registry = guardian_federated::registry::Registry::load(Path::new(registry))?;
+    let store = super::fl::store(&args.s3)?;
+    let settings = common::settings(kafka, "guardian-chaos-replay");
+    let checks =
+        guardian_federated::replay::replay_session(&settings, &topics, &store, &registry, &Codec::embedded(), session)
+            .await?;
+    let same = checks.iter().filter(|c| c.matches()).count();
+    let holds = same == checks.len();
+    Ok((holds, format!("{same} of {} published model versions bit-identical to their replay", checks.len())))
 }
 
 /// Whether the archive covers every offset of the encounter and spend topics exactly
