@@ -123,33 +123,26 @@ install_s3() {
   fi
 }
 
+# make_venv DIR WHAT PACKAGE==VERSION...: a Python venv with pinned packages, made once
+# (a .complete marker records that the install finished).
+make_venv() {
+  local dir=$1 what=$2; shift 2
+  [ -f "$dir/.complete" ] && return 0
+  say "creating the venv in $dir ($what)"
+  python3 -m venv "$dir" || { apt_install python3-venv; python3 -m venv "$dir"; }
+  "$dir/bin/pip" install -q --disable-pip-version-check "$@" || die "pip could not install $*"
+  touch "$dir/.complete"
+}
+
 install_python() {
   # Downstream readers that are not ours (tests) and the peer baselines (benchmarks).
-  if [ ! -f "$VENV/.complete" ]; then
-    say "creating the Python tools venv in $VENV (fastavro, confluent-kafka)"
-    python3 -m venv "$VENV" || { apt_install python3-venv; python3 -m venv "$VENV"; }
-    "$VENV/bin/pip" install -q --disable-pip-version-check fastavro==1.13.1 confluent-kafka==2.16.1 \
-      || die "pip could not install fastavro / confluent-kafka"
-    touch "$VENV/.complete"
-  fi
+  make_venv "$VENV" "fastavro, confluent-kafka" fastavro==1.13.1 confluent-kafka==2.16.1
 }
 
 install_bench_tools() {
-  if [ ! -f "$DP_VENV/.complete" ]; then
-    say "creating the dp_accounting venv in $DP_VENV (benchmark peer and reference values)"
-    python3 -m venv "$DP_VENV" || { apt_install python3-venv; python3 -m venv "$DP_VENV"; }
-    "$DP_VENV/bin/pip" install -q --disable-pip-version-check dp-accounting==0.6.0 \
-      || die "pip could not install dp-accounting"
-    touch "$DP_VENV/.complete"
-  fi
+  make_venv "$DP_VENV" "dp_accounting: benchmark peer and reference values" dp-accounting==0.6.0
   say "dp_accounting: GUARDIAN_DP_PYTHON=$DP_VENV/bin/python"
-  if [ ! -f "$FLWR_VENV/.complete" ]; then
-    say "creating the Flower venv in $FLWR_VENV (secure aggregation benchmark peer)"
-    python3 -m venv "$FLWR_VENV" || { apt_install python3-venv; python3 -m venv "$FLWR_VENV"; }
-    "$FLWR_VENV/bin/pip" install -q --disable-pip-version-check flwr==1.42.0 \
-      || die "pip could not install flwr"
-    touch "$FLWR_VENV/.complete"
-  fi
+  make_venv "$FLWR_VENV" "Flower: secure aggregation benchmark peer" flwr==1.42.0
   say "flwr: GUARDIAN_FLWR_PYTHON=$FLWR_VENV/bin/python"
 }
 
@@ -169,13 +162,7 @@ install_deploy_tools() {
     GOBIN="$helm_dir/bin" go install "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION" \
       >"$TOOLS/helm-install.log" 2>&1 || { tail -n 20 "$TOOLS/helm-install.log" >&2; die "helm build failed; log: $TOOLS/helm-install.log"; }
   fi
-  if [ ! -f "$VALIDATORS_VENV/.complete" ]; then
-    say "creating the validators venv in $VALIDATORS_VENV (checkov, kubernetes-validate)"
-    python3 -m venv "$VALIDATORS_VENV" || { apt_install python3-venv; python3 -m venv "$VALIDATORS_VENV"; }
-    "$VALIDATORS_VENV/bin/pip" install -q --disable-pip-version-check checkov==3.3.30 kubernetes-validate==1.37.0 \
-      || die "pip could not install checkov / kubernetes-validate"
-    touch "$VALIDATORS_VENV/.complete"
-  fi
+  make_venv "$VALIDATORS_VENV" "checkov, kubernetes-validate" checkov==3.3.30 kubernetes-validate==1.37.0
   command -v terraform >/dev/null || say "warning: terraform is not on PATH (it comes with the machine image; no reachable registry serves it): tests/deploy/check.sh will fail"
 }
 
