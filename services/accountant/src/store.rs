@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS privacy_outbox (
 );";
 
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql(DDL).execute(pool).await.map(|_| ())
+    guardian_pg::apply_ddl(pool, DDL).await
 }
 
 pub fn level_name(level: BudgetLevel) -> &'static str {

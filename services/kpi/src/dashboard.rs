@@ -35,7 +35,7 @@ pub async fn aggregates(
     to_ms: i64,
 ) -> Result<Vec<Group>, sqlx::Error> {
     let column = GROUPINGS.iter().find(|g| **g == by).copied().unwrap_or("region");
-    sqlx::raw_sql(REGISTRY_DDL).execute(pool).await?;
+    guardian_pg::apply_ddl(pool, REGISTRY_DDL).await?;
     let attribute: BTreeMap<String, String> = sqlx::query(&format!("SELECT hospital_id, {column} FROM kpi_hospitals"))
         .fetch_all(pool)
         .await?

@@ -56,7 +56,7 @@ pub fn parse_registry(text: &str) -> Result<Vec<Hospital>, String> {
 }
 
 pub async fn load_registry(pool: &PgPool, hospitals: &[Hospital]) -> Result<u64, sqlx::Error> {
-    sqlx::raw_sql(REGISTRY_DDL).execute(pool).await?;
+    guardian_pg::apply_ddl(pool, REGISTRY_DDL).await?;
     let mut tx = pool.begin().await?;
     let mut n = 0;
     for h in hospitals {
@@ -129,7 +129,7 @@ pub fn evaluate(hospital_id: &str, phase: Option<String>, acc: &Acc) -> Readines
 
 /// Readiness of every hospital with rollups, from its DAY windows in [from_ms, to_ms).
 pub async fn readiness(pool: &PgPool, from_ms: i64, to_ms: i64) -> Result<Vec<Readiness>, sqlx::Error> {
-    sqlx::raw_sql(REGISTRY_DDL).execute(pool).await?;
+    guardian_pg::apply_ddl(pool, REGISTRY_DDL).await?;
     let phases: BTreeMap<String, String> = sqlx::query("SELECT hospital_id, phase FROM kpi_hospitals")
         .fetch_all(pool)
         .await?

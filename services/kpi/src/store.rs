@@ -115,8 +115,8 @@ pub fn outbox(rollups_topic: &str) -> Outbox {
 }
 
 pub async fn migrate(pool: &PgPool, rollups_topic: &str) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql(DDL).execute(pool).await?;
-    sqlx::raw_sql(&outbox(rollups_topic).ddl()).execute(pool).await.map(|_| ())
+    guardian_pg::apply_ddl(pool, DDL).await?;
+    guardian_pg::apply_ddl(pool, &outbox(rollups_topic).ddl()).await
 }
 
 /// A decoded input record.

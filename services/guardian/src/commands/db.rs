@@ -15,9 +15,9 @@ pub async fn migrate(url: &str) -> Result<ExitCode> {
     let pool = guardian_pg::connect(url, 2).await?;
     guardian_pg::offsets::migrate(&pool).await?;
     guardian_accountant::store::migrate(&pool).await.context("privacy tables")?;
-    sqlx::raw_sql(guardian_kpi::store::DDL).execute(&pool).await.context("KPI tables")?;
-    sqlx::raw_sql(guardian_kpi::readiness::REGISTRY_DDL).execute(&pool).await.context("hospital registry")?;
-    sqlx::raw_sql(guardian_kpi::store::AGGREGATE_VIEW_DDL).execute(&pool).await.context("aggregate view")?;
+    guardian_pg::apply_ddl(&pool, guardian_kpi::store::DDL).await.context("KPI tables")?;
+    guardian_pg::apply_ddl(&pool, guardian_kpi::readiness::REGISTRY_DDL).await.context("hospital registry")?;
+    guardian_pg::apply_ddl(&pool, guardian_kpi::store::AGGREGATE_VIEW_DDL).await.context("aggregate view")?;
     tenancy::apply(&pool, &TENANT_TABLES, &[guardian_kpi::store::AGGREGATE_VIEW])
         .await
         .context("row-level security")?;

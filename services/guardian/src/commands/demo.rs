@@ -84,7 +84,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     println!("topics: {} declared, {} change(s) applied", names.len(), p.changes.len());
 
     let pool = guardian_pg::connect(&args.database_url, 4).await?;
-    sqlx::raw_sql(LEDGER_DDL).execute(&pool).await.context("creating the demo ledger")?;
+    guardian_pg::apply_ddl(&pool, LEDGER_DDL).await.context("creating the demo ledger")?;
     let settings = common::settings(&args.kafka, "guardian-demo");
     let dlq =
         DeadLetterSink::new(Producer::new(&settings)?, catalogue.topic(TopicId::DeadLetter)?, "guardian-demo-ledger");

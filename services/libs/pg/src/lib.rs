@@ -25,3 +25,21 @@ pub mod tenancy;
 
 pub use connect::{PgConnectError, connect, with_new_schema};
 pub use sink::{PgEffect, PgOffsetConsumer, PgRunStats};
+
+/// Runs schema statements (`CREATE ... IF NOT EXISTS` and the like) under a
+/// transaction-scoped advisory lock. PostgreSQL's `IF NOT EXISTS` is not safe against a
+/// concurrent twin (two services starting at once on a fresh schema can both try to
+/// create the table's row type, and one fails on `pg_type_typname_nsp_index`); the lock
+/// makes migrations of every service take turns.
+pub async fn apply_ddl(pool: &sqlx::PgPool, ddl: &str) -> Result<(), sqlx::Error> {
+    /// One lock for every guardian migration ("guardian" in ASCII).
+    const MIGRATION_LOCK: i64 = 0x6775_6172_6469_616e;
+    let mut tx = pool.begin().await?;
+    let conn: &mut sqlx::PgConnection = &mut tx;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
+    // One statement at a time (the DDL of this workspace has no `;` inside a statement).
+    for statement in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        sqlx::query(statement).execute(&mut *conn).await?;
+    }
+    tx.commit().await
+}

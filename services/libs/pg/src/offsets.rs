@@ -16,7 +16,7 @@ CREATE TABLE IF NOT EXISTS kafka_offsets (
 )";
 
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql(DDL).execute(pool).await.map(|_| ())
+    crate::apply_ddl(pool, DDL).await
 }
 
 /// The stored next offset of a partition (`None`: never applied anything).
