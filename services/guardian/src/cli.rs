@@ -887,10 +887,12 @@ pub struct TailArgs {
 #[derive(Debug, Subcommand)]
 pub enum ChaosCommand {
     /// Run experiments (chaos/experiments/*.toml): start the KPI rollup and the accountant
-    /// on topics and a schema of their own, send seeded traffic, inject the faults, then
-    /// check the steady-state hypotheses (encounters and spends counted exactly once, dead
-    /// letters exactly the poison, lag back to zero, services ready). Writes a Markdown and
-    /// a JSON report per experiment; exits 1 when a hypothesis is violated
+    /// (and, as the experiment asks, the archiver, hospital agents and an aggregator) on
+    /// topics and a schema of their own, send seeded traffic, inject the faults, then check
+    /// the steady-state hypotheses (encounters and spends counted exactly once, dead letters
+    /// exactly the poison, lag back to zero, services ready, archive complete, models equal
+    /// to their replay). Writes a Markdown and a JSON report per experiment; exits 1 when a
+    /// hypothesis is violated. Topic names get a prefix of their own per run
     Run(ChaosRunArgs),
 }
 
