@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
-use crate::readiness::REGISTRY_DDL;
 use crate::window::Acc;
 
 /// The registry attributes the dashboard groups by.
@@ -35,7 +34,6 @@ pub async fn aggregates(
     to_ms: i64,
 ) -> Result<Vec<Group>, sqlx::Error> {
     let column = GROUPINGS.iter().find(|g| **g == by).copied().unwrap_or("region");
-    guardian_pg::apply_ddl(pool, REGISTRY_DDL).await?;
     let attribute: BTreeMap<String, String> = sqlx::query(&format!("SELECT hospital_id, {column} FROM kpi_hospitals"))
         .fetch_all(pool)
         .await?

@@ -55,8 +55,14 @@ pub fn parse_registry(text: &str) -> Result<Vec<Hospital>, String> {
     Ok(file.hospital)
 }
 
+/// Creates the registry table (idempotent): once per process, before [`readiness`] or the
+/// dashboard's queries.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
+    guardian_pg::apply_ddl(pool, REGISTRY_DDL).await
+}
+
 pub async fn load_registry(pool: &PgPool, hospitals: &[Hospital]) -> Result<u64, sqlx::Error> {
-    guardian_pg::apply_ddl(pool, REGISTRY_DDL).await?;
+    migrate(pool).await?;
     let mut tx = pool.begin().await?;
     let mut n = 0;
     for h in hospitals {
@@ -128,8 +134,8 @@ pub fn evaluate(hospital_id: &str, phase: Option<String>, acc: &Acc) -> Readines
 }
 
 /// Readiness of every hospital with rollups, from its DAY windows in [from_ms, to_ms).
+/// Needs the registry table ([`migrate`]).
 pub async fn readiness(pool: &PgPool, from_ms: i64, to_ms: i64) -> Result<Vec<Readiness>, sqlx::Error> {
-    guardian_pg::apply_ddl(pool, REGISTRY_DDL).await?;
     let phases: BTreeMap<String, String> = sqlx::query("SELECT hospital_id, phase FROM kpi_hospitals")
         .fetch_all(pool)
         .await?

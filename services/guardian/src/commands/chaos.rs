@@ -145,7 +145,8 @@ struct Setup {
     archive_prefix: String,
     /// The archive's bucket, when the experiment runs the archiver.
     archive: Option<guardian_objects::ObjectStore>,
-    url: String,
+    /// One small pool for the runner's own queries (lag samples, checks).
+    pool: sqlx::PgPool,
     stack_script: PathBuf,
 }
 
@@ -198,7 +199,7 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
         archive_prefix: format!("chaos-{tag}"),
         archive: if exp.archiver { Some(super::archive::archive_store(&args.s3, ARCHIVE_BUCKET)?) } else { None },
         accountant_group: format!("chaos-accountant-{tag}"),
-        url: url.clone(),
+        pool: guardian_pg::connect(&url, 2).await?,
         stack_script: args.stack_script.clone(),
     };
     // With the stack's CHAOS listener, the services reach the broker through the proxy
@@ -799,7 +800,7 @@ async fn archive_state(setup: &Setup) -> Result<Option<(bool, String)>> {
 /// Records not yet applied by either group (end offsets minus the offsets stored with the
 /// effects in PostgreSQL).
 async fn lag(setup: &Setup) -> Result<i64> {
-    let pool = guardian_pg::connect(&setup.url, 1).await?;
+    let pool = &setup.pool;
     let mut total = 0;
     for (group, topic) in [(&setup.kpi_group, &setup.encounters), (&setup.accountant_group, &setup.spends)] {
         let ends = guardian_federated::reader::topic_watermarks(&setup.kafka, "chaos-lag", &[topic])?;
@@ -807,7 +808,7 @@ async fn lag(setup: &Setup) -> Result<i64> {
             sqlx::query("SELECT partition, next_offset FROM kafka_offsets WHERE group_id = $1 AND topic = $2")
                 .bind(group)
                 .bind(topic)
-                .fetch_all(&pool)
+                .fetch_all(pool)
                 .await
                 .unwrap_or_default()
                 .into_iter()
@@ -817,7 +818,6 @@ async fn lag(setup: &Setup) -> Result<i64> {
             total += hi - stored.get(&p).copied().unwrap_or(lo).max(lo);
         }
     }
-    pool.close().await;
     Ok(total)
 }
 
@@ -867,7 +867,7 @@ async fn check(setup: &Setup) -> Result<Checks> {
     let expected: BTreeMap<String, i64> = by_hospital.iter().map(|(h, ids)| (h.clone(), ids.len() as i64)).collect();
     c.encounters_in = expected.values().sum::<i64>() as usize;
     c.encounter_duplicates = records - c.encounters_in;
-    let pool = guardian_pg::connect(&setup.url, 1).await?;
+    let pool = setup.pool.clone();
     let per_hospital = |sql: &'static str| {
         let pool = pool.clone();
         async move {
@@ -937,6 +937,5 @@ async fn check(setup: &Setup) -> Result<Checks> {
         poison.difference(&distinct).count(),
         distinct.difference(&poison).count()
     );
-    pool.close().await;
     Ok(c)
 }

@@ -68,6 +68,7 @@ pub async fn pilot(cmd: crate::cli::PilotCommand) -> Result<ExitCode> {
             let from = from.as_deref().map(day_ms).transpose()?.unwrap_or(today - 7 * day);
             let to = to.as_deref().map(day_ms).transpose()?.unwrap_or(today + day);
             let pool = guardian_pg::connect(&database_url, 1).await?;
+            guardian_kpi::readiness::migrate(&pool).await?;
             let list = guardian_kpi::readiness::readiness(&pool, from, to).await?;
             let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", v * 100.0));
             if !json {
@@ -204,6 +205,8 @@ pub async fn dashboard(args: crate::cli::DashboardArgs) -> Result<ExitCode> {
     use axum::response::IntoResponse;
     use axum::routing::get;
     let pool = guardian_pg::connect(&args.database_url, 4).await?;
+    // The registry table once here, not in every request.
+    guardian_kpi::readiness::migrate(&pool).await?;
     let tokens = match &args.tokens {
         Some(path) => load_tokens(path)?,
         None => Default::default(),
