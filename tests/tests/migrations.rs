@@ -28,7 +28,7 @@ async fn concurrent_migrations_of_a_fresh_schema_all_succeed() {
     }
     let tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()
-           AND table_name IN ('kafka_offsets', 'privacy_ledger', 'kpi_rollups', 'kpi_seen', 'kpi_outbox')",
+           AND table_name IN ('kafka_offsets', 'privacy_ledger', 'kpi_rollups', 'kpi_seen_days', 'kpi_outbox')",
     )
     .fetch_one(&pool)
     .await

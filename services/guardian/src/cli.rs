@@ -164,6 +164,10 @@ pub struct KpiArgs {
     /// their hospital, and unsigned or forged ones go to the dead-letter topic
     #[arg(long, env = "GUARDIAN_SIGNERS")]
     pub signers: Option<PathBuf>,
+    /// Event digests kept in memory to spot duplicates (about 50 bytes each); days used
+    /// least recently are read back from PostgreSQL when a record of theirs arrives
+    #[arg(long, default_value_t = guardian_kpi::DEFAULT_DEDUP_CACHE_EVENTS)]
+    pub dedup_cache_events: usize,
     /// Where /metrics, /healthz and /readyz listen
     #[arg(long, default_value = "127.0.0.1:9467")]
     pub listen: SocketAddr,

@@ -2,6 +2,7 @@
 //! windows out, exactly once in PostgreSQL (offsets in the same transaction, event ids
 //! deduplicated) and, through an outbox, on the compacted rollup topic.
 
+pub mod dedup;
 pub mod store;
 pub mod window;
 
@@ -28,7 +29,16 @@ pub struct Config {
     pub lateness_ms: i64,
     /// When set, every encounter must be signed by its hospital (others are dead-lettered).
     pub signers: Option<guardian_kafka::signing::Signers>,
+    /// Event digests kept in memory for deduplication (16 bytes each plus the set's
+    /// overhead); days used least recently are read again from PostgreSQL when needed.
+    pub dedup_cache_events: usize,
 }
+
+/// The default of [`Config::dedup_cache_events`]: about 100 MB.
+pub const DEFAULT_DEDUP_CACHE_EVENTS: usize = 2_000_000;
+
+/// Batches of up to 20,000 records or 100 ms: one transaction each.
+pub const BATCH: BatchPolicy = BatchPolicy { max_records: 20_000, max_wait: std::time::Duration::from_millis(100) };
 
 #[derive(Debug, thiserror::Error)]
 pub enum KpiError {
@@ -54,7 +64,7 @@ pub async fn run(config: Config, pool: PgPool, shutdown: Shutdown) -> Result<gua
         &config.group,
         &[&config.encounters_topic, &config.slo_topic],
         dlq,
-        BatchPolicy::default(),
+        BATCH,
     )
     .await?;
     let mut effect = store::Rollups {
@@ -64,6 +74,7 @@ pub async fn run(config: Config, pool: PgPool, shutdown: Shutdown) -> Result<gua
         signers: config.signers.clone(),
         outbox,
         committed: Some(wake),
+        seen: store::Seen::new(config.dedup_cache_events),
     };
     let stats = consumer.run(&mut effect, shutdown.wait()).await;
     shutdown.trigger();

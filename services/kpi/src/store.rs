@@ -1,26 +1,28 @@
 //! The rollup tables and the effect that keeps them, exactly once.
 //!
 //! Each batch, in one transaction with the consumed offsets (guardian-pg): records whose
-//! event id was seen before change nothing (replays, mirrors, producer retries); every
+//! event id was seen before (per hospital and event day: [`dedup`]) change nothing (replays, mirrors, producer retries); every
 //! other record is added to its hospital's minute, hour and day windows; a record that
 //! arrives after its window closed (the hospital's newest event time is past the window's
 //! end plus the allowed lateness) is still merged, through the correction path, and
 //! counted in `late_corrections`; each changed window goes to the outbox, which sends it
 //! to the compacted rollup topic after the commit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use guardian_kafka::ProcessError;
 use guardian_pg::PgEffect;
 use guardian_pg::outbox::Outbox;
 use guardian_schemas::Codec;
-use guardian_schemas::records::{Encounter, SloEvent, SloKind, WindowSize};
+use guardian_schemas::records::{Encounter, KpiRollup, SloEvent, SloKind, WindowSize};
 use rdkafka::message::{Message, OwnedMessage};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::Notify;
 
+use crate::dedup;
+pub use crate::dedup::Seen;
 use crate::window::{self, Acc, SIZES};
 
 pub const DDL: &str = "
@@ -42,11 +44,6 @@ CREATE TABLE IF NOT EXISTS kpi_rollups (
     generation_p99    float8,
     updated_at        timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (hospital_id, window_size, window_start_ms)
-);
-CREATE TABLE IF NOT EXISTS kpi_seen (
-    event_id    text PRIMARY KEY,
-    hospital_id text NOT NULL,
-    seen_at     timestamptz NOT NULL DEFAULT now()
 );
 CREATE TABLE IF NOT EXISTS kpi_watermarks (
     hospital_id text PRIMARY KEY,
@@ -116,6 +113,7 @@ pub fn outbox(rollups_topic: &str) -> Outbox {
 
 pub async fn migrate(pool: &PgPool, rollups_topic: &str) -> Result<(), sqlx::Error> {
     guardian_pg::apply_ddl(pool, DDL).await?;
+    guardian_pg::apply_ddl(pool, dedup::DDL).await?;
     guardian_pg::apply_ddl(pool, &outbox(rollups_topic).ddl()).await
 }
 
@@ -172,6 +170,8 @@ pub struct Rollups {
     pub signers: Option<guardian_kafka::signing::Signers>,
     pub outbox: Outbox,
     pub committed: Option<Arc<Notify>>,
+    /// The event digests of recently used days (see [`dedup`]).
+    pub seen: Seen,
 }
 
 impl PgEffect for Rollups {
@@ -195,38 +195,28 @@ impl PgEffect for Rollups {
     }
 
     fn committed(&mut self) {
+        self.seen.committed();
         if let Some(wake) = &self.committed {
             wake.notify_one();
         }
     }
 
     async fn apply(&mut self, tx: &mut PgConnection, items: &[Item]) -> Result<(), sqlx::Error> {
-        let keyed: Vec<(&str, &str, i64, &Item)> =
-            items.iter().filter_map(|i| i.id_and_hospital().map(|(id, h, at)| (id, h, at, i))).collect();
+        let keyed: Vec<(&str, i64, &Item, u128)> =
+            items.iter().filter_map(|i| i.id_and_hospital().map(|(id, h, at)| (h, at, i, dedup::digest(id)))).collect();
         if keyed.is_empty() {
             return Ok(());
         }
         // Events seen before (in this batch or earlier) change nothing.
-        let ids: Vec<&str> = keyed.iter().map(|k| k.0).collect();
-        let hospitals_of: Vec<&str> = keyed.iter().map(|k| k.1).collect();
-        let fresh: BTreeSet<String> = sqlx::query(
-            "INSERT INTO kpi_seen (event_id, hospital_id) SELECT * FROM unnest($1::text[], $2::text[])
-             ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-        )
-        .bind(&ids)
-        .bind(&hospitals_of)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect();
-        let mut taken = BTreeSet::new();
-        let new: Vec<&(&str, &str, i64, &Item)> =
-            keyed.iter().filter(|k| fresh.contains(k.0) && taken.insert(k.0)).collect();
+        let events: Vec<(&str, i64, u128)> =
+            keyed.iter().map(|(h, at, _, digest)| (*h, window::start(*at, WindowSize::Day), *digest)).collect();
+        let fresh = self.seen.admit(tx, &events).await?;
+        let new: Vec<&(&str, i64, &Item, u128)> =
+            keyed.iter().zip(&fresh).filter(|(_, f)| **f).map(|(k, _)| k).collect();
         if new.is_empty() {
             return Ok(());
         }
-        let mut hospitals: Vec<&str> = new.iter().map(|k| k.1).collect();
+        let mut hospitals: Vec<&str> = new.iter().map(|k| k.0).collect();
         hospitals.sort_unstable();
         hospitals.dedup();
         let mut newest: BTreeMap<String, i64> = sqlx::query(
@@ -239,12 +229,11 @@ impl PgEffect for Rollups {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
         // Deltas per (hospital, window size, window start), in input order.
-        let mut deltas: BTreeMap<(String, &'static str, i64), Acc> = BTreeMap::new();
-        for (_, hospital, at, item) in &new {
+        let mut deltas: foldhash::HashMap<(&str, &'static str, i64), Acc> = foldhash::HashMap::default();
+        for (hospital, at, item, _) in &new {
             let seen_newest = newest.get(*hospital).copied();
             for size in SIZES {
-                let key = (hospital.to_string(), window::name(size), window::start(*at, size));
-                let acc = deltas.entry(key).or_default();
+                let acc = deltas.entry((*hospital, window::name(size), window::start(*at, size))).or_default();
                 match item {
                     Item::Encounter(e) => acc.add_encounter(e),
                     Item::Slo(s) => acc.add_slo(s.good),
@@ -254,69 +243,124 @@ impl PgEffect for Rollups {
                     acc.late_corrections += 1;
                 }
             }
-            let n = newest.entry(hospital.to_string()).or_insert(*at);
-            *n = (*n).max(*at);
+            match newest.get_mut(*hospital) {
+                Some(n) => *n = (*n).max(*at),
+                None => {
+                    newest.insert(hospital.to_string(), *at);
+                }
+            }
         }
-        // Merge into the stored windows (locked in key order) and send each changed one.
-        let keys: Vec<String> = deltas.keys().map(|(h, w, s)| format!("{h}/{w}/{s}")).collect();
+        let mut deltas: Vec<((&str, &'static str, i64), Acc)> = deltas.into_iter().collect();
+        deltas.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Merge into the stored windows (locked in key order), write them back in one
+        // statement and queue each changed one for the rollup topic.
+        let hs: Vec<&str> = deltas.iter().map(|(k, _)| k.0).collect();
+        let ws: Vec<&str> = deltas.iter().map(|(k, _)| k.1).collect();
+        let ss: Vec<i64> = deltas.iter().map(|(k, _)| k.2).collect();
         let stored: Vec<PgRow> = sqlx::query(&format!(
-            "SELECT hospital_id || '/' || window_size || '/' || window_start_ms, {ACC_COLUMNS}
-             FROM kpi_rollups WHERE hospital_id || '/' || window_size || '/' || window_start_ms = ANY($1)
-             ORDER BY hospital_id, window_size, window_start_ms FOR UPDATE"
+            "SELECT r.hospital_id, r.window_size, r.window_start_ms, {ACC_COLUMNS}
+             FROM kpi_rollups r JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS x(h, w, s)
+               ON r.hospital_id = x.h AND r.window_size = x.w AND r.window_start_ms = x.s
+             ORDER BY r.hospital_id, r.window_size, r.window_start_ms FOR UPDATE OF r"
         ))
-        .bind(&keys)
+        .bind(&hs)
+        .bind(&ws)
+        .bind(&ss)
         .fetch_all(&mut *tx)
         .await?;
-        let mut stored: BTreeMap<String, Acc> = stored.iter().map(|r| (r.get(0), acc_from_row(r, 1))).collect();
+        let mut stored: BTreeMap<(&str, &str, i64), Acc> = stored
+            .iter()
+            .map(|r| ((r.get::<&str, _>(0), r.get::<&str, _>(1), r.get::<i64, _>(2)), acc_from_row(r, 3)))
+            .collect();
+        let mut rows = WindowRows::default();
+        let mut keys = Vec::with_capacity(deltas.len());
+        let mut payloads = Vec::with_capacity(deltas.len());
         for ((hospital, size_name, start), delta) in &deltas {
-            let key = format!("{hospital}/{size_name}/{start}");
-            let mut total = stored.remove(&key).unwrap_or_default();
+            let mut total = stored.remove(&(*hospital, *size_name, *start)).unwrap_or_default();
             total.merge(delta);
             let size: WindowSize = window::parse(size_name).expect("our own window names");
             let record = total.record(hospital, size, *start);
-            sqlx::query(
-                "INSERT INTO kpi_rollups (hospital_id, window_size, window_start_ms, encounters, soap_expected,
-                    soap_completed, ratings, rating_sum, slo_good, slo_total, late_corrections, generation_sketch,
-                    generation_p50, generation_p95, generation_p99)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-                 ON CONFLICT (hospital_id, window_size, window_start_ms) DO UPDATE SET
-                    encounters = excluded.encounters, soap_expected = excluded.soap_expected,
-                    soap_completed = excluded.soap_completed, ratings = excluded.ratings,
-                    rating_sum = excluded.rating_sum, slo_good = excluded.slo_good, slo_total = excluded.slo_total,
-                    late_corrections = excluded.late_corrections, generation_sketch = excluded.generation_sketch,
-                    generation_p50 = excluded.generation_p50, generation_p95 = excluded.generation_p95,
-                    generation_p99 = excluded.generation_p99, updated_at = now()",
-            )
-            .bind(hospital)
-            .bind(size_name)
-            .bind(start)
-            .bind(total.encounters)
-            .bind(total.soap_expected)
-            .bind(total.soap_completed)
-            .bind(total.ratings)
-            .bind(total.rating_sum)
-            .bind(total.slo_good)
-            .bind(total.slo_total)
-            .bind(total.late_corrections)
-            .bind(window::encode_sketch(&total.generation))
-            .bind(record.generation_ms_p50)
-            .bind(record.generation_ms_p95)
-            .bind(record.generation_ms_p99)
-            .execute(&mut *tx)
-            .await?;
-            let payload = self.codec.encode(&record).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-            self.outbox.push(tx, "rollup", &key, &payload).await?;
+            rows.push(&total, &record);
+            keys.push(format!("{hospital}/{size_name}/{start}"));
+            payloads.push(self.codec.encode(&record).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
         }
-        for (hospital, n) in &newest {
-            sqlx::query(
-                "INSERT INTO kpi_watermarks (hospital_id, newest_ms) VALUES ($1, $2)
-                 ON CONFLICT (hospital_id) DO UPDATE SET newest_ms = GREATEST(kpi_watermarks.newest_ms, excluded.newest_ms)",
-            )
-            .bind(hospital)
-            .bind(n)
-            .execute(&mut *tx)
-            .await?;
-        }
+        sqlx::query(
+            "INSERT INTO kpi_rollups (hospital_id, window_size, window_start_ms, encounters, soap_expected,
+                soap_completed, ratings, rating_sum, slo_good, slo_total, late_corrections, generation_sketch,
+                generation_p50, generation_p95, generation_p99)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
+                $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bytea[],
+                $13::float8[], $14::float8[], $15::float8[])
+             ON CONFLICT (hospital_id, window_size, window_start_ms) DO UPDATE SET
+                encounters = excluded.encounters, soap_expected = excluded.soap_expected,
+                soap_completed = excluded.soap_completed, ratings = excluded.ratings,
+                rating_sum = excluded.rating_sum, slo_good = excluded.slo_good, slo_total = excluded.slo_total,
+                late_corrections = excluded.late_corrections, generation_sketch = excluded.generation_sketch,
+                generation_p50 = excluded.generation_p50, generation_p95 = excluded.generation_p95,
+                generation_p99 = excluded.generation_p99, updated_at = now()",
+        )
+        .bind(&hs)
+        .bind(&ws)
+        .bind(&ss)
+        .bind(&rows.encounters)
+        .bind(&rows.soap_expected)
+        .bind(&rows.soap_completed)
+        .bind(&rows.ratings)
+        .bind(&rows.rating_sum)
+        .bind(&rows.slo_good)
+        .bind(&rows.slo_total)
+        .bind(&rows.late_corrections)
+        .bind(&rows.sketches)
+        .bind(&rows.p50)
+        .bind(&rows.p95)
+        .bind(&rows.p99)
+        .execute(&mut *tx)
+        .await?;
+        self.outbox.push_many(tx, "rollup", &keys, &payloads).await?;
+        let wh: Vec<&str> = newest.keys().map(String::as_str).collect();
+        let wn: Vec<i64> = newest.values().copied().collect();
+        sqlx::query(
+            "INSERT INTO kpi_watermarks (hospital_id, newest_ms) SELECT * FROM unnest($1::text[], $2::bigint[])
+             ON CONFLICT (hospital_id) DO UPDATE SET newest_ms = GREATEST(kpi_watermarks.newest_ms, excluded.newest_ms)",
+        )
+        .bind(&wh)
+        .bind(&wn)
+        .execute(&mut *tx)
+        .await?;
         Ok(())
+    }
+}
+
+/// The columns of the windows a batch writes, one array each (one statement for all).
+#[derive(Default)]
+struct WindowRows {
+    encounters: Vec<i64>,
+    soap_expected: Vec<i64>,
+    soap_completed: Vec<i64>,
+    ratings: Vec<i64>,
+    rating_sum: Vec<i64>,
+    slo_good: Vec<i64>,
+    slo_total: Vec<i64>,
+    late_corrections: Vec<i64>,
+    sketches: Vec<Vec<u8>>,
+    p50: Vec<Option<f64>>,
+    p95: Vec<Option<f64>>,
+    p99: Vec<Option<f64>>,
+}
+
+impl WindowRows {
+    fn push(&mut self, total: &Acc, record: &KpiRollup) {
+        self.encounters.push(total.encounters);
+        self.soap_expected.push(total.soap_expected);
+        self.soap_completed.push(total.soap_completed);
+        self.ratings.push(total.ratings);
+        self.rating_sum.push(total.rating_sum);
+        self.slo_good.push(total.slo_good);
+        self.slo_total.push(total.slo_total);
+        self.late_corrections.push(total.late_corrections);
+        self.sketches.push(window::encode_sketch(&total.generation));
+        self.p50.push(record.generation_ms_p50);
+        self.p95.push(record.generation_ms_p95);
+        self.p99.push(record.generation_ms_p99);
     }
 }

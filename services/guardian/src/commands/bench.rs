@@ -167,8 +167,18 @@ fn produce_raw(settings: &KafkaSettings, topic: &str, records: &[Encounter], pay
 /// rust-rdkafka alone: a bare `StreamConsumer` loop over the same topic, no decoding, no
 /// offsets stored: what the library's consumer is built on.
 pub(super) async fn consume_raw(settings: &KafkaSettings, topic: &str, records: u64) -> Result<Duration> {
+    Ok(consume_raw_timed(settings, topic, records).await?.0)
+}
+
+/// The raw consume loop, timed from the subscription and from the first record.
+pub(super) async fn consume_raw_timed(
+    settings: &KafkaSettings,
+    topic: &str,
+    records: u64,
+) -> Result<(Duration, Duration)> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     let started = Instant::now();
+    let mut first: Option<Instant> = None;
     let consumer: StreamConsumer = settings
         .manual_commit_consumer(&format!("bench-raw-{:x}", rand::random::<u32>()))
         .create()
@@ -181,9 +191,10 @@ pub(super) async fn consume_raw(settings: &KafkaSettings, topic: &str, records: 
             tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await.context("raw consumer stalled")??;
         bytes += msg.payload().map_or(0, <[u8]>::len);
         n += 1;
+        first.get_or_insert_with(Instant::now);
     }
     std::hint::black_box(bytes);
-    Ok(started.elapsed())
+    Ok((started.elapsed(), first.map_or(Duration::ZERO, |f| f.elapsed())))
 }
 
 fn kcat_common(kcat: &str, bootstrap: &str, topic: &str) -> std::process::Command {

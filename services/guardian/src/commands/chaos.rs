@@ -876,7 +876,7 @@ async fn check(setup: &Setup) -> Result<Checks> {
             })
         }
     };
-    let seen = per_hospital("SELECT hospital_id, count(*)::bigint FROM kpi_seen GROUP BY hospital_id").await?;
+    let seen = per_hospital("SELECT hospital_id, sum(events)::bigint FROM kpi_seen_days GROUP BY hospital_id").await?;
     let days = per_hospital(
         "SELECT hospital_id, sum(encounters)::bigint FROM kpi_rollups WHERE window_size = 'DAY' GROUP BY hospital_id",
     )

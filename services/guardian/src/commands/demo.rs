@@ -120,6 +120,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         dead_letter_topic: catalogue.topic(TopicId::DeadLetter)?,
         signers: None,
         lateness_ms: 300_000,
+        dedup_cache_events: guardian_kpi::DEFAULT_DEDUP_CACHE_EVENTS,
     };
     let kpi = tokio::spawn(guardian_kpi::run(kpi, pool.clone(), shutdown.clone()));
     let slo = guardian_slo::Config {

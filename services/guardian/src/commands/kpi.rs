@@ -25,6 +25,7 @@ pub async fn run(args: KpiArgs) -> Result<ExitCode> {
         dead_letter_topic: catalogue.topic(TopicId::DeadLetter)?,
         lateness_ms: args.lateness_secs as i64 * 1000,
         signers: common::signers(args.signers.as_deref())?,
+        dedup_cache_events: args.dedup_cache_events,
     };
     tracing::info!(metrics = %format!("http://{bound}/metrics"), encounters = %config.encounters_topic, "kpi rollup starting");
     readiness.set_ready(true);

@@ -20,7 +20,6 @@ use std::time::Duration;
 use std::collections::BTreeSet;
 
 use futures::FutureExt;
-use opentelemetry::trace::TraceContextExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -222,7 +221,7 @@ impl AtLeastOnceConsumer {
         let outcome = async {
             for msg in batch {
                 let parent = trace::extract(msg.headers());
-                if parent.span().span_context().is_valid() {
+                if trace::has_parent(&parent) {
                     let span = trace::record_span(msg.topic(), msg.partition(), msg.offset(), parent);
                     self.process(handler, msg, stats).instrument(span).await?;
                 } else {

@@ -87,6 +87,11 @@ pub fn extract_owned(headers: Option<&OwnedHeaders>) -> Context {
     }
 }
 
+/// Whether a record's extracted context continues a producer's trace.
+pub fn has_parent(cx: &Context) -> bool {
+    cx.span().span_context().is_valid()
+}
+
 /// A span for processing one record, child of the producer's trace when there is one.
 pub fn record_span(topic: &str, partition: i32, offset: i64, parent: Context) -> tracing::Span {
     let span = tracing::info_span!("kafka.process", messaging.destination = topic, partition, offset);

@@ -54,6 +54,30 @@ impl Outbox {
             .map(|_| ())
     }
 
+    /// Adds rows of one kind inside the caller's transaction, in one statement, in order.
+    pub async fn push_many(
+        &self,
+        tx: &mut PgConnection,
+        kind: &str,
+        keys: &[String],
+        payloads: &[Vec<u8>],
+    ) -> Result<(), sqlx::Error> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(&format!(
+            "INSERT INTO {} (kind, key, payload)
+             SELECT $1, k, p FROM unnest($2::text[], $3::bytea[]) WITH ORDINALITY AS x(k, p, n) ORDER BY n",
+            self.table
+        ))
+        .bind(kind)
+        .bind(keys)
+        .bind(payloads)
+        .execute(tx)
+        .await
+        .map(|_| ())
+    }
+
     fn topic(&self, kind: &str) -> &str {
         self.routes.iter().find(|(k, _)| *k == kind).or(self.routes.first()).map_or("", |(_, t)| t.as_str())
     }

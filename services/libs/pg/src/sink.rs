@@ -100,10 +100,17 @@ impl PgOffsetConsumer {
         let mut stats = PgRunStats::default();
         // Partitions assigned since their stored offset was last checked.
         let mut unchecked: BTreeSet<(String, i32)> = BTreeSet::new();
+        let mut gather = self.gather();
         loop {
-            let Some(mut batch) = next_batch(&self.consumer, self.batch, shutdown.as_mut()).await else {
-                return Ok(stats);
+            let gathered = tokio::select! {
+                biased;
+                _ = &mut shutdown => {
+                    gather.abort();
+                    return Ok(stats);
+                }
+                b = &mut gather => b.map_err(|e| KafkaClientError::Handler(format!("gathering a batch: {e}")))?,
             };
+            let mut batch = gathered;
             for note in self.consumer.context().take_rebalances() {
                 match note {
                     RebalanceNote::Assigned(parts) => unchecked.extend(parts),
@@ -113,23 +120,51 @@ impl PgOffsetConsumer {
                 }
             }
             self.seek_to_stored(&mut batch, &mut unchecked).await?;
+            // The next batch is gathered on another thread while this one is applied. It
+            // is taken only after any seek above, and its partitions' stored offsets are
+            // read only after this batch committed, so the overlap changes nothing in what
+            // is applied.
+            gather = self.gather();
             if batch.is_empty() {
                 continue;
             }
-            let mut delays = self.retry.delays();
-            loop {
-                match self.apply_batch(effect, &batch, &mut stats).await {
-                    Ok(()) => break,
-                    Err(BatchError::Db(e)) if is_transient(&e) => {
-                        stats.retries += 1;
-                        let delay = delays.next().unwrap_or(Duration::from_secs(10));
-                        tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "database unavailable, retrying batch");
-                        tokio::time::sleep(delay).await;
-                    }
-                    Err(BatchError::Db(e)) => return Err(KafkaClientError::Handler(format!("database: {e}"))),
-                    Err(BatchError::Kafka(e)) => return Err(e),
-                    Err(BatchError::Fatal(e)) => return Err(KafkaClientError::Handler(e)),
+            if let Err(e) = self.apply_with_retries(effect, &batch, &mut stats).await {
+                gather.abort();
+                return Err(e);
+            }
+        }
+    }
+
+    /// Gathers the next batch in a task of its own.
+    fn gather(&self) -> tokio::task::JoinHandle<Vec<OwnedMessage>> {
+        let consumer = self.consumer.clone();
+        let policy = self.batch;
+        tokio::spawn(async move {
+            let never = pin!(std::future::pending::<()>());
+            next_batch(&consumer, policy, never).await.unwrap_or_default()
+        })
+    }
+
+    /// Applies a batch, trying again while the database is unavailable.
+    async fn apply_with_retries<E: PgEffect>(
+        &self,
+        effect: &mut E,
+        batch: &[OwnedMessage],
+        stats: &mut PgRunStats,
+    ) -> Result<(), KafkaClientError> {
+        let mut delays = self.retry.delays();
+        loop {
+            match self.apply_batch(effect, batch, stats).await {
+                Ok(()) => return Ok(()),
+                Err(BatchError::Db(e)) if is_transient(&e) => {
+                    stats.retries += 1;
+                    let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "database unavailable, retrying batch");
+                    tokio::time::sleep(delay).await;
                 }
+                Err(BatchError::Db(e)) => return Err(KafkaClientError::Handler(format!("database: {e}"))),
+                Err(BatchError::Kafka(e)) => return Err(e),
+                Err(BatchError::Fatal(e)) => return Err(KafkaClientError::Handler(e)),
             }
         }
     }
@@ -184,6 +219,11 @@ impl PgOffsetConsumer {
         let mut poison = Vec::new();
         let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut skipped = 0u64;
+        // Untraced records are prepared in the batch's span; a record that carries a
+        // trace context gets a span of its own, child of the producer's (a span per record
+        // cost more than decoding it).
+        let batch_span = tracing::info_span!("kafka.consume", records = batch.len());
+        let _in_batch = batch_span.enter();
         for msg in batch {
             let tp = (msg.topic().to_string(), msg.partition());
             if msg.offset() < stored.get(&tp).copied().unwrap_or(0) {
@@ -191,9 +231,13 @@ impl PgOffsetConsumer {
                 continue;
             }
             next.insert(tp, msg.offset() + 1);
-            let span =
-                trace::record_span(msg.topic(), msg.partition(), msg.offset(), trace::extract_owned(msg.headers()));
-            match span.in_scope(|| effect.prepare(msg)) {
+            let parent = trace::extract_owned(msg.headers());
+            let prepared = if trace::has_parent(&parent) {
+                trace::record_span(msg.topic(), msg.partition(), msg.offset(), parent).in_scope(|| effect.prepare(msg))
+            } else {
+                effect.prepare(msg)
+            };
+            match prepared {
                 Ok(item) => items.push(item),
                 Err(ProcessError::Poison { kind, error }) => poison.push((msg, kind, error)),
                 Err(ProcessError::Transient(e)) | Err(ProcessError::Fatal(e)) => {
@@ -201,6 +245,7 @@ impl PgOffsetConsumer {
                 }
             }
         }
+        drop(_in_batch);
         if !items.is_empty() {
             effect.apply(&mut tx, &items).await?;
         }
