@@ -1034,6 +1034,23 @@ pub enum BenchCommand {
     Secagg(BenchSecaggArgs),
     /// KPI rollups (decode → window → exactly-once commit) next to the raw consume rate and a Python consumer
     Kpi(BenchKpiArgs),
+    /// End-to-end latency from produce to dashboard-visible at a steady encounter rate
+    Latency(BenchLatencyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchLatencyArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// PostgreSQL the rollups go to (a fresh schema per run)
+    #[arg(long, env = "GUARDIAN_DATABASE_URL")]
+    pub database_url: String,
+    /// Encounters per second
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// Seconds of traffic
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
 }
 
 #[derive(Debug, Args)]

@@ -100,3 +100,17 @@ pub async fn serve_ops(
     let bound = serve(listen, router, shutdown.clone()).await.with_context(|| format!("cannot listen on {listen}"))?;
     Ok((shutdown, readiness, bound))
 }
+
+/// A plain HTTP/1.1 GET on loopback (probes, benchmarks): the status and the body, or
+/// `None` when the server cannot be reached or answers nothing readable within 2 s.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, std::time::Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    Some((status, body))
+}

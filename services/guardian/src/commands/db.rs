@@ -13,14 +13,7 @@ const TENANT_TABLES: [&str; 4] = ["kpi_rollups", "kpi_hospitals", "privacy_ledge
 
 pub async fn migrate(url: &str) -> Result<ExitCode> {
     let pool = guardian_pg::connect(url, 2).await?;
-    guardian_pg::offsets::migrate(&pool).await?;
-    guardian_accountant::store::migrate(&pool).await.context("privacy tables")?;
-    guardian_pg::apply_ddl(&pool, guardian_kpi::store::DDL).await.context("KPI tables")?;
-    guardian_pg::apply_ddl(&pool, guardian_kpi::readiness::REGISTRY_DDL).await.context("hospital registry")?;
-    guardian_pg::apply_ddl(&pool, guardian_kpi::store::AGGREGATE_VIEW_DDL).await.context("aggregate view")?;
-    tenancy::apply(&pool, &TENANT_TABLES, &[guardian_kpi::store::AGGREGATE_VIEW])
-        .await
-        .context("row-level security")?;
+    migrate_schema(&pool).await?;
     println!(
         "db: schema up to date ({}); row-level security on {}; aggregate view {}",
         guardian_pg::connect::redact(url),
@@ -28,6 +21,21 @@ pub async fn migrate(url: &str) -> Result<ExitCode> {
         guardian_kpi::store::AGGREGATE_VIEW
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every service's tables, row-level security and the aggregate view.
+pub async fn migrate_schema(pool: &sqlx::PgPool) -> Result<()> {
+    let pool = pool.clone();
+    guardian_pg::offsets::migrate(&pool).await?;
+    guardian_accountant::store::migrate(&pool).await.context("privacy tables")?;
+    guardian_pg::apply_ddl(&pool, guardian_kpi::store::DDL).await.context("KPI tables")?;
+    guardian_pg::apply_ddl(&pool, guardian_kpi::dedup::DDL).await.context("KPI deduplication tables")?;
+    guardian_pg::apply_ddl(&pool, guardian_kpi::readiness::REGISTRY_DDL).await.context("hospital registry")?;
+    guardian_pg::apply_ddl(&pool, guardian_kpi::store::AGGREGATE_VIEW_DDL).await.context("aggregate view")?;
+    tenancy::apply(&pool, &TENANT_TABLES, &[guardian_kpi::store::AGGREGATE_VIEW])
+        .await
+        .context("row-level security")?;
+    Ok(())
 }
 
 /// The password from the file (trailing newline removed), or a new random one.

@@ -11,6 +11,7 @@ mod archive;
 mod audit;
 mod bench;
 mod bench_kpi;
+mod bench_latency;
 mod bench_privacy;
 mod bench_replay;
 mod bench_secagg;
@@ -61,6 +62,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Replay(args)) => bench_replay::run(args).await,
         Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(args),
         Command::Bench(BenchCommand::Kpi(args)) => bench_kpi::run(args).await,
+        Command::Bench(BenchCommand::Latency(args)) => bench_latency::run(args).await,
         Command::Chaos(ChaosCommand::Run(args)) => chaos::run(args).await,
     }
 }
