@@ -114,6 +114,8 @@ pub enum PilotCommand {
 
 #[derive(Debug, Args)]
 pub struct DashboardArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     /// PostgreSQL URL of the rollups
     #[arg(long, env = "GUARDIAN_DATABASE_URL")]
     pub database_url: String,
@@ -130,6 +132,9 @@ pub struct DashboardArgs {
     /// `guardian db role api-token`): /api/hospital answers each with its hospital's rows only
     #[arg(long, env = "GUARDIAN_DASHBOARD_TOKENS")]
     pub tokens: Option<PathBuf>,
+    /// SLO error budget period in days (as the SLO monitor's --period-days)
+    #[arg(long, default_value_t = 30)]
+    pub slo_period_days: u32,
 }
 
 #[derive(Debug, Args)]

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use guardian_kafka::KafkaSettings;
 use guardian_schemas::Codec;
-use guardian_schemas::records::{Encounter, KpiRollup};
+use guardian_schemas::records::{
+    Encounter, KpiRollup, ModelVersion, RoundControl, RoundControlKind, SloEvent, SloKind,
+};
 use guardian_testkit::{Stack, unique};
 use hdrhistogram::Histogram;
 use sqlx::Row;
@@ -279,6 +281,52 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
         assert!(r["phase"].is_string(), "{r}");
         assert!(r["failing"].as_array().unwrap().iter().any(|f| f == "uptime: no data"), "{r}");
     }
+    // For the operations panels: platform SLO events (no hospital: uptime stays without
+    // data) and a federated session of two versions, one failed round.
+    let producer = guardian_kafka::Producer::new(&KafkaSettings::new(&stack.kafka_bootstrap, "it-kpi-ops")).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let slo_events: Vec<SloEvent> = (0..200)
+        .map(|i| SloEvent {
+            event_id: format!("slo-{i}"),
+            service: "inference".into(),
+            hospital_id: None,
+            slo: SloKind::InferenceLatency,
+            good: i % 10 != 0,
+            latency_ms: Some(900.0),
+            observed_at: now - 30_000 + i,
+        })
+        .collect();
+    producer.send_batch(&format!("{prefix}slo.events"), slo_events.iter().map(|e| ("inference", e))).await.unwrap();
+    for (version, accuracy) in [(1i64, 0.81), (2, 0.94)] {
+        let model = ModelVersion {
+            session_id: "it-session".into(),
+            version,
+            round: version,
+            parent_version: (version > 1).then_some(version - 1),
+            object_uri: format!("s3://models/it/{version}.npy"),
+            sha256: format!("{version:064x}"),
+            parameters: 31,
+            participants: vec!["h001".into(), "h002".into(), "h003".into()],
+            accuracy: Some(accuracy),
+        };
+        producer.send(&format!("{prefix}fl.models"), &format!("it-session/{version}"), &model).await.unwrap();
+    }
+    for (round, kind) in
+        [(1, RoundControlKind::Finished), (2, RoundControlKind::Finished), (3, RoundControlKind::Failed)]
+    {
+        let control = RoundControl {
+            session_id: "it-session".into(),
+            round,
+            kind,
+            issued_at: now,
+            settings: None,
+            first: vec![],
+            second: vec![],
+            signature: None,
+            reason: None,
+        };
+        producer.send(&format!("{prefix}fl.rounds"), "it-session", &control).await.unwrap();
+    }
     // The dashboard: aggregates by phase from the rollups, groups under k = 3 suppressed.
     let listen = format!("127.0.0.1:{}", free_port());
     let _dashboard = Service(
@@ -364,6 +412,34 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
         overview["trend"].as_array().unwrap().iter().map(|d| d["encounters"].as_i64().unwrap()).sum();
     assert_eq!(trend_total, good.len() as i64);
     assert!(dom.contains("id=\"trend\"") && dom.contains("<h2>Privacy budgets</h2>"));
+    // Operations: the session's rounds and accuracy per version, the SLO's burn (one bad
+    // event in ten against a 99 % objective: 10× over every window holding them).
+    let ops = wait_for("the operations panels", Duration::from_secs(30), async || {
+        let v: serde_json::Value = serde_json::from_str(&get("/api/operations")?).ok()?;
+        let ready = v["fl_sessions"].as_array()?.first()?["versions"].as_array()?.len() == 2
+            && v["fl_sessions"][0]["rounds_failed"] == 1
+            && v["slo"].as_array()?.first()?["events"] == 200;
+        ready.then_some(v)
+    })
+    .await;
+    let session = &ops["fl_sessions"][0];
+    assert_eq!((session["session_id"].as_str(), session["rounds_finished"].as_u64()), (Some("it-session"), Some(2)));
+    assert_eq!(session["versions"][1]["accuracy"].as_f64(), Some(0.94));
+    let slo = &ops["slo"][0];
+    assert_eq!(slo["slo"], "inference_p99_2s");
+    assert!((slo["burn_rates"]["1h"].as_f64().unwrap() - 10.0).abs() < 1e-9, "{slo}");
+    assert!(slo["alerts"].as_array().unwrap().iter().any(|a| a == "slow burn"), "{slo}");
+    let dom = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", &format!("http://{listen}/")])
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("data-group=\"v2 (round 2)\" data-value=\"94\""), "no accuracy bar of v2:\n{dom}");
+    assert!(dom.contains("2 rounds finished, 1 failed; 2 model versions"));
+    assert!(
+        dom.contains("<tr data-slo=\"inference_p99_2s\"><td>inference_p99_2s</td><td>99.00 %</td><td>200</td>"),
+        "{dom}"
+    );
     let csv = get("/api/aggregates.csv?by=region").unwrap();
     assert!(csv.starts_with("group,hospitals,shown,encounters"), "{csv}");
     assert_eq!(csv.lines().count(), 4, "three regions: {csv}");

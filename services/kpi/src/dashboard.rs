@@ -2,8 +2,9 @@
 //! encounter records) and grouped by a registry attribute; a group of fewer than k
 //! hospitals is suppressed, its numbers never leave the database.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use guardian_schemas::records::{ModelVersion, RoundControl, RoundControlKind};
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
@@ -189,6 +190,134 @@ pub fn overview_html(comparison: &[crate::readiness::Readiness], trend: &[DayTot
     out
 }
 
+/// A federated session as the dashboard shows it: its rounds and model versions.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FlSession {
+    pub session_id: String,
+    pub rounds_finished: usize,
+    pub rounds_failed: usize,
+    pub last_round: Option<i64>,
+    pub versions: Vec<FlVersion>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FlVersion {
+    pub version: i64,
+    pub round: i64,
+    pub participants: usize,
+    pub accuracy: Option<f64>,
+    pub sha256: String,
+}
+
+/// Sessions built from `fl.models` and `fl.rounds` (idempotent: a record read twice, as
+/// after a replay, changes nothing).
+#[derive(Debug, Default)]
+pub struct FlView {
+    sessions: BTreeMap<String, SessionRecords>,
+}
+
+/// Rounds finished, rounds failed, versions by number.
+type SessionRecords = (BTreeSet<i64>, BTreeSet<i64>, BTreeMap<i64, FlVersion>);
+
+impl FlView {
+    pub fn model(&mut self, m: &ModelVersion) {
+        let version = FlVersion {
+            version: m.version,
+            round: m.round,
+            participants: m.participants.len(),
+            accuracy: m.accuracy,
+            sha256: m.sha256.clone(),
+        };
+        self.sessions.entry(m.session_id.clone()).or_default().2.insert(m.version, version);
+    }
+
+    pub fn control(&mut self, c: &RoundControl) {
+        let s = self.sessions.entry(c.session_id.clone()).or_default();
+        match c.kind {
+            RoundControlKind::Finished => {
+                s.0.insert(c.round);
+            }
+            RoundControlKind::Failed => {
+                s.1.insert(c.round);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn sessions(&self) -> Vec<FlSession> {
+        self.sessions
+            .iter()
+            .map(|(id, (finished, failed, versions))| FlSession {
+                session_id: id.clone(),
+                rounds_finished: finished.len(),
+                rounds_failed: failed.len(),
+                last_round: finished.iter().chain(failed).max().copied(),
+                versions: versions.values().cloned().collect(),
+            })
+            .collect()
+    }
+}
+
+/// Federated sessions (a chart of accuracy per version each) and the SLO status.
+pub fn operations_html(sessions: &[FlSession], slos: &[guardian_slo::SloStatus]) -> String {
+    let mut out = String::from("<h2>Federated learning</h2>");
+    if sessions.is_empty() {
+        out.push_str("<p>No federated sessions on the model topics yet.</p>");
+    }
+    for s in sessions {
+        out.push_str(&format!(
+            "<h3>Session {}</h3><p>{} rounds finished, {} failed; {} model versions.</p>",
+            escape(&s.session_id),
+            s.rounds_finished,
+            s.rounds_failed,
+            s.versions.len()
+        ));
+        let accuracy: Vec<(String, f64, String)> = s
+            .versions
+            .iter()
+            .filter_map(|v| {
+                v.accuracy.map(|a| {
+                    (
+                        format!("v{} (round {})", v.version, v.round),
+                        a * 100.0,
+                        format!("{:.1} % ({} hospitals)", a * 100.0, v.participants),
+                    )
+                })
+            })
+            .collect();
+        out.push_str(&bars(
+            "Held-out accuracy per model version (%)",
+            &format!("accuracy-{}", escape(&s.session_id)),
+            &accuracy,
+            100.0,
+        ));
+    }
+    out.push_str(
+        "<h2>Service levels</h2><table id=\"slo\"><thead><tr><th>objective</th><th>target</th><th>events</th>\
+         <th>error budget left</th><th>burn 1h</th><th>burn 6h</th><th>burn 3d</th><th>alerting</th></tr></thead><tbody>",
+    );
+    if slos.is_empty() {
+        out.push_str("<tr><td colspan=\"8\">No SLO events in the period yet.</td></tr>");
+    }
+    for s in slos {
+        let burn = |w: &str| s.burn_rates.get(w).map_or("—".into(), |r| format!("{r:.2}×"));
+        out.push_str(&format!(
+            "<tr data-slo=\"{}\"><td>{}</td><td>{:.2} %</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            s.slo,
+            s.slo,
+            s.objective * 100.0,
+            s.events,
+            s.budget_remaining.map_or("—".into(), |r| format!("{:.1} %", r * 100.0)),
+            burn("1h"),
+            burn("6h"),
+            burn("3d"),
+            if s.alerts.is_empty() { "no".to_string() } else { s.alerts.join(", ") },
+        ));
+    }
+    out.push_str("</tbody></table>");
+    out
+}
+
 /// YYYY-MM-DD of a UTC day start.
 fn day_label(ms: i64) -> String {
     // Civil from days (Howard Hinnant's algorithm).
@@ -326,5 +455,60 @@ mod tests {
         assert!(html.contains("id=\"trend\"") && html.contains("2025-11-26") && html.contains("40 (3 hospitals)"));
         assert!(html.contains("<td>global</td><td>1.500</td><td>HIGH</td><td>3</td><td>9</td>"));
         assert!(overview_html(&[], &[], &[]).contains("No privacy accountant data"));
+    }
+
+    #[test]
+    fn sessions_count_rounds_once_and_chart_accuracy_per_version() {
+        let model = |version: i64, accuracy: f64| ModelVersion {
+            session_id: "s1".into(),
+            version,
+            round: version,
+            parent_version: None,
+            object_uri: String::new(),
+            sha256: format!("{version:064x}"),
+            parameters: 31,
+            participants: vec!["h001".into(), "h002".into(), "h003".into()],
+            accuracy: Some(accuracy),
+        };
+        let control = |round: i64, kind: RoundControlKind| RoundControl {
+            session_id: "s1".into(),
+            round,
+            kind,
+            issued_at: 0,
+            settings: None,
+            first: vec![],
+            second: vec![],
+            signature: None,
+            reason: None,
+        };
+        let mut view = FlView::default();
+        for _ in 0..2 {
+            // Read twice, as after a replay.
+            view.model(&model(1, 0.8));
+            view.model(&model(2, 0.93));
+            view.control(&control(1, RoundControlKind::Open));
+            view.control(&control(1, RoundControlKind::Finished));
+            view.control(&control(2, RoundControlKind::Finished));
+            view.control(&control(3, RoundControlKind::Failed));
+        }
+        let sessions = view.sessions();
+        assert_eq!(sessions.len(), 1);
+        let s = &sessions[0];
+        assert_eq!((s.rounds_finished, s.rounds_failed, s.last_round, s.versions.len()), (2, 1, Some(3), 2));
+        let slo = guardian_slo::SloStatus {
+            slo: "availability",
+            objective: 0.995,
+            events: 1000,
+            budget_remaining: Some(0.4),
+            burn_rates: [("1h", 16.0), ("5m", 20.0)].into_iter().collect(),
+            alerts: vec!["fast burn"],
+        };
+        let html = operations_html(&sessions, &[slo]);
+        assert!(html.contains("2 rounds finished, 1 failed; 2 model versions"));
+        assert!(
+            html.contains("data-group=\"v2 (round 2)\" data-value=\"93\"") && html.contains("93.0 % (3 hospitals)")
+        );
+        assert!(html.contains("<td>availability</td><td>99.50 %</td><td>1000</td><td>40.0 %</td><td>16.00×</td><td>—</td><td>—</td><td>fast burn</td>"));
+        assert!(operations_html(&[], &[]).contains("No federated sessions"));
     }
 }

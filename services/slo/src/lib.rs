@@ -82,22 +82,87 @@ pub struct Config {
     pub publish_every: Duration,
 }
 
-fn publish(counts: &BTreeMap<&'static str, (f64, Counts)>, now_ms: i64, period_ms: i64) {
-    for (slo, (objective, c)) in counts {
-        let slo = slo.to_string();
-        metrics::gauge!("guardian_slo_objective", "slo" => slo.clone()).set(*objective);
-        for (name, ms) in WINDOWS {
-            let (g, t) = c.window(now_ms, ms);
-            if let Some((ratio, rate)) = burn(g, t, *objective) {
-                metrics::gauge!("guardian_slo_error_ratio", "slo" => slo.clone(), "window" => name).set(ratio);
-                metrics::gauge!("guardian_slo_burn_rate", "slo" => slo.clone(), "window" => name).set(rate);
-            }
+/// The burn-rate alerts of `prometheus/rules.yaml` as (name, long window, short window,
+/// threshold): an alert fires when both windows burn faster than the threshold (the
+/// rules' `for:` durations are Prometheus's; the dashboard shows the condition itself).
+pub const BURN_ALERTS: [(&str, &str, &str, f64); 3] =
+    [("fast burn", "1h", "5m", 14.4), ("slow burn", "6h", "30m", 6.0), ("budget burn", "1d", "2h", 3.0)];
+
+/// One objective's state at a moment.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SloStatus {
+    pub slo: &'static str,
+    pub objective: f64,
+    /// Observations over the budget period.
+    pub events: u64,
+    /// Share of the period's error budget left (negative when overspent); None without data.
+    pub budget_remaining: Option<f64>,
+    /// Burn rate per window name (windows without observations are left out).
+    pub burn_rates: BTreeMap<&'static str, f64>,
+    /// The alert conditions that hold now (`BURN_ALERTS` names, and "budget exhausted").
+    pub alerts: Vec<&'static str>,
+}
+
+/// Per-minute good / total counts of every objective.
+#[derive(Debug, Default, Clone)]
+pub struct Monitor {
+    counts: BTreeMap<&'static str, (f64, Counts)>,
+}
+
+impl Monitor {
+    /// Counts an event (events of no objective are ignored).
+    pub fn observe(&mut self, e: &SloEvent) {
+        if let Some((name, objective)) = objective(e.slo) {
+            self.counts.entry(name).or_insert_with(|| (objective, Counts::default())).1.add(e.observed_at, e.good);
         }
-        let (g, t) = c.window(now_ms, period_ms);
-        metrics::gauge!("guardian_slo_events", "slo" => slo.clone()).set(t as f64);
-        if t > 0 {
-            let allowed = (1.0 - objective) * t as f64;
-            let remaining = 1.0 - (t - g) as f64 / allowed;
+    }
+
+    pub fn forget_before(&mut self, at_ms: i64) {
+        for (_, c) in self.counts.values_mut() {
+            c.forget_before(at_ms);
+        }
+    }
+
+    pub fn status(&self, now_ms: i64, period_ms: i64) -> Vec<SloStatus> {
+        self.counts
+            .iter()
+            .map(|(slo, (objective, c))| {
+                let burn_rates: BTreeMap<&'static str, f64> = WINDOWS
+                    .iter()
+                    .filter_map(|(name, ms)| {
+                        let (g, t) = c.window(now_ms, *ms);
+                        burn(g, t, *objective).map(|(_, rate)| (*name, rate))
+                    })
+                    .collect();
+                let (g, t) = c.window(now_ms, period_ms);
+                let budget_remaining = (t > 0).then(|| 1.0 - (t - g) as f64 / ((1.0 - objective) * t as f64));
+                let mut alerts: Vec<&'static str> = BURN_ALERTS
+                    .iter()
+                    .filter(|(_, long, short, threshold)| {
+                        [long, short].iter().all(|w| burn_rates.get(**w).is_some_and(|r| r > threshold))
+                    })
+                    .map(|(name, ..)| *name)
+                    .collect();
+                if budget_remaining.is_some_and(|r| r <= 0.0) {
+                    alerts.push("budget exhausted");
+                }
+                SloStatus { slo, objective: *objective, events: t, budget_remaining, burn_rates, alerts }
+            })
+            .collect()
+    }
+}
+
+fn publish(status: &[SloStatus]) {
+    for s in status {
+        let slo = s.slo.to_string();
+        metrics::gauge!("guardian_slo_objective", "slo" => slo.clone()).set(s.objective);
+        for (name, rate) in &s.burn_rates {
+            metrics::gauge!("guardian_slo_error_ratio", "slo" => slo.clone(), "window" => *name)
+                .set(rate * (1.0 - s.objective));
+            metrics::gauge!("guardian_slo_burn_rate", "slo" => slo.clone(), "window" => *name).set(*rate);
+        }
+        metrics::gauge!("guardian_slo_events", "slo" => slo.clone()).set(s.events as f64);
+        if let Some(remaining) = s.budget_remaining {
             metrics::gauge!("guardian_slo_error_budget_remaining", "slo" => slo).set(remaining);
         }
     }
@@ -105,6 +170,21 @@ fn publish(counts: &BTreeMap<&'static str, (f64, Counts)>, now_ms: i64, period_m
 
 /// Runs until `shutdown`; `ready` is called once the topic was read up to its end.
 pub async fn run(config: Config, shutdown: Shutdown, ready: impl Fn()) -> anyhow::Result<()> {
+    let monitor = std::sync::Arc::new(std::sync::Mutex::new(Monitor::default()));
+    let period_ms = config.period_ms;
+    follow(&config, &monitor, shutdown, ready, |m| publish(&m.status(guardian_federated::now_ms(), period_ms))).await
+}
+
+/// Reads the SLO topic into `monitor` until `shutdown`: from the start of the period,
+/// then as events arrive. `ready` is called once the topic was read up to its end at
+/// start; every `publish_every`, old minutes are let go and `tick` is called.
+pub async fn follow(
+    config: &Config,
+    monitor: &std::sync::Mutex<Monitor>,
+    shutdown: Shutdown,
+    ready: impl Fn(),
+    mut tick: impl FnMut(&Monitor),
+) -> anyhow::Result<()> {
     let codec = Codec::embedded();
     let tail = Tail::open(&config.kafka, "slo-monitor", &[&config.slo_topic], Start::Beginning)?;
     // Partitions with records at start: the monitor is ready once each is read to there.
@@ -114,10 +194,10 @@ pub async fn run(config: Config, shutdown: Shutdown, ready: impl Fn()) -> anyhow
             .filter(|(_, (lo, hi))| lo < hi)
             .map(|(tp, (_, hi))| (tp, hi))
             .collect();
-    let mut counts: BTreeMap<&'static str, (f64, Counts)> = BTreeMap::new();
     let mut caught_up = false;
     let mut last_publish = std::time::Instant::now();
     let mut skipped = 0u64;
+    let lock = || monitor.lock().unwrap_or_else(|p| p.into_inner());
     while !shutdown.is_triggered() {
         if let Some(m) = tail.next(Duration::from_millis(200)).await? {
             if let Some(end) = ends.get(&(m.topic.clone(), m.partition))
@@ -126,15 +206,7 @@ pub async fn run(config: Config, shutdown: Shutdown, ready: impl Fn()) -> anyhow
                 ends.remove(&(m.topic.clone(), m.partition));
             }
             match codec.decode::<SloEvent>(&m.payload) {
-                Ok(e) => {
-                    if let Some((name, objective)) = objective(e.slo) {
-                        counts
-                            .entry(name)
-                            .or_insert_with(|| (objective, Counts::default()))
-                            .1
-                            .add(e.observed_at, e.good);
-                    }
-                }
+                Ok(e) => lock().observe(&e),
                 Err(_) => skipped += 1,
             }
         }
@@ -144,11 +216,9 @@ pub async fn run(config: Config, shutdown: Shutdown, ready: impl Fn()) -> anyhow
             ready();
         }
         if last_publish.elapsed() >= config.publish_every {
-            let now = guardian_federated::now_ms();
-            for (_, c) in counts.values_mut() {
-                c.forget_before(now - config.period_ms);
-            }
-            publish(&counts, now, config.period_ms);
+            let mut m = lock();
+            m.forget_before(guardian_federated::now_ms() - config.period_ms);
+            tick(&m);
             last_publish = std::time::Instant::now();
         }
     }
@@ -176,5 +246,51 @@ mod tests {
         c.forget_before(50 * MINUTE_MS);
         assert_eq!(c.window(now, 1_000 * MINUTE_MS).1, 500);
         assert_eq!(burn(0, 0, 0.9), None);
+    }
+
+    #[test]
+    fn the_status_alerts_like_the_shipped_rules() {
+        let rules = include_str!("../prometheus/rules.yaml");
+        for (_, long, short, threshold) in BURN_ALERTS {
+            assert!(rules.contains(&format!("guardian_slo_burn_rate{{window=\"{long}\"}} > {threshold}")), "{long}");
+            assert!(rules.contains(&format!("guardian_slo_burn_rate{{window=\"{short}\"}} > {threshold}")), "{short}");
+        }
+        let now = 10_000 * MINUTE_MS;
+        let event = |minute: i64, good: bool| SloEvent {
+            event_id: String::new(),
+            service: "scribe".into(),
+            hospital_id: None,
+            slo: SloKind::InferenceLatency,
+            observed_at: minute * MINUTE_MS,
+            good,
+            latency_ms: None,
+        };
+        let mut m = Monitor::default();
+        // Three good days, then five minutes of 50 % errors (a 99 % objective): a fast
+        // burn over 5m, not over 1h.
+        for minute in 10_000 - 3 * 1_440..10_000 - 4 {
+            for _ in 0..100 {
+                m.observe(&event(minute, true));
+            }
+        }
+        for minute in 10_000 - 4..=10_000 {
+            for i in 0..100 {
+                m.observe(&event(minute, i % 2 == 0));
+            }
+        }
+        let s = &m.status(now, 30 * 1_440 * MINUTE_MS)[0];
+        assert_eq!(s.slo, "inference_p99_2s");
+        assert!((s.burn_rates["5m"] - 50.0).abs() < 1e-9, "{:?}", s.burn_rates);
+        assert!(s.burn_rates["1h"] < 14.4);
+        assert!(s.alerts.is_empty(), "{:?}", s.alerts);
+        // Another hour of it: the 1h window burns too.
+        for minute in 10_001..=10_060 {
+            for i in 0..100 {
+                m.observe(&event(minute, i % 2 == 0));
+            }
+        }
+        let s = &m.status(10_060 * MINUTE_MS, 30 * 1_440 * MINUTE_MS)[0];
+        assert!(s.alerts.contains(&"fast burn"), "{:?} {:?}", s.alerts, s.burn_rates);
+        assert!(s.budget_remaining.unwrap() < 1.0);
     }
 }

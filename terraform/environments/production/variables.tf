@@ -22,7 +22,7 @@ variable "database_subnet_ids" {
 variable "services" {
   description = "Service principals on the brokers"
   type        = list(string)
-  default     = ["accountant", "kpi", "slo", "archiver", "aggregator", "admin", "mirrormaker"]
+  default     = ["accountant", "kpi", "slo", "archiver", "aggregator", "dashboard", "admin", "mirrormaker"]
 }
 
 variable "hospitals" {

@@ -87,7 +87,12 @@ pub async fn run(args: BenchLatencyArgs) -> Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let warm = next;
-    eprintln!("bench: warm-up visible after {:.2} s; sending {} encounters/s for {} s", started.elapsed().as_secs_f64(), args.rate, args.seconds);
+    eprintln!(
+        "bench: warm-up visible after {:.2} s; sending {} encounters/s for {} s",
+        started.elapsed().as_secs_f64(),
+        args.rate,
+        args.seconds
+    );
 
     // The poller: a thread reading the dashboard back to back.
     let stop = Arc::new(AtomicBool::new(false));
@@ -206,9 +211,8 @@ fn send_tick<'a>(
             sent.entry(e.hospital_id.clone()).or_default().push(at);
         }
     }
-    let mut fut = Box::pin(async move {
-        producer.send_batch(topic, records.iter().map(|r| (r.hospital_id.as_str(), r))).await
-    });
+    let mut fut =
+        Box::pin(async move { producer.send_batch(topic, records.iter().map(|r| (r.hospital_id.as_str(), r))).await });
     // One poll queues every record (librdkafka's queue has room for far more than a
     // tick), so ticks reach the broker in order.
     let first = futures::FutureExt::now_or_never(&mut fut);

@@ -128,6 +128,11 @@ struct DashboardState {
     days: i64,
     /// SHA-256 (hex) of each hospital API token → the tenant role it reads as.
     tokens: std::sync::Arc<std::collections::BTreeMap<String, String>>,
+    /// Federated sessions, followed from the model and round-control topics.
+    fl: std::sync::Arc<std::sync::Mutex<guardian_kpi::dashboard::FlView>>,
+    /// SLO counts, followed from the SLO topic.
+    slo: std::sync::Arc<std::sync::Mutex<guardian_slo::Monitor>>,
+    slo_period_ms: i64,
 }
 
 /// A hospital's own day windows, read as its tenant role: row-level security leaves only
@@ -180,6 +185,14 @@ impl DashboardState {
         Ok((comparison, trend, budgets))
     }
 
+    /// Federated sessions and the SLO status, as followed from the topics.
+    fn operations(&self) -> (Vec<guardian_kpi::dashboard::FlSession>, Vec<guardian_slo::SloStatus>) {
+        let sessions = self.fl.lock().unwrap_or_else(|p| p.into_inner()).sessions();
+        let slos =
+            self.slo.lock().unwrap_or_else(|p| p.into_inner()).status(guardian_federated::now_ms(), self.slo_period_ms);
+        (sessions, slos)
+    }
+
     /// The tenant role of the request's bearer token, if it is a known one.
     fn tenant(&self, headers: &axum::http::HeaderMap) -> Option<String> {
         let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
@@ -212,12 +225,17 @@ pub async fn dashboard(args: crate::cli::DashboardArgs) -> Result<ExitCode> {
         Some(path) => load_tokens(path)?,
         None => Default::default(),
     };
+    let catalogue = common::kafka_catalogue(&args.kafka)?;
     let state = DashboardState {
         pool,
         k: args.k as usize,
         days: i64::from(args.days.max(1)),
         tokens: std::sync::Arc::new(tokens),
+        fl: Default::default(),
+        slo: Default::default(),
+        slo_period_ms: i64::from(args.slo_period_days.max(1)) * 86_400_000,
     };
+    let (fl, slo) = (state.fl.clone(), state.slo.clone());
     let pages = axum::Router::new()
         .route(
             "/",
@@ -225,7 +243,9 @@ pub async fn dashboard(args: crate::cli::DashboardArgs) -> Result<ExitCode> {
                 match s.groups(&q).await {
                     Ok((by, g)) => match s.overview().await {
                         Ok((comparison, trend, budgets)) => {
-                            let extra = guardian_kpi::dashboard::overview_html(&comparison, &trend, &budgets);
+                            let (sessions, slos) = s.operations();
+                            let extra = guardian_kpi::dashboard::overview_html(&comparison, &trend, &budgets)
+                                + &guardian_kpi::dashboard::operations_html(&sessions, &slos);
                             axum::response::Html(guardian_kpi::dashboard::html(&by, s.k, &g, &extra)).into_response()
                         }
                         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
@@ -253,6 +273,13 @@ pub async fn dashboard(args: crate::cli::DashboardArgs) -> Result<ExitCode> {
                     .into_response(),
                     Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
                 }
+            }),
+        )
+        .route(
+            "/api/operations",
+            get(|State(s): State<DashboardState>| async move {
+                let (sessions, slos) = s.operations();
+                axum::Json(serde_json::json!({ "fl_sessions": sessions, "slo": slos }))
             }),
         )
         .route(
@@ -303,8 +330,73 @@ pub async fn dashboard(args: crate::cli::DashboardArgs) -> Result<ExitCode> {
         )
         .with_state(state);
     let (shutdown, readiness, bound) = common::serve_ops(args.listen, Some(pages)).await?;
+    let settings = common::settings(&args.kafka, "dashboard");
+    let fl_topics = [catalogue.topic(TopicId::ModelVersions)?, catalogue.topic(TopicId::RoundControl)?];
+    tokio::spawn(follow_fl(settings.clone(), fl_topics, fl, shutdown.clone()));
+    let slo_config = guardian_slo::Config {
+        kafka: settings,
+        slo_topic: catalogue.topic(TopicId::SloEvents)?,
+        period_ms: i64::from(args.slo_period_days.max(1)) * 86_400_000,
+        publish_every: std::time::Duration::from_secs(5),
+    };
+    let follow_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let shutdown = follow_shutdown;
+        // Kept going while the broker is away: the page shows what was read so far.
+        while !shutdown.is_triggered() {
+            // The topic is read again from the start of the period: counts start afresh.
+            *slo.lock().unwrap_or_else(|p| p.into_inner()) = guardian_slo::Monitor::default();
+            if let Err(e) = guardian_slo::follow(&slo_config, &slo, shutdown.clone(), || {}, |_| {}).await {
+                tracing::warn!(error = %e, "following the SLO topic failed; trying again in 5 s");
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+        }
+    });
     println!("dashboard: http://{bound}/ (k = {})", args.k);
     readiness.set_ready(true);
     shutdown.wait().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Follows the model and round-control topics into `view` until `shutdown`, starting
+/// again (from the beginning: the view is idempotent) after an error.
+async fn follow_fl(
+    settings: guardian_kafka::KafkaSettings,
+    topics: [String; 2],
+    view: std::sync::Arc<std::sync::Mutex<guardian_kpi::dashboard::FlView>>,
+    shutdown: guardian_runtime::Shutdown,
+) {
+    use guardian_federated::reader::{Start, Tail};
+    use guardian_schemas::records::{ModelVersion, RoundControl};
+    let codec = guardian_schemas::Codec::embedded();
+    while !shutdown.is_triggered() {
+        let tail = match Tail::open(&settings, "dashboard-fl", &[&topics[0], &topics[1]], Start::Beginning) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "following the federated topics failed; trying again in 5 s");
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        while !shutdown.is_triggered() {
+            match tail.next(std::time::Duration::from_millis(500)).await {
+                Ok(Some(m)) if m.topic == topics[0] => {
+                    if let Ok(v) = codec.decode::<ModelVersion>(&m.payload) {
+                        view.lock().unwrap_or_else(|p| p.into_inner()).model(&v);
+                    }
+                }
+                Ok(Some(m)) => {
+                    if let Ok(c) = codec.decode::<RoundControl>(&m.payload) {
+                        view.lock().unwrap_or_else(|p| p.into_inner()).control(&c);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the federated topics failed; starting again in 5 s");
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    break;
+                }
+            }
+        }
+    }
 }
