@@ -225,6 +225,7 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
     .await;
     let codec = Codec::embedded();
     let mut last: BTreeMap<String, KpiRollup> = BTreeMap::new();
+    let mut outbox_ids = std::collections::BTreeSet::new();
     for m in guardian_federated::reader::read_range(
         &KafkaSettings::new(&stack.kafka_bootstrap, "it-kpi"),
         "it-kpi",
@@ -236,6 +237,10 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
     {
         let key = String::from_utf8(m.key.clone().unwrap()).unwrap();
         last.insert(key, codec.decode(&m.payload).unwrap());
+        // Exactly once: each outbox row is in the topic once, across the SIGKILLs.
+        let id = m.headers.iter().find(|(k, _)| k == guardian_pg::outbox::OUTBOX_ID_HEADER);
+        let id = id.and_then(|(_, v)| String::from_utf8(v.clone()?).ok()).expect("every rollup carries its outbox id");
+        assert!(outbox_ids.insert(id.clone()), "outbox row {id} is in the rollup topic twice");
     }
     assert_eq!(last.len(), expected.len(), "one key per window");
     for ((h, w, s), row) in &expected {

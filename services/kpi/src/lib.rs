@@ -1,6 +1,7 @@
 //! The KPI rollup service: encounters and SLO events in, per-hospital minute / hour / day
 //! windows out, exactly once in PostgreSQL (offsets in the same transaction, event ids
-//! deduplicated) and, through an outbox, on the compacted rollup topic.
+//! deduplicated) and, through an outbox published in Kafka transactions, exactly once on
+//! the compacted rollup topic.
 
 pub mod dedup;
 pub mod store;
@@ -56,7 +57,15 @@ pub async fn run(config: Config, pool: PgPool, shutdown: Shutdown) -> Result<gua
     let producer = Producer::new(&config.kafka)?;
     let wake = Arc::new(tokio::sync::Notify::new());
     let outbox = store::outbox(&config.rollups_topic);
-    let publisher = tokio::spawn(outbox.clone().run(pool.clone(), producer.clone(), wake.clone(), shutdown.wait()));
+    // Rollups reach the compacted topic exactly once: Kafka transactions under an id of
+    // the group's (a principal's transactional ids start with its name).
+    let publisher = tokio::spawn(outbox.clone().run_exactly_once(
+        pool.clone(),
+        config.kafka.clone(),
+        format!("{}-outbox-{}", config.group, config.rollups_topic),
+        wake.clone(),
+        shutdown.wait(),
+    ));
     let dlq = DeadLetterSink::new(producer, &config.dead_letter_topic, &config.group);
     let consumer = PgOffsetConsumer::new(
         &config.kafka,

@@ -1,15 +1,27 @@
 //! The transactional outbox: records a service commits together with its effects, sent
 //! to Kafka after the commit, in the order they were written, then deleted.
 //!
-//! At least once: a crash between the broker's acknowledgement and the delete sends the
-//! rows again. Callers make that harmless: compacted topics keyed by what the value
-//! describes (the latest wins), or records carrying ids derived from their cause. Rows are
-//! taken with `FOR UPDATE SKIP LOCKED`, so two instances never send the same row at once.
+//! Two publishers:
+//! - [`Outbox::run`], at least once: a crash between the broker's acknowledgement and the
+//!   delete sends the rows again. Callers make that harmless: compacted topics keyed by
+//!   what the value describes (the latest wins), or records carrying ids derived from
+//!   their cause. Rows are taken with `FOR UPDATE SKIP LOCKED`, so two instances never
+//!   send the same row at once.
+//! - [`Outbox::run_exactly_once`]: each round of rows is one Kafka transaction, every
+//!   record carrying its row id (header `guardian-outbox-id`). One instance publishes at
+//!   a time (a PostgreSQL advisory lock); when it starts, its transactional id fences any
+//!   earlier incarnation and aborts its open transaction, and the rows already committed
+//!   to the topics (the highest id found at their ends, read committed) are deleted
+//!   instead of sent again. `read_committed` readers see each row exactly once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use guardian_kafka::{KafkaClientError, Producer};
+use guardian_kafka::{GuardianContext, KafkaClientError, KafkaSettings, Producer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::Notify;
 
@@ -139,6 +151,223 @@ impl Outbox {
             if stop {
                 return;
             }
+        }
+    }
+}
+
+/// The header that carries an outbox row's id on the exactly-once path.
+pub const OUTBOX_ID_HEADER: &str = "guardian-outbox-id";
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, OutboxError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| OutboxError::Kafka(KafkaClientError::Handler(e.to_string())))
+}
+
+fn kafka(what: &'static str) -> impl Fn(rdkafka::error::KafkaError) -> OutboxError {
+    move |e| OutboxError::Kafka(KafkaClientError::kafka(what, e))
+}
+
+impl Outbox {
+    /// Exactly-once publishing (see the module's docs) until `shutdown`, woken after
+    /// commits and every second; errors are logged and the publisher starts again.
+    pub async fn run_exactly_once(
+        self,
+        pool: PgPool,
+        settings: KafkaSettings,
+        transactional_id: String,
+        wake: Arc<Notify>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            match self.lead(&pool, &settings, &transactional_id, &wake, shutdown.as_mut()).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, table = self.table, "exactly-once outbox publisher failed, starting again")
+                }
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Waits for the publisher's lock, recovers, then publishes until an error or
+    /// `shutdown` (Ok, after a last round: nothing committed is left behind).
+    async fn lead(
+        &self,
+        pool: &PgPool,
+        settings: &KafkaSettings,
+        transactional_id: &str,
+        wake: &Notify,
+        mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Result<(), OutboxError> {
+        // A connection of its own, closed (releasing the lock) however this ends.
+        let mut lock = pool.acquire().await?.detach();
+        loop {
+            // One lock per schema and table.
+            let got: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended(current_schema() || '.' || $1, 0))")
+                    .bind(self.table)
+                    .fetch_one(&mut lock)
+                    .await?;
+            if got {
+                break;
+            }
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        let producer: Arc<ThreadedProducer<GuardianContext>> = Arc::new(
+            settings
+                .transactional_producer(transactional_id)
+                .create_with_context(GuardianContext::new(format!("{}-outbox", settings.client_id)))
+                .map_err(kafka("creating the outbox producer"))?,
+        );
+        let p = producer.clone();
+        blocking(move || p.init_transactions(TXN_TIMEOUT)).await?.map_err(kafka("init transactions"))?;
+        let committed = self.committed_high(settings).await?;
+        if let Some(high) = committed {
+            let gone =
+                sqlx::query(&format!("DELETE FROM {} WHERE id <= $1", self.table)).bind(high).execute(pool).await?;
+            tracing::info!(
+                table = self.table,
+                high,
+                rows = gone.rows_affected(),
+                "outbox rows already in Kafka let go"
+            );
+        }
+        loop {
+            self.publish_transactions(pool, &producer).await?;
+            tokio::select! {
+                _ = &mut shutdown => return self.publish_transactions(pool, &producer).await,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Sends pending rows, up to 500 per Kafka transaction, deleting them after each commit.
+    async fn publish_transactions(
+        &self,
+        pool: &PgPool,
+        producer: &Arc<ThreadedProducer<GuardianContext>>,
+    ) -> Result<(), OutboxError> {
+        loop {
+            let rows = sqlx::query(&format!("SELECT id, kind, key, payload FROM {} ORDER BY id LIMIT 500", self.table))
+                .fetch_all(pool)
+                .await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+            producer.begin_transaction().map_err(kafka("begin transaction"))?;
+            for r in &rows {
+                let id: i64 = r.get(0);
+                let key: &str = r.get(2);
+                let payload: &[u8] = r.get(3);
+                let id_text = id.to_string();
+                let headers =
+                    OwnedHeaders::new().insert(Header { key: OUTBOX_ID_HEADER, value: Some(id_text.as_str()) });
+                let mut record = BaseRecord::to(self.topic(r.get::<&str, _>(1)))
+                    .key(key.as_bytes())
+                    .payload(payload)
+                    .headers(headers);
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((
+                            rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                            back,
+                        )) => {
+                            record = back;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        Err((e, _)) => return Err(kafka("produce")(e)),
+                    }
+                }
+            }
+            let p = producer.clone();
+            if let Err(e) = blocking(move || p.commit_transaction(TXN_TIMEOUT)).await? {
+                let p = producer.clone();
+                let _ = blocking(move || p.abort_transaction(TXN_TIMEOUT)).await;
+                return Err(kafka("commit transaction")(e));
+            }
+            sqlx::query(&format!("DELETE FROM {} WHERE id = ANY($1)", self.table)).bind(&ids).execute(pool).await?;
+        }
+    }
+
+    /// The highest row id committed to any of the outbox's topics (read committed, from
+    /// the end of each partition backwards until a record with the header is found).
+    async fn committed_high(&self, settings: &KafkaSettings) -> Result<Option<i64>, OutboxError> {
+        let mut config = settings.manual_commit_consumer(&format!("{}-outbox-recovery", settings.client_id));
+        config.set("enable.partition.eof", "true");
+        let consumer: StreamConsumer = config.create().map_err(kafka("creating the recovery reader"))?;
+        let mut topics: Vec<&str> = self.routes.iter().map(|(_, t)| t.as_str()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        let mut high: Option<i64> = None;
+        for topic in topics {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .map_err(kafka("reading the topic's partitions"))?;
+            let partitions: Vec<i32> =
+                metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+            for partition in partitions {
+                let (lo, hi) = consumer
+                    .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                    .map_err(kafka("reading watermarks"))?;
+                let mut back = 64;
+                loop {
+                    let from = (hi - back).max(lo);
+                    if from >= hi {
+                        break;
+                    }
+                    let found = read_ids(&consumer, topic, partition, from).await?;
+                    if let Some(id) = found {
+                        high = high.max(Some(id));
+                        break;
+                    }
+                    if from == lo {
+                        break;
+                    }
+                    back *= 4;
+                }
+            }
+        }
+        Ok(high)
+    }
+}
+
+/// The highest outbox id in `topic`/`partition` from `from` to the end (read committed).
+async fn read_ids(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partition: i32,
+    from: i64,
+) -> Result<Option<i64>, OutboxError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from)).map_err(kafka("assigning"))?;
+    consumer.assign(&tpl).map_err(kafka("assigning"))?;
+    let mut high = None;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.map_err(|_| {
+            OutboxError::Kafka(KafkaClientError::Handler(format!("reading the end of {topic}/{partition} timed out")))
+        })?;
+        match msg {
+            Ok(m) => {
+                let id = m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == OUTBOX_ID_HEADER)
+                        .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse::<i64>().ok())
+                });
+                high = high.max(id);
+            }
+            Err(rdkafka::error::KafkaError::PartitionEOF(_)) => return Ok(high),
+            Err(e) => return Err(kafka("reading the topic's end")(e)),
         }
     }
 }
