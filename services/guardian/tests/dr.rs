@@ -70,7 +70,7 @@ fn encounter(i: usize) -> Encounter {
         soap_sections_expected: 4,
         soap_sections_completed: 3 + (i % 2) as i32,
         generation_ms: 800 + (i as i64 * 37) % 4_000,
-        physician_rating: (i % 3 != 0).then_some(3 + (i % 3) as i32),
+        physician_rating: (!i.is_multiple_of(3)).then_some(3 + (i % 3) as i32),
         model_version: Some(1),
     }
 }
