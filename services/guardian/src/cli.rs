@@ -184,6 +184,8 @@ pub enum DrCommand {
     Status(DrArgs),
     /// Move the services to the DR region: pre-flight checks, offset translation, the switch
     Failover(DrFailoverArgs),
+    /// Move them back to region A once it is up and mirrored from B (`stack.sh mirror b-to-a`)
+    Failback(DrFailbackArgs),
 }
 
 #[derive(Debug, Args)]
@@ -203,21 +205,57 @@ pub struct DrArgs {
 pub struct DrFailoverArgs {
     #[command(flatten)]
     pub dr: DrArgs,
-    /// Most seconds of replication lag the failover accepts (the newest checkpoint's age)
+    /// Most seconds of replication lag the failover accepts (the newest heartbeat's age)
     #[arg(long, default_value_t = 5.0)]
     pub rpo_secs: f64,
+    #[command(flatten)]
+    pub switch: SwitchArgs,
+}
+
+/// What a failover and a failback share: whose offsets move, where they are kept, the env.
+#[derive(Debug, Args)]
+pub struct SwitchArgs {
     /// Only these consumer groups (default: every group with checkpoints)
     #[arg(long, value_delimiter = ',')]
     pub groups: Vec<String>,
     /// PostgreSQL of services that keep their offsets there (their rows are translated too)
     #[arg(long, env = "GUARDIAN_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Rewrite this env file so that services start against the DR region
+    /// Rewrite this env file so that services start against the destination region
     #[arg(long)]
     pub write_env: Option<PathBuf>,
-    /// Go on even when the replication lag is above --rpo-secs or region A still answers
+    /// Go on even when a pre-flight check fails (lag, a region still written to)
     #[arg(long)]
     pub force: bool,
+    /// Seconds to wait for a group with members left over from before the outage (their
+    /// sessions expire) before setting its offsets in the destination
+    #[arg(long, default_value_t = 90.0)]
+    pub group_wait_secs: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct DrFailbackArgs {
+    /// The region the services run in now (B; after `dr failover --write-env` the env's
+    /// GUARDIAN_KAFKA_BOOTSTRAP)
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The region to return to (A; after `dr failover --write-env` the env's GUARDIAN_KAFKA_DR_BOOTSTRAP)
+    #[arg(long, env = "GUARDIAN_KAFKA_DR_BOOTSTRAP")]
+    pub primary_bootstrap_servers: String,
+    /// MirrorMaker 2's alias of the region the services leave (its checkpoints topic in A is <alias>.checkpoints.internal)
+    #[arg(long, default_value = "B")]
+    pub source_alias: String,
+    /// MirrorMaker 2's alias of region A (the offset syncs in B are mm2-offset-syncs.<alias>.internal)
+    #[arg(long, default_value = "A")]
+    pub target_alias: String,
+    /// Seconds region B's topics must stay unchanged (its producers stopped)
+    #[arg(long, default_value_t = 5.0)]
+    pub quiet_secs: f64,
+    /// Seconds to wait for region A to hold every record of region B
+    #[arg(long, default_value_t = 60.0)]
+    pub catch_up_secs: f64,
+    #[command(flatten)]
+    pub switch: SwitchArgs,
 }
 
 #[derive(Debug, Args)]

@@ -178,13 +178,59 @@ fn spend(i: usize) -> BudgetSpend {
     }
 }
 
+/// Runs the accountant and the rollups from scratch over `region`'s topics (a fresh
+/// schema) until they hold `spends` and `encounters`, and compares with `pool`.
+async fn same_as_uninterrupted(
+    stack: &Stack,
+    prefix: &str,
+    region: &str,
+    pool: &sqlx::PgPool,
+    spends: usize,
+    encounters: i64,
+    after_what: &str,
+) {
+    let url2 = guardian_pg::with_new_schema(&stack.database_url, &unique("dr_ref").replace('-', "_")).await.unwrap();
+    let pool2 = guardian_pg::connect(&url2, 2).await.unwrap();
+    let mut reference = accountant(stack, prefix, region, &url2, &unique("dr-reference"));
+    let mut kpi_reference = rollup_service(stack, prefix, region, &url2, &unique("dr-kpi-reference"));
+    wait_for("the reference run", Duration::from_secs(90), async || {
+        (ledger_ids(&pool2).await.len() >= spends && encounters_counted(&pool2).await >= encounters).then_some(())
+    })
+    .await;
+    for service in [&mut reference, &mut kpi_reference] {
+        let _ = Command::new("kill").args(["-TERM", &service.id().to_string()]).status();
+        let _ = service.wait();
+    }
+    assert_eq!(ledger_ids(pool).await, ledger_ids(&pool2).await, "ledger after {after_what}");
+    // Per hospital the budgets are equal to the bit (one partition each, applied in
+    // order). The global budget composes spends of every partition as they interleave,
+    // and its RDP total is a running sum of floats: its last bits depend on the batch
+    // boundaries, so it is compared to 1e-12 relative (events exactly).
+    let (after, uninterrupted) = (budgets(pool).await, budgets(&pool2).await);
+    assert_eq!(after.len(), uninterrupted.len());
+    for (x, y) in after.iter().zip(&uninterrupted) {
+        if x.0 == "global" {
+            let (ex, ey): (f64, f64) = (x.1.parse().unwrap(), y.1.parse().unwrap());
+            assert!((ex - ey).abs() <= 1e-12 * ey.abs() && x.2 == y.2, "global budget {x:?} vs {y:?}");
+        } else {
+            assert_eq!(x, y, "budgets after {after_what} equal an uninterrupted run");
+        }
+    }
+    let (after, uninterrupted) = (rollups(pool).await, rollups(&pool2).await);
+    assert!(!after.is_empty());
+    assert_eq!(after, uninterrupted, "KPI rollups after {after_what} equal an uninterrupted run");
+}
+
 /// Starts region A again however the test ends.
 struct RestartRegionA(std::path::PathBuf);
 
 impl Drop for RestartRegionA {
     fn drop(&mut self) {
-        let status = Command::new("bash").arg(self.0.join("tests/stack/stack.sh")).args(["up", "--dr"]).status();
+        let stack_sh = self.0.join("tests/stack/stack.sh");
+        let status = Command::new("bash").arg(&stack_sh).args(["up", "--dr"]).status();
         eprintln!("dr: region A restarted: {status:?}");
+        let status = Command::new("bash").arg(&stack_sh).args(["mirror", "a-to-b"]).status();
+        eprintln!("dr: mirroring region A to region B again: {status:?}");
     }
 }
 
@@ -400,47 +446,8 @@ async fn failover_to_region_b_loses_nothing_mirrored_and_counts_nothing_twice() 
     let got = ledger_ids(&pool).await;
     assert_eq!(got, want, "the ledger holds exactly region B's events, each once");
 
-    // An uninterrupted run over region B's topic gives the same budgets.
-    let url2 = guardian_pg::with_new_schema(&stack.database_url, &unique("dr_ref").replace('-', "_")).await.unwrap();
-    let pool2 = guardian_pg::connect(&url2, 2).await.unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut reference = guardian(
-        &stack,
-        &prefix,
-        &b,
-        &["accountant", "--database-url", &url2, "--listen", &listen, "--group", "dr-reference"],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let mut kpi_reference = rollup_service(&stack, &prefix, &b, &url2, "dr-kpi-reference");
-    wait_for("the reference run", Duration::from_secs(90), async || {
-        (ledger_ids(&pool2).await.len() >= want.len() && encounters_counted(&pool2).await >= encounters_in_b + 30)
-            .then_some(())
-    })
-    .await;
-    for service in [&mut reference, &mut kpi_reference] {
-        let _ = Command::new("kill").args(["-TERM", &service.id().to_string()]).status();
-        let _ = service.wait();
-    }
-    // Per hospital the budgets are equal to the bit (one partition each, applied in
-    // order). The global budget composes spends of every partition as they interleave,
-    // and its RDP total is a running sum of floats: its last bits depend on the batch
-    // boundaries, so it is compared to 1e-12 relative (events exactly).
-    let (after, uninterrupted) = (budgets(&pool).await, budgets(&pool2).await);
-    assert_eq!(after.len(), uninterrupted.len());
-    for (x, y) in after.iter().zip(&uninterrupted) {
-        if x.0 == "global" {
-            let (ex, ey): (f64, f64) = (x.1.parse().unwrap(), y.1.parse().unwrap());
-            assert!((ex - ey).abs() <= 1e-12 * ey.abs() && x.2 == y.2, "global budget {x:?} vs {y:?}");
-        } else {
-            assert_eq!(x, y, "budgets after the failover equal an uninterrupted run");
-        }
-    }
-    let (after, uninterrupted) = (rollups(&pool).await, rollups(&pool2).await);
-    assert!(!after.is_empty());
-    assert_eq!(after, uninterrupted, "KPI rollups after the failover equal an uninterrupted run");
+    // An uninterrupted run over region B's topics gives the same budgets and rollups.
+    same_as_uninterrupted(&stack, &prefix, &b, &pool, want.len(), encounters_in_b + 30, "the failover").await;
 
     println!(
         "dr: RPO (replication lag when the traffic stopped) {} spends and {} encounters not yet in region B, counted within {:.2} s \
@@ -462,4 +469,66 @@ async fn failover_to_region_b_loses_nothing_mirrored_and_counts_nothing_twice() 
     );
     assert!(rto < Duration::from_secs(60), "RTO {rto:?} above the 60 s target");
     assert!(caught_up <= Duration::from_secs(5), "RPO {caught_up:?} above the 5 s target");
+
+    // Failback: region A comes back, MirrorMaker 2 mirrors B to A, `dr failback` moves the
+    // services home, and they go on in A with nothing lost or counted twice.
+    let stack_sh = stack.repo.join("tests/stack/stack.sh");
+    assert!(Command::new("bash").arg(&stack_sh).args(["up", "--dr"]).status().unwrap().success());
+    // Only this test's topics: the stack's region B holds those of earlier runs too.
+    let these = format!("{}\\..*", prefix.trim_end_matches('.'));
+    assert!(Command::new("bash").arg(&stack_sh).args(["mirror", "b-to-a", &these]).status().unwrap().success());
+    let failback = run_ok(guardian(
+        &stack,
+        &prefix,
+        &b,
+        &[
+            "dr",
+            "failback",
+            "--primary-bootstrap-servers",
+            &a,
+            "--database-url",
+            &url,
+            "--groups",
+            &format!("{group},{kpi_group}"),
+            "--quiet-secs",
+            "3",
+        ],
+    ));
+    println!("{failback}");
+    for step in ["ok   primary-healthy", "ok   writers-stopped", "ok   mirror-caught-up"] {
+        assert!(failback.contains(step), "{step}: {failback}");
+    }
+    for g in [&group, &kpi_group] {
+        assert!(failback.contains(&format!("ok   translate-offsets: group {g}: ")), "{g}: {failback}");
+    }
+    let mut acc_home = accountant(&stack, &prefix, &a, &url, &group);
+    let mut kpi_home = rollup_service(&stack, &prefix, &a, &url, &kpi_group);
+    let producer_home = Producer::new(&KafkaSettings::new(&a, "dr-producer-home")).unwrap();
+    for j in 0..20 {
+        let s = spend(20_000 + j);
+        producer_home.send(&spend_topic, &s.hospital_id, &s).await.unwrap();
+        let e = encounter(20_000 + j);
+        producer_home.send(&encounter_topic, &e.hospital_id, &e).await.unwrap();
+    }
+    want.extend((0..20).map(|j| spend(20_000 + j).event_id));
+    want.sort();
+    wait_for("the spends and encounters of region A, home again", Duration::from_secs(90), async || {
+        let ids = ledger_ids(&pool).await;
+        (want.iter().all(|w| ids.contains(w)) && encounters_counted(&pool).await >= encounters_in_b + 50).then_some(())
+    })
+    .await;
+    for service in [&mut acc_home, &mut kpi_home] {
+        let _ = Command::new("kill").args(["-TERM", &service.id().to_string()]).status();
+        let _ = service.wait();
+    }
+    assert_eq!(ledger_ids(&pool).await, want, "after the failback the ledger holds every event once");
+    assert_eq!(encounters_counted(&pool).await, encounters_in_b + 50, "every encounter rolled up once");
+    // Region A's topics now hold its own records, B's (mirrored back, the part that came
+    // from A among them) and the new ones: a run from scratch over them gives the same.
+    same_as_uninterrupted(&stack, &prefix, &a, &pool, want.len(), encounters_in_b + 50, "the failback").await;
+    println!(
+        "dr: failback to region A: {} spends and {} encounters, each counted once",
+        want.len(),
+        encounters_in_b + 50
+    );
 }

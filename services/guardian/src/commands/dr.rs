@@ -19,9 +19,10 @@ use guardian_kafka::{KafkaSettings, Producer};
 use guardian_schemas::records::DrAudit;
 use guardian_topics::TopicId;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::cli::{DrArgs, DrCommand, DrFailoverArgs};
+use crate::cli::{DrArgs, DrCommand, DrFailbackArgs, DrFailoverArgs, SwitchArgs};
 use crate::common;
 
 /// One MirrorMaker 2 checkpoint: `upstream` in A is `downstream` in B.
@@ -113,6 +114,7 @@ pub async fn run(cmd: DrCommand) -> Result<ExitCode> {
     match cmd {
         DrCommand::Status(args) => status(args).await,
         DrCommand::Failover(args) => failover(args).await,
+        DrCommand::Failback(args) => failback(args).await,
     }
 }
 
@@ -159,10 +161,47 @@ async fn status(args: DrArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The audit trail of one operation, written to the region the services move to.
+struct Trail {
+    producer: Producer,
+    topic: String,
+    operation: &'static str,
+    operation_id: String,
+}
+
+impl Trail {
+    fn new(target: &KafkaSettings, topic: String, operation: &'static str) -> Result<Self> {
+        let operation_id = format!("{operation}-{}", guardian_federated::now_ms());
+        Ok(Trail { producer: Producer::new(target)?, topic, operation, operation_id })
+    }
+
+    async fn step(&self, step: &str, ok: bool, detail: String) -> Result<()> {
+        println!("{} {step}: {detail}", if ok { "ok  " } else { "FAIL" });
+        let record = DrAudit {
+            operation_id: self.operation_id.clone(),
+            operation: self.operation.into(),
+            step: step.into(),
+            ok,
+            detail,
+            occurred_at: guardian_federated::now_ms(),
+        };
+        self.producer.send(&self.topic, &self.operation_id, &record).await.context("writing the audit trail")?;
+        Ok(())
+    }
+}
+
+/// Where the services go, and how to find their offsets there.
+struct Destination<'a> {
+    settings: &'a KafkaSettings,
+    /// MirrorMaker 2's alias of the region they leave (its checkpoints topic in `settings`).
+    source_alias: &'a str,
+    /// The region they leave, which becomes the DR region in the env file.
+    leaving: &'a str,
+}
+
 async fn failover(args: DrFailoverArgs) -> Result<ExitCode> {
     let catalogue = common::kafka_catalogue(&args.dr.kafka)?;
     let b = dr_settings(&args.dr, "guardian-dr-failover");
-    let operation_id = format!("failover-{}", guardian_federated::now_ms());
     let audit_topic = catalogue.topic(TopicId::DrAudit)?;
     let topics: Vec<String> = catalogue.specs().map(|s| catalogue.name_of(s)).collect();
 
@@ -173,49 +212,38 @@ async fn failover(args: DrFailoverArgs) -> Result<ExitCode> {
             "the DR region has no {audit_topic}: MirrorMaker 2 is not mirroring the catalogue (or the region is down)"
         );
     }
-    let producer = Producer::new(&b)?;
-    let audit = async |step: &str, ok: bool, detail: String| -> Result<()> {
-        println!("{} {step}: {detail}", if ok { "ok  " } else { "FAIL" });
-        let record = DrAudit {
-            operation_id: operation_id.clone(),
-            operation: "failover".into(),
-            step: step.into(),
-            ok,
-            detail,
-            occurred_at: guardian_federated::now_ms(),
-        };
-        producer.send(&audit_topic, &operation_id, &record).await.context("writing the audit trail")?;
-        Ok(())
-    };
+    let trail = Trail::new(&b, audit_topic, "failover")?;
     let missing: Vec<&String> = topics.iter().filter(|t| !in_b.contains_key(*t)).collect();
-    audit(
-        "dr-region-healthy",
-        missing.is_empty(),
-        format!(
-            "{} of {} topics present in {}",
-            topics.len() - missing.len(),
-            topics.len(),
-            args.dr.dr_bootstrap_servers
-        ),
-    )
-    .await?;
-    if !missing.is_empty() && !args.force {
+    trail
+        .step(
+            "dr-region-healthy",
+            missing.is_empty(),
+            format!(
+                "{} of {} topics present in {}",
+                topics.len() - missing.len(),
+                topics.len(),
+                args.dr.dr_bootstrap_servers
+            ),
+        )
+        .await?;
+    if !missing.is_empty() && !args.switch.force {
         bail!("topics missing in the DR region: {missing:?}");
     }
 
     // 2. Region A should be gone (or its producers stopped): two writers would diverge.
     let a_up = primary_answers(&args.dr);
-    audit(
-        "primary-fenced",
-        !a_up,
-        if a_up {
-            "region A still answers: stop its producers before failing over".into()
-        } else {
-            "region A does not answer".into()
-        },
-    )
-    .await?;
-    if a_up && !args.force {
+    trail
+        .step(
+            "primary-fenced",
+            !a_up,
+            if a_up {
+                "region A still answers: stop its producers before failing over".into()
+            } else {
+                "region A does not answer".into()
+            },
+        )
+        .await?;
+    if a_up && !args.switch.force {
         bail!("region A still answers; stop it (or its producers) first, or pass --force for a planned failover");
     }
 
@@ -226,37 +254,206 @@ async fn failover(args: DrFailoverArgs) -> Result<ExitCode> {
     let newest_beat = beats.iter().filter_map(|m| m.timestamp).max();
     let age = newest_beat.map(|ts| (guardian_federated::now_ms() - ts) as f64 / 1000.0);
     let within = age.is_some_and(|a| a <= args.rpo_secs);
-    audit(
-        "replication-lag",
-        within,
-        match age {
-            Some(a) => format!("MirrorMaker 2 last wrote to the DR region {a:.1} s ago (RPO {} s)", args.rpo_secs),
-            None => "no MirrorMaker 2 heartbeats in the DR region".into(),
-        },
-    )
-    .await?;
-    if !within && !args.force {
+    trail
+        .step(
+            "replication-lag",
+            within,
+            match age {
+                Some(a) => format!("MirrorMaker 2 last wrote to the DR region {a:.1} s ago (RPO {} s)", args.rpo_secs),
+                None => "no MirrorMaker 2 heartbeats in the DR region".into(),
+            },
+        )
+        .await?;
+    if !within && !args.switch.force {
         bail!(
             "the mirror stopped more than the RPO of {} s ago (or never ran): refusing without --force",
             args.rpo_secs
         );
     }
-    let cps = checkpoints(&b, &args.dr.source_alias).await?;
+    let to =
+        Destination { settings: &b, source_alias: &args.dr.source_alias, leaving: &args.dr.kafka.bootstrap_servers };
+    translate_and_switch(&trail, &to, &topics, &args.switch).await?;
+    println!("failover {} done: services may start against {}", trail.operation_id, args.dr.dr_bootstrap_servers);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Back to region A once it is up again and MirrorMaker 2 mirrors B to A
+/// (`stack.sh mirror b-to-a`): the same translation, after checks that no one writes to B
+/// any more and that A holds everything B has.
+async fn failback(args: DrFailbackArgs) -> Result<ExitCode> {
+    let catalogue = common::kafka_catalogue(&args.kafka)?;
+    let active = common::settings(&args.kafka, "guardian-dr-failback");
+    let mut target = active.clone();
+    target.bootstrap_servers = args.primary_bootstrap_servers.clone();
+    let audit_topic = catalogue.topic(TopicId::DrAudit)?;
+    let topics: Vec<String> = catalogue.specs().map(|s| catalogue.name_of(s)).collect();
+
+    // 1. Region A answers and holds the topics.
+    let in_a = counts(&target, &topics);
+    if !in_a.contains_key(&audit_topic) {
+        bail!("region A ({}) has no {audit_topic}: is it up, with its topics?", args.primary_bootstrap_servers);
+    }
+    let trail = Trail::new(&target, audit_topic, "failback")?;
+    let missing: Vec<&String> = topics.iter().filter(|t| !in_a.contains_key(*t)).collect();
+    trail
+        .step(
+            "primary-healthy",
+            missing.is_empty(),
+            format!(
+                "{} of {} topics present in {}",
+                topics.len() - missing.len(),
+                topics.len(),
+                target.bootstrap_servers
+            ),
+        )
+        .await?;
+    if !missing.is_empty() && !args.switch.force {
+        bail!("topics missing in region A: {missing:?}");
+    }
+
+    // 2. No one writes to region B any more: its topics' ends stay put.
+    let before = counts(&active, &topics);
+    tokio::time::sleep(Duration::from_secs_f64(args.quiet_secs)).await;
+    let after = counts(&active, &topics);
+    let moved: Vec<&String> = topics.iter().filter(|t| before.get(*t) != after.get(*t)).collect();
+    trail
+        .step(
+            "writers-stopped",
+            moved.is_empty(),
+            if moved.is_empty() {
+                format!("no topic of region B grew in {} s", args.quiet_secs)
+            } else {
+                format!("still written in region B: {moved:?}")
+            },
+        )
+        .await?;
+    if !moved.is_empty() && !args.switch.force {
+        bail!("region B is still written to ({moved:?}): stop its producers first");
+    }
+
+    // 3. Region A holds every record of region B: MirrorMaker 2's offset syncs (in B) have
+    // reached the last record of every partition.
+    let deadline = std::time::Instant::now() + Duration::from_secs_f64(args.catch_up_secs);
+    let behind = loop {
+        let behind = mirror_lag(&active, &args.target_alias, &topics).await?;
+        if behind.is_empty() || std::time::Instant::now() > deadline {
+            break behind;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    trail
+        .step(
+            "mirror-caught-up",
+            behind.is_empty(),
+            if behind.is_empty() {
+                "MirrorMaker 2 has copied every record of region B to region A".into()
+            } else {
+                format!("not yet in region A (partition: records): {behind:?}")
+            },
+        )
+        .await?;
+    if !behind.is_empty() && !args.switch.force {
+        bail!(
+            "region A is {} records behind region B after {} s (is `stack.sh mirror b-to-a` running?)",
+            behind.values().sum::<i64>(),
+            args.catch_up_secs
+        );
+    }
+    let to =
+        Destination { settings: &target, source_alias: &args.source_alias, leaving: &args.kafka.bootstrap_servers };
+    translate_and_switch(&trail, &to, &topics, &args.switch).await?;
+    println!("failback {} done: services may start against {}", trail.operation_id, target.bootstrap_servers);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Records of `active` that MirrorMaker 2 has not copied yet, per "topic/partition": the
+/// last record of each partition against the newest offset sync of
+/// `mm2-offset-syncs.<target_alias>.internal` (written in the source region; one per
+/// record with `offset.lag.max = 0`).
+async fn mirror_lag(active: &KafkaSettings, target_alias: &str, topics: &[String]) -> Result<BTreeMap<String, i64>> {
+    let syncs_topic = format!("mm2-offset-syncs.{target_alias}.internal");
+    let mut synced: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for m in read_range(active, "dr-offset-syncs", &[&syncs_topic], None)
+        .await
+        .with_context(|| format!("reading {syncs_topic} in the active region"))?
+    {
+        let Some(key) = &m.key else { continue };
+        if let Some((topic, partition, upstream)) = parse_offset_sync(key, &m.payload) {
+            let e = synced.entry((topic, partition)).or_insert(upstream);
+            *e = (*e).max(upstream);
+        }
+    }
+    let mut behind = BTreeMap::new();
+    for t in topics {
+        let last = last_records(active, t).await?;
+        for (partition, last) in last {
+            let copied = synced.get(&(t.clone(), partition)).copied().unwrap_or(-1);
+            if copied < last {
+                behind.insert(format!("{t}/{partition}"), last - copied);
+            }
+        }
+    }
+    Ok(behind)
+}
+
+/// (topic, partition, upstream offset) of a MirrorMaker 2 offset sync.
+pub fn parse_offset_sync(key: &[u8], value: &[u8]) -> Option<(String, i32, i64)> {
+    let mut k = key;
+    let topic = string(&mut k)?;
+    let partition = i32::from_be_bytes(take(&mut k, 4)?.try_into().ok()?);
+    let mut v = value;
+    let upstream = i64::from_be_bytes(take(&mut v, 8)?.try_into().ok()?);
+    Some((topic, partition, upstream))
+}
+
+/// The offset of the last record (control markers aside) of each non-empty partition.
+async fn last_records(settings: &KafkaSettings, topic: &str) -> Result<BTreeMap<i32, i64>> {
+    let marks = topic_watermarks(settings, "dr-last", &[topic])?;
+    let mut out = BTreeMap::new();
+    for ((_, partition), (lo, hi)) in marks {
+        let mut back = 16;
+        while hi > lo {
+            let from = (hi - back).max(lo);
+            let mut range = BTreeMap::new();
+            range.insert((topic.to_string(), partition), (from, hi));
+            // Committed records: what the services read (MirrorMaker 2 copies aborted
+            // ones too, so its syncs can only be further on).
+            let mut reader = guardian_federated::reader::RangeReader::open(settings, "dr-last", &range)?;
+            let mut last = None;
+            while let Some(m) = reader.next().await? {
+                last = Some(m.offset);
+            }
+            if let Some(offset) = last {
+                out.insert(partition, offset);
+                break;
+            }
+            if from == lo {
+                break;
+            }
+            back *= 4;
+        }
+    }
+    Ok(out)
+}
+
+/// Steps 4 and 5 of a failover or a failback: every group's offsets translated through the
+/// checkpoints in the destination (in its Kafka, and in PostgreSQL where kept), then the
+/// environment pointed at it.
+async fn translate_and_switch(trail: &Trail, to: &Destination<'_>, topics: &[String], args: &SwitchArgs) -> Result<()> {
+    let cps = checkpoints(to.settings, to.source_alias).await?;
     let cps: Vec<Checkpoint> = cps
         .into_values()
         .filter(|c| (args.groups.is_empty() || args.groups.contains(&c.group)) && topics.contains(&c.topic))
         .collect();
-
-    // 4. Translate every group's offsets: in B's Kafka, and in PostgreSQL where kept.
     let mut by_group: BTreeMap<&str, Vec<&Checkpoint>> = BTreeMap::new();
     for c in &cps {
         by_group.entry(c.group.as_str()).or_default().push(c);
     }
     // A named group without checkpoints (MirrorMaker 2 had not picked it up yet) starts over
-    // from the beginning of region B: slower, still exact, as effects are idempotent.
+    // from the beginning of the destination: slower, still exact, as effects are idempotent.
     for group in args.groups.iter().filter(|g| !by_group.contains_key(g.as_str())) {
         let mut detail = format!(
-            "group {group}: no checkpoint in the DR region; it restarts from the beginning of every topic there"
+            "group {group}: no checkpoint in the destination region; it restarts from the beginning of every topic there"
         );
         if let Some(url) = &args.database_url {
             let pool = guardian_pg::connect(url, 1).await?;
@@ -268,15 +465,42 @@ async fn failover(args: DrFailoverArgs) -> Result<ExitCode> {
                 .unwrap_or(0);
             detail.push_str(&format!(" (PostgreSQL: {rows} partition offsets reset)"));
         }
-        audit("translate-offsets", true, detail).await?;
+        trail.step("translate-offsets", true, detail).await?;
     }
     for (group, list) in &by_group {
         let mut tpl = TopicPartitionList::new();
         for c in list {
             tpl.add_partition_offset(&c.topic, c.partition, Offset::Offset(c.downstream))?;
         }
-        let consumer: BaseConsumer = b.manual_commit_consumer(group).create()?;
-        let kafka = consumer.commit(&tpl, CommitMode::Sync).map_err(|e| format!("{e}"));
+        let consumer: BaseConsumer = to.settings.manual_commit_consumer(group).create()?;
+        // A group whose members died with the region still has them on record until their
+        // sessions expire; its offsets can be set only once it is empty.
+        let waiting_since = std::time::Instant::now();
+        let kafka = loop {
+            match consumer.commit(&tpl, CommitMode::Sync) {
+                Ok(()) => break Ok(()),
+                Err(e)
+                    if e.rdkafka_error_code().is_some_and(|c| {
+                        matches!(
+                            c,
+                            RDKafkaErrorCode::UnknownMemberId
+                                | RDKafkaErrorCode::RebalanceInProgress
+                                | RDKafkaErrorCode::IllegalGeneration
+                        )
+                    }) && waiting_since.elapsed().as_secs_f64() < args.group_wait_secs =>
+                {
+                    if waiting_since.elapsed() < Duration::from_secs(2) {
+                        println!(
+                            "     group {group} still has members on record in the destination (from before the outage?): \
+                             waiting up to {} s for their sessions to expire",
+                            args.group_wait_secs
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(e) => break Err(format!("{e}")),
+            }
+        };
         let mut pg = String::new();
         if let Some(url) = &args.database_url {
             let pool = guardian_pg::connect(url, 1).await?;
@@ -295,8 +519,8 @@ async fn failover(args: DrFailoverArgs) -> Result<ExitCode> {
                 .map(|r| r.rows_affected())
                 .unwrap_or(0);
             }
-            // Partitions the group kept in PostgreSQL without a checkpoint start over in B
-            // (effects are idempotent on event ids).
+            // Partitions the group kept in PostgreSQL without a checkpoint start over in the
+            // destination (effects are idempotent on event ids).
             let reset = sqlx::query(
                 "UPDATE kafka_offsets SET next_offset = 0, updated_at = now()
                  WHERE group_id = $1 AND NOT (topic || '/' || partition::text = ANY($2))",
@@ -318,18 +542,20 @@ async fn failover(args: DrFailoverArgs) -> Result<ExitCode> {
                 .join(" "),
             pg
         );
-        audit(
-            "translate-offsets",
-            kafka.is_ok(),
-            match &kafka {
-                Ok(()) => detail,
-                Err(e) => format!("{detail}; Kafka commit failed: {e} (is the group running in B?)"),
-            },
-        )
-        .await?;
+        trail
+            .step(
+                "translate-offsets",
+                kafka.is_ok(),
+                match &kafka {
+                    Ok(()) => detail,
+                    Err(e) => format!("{detail}; Kafka commit failed: {e} (is the group running there?)"),
+                },
+            )
+            .await?;
     }
 
-    // 5. Point the environment at B.
+    // 5. Point the environment at the destination.
+    let destination = &to.settings.bootstrap_servers;
     if let Some(path) = &args.write_env {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let mut lines: Vec<String> = text
@@ -340,26 +566,15 @@ async fn failover(args: DrFailoverArgs) -> Result<ExitCode> {
             })
             .map(str::to_string)
             .collect();
-        lines.push(format!("export GUARDIAN_KAFKA_BOOTSTRAP='{}'", args.dr.dr_bootstrap_servers));
-        lines.push(format!("export GUARDIAN_KAFKA_DR_BOOTSTRAP='{}'", args.dr.kafka.bootstrap_servers));
+        lines.push(format!("export GUARDIAN_KAFKA_BOOTSTRAP='{destination}'"));
+        lines.push(format!("export GUARDIAN_KAFKA_DR_BOOTSTRAP='{}'", to.leaving));
         std::fs::write(path, lines.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))?;
-        audit(
-            "switch",
-            true,
-            format!("{} now points the services at {}", path.display(), args.dr.dr_bootstrap_servers),
-        )
-        .await?;
+        trail.step("switch", true, format!("{} now points the services at {destination}", path.display())).await?;
     } else {
-        audit(
-            "switch",
-            true,
-            format!("start the services with GUARDIAN_KAFKA_BOOTSTRAP={}", args.dr.dr_bootstrap_servers),
-        )
-        .await?;
+        trail.step("switch", true, format!("start the services with GUARDIAN_KAFKA_BOOTSTRAP={destination}")).await?;
     }
-    producer.flush(Duration::from_secs(10)).await?;
-    println!("failover {operation_id} done: services may start against {}", args.dr.dr_bootstrap_servers);
-    Ok(ExitCode::SUCCESS)
+    trail.producer.flush(Duration::from_secs(10)).await?;
+    Ok(())
 }
 
 #[cfg(test)]
