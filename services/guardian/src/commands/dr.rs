@@ -410,9 +410,9 @@ pub fn parse_offset_sync(key: &[u8], value: &[u8]) -> Option<(String, i32, i64)>
 async fn last_records(settings: &KafkaSettings, topic: &str) -> Result<BTreeMap<i32, i64>> {
     let marks = topic_watermarks(settings, "dr-last", &[topic])?;
     let mut out = BTreeMap::new();
-    for ((_, partition), (lo, hi)) in marks {
+    for ((_, partition), (lo, hi)) in marks.into_iter().filter(|(_, (lo, hi))| hi > lo) {
         let mut back = 16;
-        while hi > lo {
+        loop {
             let from = (hi - back).max(lo);
             let mut range = BTreeMap::new();
             range.insert((topic.to_string(), partition), (from, hi));
