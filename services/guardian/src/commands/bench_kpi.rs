@@ -21,10 +21,8 @@ pub async fn run(args: BenchKpiArgs) -> Result<ExitCode> {
     }
     let settings = common::settings(&args.kafka, "guardian-bench-kpi");
     let admin = common::admin(&args.kafka).await?;
-    let encounters = fresh_topic(&admin, "kpi-encounters").await?;
-    let slo = fresh_topic(&admin, "kpi-slo").await?;
-    let rollups = fresh_topic(&admin, "kpi-rollups").await?;
-    let dlq = fresh_topic(&admin, "kpi-dlq").await?;
+    let topics = RollupTopics::fresh(&admin, "kpi").await?;
+    let encounters = topics.encounters.clone();
     let records: Vec<_> = (0..args.records).map(|i| record(i, 300)).collect();
     eprintln!("bench: writing {} encounters to {encounters}", args.records);
     Producer::new(&settings)?.send_batch(&encounters, records.iter().map(|r| (r.hospital_id.as_str(), r))).await?;
@@ -40,17 +38,7 @@ pub async fn run(args: BenchKpiArgs) -> Result<ExitCode> {
     let schema = format!("bench_kpi_{:x}", rand::random::<u32>());
     let url = guardian_pg::with_new_schema(&args.database_url, &schema).await?;
     let pool = guardian_pg::connect(&url, 4).await?;
-    let config = guardian_kpi::Config {
-        kafka: settings.clone(),
-        group: "bench-kpi".into(),
-        encounters_topic: encounters.clone(),
-        slo_topic: slo.clone(),
-        rollups_topic: rollups.clone(),
-        dead_letter_topic: dlq.clone(),
-        signers: None,
-        lateness_ms: 300_000,
-        dedup_cache_events: guardian_kpi::DEFAULT_DEDUP_CACHE_EVENTS,
-    };
+    let config = topics.config(&settings, "bench-kpi");
     let shutdown = Shutdown::new();
     let started = Instant::now();
     let task = tokio::spawn(guardian_kpi::run(config, pool.clone(), shutdown.clone()));
@@ -90,7 +78,7 @@ pub async fn run(args: BenchKpiArgs) -> Result<ExitCode> {
         bail!("the first batch held {first_done} of {} records: raise --records for a steady rate", args.records);
     }
 
-    let python = match &args.python {
+    let python = match args.python.as_deref().filter(|p| !p.is_empty()) {
         Some(py) => {
             let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
             let out = Command::new(py)
@@ -111,7 +99,7 @@ pub async fn run(args: BenchKpiArgs) -> Result<ExitCode> {
         }
         None => None,
     };
-    let _ = admin.delete(&[encounters, slo, rollups, dlq]).await;
+    topics.delete(&admin).await;
     let _ = sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")).execute(&pool).await;
 
     let rate = |d: f64| n / d;
@@ -138,4 +126,42 @@ pub async fn run(args: BenchKpiArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The four topics of a rollup service under benchmark, made fresh for the run.
+pub(super) struct RollupTopics {
+    pub encounters: String,
+    slo: String,
+    rollups: String,
+    dlq: String,
+}
+
+impl RollupTopics {
+    pub async fn fresh(admin: &guardian_kafka::admin::Admin, base: &str) -> Result<Self> {
+        Ok(RollupTopics {
+            encounters: fresh_topic(admin, &format!("{base}-encounters")).await?,
+            slo: fresh_topic(admin, &format!("{base}-slo")).await?,
+            rollups: fresh_topic(admin, &format!("{base}-rollups")).await?,
+            dlq: fresh_topic(admin, &format!("{base}-dlq")).await?,
+        })
+    }
+
+    /// The service's configuration on these topics, with the production defaults.
+    pub fn config(&self, settings: &guardian_kafka::KafkaSettings, group: &str) -> guardian_kpi::Config {
+        guardian_kpi::Config {
+            kafka: settings.clone(),
+            group: group.into(),
+            encounters_topic: self.encounters.clone(),
+            slo_topic: self.slo.clone(),
+            rollups_topic: self.rollups.clone(),
+            dead_letter_topic: self.dlq.clone(),
+            signers: None,
+            lateness_ms: 300_000,
+            dedup_cache_events: guardian_kpi::DEFAULT_DEDUP_CACHE_EVENTS,
+        }
+    }
+
+    pub async fn delete(self, admin: &guardian_kafka::admin::Admin) {
+        let _ = admin.delete(&[self.encounters, self.slo, self.rollups, self.dlq]).await;
+    }
 }

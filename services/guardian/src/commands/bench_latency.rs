@@ -18,7 +18,8 @@ use futures::StreamExt;
 use guardian_kafka::Producer;
 use guardian_runtime::Shutdown;
 
-use super::bench::{fresh_topic, record};
+use super::bench::record;
+use super::bench_kpi::RollupTopics;
 use crate::cli::BenchLatencyArgs;
 use crate::common;
 
@@ -35,27 +36,15 @@ pub async fn run(args: BenchLatencyArgs) -> Result<ExitCode> {
     }
     let settings = common::settings(&args.kafka, "guardian-bench-latency");
     let admin = common::admin(&args.kafka).await?;
-    let encounters = fresh_topic(&admin, "latency-encounters").await?;
-    let slo = fresh_topic(&admin, "latency-slo").await?;
-    let rollups = fresh_topic(&admin, "latency-rollups").await?;
-    let dlq = fresh_topic(&admin, "latency-dlq").await?;
+    let topics = RollupTopics::fresh(&admin, "latency").await?;
+    let encounters = topics.encounters.clone();
     let schema = format!("bench_latency_{:x}", rand::random::<u32>());
     let url = guardian_pg::with_new_schema(&args.database_url, &schema).await?;
     let pool = guardian_pg::connect(&url, 4).await?;
     super::db::migrate_schema(&pool).await?;
 
     let shutdown = Shutdown::new();
-    let config = guardian_kpi::Config {
-        kafka: settings.clone(),
-        group: "bench-latency".into(),
-        encounters_topic: encounters.clone(),
-        slo_topic: slo.clone(),
-        rollups_topic: rollups.clone(),
-        dead_letter_topic: dlq.clone(),
-        signers: None,
-        lateness_ms: 300_000,
-        dedup_cache_events: guardian_kpi::DEFAULT_DEDUP_CACHE_EVENTS,
-    };
+    let config = topics.config(&settings, "bench-latency");
     let service = tokio::spawn(guardian_kpi::run(config, pool.clone(), shutdown.clone()));
 
     let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
@@ -153,7 +142,7 @@ pub async fn run(args: BenchLatencyArgs) -> Result<ExitCode> {
     shutdown.trigger();
     service.await?.context("the rollup service")?;
     drop(dashboard);
-    let _ = admin.delete(&[encounters, slo, rollups, dlq]).await;
+    topics.delete(&admin).await;
     let _ = sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")).execute(&pool).await;
 
     let mut l = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
