@@ -72,3 +72,88 @@ async fn days_let_go_are_read_back() {
     assert!(a.held() <= 4, "held {}", a.held());
     assert_eq!(admit(&pool, &mut a, &["e0", "e9", "e10"]).await, ["e10"]);
 }
+
+fn encounter(id: &str, at_ms: i64) -> guardian_schemas::records::Encounter {
+    guardian_schemas::records::Encounter {
+        event_id: id.into(),
+        hospital_id: "h001".into(),
+        encounter_ref: String::new(),
+        clinician_ref: "c1".into(),
+        occurred_at: at_ms,
+        encounter_type: guardian_schemas::records::EncounterType::Outpatient,
+        soap_sections_expected: 4,
+        soap_sections_completed: 4,
+        generation_ms: 1_000,
+        physician_rating: None,
+        model_version: None,
+    }
+}
+
+/// Applies `items` in one committed transaction.
+async fn apply(pool: &PgPool, rollups: &mut guardian_kpi::store::Rollups, items: &[guardian_kpi::store::Item]) {
+    use guardian_pg::PgEffect;
+    let mut tx = pool.begin().await.unwrap();
+    rollups.apply(&mut tx, items).await.unwrap();
+    tx.commit().await.unwrap();
+    rollups.committed();
+}
+
+#[tokio::test]
+async fn records_past_the_horizon_are_dead_lettered_and_their_days_pruned() {
+    use guardian_kafka::ProcessError;
+    use guardian_kpi::store::{Item, Rollups};
+    use guardian_pg::PgEffect;
+    let pool = pool().await;
+    let codec = guardian_schemas::Codec::embedded();
+    let mut rollups = Rollups {
+        codec: codec.clone(),
+        encounters_topic: "enc".into(),
+        lateness_ms: 0,
+        signers: None,
+        outbox: guardian_kpi::store::outbox("kpi.rollups"),
+        committed: None,
+        seen: Seen::new(1_000),
+        horizon_days: Some(10),
+        newest: Default::default(),
+        pending_newest: Default::default(),
+    };
+    const D: i64 = 86_400_000;
+    let old = encounter("old", DAY - 20 * D);
+    apply(&pool, &mut rollups, &[Item::Encounter(old.clone()), Item::Encounter(encounter("now", DAY))]).await;
+    let days: Vec<i64> =
+        sqlx::query_scalar("SELECT day_start_ms FROM kpi_seen_days ORDER BY 1").fetch_all(&pool).await.unwrap();
+    assert_eq!(days, [DAY], "the day 20 days back is pruned with the batch that made it old");
+    // The old event again (a replay): past the horizon, so dead-lettered, not counted twice.
+    let msg = |e: &guardian_schemas::records::Encounter| {
+        rdkafka::message::OwnedMessage::new(
+            Some(codec.encode(e).unwrap()),
+            Some(b"h001".to_vec()),
+            "enc".into(),
+            rdkafka::Timestamp::NotAvailable,
+            0,
+            7,
+            None,
+        )
+    };
+    match rollups.prepare(&msg(&old)) {
+        Err(ProcessError::Poison { kind, error }) => {
+            assert_eq!(kind, "expired");
+            assert!(error.contains("deduplication horizon"), "{error}");
+        }
+        other => panic!("an event 20 days behind a 10-day horizon was {other:?}"),
+    }
+    assert!(rollups.prepare(&msg(&encounter("recent", DAY - 9 * D))).is_ok(), "9 days back is inside the horizon");
+    // An instance whose memory is behind (another moved h001 on) leaves the old record out
+    // in the transaction, where the newest time is read under its lock.
+    let mut behind = Rollups { newest: Default::default(), seen: Seen::new(1_000), ..rollups };
+    assert!(behind.prepare(&msg(&old)).is_ok());
+    apply(&pool, &mut behind, &[Item::Encounter(old)]).await;
+    let day_encounters: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(encounters), 0)::bigint FROM kpi_rollups WHERE window_size = 'DAY' AND window_start_ms = $1",
+    )
+    .bind(DAY - 20 * D)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(day_encounters, 1, "the old day counts its event once");
+}

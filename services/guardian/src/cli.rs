@@ -173,6 +173,11 @@ pub struct KpiArgs {
     /// least recently are read back from PostgreSQL when a record of theirs arrives
     #[arg(long, default_value_t = guardian_kpi::DEFAULT_DEDUP_CACHE_EVENTS)]
     pub dedup_cache_events: usize,
+    /// Days of event digests kept behind each hospital's newest event (0: all, growing 16
+    /// bytes per event); older records go to the dead-letter topic (kind "expired"), as
+    /// they could no longer be told from replays
+    #[arg(long, default_value_t = guardian_kpi::DEFAULT_DEDUP_HORIZON_DAYS)]
+    pub dedup_horizon_days: u32,
     /// Where /metrics, /healthz and /readyz listen
     #[arg(long, default_value = "127.0.0.1:9467")]
     pub listen: SocketAddr,

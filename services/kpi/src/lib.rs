@@ -33,7 +33,13 @@ pub struct Config {
     /// Event digests kept in memory for deduplication (16 bytes each plus the set's
     /// overhead); days used least recently are read again from PostgreSQL when needed.
     pub dedup_cache_events: usize,
+    /// Days of event digests kept behind each hospital's newest event (0: all); records
+    /// older than that are dead-lettered, as they could not be told from replays.
+    pub dedup_horizon_days: u32,
 }
+
+/// The default of [`Config::dedup_horizon_days`].
+pub const DEFAULT_DEDUP_HORIZON_DAYS: u32 = 90;
 
 /// The default of [`Config::dedup_cache_events`]: about 100 MB.
 pub const DEFAULT_DEDUP_CACHE_EVENTS: usize = 2_000_000;
@@ -67,6 +73,7 @@ pub async fn run(config: Config, pool: PgPool, shutdown: Shutdown) -> Result<gua
         shutdown.wait(),
     ));
     let dlq = DeadLetterSink::new(producer, &config.dead_letter_topic, &config.group);
+    let newest = store::watermarks(&pool).await?;
     let consumer = PgOffsetConsumer::new(
         &config.kafka,
         pool,
@@ -84,6 +91,9 @@ pub async fn run(config: Config, pool: PgPool, shutdown: Shutdown) -> Result<gua
         outbox,
         committed: Some(wake),
         seen: store::Seen::new(config.dedup_cache_events),
+        horizon_days: (config.dedup_horizon_days > 0).then_some(i64::from(config.dedup_horizon_days)),
+        newest,
+        pending_newest: Default::default(),
     };
     let stats = consumer.run(&mut effect, shutdown.wait()).await;
     shutdown.trigger();

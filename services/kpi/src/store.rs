@@ -172,6 +172,47 @@ pub struct Rollups {
     pub committed: Option<Arc<Notify>>,
     /// The event digests of recently used days (see [`dedup`]).
     pub seen: Seen,
+    /// Days of digests kept behind each hospital's newest event (None: all). Older records
+    /// cannot be told from replays once their day is pruned: they are dead-lettered.
+    pub horizon_days: Option<i64>,
+    /// Each hospital's newest event time as of the last commit (for `prepare`).
+    pub newest: std::collections::HashMap<String, i64>,
+    /// The newest times of the batch in flight, taken on at its commit.
+    pub pending_newest: BTreeMap<String, i64>,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Whether an event at `at_ms` lies before the deduplication horizon of a hospital whose
+/// newest event is at `newest_ms`.
+pub fn expired(at_ms: i64, newest_ms: Option<i64>, horizon_days: i64) -> bool {
+    newest_ms.is_some_and(|n| at_ms.div_euclid(DAY_MS) < n.div_euclid(DAY_MS) - horizon_days)
+}
+
+/// Each hospital's newest event time.
+pub async fn watermarks(pool: &PgPool) -> Result<std::collections::HashMap<String, i64>, sqlx::Error> {
+    Ok(sqlx::query("SELECT hospital_id, newest_ms FROM kpi_watermarks")
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+impl Rollups {
+    /// Dead-letters a record past the deduplication horizon (see [`Rollups::horizon_days`]).
+    fn check_horizon(&self, hospital: &str, at_ms: i64) -> Result<(), ProcessError> {
+        match self.horizon_days {
+            Some(h) if expired(at_ms, self.newest.get(hospital).copied(), h) => Err(ProcessError::poison(
+                "expired",
+                format!(
+                    "event time {at_ms} is more than {h} days before {hospital}'s newest event: past the \
+                     deduplication horizon, it cannot be told from a replay of an event already counted"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl PgEffect for Rollups {
@@ -187,15 +228,26 @@ impl PgEffect for Rollups {
                     .verify(msg, guardian_topics::TopicId::Encounters.role(), &e.hospital_id)
                     .map_err(|why| ProcessError::poison("signature", why))?;
             }
+            self.check_horizon(&e.hospital_id, e.occurred_at)?;
             Ok(Item::Encounter(e))
         } else {
             let s: SloEvent = self.codec.decode(payload)?;
-            Ok(if s.slo == SloKind::Availability && s.hospital_id.is_some() { Item::Slo(s) } else { Item::Ignored })
+            match (&s.hospital_id, s.slo) {
+                (Some(h), SloKind::Availability) => {
+                    self.check_horizon(h, s.observed_at)?;
+                    Ok(Item::Slo(s))
+                }
+                _ => Ok(Item::Ignored),
+            }
         }
     }
 
     fn committed(&mut self) {
         self.seen.committed();
+        for (h, n) in std::mem::take(&mut self.pending_newest) {
+            let e = self.newest.entry(h).or_insert(n);
+            *e = (*e).max(n);
+        }
         if let Some(wake) = &self.committed {
             wake.notify_one();
         }
@@ -204,19 +256,12 @@ impl PgEffect for Rollups {
     async fn apply(&mut self, tx: &mut PgConnection, items: &[Item]) -> Result<(), sqlx::Error> {
         let keyed: Vec<(&str, i64, &Item, u128)> =
             items.iter().filter_map(|i| i.id_and_hospital().map(|(id, h, at)| (h, at, i, dedup::digest(id)))).collect();
+        self.pending_newest.clear();
         if keyed.is_empty() {
             return Ok(());
         }
-        // Events seen before (in this batch or earlier) change nothing.
-        let events: Vec<(&str, i64, u128)> =
-            keyed.iter().map(|(h, at, _, digest)| (*h, window::start(*at, WindowSize::Day), *digest)).collect();
-        let fresh = self.seen.admit(tx, &events).await?;
-        let new: Vec<&(&str, i64, &Item, u128)> =
-            keyed.iter().zip(&fresh).filter(|(_, f)| **f).map(|(k, _)| k).collect();
-        if new.is_empty() {
-            return Ok(());
-        }
-        let mut hospitals: Vec<&str> = new.iter().map(|k| k.0).collect();
+        // The hospitals' newest event times, locked first (one lock order for all).
+        let mut hospitals: Vec<&str> = keyed.iter().map(|k| k.0).collect();
         hospitals.sort_unstable();
         hospitals.dedup();
         let mut newest: BTreeMap<String, i64> = sqlx::query(
@@ -228,6 +273,32 @@ impl PgEffect for Rollups {
         .into_iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
+        // `prepare` dead-letters records past the deduplication horizon by the newest times
+        // of the last commit; one that got through because another instance moved its
+        // hospital on since is left out here (its day may be pruned), counted and logged.
+        let keyed: Vec<(&str, i64, &Item, u128)> = match self.horizon_days {
+            None => keyed,
+            Some(h) => keyed
+                .into_iter()
+                .filter(|k| {
+                    let out = expired(k.1, newest.get(k.0).copied(), h);
+                    if out {
+                        metrics::counter!("guardian_kpi_expired_skipped_total").increment(1);
+                        tracing::warn!(hospital = k.0, at_ms = k.1, "record past the deduplication horizon left out");
+                    }
+                    !out
+                })
+                .collect(),
+        };
+        // Events seen before (in this batch or earlier) change nothing.
+        let events: Vec<(&str, i64, u128)> =
+            keyed.iter().map(|(h, at, _, digest)| (*h, window::start(*at, WindowSize::Day), *digest)).collect();
+        let fresh = self.seen.admit(tx, &events).await?;
+        let new: Vec<&(&str, i64, &Item, u128)> =
+            keyed.iter().zip(&fresh).filter(|(_, f)| **f).map(|(k, _)| k).collect();
+        if new.is_empty() {
+            return Ok(());
+        }
         // Deltas per (hospital, window size, window start), in input order.
         let mut deltas: foldhash::HashMap<(&str, &'static str, i64), Acc> = foldhash::HashMap::default();
         for (hospital, at, item, _) in &new {
@@ -327,6 +398,22 @@ impl PgEffect for Rollups {
         .bind(&wn)
         .execute(&mut *tx)
         .await?;
+        if let Some(h) = self.horizon_days {
+            // Digests of days behind the horizon go: their records are dead-lettered now.
+            for table in ["kpi_seen_blocks", "kpi_seen_days"] {
+                sqlx::query(&format!(
+                    "DELETE FROM {table} t USING kpi_watermarks w
+                      WHERE w.hospital_id = ANY($1) AND t.hospital_id = w.hospital_id
+                        AND t.day_start_ms < (div(w.newest_ms, $3) - $2) * $3"
+                ))
+                .bind(&wh)
+                .bind(h)
+                .bind(DAY_MS)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        self.pending_newest = newest.iter().map(|(h, n)| (h.clone(), *n)).collect();
         Ok(())
     }
 }

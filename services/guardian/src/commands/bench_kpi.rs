@@ -158,6 +158,7 @@ impl RollupTopics {
             signers: None,
             lateness_ms: 300_000,
             dedup_cache_events: guardian_kpi::DEFAULT_DEDUP_CACHE_EVENTS,
+            dedup_horizon_days: guardian_kpi::DEFAULT_DEDUP_HORIZON_DAYS,
         }
     }
 

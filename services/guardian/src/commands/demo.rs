@@ -121,6 +121,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         signers: None,
         lateness_ms: 300_000,
         dedup_cache_events: guardian_kpi::DEFAULT_DEDUP_CACHE_EVENTS,
+        dedup_horizon_days: guardian_kpi::DEFAULT_DEDUP_HORIZON_DAYS,
     };
     let kpi = tokio::spawn(guardian_kpi::run(kpi, pool.clone(), shutdown.clone()));
     let slo = guardian_slo::Config {

@@ -26,6 +26,7 @@ pub async fn run(args: KpiArgs) -> Result<ExitCode> {
         lateness_ms: args.lateness_secs as i64 * 1000,
         signers: common::signers(args.signers.as_deref())?,
         dedup_cache_events: args.dedup_cache_events,
+        dedup_horizon_days: args.dedup_horizon_days,
     };
     tracing::info!(metrics = %format!("http://{bound}/metrics"), encounters = %config.encounters_topic, "kpi rollup starting");
     readiness.set_ready(true);
