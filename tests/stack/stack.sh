@@ -353,6 +353,10 @@ sync.topic.configs.enabled = true
 sync.topic.acls.enabled = false
 # Source offsets and offset syncs flushed every second (failback waits on them).
 offset.flush.interval.ms = 1000
+# Committed records only: an aborted transaction (a crashed outbox publisher) must not
+# reach the other region as if it had been committed.
+A.consumer.isolation.level = read_committed
+B.consumer.isolation.level = read_committed
 EOF
   cat >"$dir/log4j2.properties" <<EOF
 status = warn

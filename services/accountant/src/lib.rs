@@ -9,7 +9,7 @@
 //!
 //! Guarantees: the ledger, the budgets and the alerts are exactly once (Kafka offsets in
 //! the same SQL transaction, see `guardian-pg`; duplicates and replays of an event id
-//! change nothing); statuses and alerts reach Kafka at least once through an outbox, with
+//! change nothing); statuses and alerts reach Kafka exactly once through an outbox, with
 //! stable keys ([`publish`]). Undecodable or invalid spends go to the dead-letter topic.
 
 pub mod budget;
@@ -74,7 +74,8 @@ pub async fn run(config: Config, pool: PgPool, shutdown: Shutdown) -> Result<(),
     let wake = Arc::new(tokio::sync::Notify::new());
     let publisher = tokio::spawn(publish::run(
         pool.clone(),
-        producer.clone(),
+        config.kafka.clone(),
+        config.group.clone(),
         config.destinations.clone(),
         wake.clone(),
         shutdown.wait(),

@@ -1,15 +1,13 @@
 //! The outbox publisher: budget statuses and alerts committed by the ledger are sent to
-//! Kafka after the fact, in the order they were written, then deleted.
-//!
-//! At least once: a crash between the broker's acknowledgement and the delete sends the
-//! rows again. That is harmless by construction: statuses go to a compacted topic keyed
-//! by scope (the latest wins), and alerts carry ids derived from their triggering event.
-//! Rows are taken with `FOR UPDATE SKIP LOCKED`, so two instances never send the same row
-//! at the same time.
+//! Kafka after the fact, in the order they were written, then deleted, exactly once
+//! (`Outbox::run_exactly_once`: Kafka transactions, each record carrying its row id; a
+//! publisher that starts lets go of the rows its predecessor committed to the topics).
+//! Statuses go to a compacted topic keyed by scope (the latest wins), and alerts carry ids
+//! derived from their triggering event, so readers that do not read committed are safe too.
 
 use std::sync::Arc;
 
-use guardian_kafka::Producer;
+use guardian_kafka::KafkaSettings;
 use guardian_pg::outbox::Outbox;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -33,19 +31,17 @@ fn outbox(to: &Destinations) -> Outbox {
     }
 }
 
-/// Sends everything pending; returns how many records were sent.
-pub async fn publish_pending(pool: &PgPool, producer: &Producer, to: &Destinations) -> Result<u64, PublishError> {
-    outbox(to).publish_pending(pool, producer).await
-}
-
 /// Publishes whenever woken (after a ledger commit) and every second, until `shutdown`;
 /// then once more, so nothing committed is left behind. Errors are logged and retried.
+/// `group` names the transactional id (a principal's ids start with its name).
 pub async fn run(
     pool: PgPool,
-    producer: Producer,
+    settings: KafkaSettings,
+    group: String,
     to: Destinations,
     wake: Arc<Notify>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    outbox(&to).run(pool, producer, wake, shutdown).await
+    let transactional_id = format!("{group}-outbox-{}", to.status_topic);
+    outbox(&to).run_exactly_once(pool, settings, transactional_id, wake, shutdown).await
 }
