@@ -351,8 +351,11 @@ refresh.topics.interval.seconds = 2
 refresh.groups.interval.seconds = 2
 sync.topic.configs.enabled = true
 sync.topic.acls.enabled = false
-# Source offsets and offset syncs flushed every second (failback waits on them).
+# Source offsets and offset syncs flushed every second (failback waits on them); the
+# worker of a flow takes its settings from its target cluster's prefix.
 offset.flush.interval.ms = 1000
+A.offset.flush.interval.ms = 1000
+B.offset.flush.interval.ms = 1000
 # Committed records only: an aborted transaction (a crashed outbox publisher) must not
 # reach the other region as if it had been committed.
 A.consumer.isolation.level = read_committed

@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS privacy_budgets (
     last_event_id  text,
     rounds_left    bigint
 );
+-- The RDP's breakdown (steps per (q, sigma), and a part without one from older rows):
+-- the totals are recomputed from it in one order, whatever order spends arrived in.
+ALTER TABLE privacy_budgets ADD COLUMN IF NOT EXISTS rdp_base float8[];
+ALTER TABLE privacy_budgets ADD COLUMN IF NOT EXISTS step_q float8[];
+ALTER TABLE privacy_budgets ADD COLUMN IF NOT EXISTS step_sigma float8[];
+ALTER TABLE privacy_budgets ADD COLUMN IF NOT EXISTS step_count bigint[];
 CREATE TABLE IF NOT EXISTS privacy_alerts (
     alert_id          text PRIMARY KEY,
     scope_key         text NOT NULL,
@@ -222,7 +228,8 @@ impl PgEffect for Ledger {
 
 async fn load_budgets(tx: &mut PgConnection, keys: &[String]) -> Result<BTreeMap<String, Budget>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT scope_key, hospital_id, rdp, epsilon_spent, level, events, last_event_id, rounds_left
+        "SELECT scope_key, hospital_id, rdp, epsilon_spent, level, events, last_event_id, rounds_left,
+                rdp_base, step_q, step_sigma, step_count
          FROM privacy_budgets WHERE scope_key = ANY($1) ORDER BY scope_key FOR UPDATE",
     )
     .bind(keys)
@@ -232,8 +239,25 @@ async fn load_budgets(tx: &mut PgConnection, keys: &[String]) -> Result<BTreeMap
     for r in rows {
         let key: String = r.get(0);
         let hospital_id: Option<String> = r.get(1);
-        let rdp = RdpAccountant::from_rdp(r.get::<Vec<f64>, _>(2))
-            .ok_or_else(|| sqlx::Error::Protocol(format!("budget {key}: stored RDP has the wrong number of orders")))?;
+        let wrong = || sqlx::Error::Protocol(format!("budget {key}: stored RDP has the wrong number of orders"));
+        let rdp = match r.get::<Option<Vec<i64>>, _>(11) {
+            // A row written before the breakdown was kept: its total, as it is.
+            None => RdpAccountant::from_rdp(r.get::<Vec<f64>, _>(2)).ok_or_else(wrong)?,
+            Some(counts) => {
+                let base: Option<Vec<f64>> = r.get(8);
+                let (qs, sigmas): (Vec<f64>, Vec<f64>) = (r.get(9), r.get(10));
+                let steps: Vec<SampledGaussian> = qs
+                    .iter()
+                    .zip(&sigmas)
+                    .zip(&counts)
+                    .map(|((q, s), n)| SampledGaussian { sampling_rate: *q, noise_multiplier: *s, count: *n as u64 })
+                    .collect();
+                let base = base.unwrap_or_else(|| vec![0.0; RdpAccountant::default().orders().len()]);
+                RdpAccountant::from_parts(base, &steps)
+                    .map_err(|e| sqlx::Error::Protocol(format!("budget {key}: stored steps: {e}")))?
+                    .ok_or_else(wrong)?
+            }
+        };
         let mut b = Budget::new(hospital_id);
         b.rdp = rdp;
         b.epsilon_spent = r.get(3);
@@ -247,12 +271,15 @@ async fn load_budgets(tx: &mut PgConnection, keys: &[String]) -> Result<BTreeMap
 }
 
 async fn save_budget(tx: &mut PgConnection, b: &Budget) -> Result<(), sqlx::Error> {
+    let steps = b.rdp.steps();
     sqlx::query(
-        "INSERT INTO privacy_budgets (scope_key, hospital_id, rdp, epsilon_spent, level, events, last_event_id, rounds_left)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        "INSERT INTO privacy_budgets (scope_key, hospital_id, rdp, epsilon_spent, level, events, last_event_id, rounds_left,
+                rdp_base, step_q, step_sigma, step_count)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (scope_key) DO UPDATE SET rdp = excluded.rdp, epsilon_spent = excluded.epsilon_spent,
              level = excluded.level, events = excluded.events, last_event_id = excluded.last_event_id,
-             rounds_left = excluded.rounds_left",
+             rounds_left = excluded.rounds_left, rdp_base = excluded.rdp_base, step_q = excluded.step_q,
+             step_sigma = excluded.step_sigma, step_count = excluded.step_count",
     )
     .bind(b.key())
     .bind(&b.hospital_id)
@@ -262,6 +289,10 @@ async fn save_budget(tx: &mut PgConnection, b: &Budget) -> Result<(), sqlx::Erro
     .bind(b.events)
     .bind(&b.last_event_id)
     .bind(b.rounds_left)
+    .bind(b.rdp.base())
+    .bind(steps.iter().map(|s| s.sampling_rate).collect::<Vec<f64>>())
+    .bind(steps.iter().map(|s| s.noise_multiplier).collect::<Vec<f64>>())
+    .bind(steps.iter().map(|s| s.count as i64).collect::<Vec<i64>>())
     .execute(&mut *tx)
     .await
     .map(|_| ())

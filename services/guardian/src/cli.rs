@@ -256,8 +256,9 @@ pub struct DrFailbackArgs {
     /// Seconds region B's topics must stay unchanged (its producers stopped)
     #[arg(long, default_value_t = 5.0)]
     pub quiet_secs: f64,
-    /// Seconds to wait for region A to hold every record of region B
-    #[arg(long, default_value_t = 60.0)]
+    /// Seconds to wait for region A to hold every record of region B (MirrorMaker 2 writes
+    /// its offset syncs at its offset flush, every 60 s unless configured lower)
+    #[arg(long, default_value_t = 150.0)]
     pub catch_up_secs: f64,
     #[command(flatten)]
     pub switch: SwitchArgs,

@@ -202,20 +202,9 @@ async fn same_as_uninterrupted(
         let _ = service.wait();
     }
     assert_eq!(ledger_ids(pool).await, ledger_ids(&pool2).await, "ledger after {after_what}");
-    // Per hospital the budgets are equal to the bit (one partition each, applied in
-    // order). The global budget composes spends of every partition as they interleave,
-    // and its RDP total is a running sum of floats: its last bits depend on the batch
-    // boundaries, so it is compared to 1e-12 relative (events exactly).
-    let (after, uninterrupted) = (budgets(pool).await, budgets(&pool2).await);
-    assert_eq!(after.len(), uninterrupted.len());
-    for (x, y) in after.iter().zip(&uninterrupted) {
-        if x.0 == "global" {
-            let (ex, ey): (f64, f64) = (x.1.parse().unwrap(), y.1.parse().unwrap());
-            assert!((ex - ey).abs() <= 1e-12 * ey.abs() && x.2 == y.2, "global budget {x:?} vs {y:?}");
-        } else {
-            assert_eq!(x, y, "budgets after {after_what} equal an uninterrupted run");
-        }
-    }
+    // To the bit, the global budget too: its RDP is recomputed from step counts in one
+    // order, however the partitions' spends interleaved.
+    assert_eq!(budgets(pool).await, budgets(&pool2).await, "budgets after {after_what} equal an uninterrupted run");
     let (after, uninterrupted) = (rollups(pool).await, rollups(&pool2).await);
     assert!(!after.is_empty());
     assert_eq!(after, uninterrupted, "KPI rollups after {after_what} equal an uninterrupted run");

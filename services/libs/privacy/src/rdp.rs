@@ -187,11 +187,21 @@ pub fn delta_from_rdp(orders: &[f64], rdp: &[f64], epsilon: f64) -> Result<(f64,
 /// special-function calls, adding one costs 156 additions.
 const MEMO_CAPACITY: usize = 4096;
 
-/// The running RDP of everything composed so far, order by order.
+/// The RDP of everything composed so far, order by order.
+///
+/// Steps are counted per (q, σ) and the totals recomputed as Σ count × per-step RDP in the
+/// order of the (q, σ) bit patterns, so the result does not depend on the order in which
+/// events were composed (a budget fed by several partitions gets the same bits however
+/// they interleave).
 #[derive(Debug, Clone)]
 pub struct RdpAccountant {
     orders: Vec<f64>,
-    /// Same length as `orders`; sums of count × per-step RDP.
+    /// RDP held without a breakdown: restored from a stored total ([`RdpAccountant::from_rdp`])
+    /// or added as a vector ([`RdpAccountant::add_steps`]).
+    base: Vec<f64>,
+    /// Steps composed per (q, σ) bit pattern, with the per-step vector.
+    steps: std::collections::BTreeMap<(u64, u64), (u64, Arc<[f64]>)>,
+    /// `base` + Σ count × step over `steps`, in key order.
     rdp: Vec<f64>,
     memo: HashMap<(u64, u64), Arc<[f64]>>,
 }
@@ -209,21 +219,41 @@ impl Default for RdpAccountant {
     }
 }
 
+/// Per-step vectors at the default orders, shared by every accountant of the process (a
+/// service restores its budgets from storage for every batch).
+fn shared_steps() -> &'static std::sync::Mutex<HashMap<(u64, u64), Arc<[f64]>>> {
+    static SHARED: OnceLock<std::sync::Mutex<HashMap<(u64, u64), Arc<[f64]>>>> = OnceLock::new();
+    SHARED.get_or_init(Default::default)
+}
+
 impl RdpAccountant {
     pub fn with_orders(orders: Vec<f64>) -> Self {
         let rdp = vec![0.0; orders.len()];
-        RdpAccountant { orders, rdp, memo: HashMap::new() }
+        RdpAccountant { orders, base: rdp.clone(), steps: Default::default(), rdp, memo: HashMap::new() }
     }
 
     /// An accountant at the default orders holding `rdp` (as stored by
-    /// [`RdpAccountant::rdp`]); `None` when the length does not match the orders.
+    /// [`RdpAccountant::rdp`]) without its breakdown; `None` when the length does not
+    /// match the orders.
     pub fn from_rdp(rdp: Vec<f64>) -> Option<Self> {
         let mut acc = RdpAccountant::default();
         if rdp.len() != acc.orders.len() {
             return None;
         }
+        acc.base = rdp.clone();
         acc.rdp = rdp;
         Some(acc)
+    }
+
+    /// An accountant at the default orders from the parts [`RdpAccountant::base`] and
+    /// [`RdpAccountant::steps`] return; `None` when `base` has the wrong length.
+    pub fn from_parts(base: Vec<f64>, steps: &[SampledGaussian]) -> Result<Option<Self>, PrivacyError> {
+        let Some(mut acc) = RdpAccountant::from_rdp(base) else { return Ok(None) };
+        for s in steps {
+            acc.count_steps(s)?;
+        }
+        acc.recompute();
+        Ok(Some(acc))
     }
 
     pub fn orders(&self) -> &[f64] {
@@ -234,38 +264,98 @@ impl RdpAccountant {
         &self.rdp
     }
 
+    /// The part held without a breakdown (zeros for an accountant that only composed).
+    pub fn base(&self) -> &[f64] {
+        &self.base
+    }
+
+    /// The steps composed, one entry per (q, σ) with its total count, in key order.
+    pub fn steps(&self) -> Vec<SampledGaussian> {
+        self.steps
+            .iter()
+            .map(|((q, sigma), (count, _))| SampledGaussian {
+                sampling_rate: f64::from_bits(*q),
+                noise_multiplier: f64::from_bits(*sigma),
+                count: *count,
+            })
+            .collect()
+    }
+
     /// The per-order RDP of one step of `event` (its count ignored).
     pub fn step_rdp(&self, event: &SampledGaussian) -> Result<Vec<f64>, PrivacyError> {
         event.validate()?;
         Ok(self.orders.iter().map(|&a| sampled_gaussian_rdp(event.sampling_rate, event.noise_multiplier, a)).collect())
     }
 
-    /// Adds `event.count` steps of `event`.
-    pub fn compose(&mut self, event: &SampledGaussian) -> Result<&mut Self, PrivacyError> {
-        event.validate()?;
+    /// The per-step vector of `event`, from the memo (or the process-wide one at the
+    /// default orders) when it was computed before.
+    fn step_vector(&mut self, event: &SampledGaussian) -> Result<Arc<[f64]>, PrivacyError> {
         let key = (event.sampling_rate.to_bits(), event.noise_multiplier.to_bits());
-        let step = match self.memo.get(&key) {
-            Some(step) => step.clone(),
+        if let Some(step) = self.memo.get(&key) {
+            return Ok(step.clone());
+        }
+        let default = self.orders == default_orders();
+        let shared = default.then(|| shared_steps().lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned());
+        let step: Arc<[f64]> = match shared.flatten() {
+            Some(step) => step,
             None => {
                 let step: Arc<[f64]> = self.step_rdp(event)?.into();
-                if self.memo.len() >= MEMO_CAPACITY {
-                    self.memo.clear();
+                if default {
+                    let mut shared = shared_steps().lock().unwrap_or_else(|p| p.into_inner());
+                    if shared.len() >= MEMO_CAPACITY {
+                        shared.clear();
+                    }
+                    shared.insert(key, step.clone());
                 }
-                self.memo.insert(key, step.clone());
                 step
             }
         };
-        self.add_steps(&step, event.count);
+        if self.memo.len() >= MEMO_CAPACITY {
+            self.memo.clear();
+        }
+        self.memo.insert(key, step.clone());
+        Ok(step)
+    }
+
+    /// Counts `event.count` steps of `event` without recomputing the totals.
+    fn count_steps(&mut self, event: &SampledGaussian) -> Result<(), PrivacyError> {
+        event.validate()?;
+        if event.count == 0 {
+            return Ok(()); // 0 × ∞ would poison the order with NaN
+        }
+        let step = self.step_vector(event)?;
+        let key = (event.sampling_rate.to_bits(), event.noise_multiplier.to_bits());
+        self.steps.entry(key).or_insert((0, step)).0 += event.count;
+        Ok(())
+    }
+
+    /// `rdp` = `base` + Σ count × step, in key order.
+    fn recompute(&mut self) {
+        self.rdp.clone_from(&self.base);
+        for (count, step) in self.steps.values() {
+            let count = *count as f64;
+            for (total, s) in self.rdp.iter_mut().zip(step.iter()) {
+                *total += count * s;
+            }
+        }
+    }
+
+    /// Adds `event.count` steps of `event`.
+    pub fn compose(&mut self, event: &SampledGaussian) -> Result<&mut Self, PrivacyError> {
+        self.count_steps(event)?;
+        self.recompute();
         Ok(self)
     }
 
-    /// Adds `count` times a per-order RDP vector from [`RdpAccountant::step_rdp`].
+    /// Adds `count` times a per-order RDP vector from [`RdpAccountant::step_rdp`] to the
+    /// part held without a breakdown.
     pub fn add_steps(&mut self, step: &[f64], count: u64) {
         if count == 0 {
             return; // 0 × ∞ would poison the order with NaN
         }
         let count = count as f64;
-        for (total, s) in self.rdp.iter_mut().zip(step) {
+        for ((base, total), s) in self.base.iter_mut().zip(self.rdp.iter_mut()).zip(step) {
+            *base += count * s;
             *total += count * s;
         }
     }
