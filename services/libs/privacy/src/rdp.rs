@@ -200,11 +200,14 @@ pub struct RdpAccountant {
     /// or added as a vector ([`RdpAccountant::add_steps`]).
     base: Vec<f64>,
     /// Steps composed per (q, σ) bit pattern, with the per-step vector.
-    steps: std::collections::BTreeMap<(u64, u64), (u64, Arc<[f64]>)>,
+    steps: std::collections::BTreeMap<(u64, u64), CountedStep>,
     /// `base` + Σ count × step over `steps`, in key order.
     rdp: Vec<f64>,
     memo: HashMap<(u64, u64), Arc<[f64]>>,
 }
+
+/// How many steps of one (q, σ) were composed, and one step's per-order RDP.
+type CountedStep = (u64, Arc<[f64]>);
 
 /// Equal when they hold the same orders and the same totals (the memo is a cache).
 impl PartialEq for RdpAccountant {
