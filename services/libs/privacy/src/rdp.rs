@@ -203,8 +203,11 @@ pub struct RdpAccountant {
     steps: std::collections::BTreeMap<(u64, u64), CountedStep>,
     /// `base` + Σ count × step over `steps`, in key order.
     rdp: Vec<f64>,
-    memo: HashMap<(u64, u64), Arc<[f64]>>,
+    memo: StepMemo,
 }
+
+/// Per-step vectors by (q, σ) bit pattern.
+type StepMemo = HashMap<(u64, u64), Arc<[f64]>>;
 
 /// How many steps of one (q, σ) were composed, and one step's per-order RDP.
 type CountedStep = (u64, Arc<[f64]>);
@@ -224,8 +227,8 @@ impl Default for RdpAccountant {
 
 /// Per-step vectors at the default orders, shared by every accountant of the process (a
 /// service restores its budgets from storage for every batch).
-fn shared_steps() -> &'static std::sync::Mutex<HashMap<(u64, u64), Arc<[f64]>>> {
-    static SHARED: OnceLock<std::sync::Mutex<HashMap<(u64, u64), Arc<[f64]>>>> = OnceLock::new();
+fn shared_steps() -> &'static std::sync::Mutex<StepMemo> {
+    static SHARED: OnceLock<std::sync::Mutex<StepMemo>> = OnceLock::new();
     SHARED.get_or_init(Default::default)
 }
 
