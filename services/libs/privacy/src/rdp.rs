@@ -192,7 +192,7 @@ const MEMO_CAPACITY: usize = 4096;
 /// Steps are counted per (q, σ) and the totals recomputed as Σ count × per-step RDP in the
 /// order of the (q, σ) bit patterns, so the result does not depend on the order in which
 /// events were composed (a budget fed by several partitions gets the same bits however
-/// they interleave).
+/// they interleave), up to [`CANONICAL_KEYS`] distinct (q, σ).
 #[derive(Debug, Clone)]
 pub struct RdpAccountant {
     orders: Vec<f64>,
@@ -205,6 +205,10 @@ pub struct RdpAccountant {
     rdp: Vec<f64>,
     memo: StepMemo,
 }
+
+/// Distinct (q, σ) up to which [`RdpAccountant::compose`] keeps its totals independent of
+/// the composition order (a federation uses a handful).
+pub const CANONICAL_KEYS: usize = 64;
 
 /// Per-step vectors by (q, σ) bit pattern.
 type StepMemo = HashMap<(u64, u64), Arc<[f64]>>;
@@ -346,10 +350,22 @@ impl RdpAccountant {
         }
     }
 
-    /// Adds `event.count` steps of `event`.
+    /// Adds `event.count` steps of `event`. Up to [`CANONICAL_KEYS`] distinct (q, σ) the
+    /// totals are recomputed in key order (the same bits in any composition order); past
+    /// that, each event is added to the running totals (recomputing would cost
+    /// keys × orders per event), and the last bits depend on the order again.
     pub fn compose(&mut self, event: &SampledGaussian) -> Result<&mut Self, PrivacyError> {
         self.count_steps(event)?;
-        self.recompute();
+        if self.steps.len() <= CANONICAL_KEYS {
+            self.recompute();
+        } else if event.count > 0 {
+            let key = (event.sampling_rate.to_bits(), event.noise_multiplier.to_bits());
+            let step = self.steps[&key].1.clone();
+            let count = event.count as f64;
+            for (total, s) in self.rdp.iter_mut().zip(step.iter()) {
+                *total += count * s;
+            }
+        }
         Ok(self)
     }
 
