@@ -334,8 +334,9 @@ async fn failback(args: DrFailbackArgs) -> Result<ExitCode> {
     // 3. Region A holds every record of region B: MirrorMaker 2's offset syncs (in B) have
     // reached the last record of every partition.
     let deadline = std::time::Instant::now() + Duration::from_secs_f64(args.catch_up_secs);
+    let mut progress = MirrorProgress::new(&active, &args.target_alias, &topics).await?;
     let behind = loop {
-        let behind = mirror_lag(&active, &args.target_alias, &topics).await?;
+        let behind = progress.behind().await?;
         if behind.is_empty() || std::time::Instant::now() > deadline {
             break behind;
         }
@@ -366,34 +367,57 @@ async fn failback(args: DrFailbackArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Records of `active` that MirrorMaker 2 has not copied yet, per "topic/partition": the
-/// last record of each partition against the newest offset sync of
+/// How far MirrorMaker 2 has copied a quiet region: the last record of each partition
+/// (read once: nobody writes there any more) against the newest offset sync of
 /// `mm2-offset-syncs.<target_alias>.internal` (written in the source region; one per
-/// record with `offset.lag.max = 0`).
-async fn mirror_lag(active: &KafkaSettings, target_alias: &str, topics: &[String]) -> Result<BTreeMap<String, i64>> {
-    let syncs_topic = format!("mm2-offset-syncs.{target_alias}.internal");
-    let mut synced: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for m in read_range(active, "dr-offset-syncs", &[&syncs_topic], None)
-        .await
-        .with_context(|| format!("reading {syncs_topic} in the active region"))?
-    {
-        let Some(key) = &m.key else { continue };
-        if let Some((topic, partition, upstream)) = parse_offset_sync(key, &m.payload) {
-            let e = synced.entry((topic, partition)).or_insert(upstream);
-            *e = (*e).max(upstream);
-        }
-    }
-    let mut behind = BTreeMap::new();
-    for t in topics {
-        let last = last_records(active, t).await?;
-        for (partition, last) in last {
-            let copied = synced.get(&(t.clone(), partition)).copied().unwrap_or(-1);
-            if copied < last {
-                behind.insert(format!("{t}/{partition}"), last - copied);
+/// record with `offset.lag.max = 0`), read on from where the previous look stopped.
+struct MirrorProgress<'a> {
+    active: &'a KafkaSettings,
+    syncs_topic: String,
+    last: BTreeMap<(String, i32), i64>,
+    synced: BTreeMap<(String, i32), i64>,
+    read_to: guardian_federated::reader::Positions,
+}
+
+impl<'a> MirrorProgress<'a> {
+    async fn new(active: &'a KafkaSettings, target_alias: &str, topics: &[String]) -> Result<Self> {
+        let mut last = BTreeMap::new();
+        for t in topics {
+            for (partition, offset) in last_records(active, t).await? {
+                last.insert((t.clone(), partition), offset);
             }
         }
+        Ok(MirrorProgress {
+            active,
+            syncs_topic: format!("mm2-offset-syncs.{target_alias}.internal"),
+            last,
+            synced: BTreeMap::new(),
+            read_to: Default::default(),
+        })
     }
-    Ok(behind)
+
+    /// Records not copied yet, per "topic/partition".
+    async fn behind(&mut self) -> Result<BTreeMap<String, i64>> {
+        for m in read_range(self.active, "dr-offset-syncs", &[&self.syncs_topic], Some(&self.read_to))
+            .await
+            .with_context(|| format!("reading {} in the active region", self.syncs_topic))?
+        {
+            self.read_to.insert((m.topic.clone(), m.partition), m.offset + 1);
+            let Some(key) = &m.key else { continue };
+            if let Some((topic, partition, upstream)) = parse_offset_sync(key, &m.payload) {
+                let e = self.synced.entry((topic, partition)).or_insert(upstream);
+                *e = (*e).max(upstream);
+            }
+        }
+        Ok(self
+            .last
+            .iter()
+            .filter_map(|(tp, last)| {
+                let copied = self.synced.get(tp).copied().unwrap_or(-1);
+                (copied < *last).then(|| (format!("{}/{}", tp.0, tp.1), last - copied))
+            })
+            .collect())
+    }
 }
 
 /// (topic, partition, upstream offset) of a MirrorMaker 2 offset sync.
@@ -600,5 +624,17 @@ mod tests {
         );
         assert_eq!(parse_checkpoint(&key[..5], &value, 0), None);
         assert_eq!(parse_checkpoint(&key, &value[..10], 0), None);
+    }
+
+    #[test]
+    fn parses_mirrormaker_offset_syncs() {
+        let mut key = (13i16).to_be_bytes().to_vec();
+        key.extend_from_slice(b"privacy.spend");
+        key.extend_from_slice(&1i32.to_be_bytes());
+        let mut value = 41i64.to_be_bytes().to_vec();
+        value.extend_from_slice(&77i64.to_be_bytes());
+        assert_eq!(parse_offset_sync(&key, &value), Some(("privacy.spend".into(), 1, 41)));
+        assert_eq!(parse_offset_sync(&key[..4], &value), None);
+        assert_eq!(parse_offset_sync(&key, &value[..4]), None);
     }
 }
