@@ -144,7 +144,7 @@ async fn archive_delete_restore_gives_the_same_topic_and_the_same_budgets() {
     admin.delete(std::slice::from_ref(&topic)).await.unwrap();
     eventually("the topic is gone", Duration::from_secs(30), || {
         let (kafka, topic) = (kafka.clone(), topic.clone());
-        async move { guardian_federated::reader::topic_watermarks(&kafka, "it", &[&topic]).is_err().then_some(()) }
+        async move { guardian_kafka::reader::topic_watermarks(&kafka, "it", &[&topic]).await.is_err().then_some(()) }
     })
     .await;
     create_topics(&stack, &[&topic], 3).await;

@@ -103,12 +103,7 @@ pub fn level_of(spent: f64, limit: f64, rounds_left: Option<i64>) -> BudgetLevel
 
 /// Why a spend record cannot be accounted at all (it goes to the dead-letter topic).
 pub fn validate(spend: &BudgetSpend) -> Result<SampledGaussian, String> {
-    if spend.event_id.is_empty() || spend.hospital_id.is_empty() {
-        return Err("event_id and hospital_id must not be empty".into());
-    }
-    if spend.steps < 0 {
-        return Err(format!("steps must be >= 0, got {}", spend.steps));
-    }
+    guardian_schemas::validate::spend(spend)?;
     let step = SampledGaussian {
         sampling_rate: spend.sampling_rate,
         noise_multiplier: spend.noise_multiplier,

@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS privacy_outbox (
     payload  bytea NOT NULL
 );";
 
+/// The accountant's tables a hospital's tenant role reads (its own rows only).
+pub const TENANT_TABLES: [&str; 2] = ["privacy_ledger", "privacy_budgets"];
+
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
     guardian_pg::apply_ddl(pool, DDL).await
 }

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use guardian_federated::reader::{Incoming, RangeReader, topic_watermarks};
 use guardian_kafka::KafkaSettings;
+use guardian_kafka::reader::{Incoming, RangeReader, topic_watermarks};
 use guardian_objects::{ObjectStore, sha256_hex};
 use guardian_schemas::records::{ArchivedHeader, ArchivedRecord};
 use tracing::{info, warn};
@@ -124,7 +124,7 @@ pub async fn archive_topic(
     }
     let mut report = ArchiveReport { topic: topic.to_string(), ..Default::default() };
     let mut ranges = BTreeMap::new();
-    for ((t, partition), (lo, hi)) in topic_watermarks(kafka, "archiver", &[topic])? {
+    for ((t, partition), (lo, hi)) in topic_watermarks(kafka, "archiver", &[topic]).await? {
         let from = next.get(&partition).copied().unwrap_or(lo);
         if from < lo {
             warn!(topic, partition, from, lo, "records left the topic before they were archived");

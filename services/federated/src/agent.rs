@@ -28,9 +28,9 @@ use rand_chacha::ChaCha20Rng;
 use tracing::{info, warn};
 
 use crate::FlTopics;
-use crate::reader::{Start, Tail, read_range};
 use crate::registry::Registry;
 use crate::wire::{self, round_key};
+use guardian_kafka::reader::{Start, Tail, read_range};
 
 /// Where the agent's update comes from.
 #[derive(Debug, Clone)]
@@ -160,7 +160,8 @@ impl Agent {
     /// Follows the round topics until `shutdown`.
     pub async fn run(&self, shutdown: &Shutdown, ready: impl Fn()) -> Result<AgentReport> {
         let t = &self.topics;
-        let tail = Tail::open(&self.kafka, &format!("fl-agent-{}", self.hospital), &[&t.rounds, &t.keys], Start::End)?;
+        let tail =
+            Tail::open(&self.kafka, &format!("fl-agent-{}", self.hospital), &[&t.rounds, &t.keys], Start::End).await?;
         let (mut ledger, mut spent_ids) = self.ledger().await?;
         let mut report =
             AgentReport { epsilon_spent: ledger.epsilon(1e-5).map(|e| e.0).unwrap_or(0.0), ..Default::default() };
@@ -337,7 +338,7 @@ impl Agent {
             noise_multiplier: event.noise_multiplier,
             steps: event.count as i64,
             delta: settings.delta,
-            occurred_at: crate::now_ms(),
+            occurred_at: guardian_runtime::now_ms(),
         };
         Ok(Round {
             session: c.session_id.clone(),

@@ -25,10 +25,10 @@ use guardian_secagg::{Accepted, RoundConfig, SecAggError, Server};
 use rand::TryRngCore;
 use tracing::{info, warn};
 
-use crate::reader::{Incoming, Positions, Start, Tail, read_range};
 use crate::registry::Registry;
 use crate::wire;
 use crate::{FlTopics, model_bytes, next_model};
+use guardian_kafka::reader::{Incoming, Positions, Start, Tail, read_range};
 
 /// A session's settings (the CLI's `fl start`).
 #[derive(Debug, Clone)]
@@ -245,7 +245,8 @@ impl Coordinator {
     pub async fn run(&self, plan: &SessionPlan, shutdown: &Shutdown) -> Result<Vec<RoundOutcome>> {
         self.store.ensure_bucket().await?;
         let t = &self.topics;
-        let tail = Tail::open(&self.kafka, "fl-aggregator", &[&t.keys, &t.updates, &t.unmask, &t.rounds], Start::End)?;
+        let tail =
+            Tail::open(&self.kafka, "fl-aggregator", &[&t.keys, &t.updates, &t.unmask, &t.rounds], Start::End).await?;
         let codec = self.producer.codec().clone();
         let mut current = Current { weights: plan.initial_model.clone(), stored: None, version: 0 };
         let mut outcomes = Vec::new();
@@ -320,7 +321,7 @@ impl Coordinator {
         let server = Server::new(cfg.clone(), self.identity.clone(), self.registry.directory(&participants)?)?;
         // Where this round's chunks start: a party that sends part of its input and drops
         // has its chunks read back from here and taken out of the sum.
-        let updates_from: Positions = tail.ends(&[&self.topics.updates])?;
+        let updates_from: Positions = tail.ends(&[&self.topics.updates]).await?;
         self.publish(&RoundControl {
             settings: Some(settings),
             ..wire::control(session, round, RoundControlKind::Open)

@@ -11,7 +11,6 @@
 
 pub mod agent;
 pub mod coordinator;
-pub mod reader;
 pub mod registry;
 pub mod replay;
 pub mod wire;
@@ -54,12 +53,6 @@ impl FlTopics {
         guardian_topics::TopicId::BudgetStatus,
         guardian_topics::TopicId::DeadLetter,
     ];
-}
-
-/// Milliseconds since the Unix epoch (for `issued_at` / `occurred_at` fields only: no
-/// result depends on it).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Server learning rate of FedAvg: the global model moves by the mean update.

@@ -17,10 +17,10 @@ use guardian_schemas::records::{
 };
 use guardian_secagg::Server;
 
-use crate::reader::read_range;
 use crate::registry::Registry;
 use crate::wire;
 use crate::{FlTopics, model_bytes, next_model};
+use guardian_kafka::reader::read_range;
 
 /// One round's check.
 #[derive(Debug, Clone, PartialEq)]

@@ -170,7 +170,7 @@ pub fn control(session: &str, round: i64, kind: RoundControlKind) -> RoundContro
         session_id: session.into(),
         round,
         kind,
-        issued_at: crate::now_ms(),
+        issued_at: guardian_runtime::now_ms(),
         settings: None,
         first: Vec::new(),
         second: Vec::new(),

@@ -4,6 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use guardian_dashboard::DashboardArgs;
+pub use guardian_dr::{DrCommand, ReplayCommand};
+pub use guardian_kafka::KafkaArgs;
+pub use guardian_objects::S3Args;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -79,9 +83,6 @@ pub enum Command {
     Dr(DrCommand),
     /// Write an archived range from S3 back into a topic
     Restore(RestoreArgs),
-    /// Benchmarks that print a table
-    #[command(subcommand)]
-    Bench(BenchCommand),
     /// Chaos experiments on the real local stack (see chaos/README.md)
     #[command(subcommand)]
     Chaos(ChaosCommand),
@@ -110,31 +111,6 @@ pub enum PilotCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-#[derive(Debug, Args)]
-pub struct DashboardArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// PostgreSQL URL of the rollups
-    #[arg(long, env = "GUARDIAN_DATABASE_URL")]
-    pub database_url: String,
-    /// Smallest group of hospitals whose aggregates are shown (k-anonymity)
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-    pub k: u32,
-    /// Days of day windows aggregated (ending tomorrow)
-    #[arg(long, default_value_t = 30)]
-    pub days: u32,
-    /// Where the page, the API, /metrics, /healthz and /readyz listen
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// API tokens of hospitals (TOML `[tokens]` "<sha-256 hex>" = "<tenant role>", lines from
-    /// `guardian db role api-token`): /api/hospital answers each with its hospital's rows only
-    #[arg(long, env = "GUARDIAN_DASHBOARD_TOKENS")]
-    pub tokens: Option<PathBuf>,
-    /// SLO error budget period in days (as the SLO monitor's --period-days)
-    #[arg(long, default_value_t = 30)]
-    pub slo_period_days: u32,
 }
 
 #[derive(Debug, Args)]
@@ -181,87 +157,6 @@ pub struct KpiArgs {
     /// Where /metrics, /healthz and /readyz listen
     #[arg(long, default_value = "127.0.0.1:9467")]
     pub listen: SocketAddr,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DrCommand {
-    /// Records not yet mirrored per topic, and the age of the newest consumer-group checkpoint
-    Status(DrArgs),
-    /// Move the services to the DR region: pre-flight checks, offset translation, the switch
-    Failover(DrFailoverArgs),
-    /// Move them back to region A once it is up and mirrored from B (`stack.sh mirror b-to-a`)
-    Failback(DrFailbackArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct DrArgs {
-    /// The primary region (A)
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// The DR region's bootstrap servers (B)
-    #[arg(long, env = "GUARDIAN_KAFKA_DR_BOOTSTRAP")]
-    pub dr_bootstrap_servers: String,
-    /// MirrorMaker 2's alias of the primary cluster (its checkpoints topic is <alias>.checkpoints.internal)
-    #[arg(long, default_value = "A")]
-    pub source_alias: String,
-}
-
-#[derive(Debug, Args)]
-pub struct DrFailoverArgs {
-    #[command(flatten)]
-    pub dr: DrArgs,
-    /// Most seconds of replication lag the failover accepts (the newest heartbeat's age)
-    #[arg(long, default_value_t = 5.0)]
-    pub rpo_secs: f64,
-    #[command(flatten)]
-    pub switch: SwitchArgs,
-}
-
-/// What a failover and a failback share: whose offsets move, where they are kept, the env.
-#[derive(Debug, Args)]
-pub struct SwitchArgs {
-    /// Only these consumer groups (default: every group with checkpoints)
-    #[arg(long, value_delimiter = ',')]
-    pub groups: Vec<String>,
-    /// PostgreSQL of services that keep their offsets there (their rows are translated too)
-    #[arg(long, env = "GUARDIAN_DATABASE_URL")]
-    pub database_url: Option<String>,
-    /// Rewrite this env file so that services start against the destination region
-    #[arg(long)]
-    pub write_env: Option<PathBuf>,
-    /// Go on even when a pre-flight check fails (lag, a region still written to)
-    #[arg(long)]
-    pub force: bool,
-    /// Seconds to wait for a group with members left over from before the outage (their
-    /// sessions expire) before setting its offsets in the destination
-    #[arg(long, default_value_t = 90.0)]
-    pub group_wait_secs: f64,
-}
-
-#[derive(Debug, Args)]
-pub struct DrFailbackArgs {
-    /// The region the services run in now (B; after `dr failover --write-env` the env's
-    /// GUARDIAN_KAFKA_BOOTSTRAP)
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// The region to return to (A; after `dr failover --write-env` the env's GUARDIAN_KAFKA_DR_BOOTSTRAP)
-    #[arg(long, env = "GUARDIAN_KAFKA_DR_BOOTSTRAP")]
-    pub primary_bootstrap_servers: String,
-    /// MirrorMaker 2's alias of the region the services leave (its checkpoints topic in A is <alias>.checkpoints.internal)
-    #[arg(long, default_value = "B")]
-    pub source_alias: String,
-    /// MirrorMaker 2's alias of region A (the offset syncs in B are mm2-offset-syncs.<alias>.internal)
-    #[arg(long, default_value = "A")]
-    pub target_alias: String,
-    /// Seconds region B's topics must stay unchanged (its producers stopped)
-    #[arg(long, default_value_t = 5.0)]
-    pub quiet_secs: f64,
-    /// Seconds to wait for region A to hold every record of region B (MirrorMaker 2 writes
-    /// its offset syncs at its offset flush, every 60 s unless configured lower)
-    #[arg(long, default_value_t = 150.0)]
-    pub catch_up_secs: f64,
-    #[command(flatten)]
-    pub switch: SwitchArgs,
 }
 
 #[derive(Debug, Args)]
@@ -320,25 +215,6 @@ pub struct RestoreArgs {
     /// Print the segments and records that would be restored, write nothing
     #[arg(long)]
     pub dry_run: bool,
-}
-
-/// Where model weights (and archives) live.
-#[derive(Debug, Args, Clone)]
-pub struct S3Args {
-    /// S3-compatible endpoint (unset: AWS S3 of --s3-region)
-    #[arg(long, env = "GUARDIAN_S3_ENDPOINT")]
-    pub s3_endpoint: Option<String>,
-    #[arg(long, env = "GUARDIAN_S3_REGION", default_value = "us-east-1")]
-    pub s3_region: String,
-    /// S3 access key id (static credentials)
-    #[arg(long, env = "GUARDIAN_S3_ACCESS_KEY", hide_env_values = true)]
-    pub s3_access_key: Option<String>,
-    /// S3 secret access key
-    #[arg(long, env = "GUARDIAN_S3_SECRET_KEY", hide_env_values = true)]
-    pub s3_secret_key: Option<String>,
-    /// Bucket of the model versions
-    #[arg(long, env = "GUARDIAN_MODEL_BUCKET", default_value = "guardian-models")]
-    pub model_bucket: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -629,66 +505,6 @@ pub enum PrivacyCommand {
 }
 
 /// Where a range starts or ends, per partition.
-#[derive(Debug, Clone, Args)]
-pub struct RangeArgs {
-    /// Partitions to replay (repeatable; default: all)
-    #[arg(long = "partition")]
-    pub partitions: Vec<i32>,
-    /// First offset (in every selected partition)
-    #[arg(long, conflicts_with = "from_time")]
-    pub from_offset: Option<i64>,
-    /// First record at or after this time (YYYY-MM-DD UTC or epoch milliseconds)
-    #[arg(long, value_parser = parse_time)]
-    pub from_time: Option<i64>,
-    /// Offset to stop before (default: the end of each partition when the replay starts)
-    #[arg(long, conflicts_with = "to_time")]
-    pub to_offset: Option<i64>,
-    /// Stop before the first record at or after this time
-    #[arg(long, value_parser = parse_time)]
-    pub to_time: Option<i64>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ReplayCommand {
-    /// Copy a range of a topic's records into a topic (the same or another), keys, values
-    /// and headers kept, each marked with a `guardian.replay.source` header
-    Range {
-        #[command(flatten)]
-        kafka: KafkaArgs,
-        /// Topic to read (full name)
-        #[arg(long)]
-        from_topic: String,
-        /// Topic to write (full name; must exist)
-        #[arg(long)]
-        to_topic: String,
-        #[command(flatten)]
-        range: RangeArgs,
-        /// Print what would be replayed and change nothing
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Move a consumer group's committed offsets of a topic to a point in time
-    ResetGroup {
-        #[command(flatten)]
-        kafka: KafkaArgs,
-        /// Consumer group
-        #[arg(long)]
-        group: String,
-        /// Topic (full name)
-        #[arg(long)]
-        topic: String,
-        /// First record at or after this time (YYYY-MM-DD UTC or epoch milliseconds)
-        #[arg(long, value_parser = parse_time)]
-        to_time: i64,
-        /// Reset even though the group has live members (they will overwrite it)
-        #[arg(long)]
-        force: bool,
-        /// Print the new offsets and change nothing
-        #[arg(long)]
-        dry_run: bool,
-    },
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuditFormat {
     Json,
@@ -718,10 +534,10 @@ pub struct AuditArgs {
     #[arg(long = "hospital")]
     pub hospitals: Vec<String>,
     /// First day (YYYY-MM-DD, UTC) or epoch milliseconds of the spends to list
-    #[arg(long, value_parser = parse_time)]
+    #[arg(long, value_parser = guardian_runtime::time::parse_instant)]
     pub from: Option<i64>,
     /// Day after the last (YYYY-MM-DD, UTC) or epoch milliseconds, exclusive
-    #[arg(long, value_parser = parse_time)]
+    #[arg(long, value_parser = guardian_runtime::time::parse_instant)]
     pub to: Option<i64>,
     /// Report formats (repeatable)
     #[arg(long = "format", value_enum, default_values_t = [AuditFormat::Json, AuditFormat::Md])]
@@ -734,28 +550,6 @@ pub struct AuditArgs {
     pub fail_on: FailOn,
 }
 
-/// `YYYY-MM-DD` (midnight UTC) or epoch milliseconds.
-fn parse_time(s: &str) -> Result<i64, String> {
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(ms);
-    }
-    let parts: Vec<&str> = s.split('-').collect();
-    let [y, m, d] = parts.as_slice() else {
-        return Err(format!("expected YYYY-MM-DD or epoch milliseconds, got {s:?}"));
-    };
-    let (y, m, d): (i64, i64, i64) = match (y.parse(), m.parse(), d.parse()) {
-        (Ok(y), Ok(m), Ok(d)) if (1..=12).contains(&m) && (1..=31).contains(&d) => (y, m, d),
-        _ => return Err(format!("expected YYYY-MM-DD or epoch milliseconds, got {s:?}")),
-    };
-    // Days from the civil date (proleptic Gregorian), Howard Hinnant's algorithm.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Ok((era * 146_097 + doe - 719_468) * 86_400_000)
-}
-
 fn parse_spent(s: &str) -> Result<(f64, f64, u64), String> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
     let [q, sigma, t] = parts.as_slice() else {
@@ -765,45 +559,6 @@ fn parse_spent(s: &str) -> Result<(f64, f64, u64), String> {
     let sigma = sigma.parse().map_err(|e| format!("noise multiplier {sigma:?}: {e}"))?;
     let t = t.parse().map_err(|e| format!("steps {t:?}: {e}"))?;
     Ok((q, sigma, t))
-}
-
-/// Where Kafka is and which topics to use.
-#[derive(Debug, Clone, Args)]
-pub struct KafkaArgs {
-    /// Kafka bootstrap servers
-    #[arg(long, env = "GUARDIAN_KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
-    pub bootstrap_servers: String,
-    /// Prefix of every topic name (isolates tests and tenants; empty in production)
-    #[arg(long, env = "GUARDIAN_TOPIC_PREFIX", default_value = "")]
-    pub topic_prefix: String,
-    /// Read the topic catalogue from this folder instead of the one built in
-    #[arg(long, env = "GUARDIAN_TOPICS_DIR")]
-    pub topics_dir: Option<PathBuf>,
-    /// Extra librdkafka setting KEY=VALUE (repeatable; tuning, or security not covered below)
-    #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pub kafka_config: Vec<(String, String)>,
-    /// How to reach the brokers: plaintext, ssl, sasl_plaintext or sasl_ssl (default: plaintext)
-    #[arg(long, env = "GUARDIAN_KAFKA_SECURITY_PROTOCOL", value_parser = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"])]
-    pub kafka_security_protocol: Option<String>,
-    /// SASL mechanism with sasl_* protocols
-    #[arg(long, env = "GUARDIAN_KAFKA_SASL_MECHANISM", default_value = "SCRAM-SHA-512")]
-    pub kafka_sasl_mechanism: String,
-    /// This service's or hospital's Kafka principal (SASL user name)
-    #[arg(long, env = "GUARDIAN_KAFKA_USERNAME")]
-    pub kafka_username: Option<String>,
-    /// Its SASL password (prefer the environment variable to the flag)
-    #[arg(long, env = "GUARDIAN_KAFKA_PASSWORD", hide_env_values = true)]
-    pub kafka_password: Option<String>,
-    /// CA certificate (PEM) that signed the brokers' TLS certificates
-    #[arg(long, env = "GUARDIAN_KAFKA_CA")]
-    pub kafka_ca: Option<PathBuf>,
-}
-
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -1069,113 +824,4 @@ pub struct DemoArgs {
     /// Rounds of the federated session (five fresh demo hospitals h101-<run>..h105-<run>; 0: none)
     #[arg(long, default_value_t = 10)]
     pub fl_rounds: u32,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Produce and consume throughput of the Kafka library next to kcat, same broker, same run
-    Kafka(BenchKafkaArgs),
-    /// The RDP accountant next to Google's dp_accounting, same workloads, same run
-    Privacy(BenchPrivacyArgs),
-    /// `replay range` throughput next to the raw consume rate, same broker, same run
-    Replay(BenchReplayArgs),
-    /// Secure aggregation (masking, Shamir, server sum and unmask) next to Flower's SecAgg+
-    Secagg(BenchSecaggArgs),
-    /// KPI rollups (decode → window → exactly-once commit) next to the raw consume rate and a Python consumer
-    Kpi(BenchKpiArgs),
-    /// End-to-end latency from produce to dashboard-visible at a steady encounter rate
-    Latency(BenchLatencyArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct BenchLatencyArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// PostgreSQL the rollups go to (a fresh schema per run)
-    #[arg(long, env = "GUARDIAN_DATABASE_URL")]
-    pub database_url: String,
-    /// Encounters per second
-    #[arg(long, default_value_t = 10_000)]
-    pub rate: u64,
-    /// Seconds of traffic
-    #[arg(long, default_value_t = 30)]
-    pub seconds: u64,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchKpiArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// PostgreSQL the rollups go to (a fresh schema per run)
-    #[arg(long, env = "GUARDIAN_DATABASE_URL")]
-    pub database_url: String,
-    /// Encounters per measurement
-    #[arg(long, default_value_t = 200_000)]
-    pub records: u64,
-    /// Python with confluent-kafka and fastavro (the stack's venv); without it the Python row is skipped
-    #[arg(long, env = "GUARDIAN_PYTHON")]
-    pub python: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchSecaggArgs {
-    /// Repetitions of each measurement (the median and the best are reported)
-    #[arg(long, default_value_t = 3)]
-    pub repeat: u32,
-    /// Scale every vector length by this factor (for a quick look; targets are for 1.0)
-    #[arg(long, default_value_t = 1.0)]
-    pub scale: f64,
-    /// Python with flwr installed (`tests/stack/stack.sh bench-tools` makes one); without
-    /// it only this side is measured
-    #[arg(long, env = "GUARDIAN_FLWR_PYTHON")]
-    pub flower_python: Option<String>,
-}
-
-/// The load of a Kafka benchmark.
-#[derive(Debug, Args)]
-pub struct BenchLoadArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// Records per measurement
-    #[arg(long, default_value_t = 300_000)]
-    pub records: u64,
-    /// Target size of each Avro record in bytes
-    #[arg(long, default_value_t = 300)]
-    pub record_size: usize,
-    /// Repetitions of each measurement (the best and the median are reported)
-    #[arg(long, default_value_t = 5)]
-    pub repeat: u32,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchReplayArgs {
-    #[command(flatten)]
-    pub load: BenchLoadArgs,
-    /// Where to archive for the archive and restore rows (skipped without S3 credentials)
-    #[command(flatten)]
-    pub s3: S3Args,
-    #[arg(long, env = "GUARDIAN_ARCHIVE_BUCKET", default_value = "guardian-archive")]
-    pub bucket: String,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchPrivacyArgs {
-    /// Budget-spend events per RDP workload
-    #[arg(long, default_value_t = 10_000)]
-    pub events: usize,
-    /// Budget-spend events per PLD workload
-    #[arg(long, default_value_t = 1_000)]
-    pub pld_events: usize,
-    /// Python with dp-accounting 0.6.0 installed (`tests/stack/stack.sh bench-tools` makes one)
-    #[arg(long, env = "GUARDIAN_DP_PYTHON")]
-    pub dp_python: String,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchKafkaArgs {
-    #[command(flatten)]
-    pub load: BenchLoadArgs,
-    /// Path to kcat
-    #[arg(long, default_value = "kcat")]
-    pub kcat: String,
 }

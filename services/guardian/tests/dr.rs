@@ -276,7 +276,7 @@ async fn failover_to_region_b_loses_nothing_mirrored_and_counts_nothing_twice() 
     let kill_after = 120;
     let pool = guardian_pg::connect(&url, 2).await.unwrap();
     let count_in = async |region: &str, topic: &str| {
-        guardian_federated::reader::read_range(&KafkaSettings::new(region, "dr-check"), "dr-check", &[topic], None)
+        guardian_kafka::reader::read_range(&KafkaSettings::new(region, "dr-check"), "dr-check", &[topic], None)
             .await
             .map(|v| v.len())
             .unwrap_or(0)
@@ -379,7 +379,7 @@ async fn failover_to_region_b_loses_nothing_mirrored_and_counts_nothing_twice() 
     // What region B holds: what A acknowledged and B does not hold is lost.
     let in_b: Vec<String> = {
         let codec = guardian_schemas::Codec::embedded();
-        guardian_federated::reader::read_range(&KafkaSettings::new(&b, "dr-check"), "dr-check", &[&spend_topic], None)
+        guardian_kafka::reader::read_range(&KafkaSettings::new(&b, "dr-check"), "dr-check", &[&spend_topic], None)
             .await
             .unwrap()
             .iter()
@@ -389,15 +389,11 @@ async fn failover_to_region_b_loses_nothing_mirrored_and_counts_nothing_twice() 
     let lost: Vec<usize> = (0..acked_in_a.len()).filter(|&k| !in_b.contains(&acked_in_a[k])).collect();
     assert!(lost.is_empty(), "acknowledged by region A, caught up, and still not in region B: {lost:?}");
 
-    let encounters_in_b = guardian_federated::reader::read_range(
-        &KafkaSettings::new(&b, "dr-check"),
-        "dr-check",
-        &[&encounter_topic],
-        None,
-    )
-    .await
-    .unwrap()
-    .len() as i64;
+    let encounters_in_b =
+        guardian_kafka::reader::read_range(&KafkaSettings::new(&b, "dr-check"), "dr-check", &[&encounter_topic], None)
+            .await
+            .unwrap()
+            .len() as i64;
 
     // The accountant, the rollups and the producers resume in region B.
     let mut acc_b = accountant(&stack, &prefix, &b, &url, &group);

@@ -226,7 +226,7 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
     let codec = Codec::embedded();
     let mut last: BTreeMap<String, KpiRollup> = BTreeMap::new();
     let mut outbox_ids = std::collections::BTreeSet::new();
-    for m in guardian_federated::reader::read_range(
+    for m in guardian_kafka::reader::read_range(
         &KafkaSettings::new(&stack.kafka_bootstrap, "it-kpi"),
         "it-kpi",
         &[&format!("{prefix}kpi.rollups")],

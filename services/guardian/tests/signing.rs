@@ -92,7 +92,7 @@ async fn forged_and_unsigned_encounters_are_dead_lettered_and_never_counted() {
     let dlq = format!("{prefix}guardian.deadletter");
     let codec = Codec::embedded();
     let letters: Vec<DeadLetter> = wait_for("five dead letters", Duration::from_secs(60), async || {
-        let records = guardian_federated::reader::read_range(
+        let records = guardian_kafka::reader::read_range(
             &KafkaSettings::new(&stack.kafka_bootstrap, "it-sig"),
             "it-sig",
             &[&dlq],

@@ -46,7 +46,7 @@ async fn burn_rates_and_budgets_follow_the_events() {
     assert!(guardian(&["topics", "apply"]).output().unwrap().status.success());
     let topic = format!("{prefix}slo.events");
     let producer = Producer::new(&KafkaSettings::new(&stack.kafka_bootstrap, "it-slo")).unwrap();
-    let now = guardian_federated::now_ms();
+    let now = guardian_runtime::now_ms();
     // Ten minutes, one observation of each objective a second: SOAP generation misses its
     // 5 s target once in ten, availability fails 3 times in 600; plus events of no
     // objective and one undecodable record.

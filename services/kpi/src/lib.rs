@@ -5,7 +5,8 @@
 
 pub mod dedup;
 pub mod store;
-pub mod window;
+
+pub use guardian_rollups::{readiness, window};
 
 use std::sync::Arc;
 
@@ -57,6 +58,19 @@ pub enum KpiError {
     Connect(#[from] PgConnectError),
 }
 
+/// The KPI tables a hospital's tenant role reads (its own rows only, by row-level
+/// security).
+pub const TENANT_TABLES: [&str; 2] = guardian_rollups::tables::TENANT_TABLES;
+
+/// Every table and view of the KPI service (the outbox, named by its topic, is created by
+/// [`run`]): rollups, deduplication, the hospital registry and the aggregate view.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
+    guardian_pg::apply_ddl(pool, store::DDL).await?;
+    guardian_pg::apply_ddl(pool, dedup::DDL).await?;
+    guardian_pg::apply_ddl(pool, readiness::REGISTRY_DDL).await?;
+    guardian_pg::apply_ddl(pool, store::AGGREGATE_VIEW_DDL).await
+}
+
 /// Runs until `shutdown`; returns the consumer's counts.
 pub async fn run(config: Config, pool: PgPool, shutdown: Shutdown) -> Result<guardian_pg::PgRunStats, KpiError> {
     store::migrate(&pool, &config.rollups_topic).await?;
@@ -102,5 +116,3 @@ pub async fn run(config: Config, pool: PgPool, shutdown: Shutdown) -> Result<gua
     tracing::info!(applied = stats.applied, dead_lettered = stats.dead_lettered, "kpi rollup stopped");
     Ok(stats)
 }
-pub mod dashboard;
-pub mod readiness;

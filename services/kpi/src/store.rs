@@ -23,89 +23,12 @@ use tokio::sync::Notify;
 
 use crate::dedup;
 pub use crate::dedup::Seen;
-use crate::window::{self, Acc, SIZES};
+use guardian_rollups::window::{self, Acc, SIZES};
 
-pub const DDL: &str = "
-CREATE TABLE IF NOT EXISTS kpi_rollups (
-    hospital_id       text   NOT NULL,
-    window_size       text   NOT NULL,
-    window_start_ms   bigint NOT NULL,
-    encounters        bigint NOT NULL,
-    soap_expected     bigint NOT NULL,
-    soap_completed    bigint NOT NULL,
-    ratings           bigint NOT NULL,
-    rating_sum        bigint NOT NULL,
-    slo_good          bigint NOT NULL,
-    slo_total         bigint NOT NULL,
-    late_corrections  bigint NOT NULL,
-    generation_sketch bytea  NOT NULL,
-    generation_p50    float8,
-    generation_p95    float8,
-    generation_p99    float8,
-    updated_at        timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (hospital_id, window_size, window_start_ms)
-);
-CREATE TABLE IF NOT EXISTS kpi_watermarks (
-    hospital_id text PRIMARY KEY,
-    newest_ms   bigint NOT NULL
-);";
-
-/// What the aggregate role may read (see `guardian_pg::tenancy`): daily KPIs per region
-/// across hospitals, only for groups of at least 3 hospitals (k-anonymity), never a
-/// hospital's own row. The view runs with its owner's rights, so row-level security on
-/// the tables does not hide the other hospitals' rows from the sums.
-pub const AGGREGATE_VIEW: &str = "kpi_aggregate_daily";
-pub const AGGREGATE_VIEW_DDL: &str = "
-CREATE OR REPLACE VIEW kpi_aggregate_daily WITH (security_barrier) AS
-SELECT h.region,
-       r.window_start_ms                                               AS day_start_ms,
-       count(DISTINCT r.hospital_id)                                   AS hospitals,
-       sum(r.encounters)::bigint                                       AS encounters,
-       sum(r.soap_completed)::float8 / NULLIF(sum(r.soap_expected), 0) AS soap_completeness,
-       sum(r.rating_sum)::float8 / NULLIF(sum(r.ratings), 0)           AS satisfaction,
-       sum(r.slo_good)::float8 / NULLIF(sum(r.slo_total), 0)           AS uptime
-  FROM kpi_rollups r JOIN kpi_hospitals h USING (hospital_id)
- WHERE r.window_size = 'DAY'
- GROUP BY h.region, r.window_start_ms
-HAVING count(DISTINCT r.hospital_id) >= 3";
+use guardian_rollups::tables::{ACC_COLUMNS, acc_from_row};
+pub use guardian_rollups::tables::{AGGREGATE_VIEW, AGGREGATE_VIEW_DDL, DDL, day_windows};
 
 pub const OUTBOX_TABLE: &str = "kpi_outbox";
-
-/// The columns of a stored window that [`acc_from_row`] reads, in its order.
-const ACC_COLUMNS: &str = "encounters, soap_expected, soap_completed, ratings, rating_sum, slo_good, slo_total, late_corrections, generation_sketch";
-
-/// A stored window read back from [`ACC_COLUMNS`] starting at column `first`.
-fn acc_from_row(r: &PgRow, first: usize) -> Acc {
-    let sketch: Vec<u8> = r.get(first + 8);
-    Acc {
-        encounters: r.get(first),
-        soap_expected: r.get(first + 1),
-        soap_completed: r.get(first + 2),
-        ratings: r.get(first + 3),
-        rating_sum: r.get(first + 4),
-        slo_good: r.get(first + 5),
-        slo_total: r.get(first + 6),
-        late_corrections: r.get(first + 7),
-        generation: window::decode_sketch(&sketch).unwrap_or_else(window::new_sketch),
-    }
-}
-
-/// Each hospital's DAY windows of [from_ms, to_ms) merged into one (sketches included).
-pub async fn day_windows(pool: &PgPool, from_ms: i64, to_ms: i64) -> Result<BTreeMap<String, Acc>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
-        "SELECT hospital_id, {ACC_COLUMNS} FROM kpi_rollups
-         WHERE window_size = 'DAY' AND window_start_ms >= $1 AND window_start_ms < $2"
-    ))
-    .bind(from_ms)
-    .bind(to_ms)
-    .fetch_all(pool)
-    .await?;
-    let mut merged: BTreeMap<String, Acc> = BTreeMap::new();
-    for r in &rows {
-        merged.entry(r.get(0)).or_default().merge(&acc_from_row(r, 1));
-    }
-    Ok(merged)
-}
 
 pub fn outbox(rollups_topic: &str) -> Outbox {
     Outbox { table: OUTBOX_TABLE, routes: vec![("rollup", rollups_topic.to_string())] }
@@ -138,29 +61,7 @@ impl Item {
     }
 }
 
-pub fn validate(e: &Encounter) -> Result<(), String> {
-    if e.hospital_id.is_empty() || e.event_id.is_empty() {
-        return Err("event_id and hospital_id must not be empty".into());
-    }
-    if e.soap_sections_expected < 0
-        || e.soap_sections_completed < 0
-        || e.soap_sections_completed > e.soap_sections_expected
-    {
-        return Err(format!(
-            "SOAP sections completed {} of {} expected",
-            e.soap_sections_completed, e.soap_sections_expected
-        ));
-    }
-    if e.generation_ms < 0 {
-        return Err(format!("negative generation time {}", e.generation_ms));
-    }
-    if let Some(r) = e.physician_rating
-        && !(1..=5).contains(&r)
-    {
-        return Err(format!("physician rating {r} outside 1..5"));
-    }
-    Ok(())
-}
+pub use guardian_schemas::validate::encounter as validate;
 
 #[derive(Debug)]
 pub struct Rollups {

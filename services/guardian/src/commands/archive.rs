@@ -9,14 +9,8 @@ use guardian_archiver::restore::{self, RestoreRange};
 use guardian_kafka::Producer;
 use guardian_runtime::Shutdown;
 
-use crate::cli::{ArchiveArgs, RestoreArgs, S3Args};
+use crate::cli::{ArchiveArgs, RestoreArgs};
 use crate::common;
-
-pub fn archive_store(s3: &S3Args, bucket: &str) -> Result<guardian_objects::ObjectStore> {
-    let mut s3 = s3.clone();
-    s3.model_bucket = bucket.to_string();
-    super::fl::store(&s3)
-}
 
 pub async fn archive(args: ArchiveArgs) -> Result<ExitCode> {
     if args.segment_records == 0 {
@@ -36,7 +30,7 @@ pub async fn archive(args: ArchiveArgs) -> Result<ExitCode> {
         eprintln!("archiver: /metrics, /healthz and /readyz on http://{bound}");
         (shutdown, Some(readiness))
     };
-    let store = archive_store(&args.s3, &args.bucket)?;
+    let store = args.s3.store(&args.bucket)?;
     store.ensure_bucket().await?;
     let kafka = common::settings(&args.kafka, "guardian-archiver");
     let settings = ArchiveSettings { prefix: args.prefix.clone(), segment_records: args.segment_records };
@@ -86,7 +80,7 @@ pub async fn archive(args: ArchiveArgs) -> Result<ExitCode> {
 }
 
 pub async fn restore(args: RestoreArgs) -> Result<ExitCode> {
-    let store = archive_store(&args.s3, &args.bucket)?;
+    let store = args.s3.store(&args.bucket)?;
     let manifest = restore::manifest(&store, &args.prefix, &args.topic).await?;
     let range = RestoreRange { partition: args.partition, from_offset: args.from_offset, to_offset: args.to_offset };
     let segments = restore::plan(&manifest, &range);
@@ -104,7 +98,8 @@ pub async fn restore(args: RestoreArgs) -> Result<ExitCode> {
     }
     // Every archived partition must exist in the target topic.
     let kafka = common::settings(&args.kafka, "guardian-restore");
-    let marks = guardian_federated::reader::topic_watermarks(&kafka, "restore", &[&to_topic])
+    let marks = guardian_kafka::reader::topic_watermarks(&kafka, "restore", &[&to_topic])
+        .await
         .with_context(|| format!("target topic {to_topic}"))?;
     if let Some(s) = segments.iter().find(|s| !marks.contains_key(&(to_topic.clone(), s.partition))) {
         bail!("{to_topic} has no partition {} (create it with at least {} partitions)", s.partition, s.partition + 1);

@@ -29,9 +29,10 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use sqlx::Row;
 
-use super::simulate::{Synth, now_ms};
 use crate::cli::ChaosRunArgs;
 use crate::common;
+use guardian_runtime::now_ms;
+use guardian_schemas::synth::Synth;
 
 /// A supervised service process: restarted when it exits on its own (as an orchestrator
 /// would), its stderr appended to `log`.
@@ -191,7 +192,7 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
         dead_letters: catalogue.topic(TopicId::DeadLetter)?,
         kpi_group: format!("chaos-kpi-{tag}"),
         archive_prefix: format!("chaos-{tag}"),
-        archive: if exp.archiver { Some(super::archive::archive_store(&args.s3, ARCHIVE_BUCKET)?) } else { None },
+        archive: if exp.archiver { Some(args.s3.store(ARCHIVE_BUCKET)?) } else { None },
         accountant_group: format!("chaos-accountant-{tag}"),
         pool: guardian_pg::connect(&url, 2).await?,
         stack_script: args.stack_script.clone(),
@@ -684,7 +685,7 @@ async fn inject(
             Ok(format!("{} undecodable records into the encounter and spend topics", p.spec.records))
         }
         FaultKind::ReplayDuplicates => {
-            let records = guardian_federated::reader::read_range(
+            let records = guardian_kafka::reader::read_range(
                 &setup.kafka,
                 "chaos-replay",
                 &[&setup.encounters, &setup.spends],
@@ -746,7 +747,7 @@ async fn replay_check(
     let catalogue = common::kafka_catalogue(kafka)?;
     let topics = guardian_federated::FlTopics::from_catalogue(&catalogue)?;
     let registry = guardian_federated::registry::Registry::load(Path::new(registry))?;
-    let store = super::fl::store(&args.s3)?;
+    let store = args.s3.models()?;
     let settings = common::settings(kafka, "guardian-chaos-replay");
     let checks =
         guardian_federated::replay::replay_session(&settings, &topics, &store, &registry, &Codec::embedded(), session)
@@ -764,7 +765,7 @@ async fn archive_state(setup: &Setup) -> Result<Option<(bool, String)>> {
     let mut problems = Vec::new();
     let (mut segments, mut records) = (0usize, 0u64);
     for topic in [&setup.encounters, &setup.spends] {
-        let marks = guardian_federated::reader::topic_watermarks(&setup.kafka, "chaos-archive", &[topic])?;
+        let marks = guardian_kafka::reader::topic_watermarks(&setup.kafka, "chaos-archive", &[topic]).await?;
         let manifest = guardian_archiver::restore::manifest(store, &setup.archive_prefix, topic).await?;
         segments += manifest.segments.len();
         for ((_, p), (lo, hi)) in marks {
@@ -797,7 +798,7 @@ async fn lag(setup: &Setup) -> Result<i64> {
     let pool = &setup.pool;
     let mut total = 0;
     for (group, topic) in [(&setup.kpi_group, &setup.encounters), (&setup.accountant_group, &setup.spends)] {
-        let ends = guardian_federated::reader::topic_watermarks(&setup.kafka, "chaos-lag", &[topic])?;
+        let ends = guardian_kafka::reader::topic_watermarks(&setup.kafka, "chaos-lag", &[topic]).await?;
         let stored: BTreeMap<i32, i64> =
             sqlx::query("SELECT partition, next_offset FROM kafka_offsets WHERE group_id = $1 AND topic = $2")
                 .bind(group)
@@ -840,7 +841,7 @@ async fn check(setup: &Setup) -> Result<Checks> {
         let kafka = setup.kafka.clone();
         async move {
             let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-            guardian_federated::reader::read_range(&kafka, "chaos-check", &refs, None).await
+            guardian_kafka::reader::read_range(&kafka, "chaos-check", &refs, None).await
         }
     };
     let mut poison: BTreeSet<(String, i32, i64)> = BTreeSet::new();
@@ -849,7 +850,7 @@ async fn check(setup: &Setup) -> Result<Checks> {
     let mut records = 0usize;
     for m in read(vec![setup.encounters.clone()]).await? {
         match codec.decode::<Encounter>(&m.payload) {
-            Ok(e) if guardian_kpi::store::validate(&e).is_ok() => {
+            Ok(e) if guardian_schemas::validate::encounter(&e).is_ok() => {
                 records += 1;
                 by_hospital.entry(e.hospital_id.clone()).or_default().insert(e.event_id);
             }
@@ -888,7 +889,7 @@ async fn check(setup: &Setup) -> Result<Checks> {
     let mut spend_ids: BTreeSet<String> = BTreeSet::new();
     for m in read(vec![setup.spends.clone()]).await? {
         match codec.decode::<BudgetSpend>(&m.payload) {
-            Ok(s) if guardian_accountant::budget::validate(&s).is_ok() => {
+            Ok(s) if guardian_schemas::validate::spend(&s).is_ok() => {
                 spend_ids.insert(s.event_id);
             }
             _ => {

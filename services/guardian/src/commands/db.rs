@@ -9,7 +9,12 @@ use rand::RngCore;
 use crate::cli::{RoleCommand, RolePassword};
 
 /// Per-hospital tables a tenant role reads (its own rows only).
-const TENANT_TABLES: [&str; 4] = ["kpi_rollups", "kpi_hospitals", "privacy_ledger", "privacy_budgets"];
+const TENANT_TABLES: [&str; 4] = [
+    guardian_kpi::TENANT_TABLES[0],
+    guardian_kpi::TENANT_TABLES[1],
+    guardian_accountant::store::TENANT_TABLES[0],
+    guardian_accountant::store::TENANT_TABLES[1],
+];
 
 pub async fn migrate(url: &str) -> Result<ExitCode> {
     let pool = guardian_pg::connect(url, 2).await?;
@@ -28,10 +33,7 @@ pub async fn migrate_schema(pool: &sqlx::PgPool) -> Result<()> {
     let pool = pool.clone();
     guardian_pg::offsets::migrate(&pool).await?;
     guardian_accountant::store::migrate(&pool).await.context("privacy tables")?;
-    guardian_pg::apply_ddl(&pool, guardian_kpi::store::DDL).await.context("KPI tables")?;
-    guardian_pg::apply_ddl(&pool, guardian_kpi::dedup::DDL).await.context("KPI deduplication tables")?;
-    guardian_pg::apply_ddl(&pool, guardian_kpi::readiness::REGISTRY_DDL).await.context("hospital registry")?;
-    guardian_pg::apply_ddl(&pool, guardian_kpi::store::AGGREGATE_VIEW_DDL).await.context("aggregate view")?;
+    guardian_kpi::migrate(&pool).await.context("KPI tables")?;
     tenancy::apply(&pool, &TENANT_TABLES, &[guardian_kpi::store::AGGREGATE_VIEW])
         .await
         .context("row-level security")?;
@@ -77,7 +79,7 @@ pub async fn role(cmd: RoleCommand) -> Result<ExitCode> {
             rand::rng().fill_bytes(&mut bytes);
             let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             println!("token (shown once): {token}");
-            println!("tokens file line:   \"{}\" = \"{role}\"", token_digest(&token));
+            println!("tokens file line:   \"{}\" = \"{role}\"", guardian_dashboard::tokens::digest(&token));
         }
         RoleCommand::Aggregate { role, password: p } => {
             let (pw, generated) = password(&p)?;
@@ -108,19 +110,9 @@ pub async fn role(cmd: RoleCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What a tokens file keeps of a token: its SHA-256, in hex.
-pub fn token_digest(token: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(token.trim().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Roles need the tables and policies in place.
 async fn migrate_first(pool: &sqlx::PgPool) -> Result<()> {
-    let ready: bool = sqlx::query_scalar("SELECT to_regclass('tenant_roles') IS NOT NULL")
-        .fetch_one(pool)
-        .await
-        .context("database")?;
-    if !ready {
+    if !tenancy::ready(pool).await.context("database")? {
         bail!("the schema has no tenant_roles table: run `guardian db migrate` first");
     }
     Ok(())

@@ -12,9 +12,10 @@ use guardian_runtime::Shutdown;
 use guardian_schemas::records::{Encounter, EncounterType};
 use guardian_topics::TopicId;
 
-use super::simulate::{Synth, now_ms};
 use crate::cli::EncountersArgs;
 use crate::common;
+use guardian_runtime::now_ms;
+use guardian_schemas::synth::Synth;
 
 /// One CSV line into an encounter, by the header's column names.
 fn from_csv(header: &[&str], line: &str) -> Result<Encounter, String> {
@@ -78,7 +79,7 @@ pub fn read_file(path: &std::path::Path) -> Result<(Vec<Encounter>, Refused)> {
         } else {
             serde_json::from_str::<Encounter>(line).map_err(|e| e.to_string())
         };
-        match parsed.and_then(|e| guardian_kpi::store::validate(&e).map(|_| e)) {
+        match parsed.and_then(|e| guardian_schemas::validate::encounter(&e).map(|_| e)) {
             Ok(e) => good.push(e),
             Err(why) => bad.push((n, why)),
         }

@@ -8,14 +8,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use guardian_federated::agent::{Agent, Fault, UpdateSource};
 use guardian_federated::coordinator::{Coordinator, RoundOutcome, SessionPlan};
-use guardian_federated::reader::read_range;
 use guardian_federated::registry::{self, Registry};
 use guardian_federated::replay::replay_session;
 use guardian_federated::{FlTopics, wire};
 use guardian_fl::demo::DemoFederation;
 use guardian_kafka::Producer;
 use guardian_kafka::dlq::DeadLetterSink;
-use guardian_objects::{ObjectStore, S3Settings};
+use guardian_kafka::reader::read_range;
 use guardian_runtime::Shutdown;
 use guardian_schemas::records::{DpUnit, ModelVersion, RoundControl, RoundControlKind};
 
@@ -24,21 +23,6 @@ use crate::common;
 
 /// Parameters of the shipped demo model (30 features + bias).
 const DEMO_PARAMETERS: usize = 31;
-
-pub fn store(s3: &S3Args) -> Result<ObjectStore> {
-    let (Some(access_key), Some(secret_key)) = (&s3.s3_access_key, &s3.s3_secret_key) else {
-        bail!(
-            "S3 credentials are missing: set --s3-access-key and --s3-secret-key (or GUARDIAN_S3_ACCESS_KEY / GUARDIAN_S3_SECRET_KEY)"
-        );
-    };
-    Ok(ObjectStore::new(&S3Settings {
-        endpoint: s3.s3_endpoint.clone(),
-        region: s3.s3_region.clone(),
-        access_key: access_key.clone(),
-        secret_key: secret_key.clone(),
-        bucket: s3.model_bucket.clone(),
-    }))
-}
 
 async fn topics(kafka: &KafkaArgs) -> Result<FlTopics> {
     let catalogue = common::kafka_catalogue(kafka)?;
@@ -87,7 +71,7 @@ pub async fn run(cmd: FlCommand) -> Result<ExitCode> {
                     .with_context(|| format!("session {session} has no version {n}"))?,
                 None => list.last().context("no versions")?,
             };
-            let bytes = store(&s3)?.get_verified(&v.object_uri, &v.sha256).await?;
+            let bytes = s3.models()?.get_verified(&v.object_uri, &v.sha256).await?;
             guardian_fl::npy::read(&bytes).context("the stored model is not a .npy file")?;
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             println!(
@@ -104,7 +88,7 @@ pub async fn run(cmd: FlCommand) -> Result<ExitCode> {
             let registry = Registry::load(&registry)?;
             let settings = common::settings(&kafka, "guardian-fl-replay");
             let codec = guardian_schemas::Codec::embedded();
-            let checks = replay_session(&settings, &t, &store(&s3)?, &registry, &codec, &session).await?;
+            let checks = replay_session(&settings, &t, &s3.models()?, &registry, &codec, &session).await?;
             println!("| round | version | published sha256 | replayed sha256 | match |");
             println!("|---:|---:|---|---|:---:|");
             for c in &checks {
@@ -184,7 +168,7 @@ fn plan(args: &FlStartArgs, registry: Option<&Registry>) -> Result<(SessionPlan,
         .then(|| DemoFederation::new(n as usize).ok().map(|d| d.test))
         .flatten();
     let plan = SessionPlan {
-        session: args.session.clone().unwrap_or_else(|| format!("s-{}", guardian_federated::now_ms() / 1000)),
+        session: args.session.clone().unwrap_or_else(|| format!("s-{}", guardian_runtime::now_ms() / 1000)),
         hospitals: hospitals.clone(),
         rounds: args.rounds,
         threshold,
@@ -264,7 +248,7 @@ async fn start(args: FlStartArgs) -> Result<ExitCode> {
         kafka,
         topics: t,
         producer,
-        store: store(&args.s3)?,
+        store: args.s3.models()?,
         identity,
         registry,
     };
@@ -333,7 +317,7 @@ async fn agent(args: FlAgentArgs) -> Result<ExitCode> {
         producer: Producer::new(&kafka)?,
         kafka,
         topics: t,
-        store: store(&args.s3)?,
+        store: args.s3.models()?,
         identity,
         registry,
         source,
@@ -457,7 +441,7 @@ pub async fn demo_session(kafka: KafkaArgs, s3: S3Args, rounds: u32, shutdown: S
     };
     // Fresh hospital ids per run: privacy budgets are per hospital and never reset, so a
     // second demo with the same ids would (rightly) be refused.
-    let run = guardian_federated::now_ms() / 1000 % 100_000;
+    let run = guardian_runtime::now_ms() / 1000 % 100_000;
     let hospitals: Vec<String> = (101..=105).map(|i| format!("h{i}-{run:05}")).collect();
     let aggregator = key()?;
     let identities: Vec<SigningKey> = hospitals.iter().map(|_| key()).collect::<Result<_>>()?;
@@ -476,7 +460,7 @@ pub async fn demo_session(kafka: KafkaArgs, s3: S3Args, rounds: u32, shutdown: S
             producer: Producer::new(&settings)?,
             kafka: settings,
             topics: t.clone(),
-            store: store(&s3)?,
+            store: s3.models()?,
             identity: id,
             registry: registry.clone(),
             source: UpdateSource::Data(shard),
@@ -500,7 +484,7 @@ pub async fn demo_session(kafka: KafkaArgs, s3: S3Args, rounds: u32, shutdown: S
         producer: Producer::new(&kafka_settings)?,
         kafka: kafka_settings.clone(),
         topics: t.clone(),
-        store: store(&s3)?,
+        store: s3.models()?,
         identity: aggregator,
         registry: registry.clone(),
     };
@@ -509,7 +493,7 @@ pub async fn demo_session(kafka: KafkaArgs, s3: S3Args, rounds: u32, shutdown: S
         s3: s3.clone(),
         identity: None,
         registry: None,
-        session: Some(format!("demo-{}", guardian_federated::now_ms() / 1000)),
+        session: Some(format!("demo-{}", guardian_runtime::now_ms() / 1000)),
         hospitals: hospitals.clone(),
         rounds,
         epsilon: 2.0,
@@ -549,7 +533,7 @@ pub async fn demo_session(kafka: KafkaArgs, s3: S3Args, rounds: u32, shutdown: S
         }
     }
     let checks =
-        replay_session(&kafka_settings, &t, &store(&s3)?, &registry, coordinator.producer.codec(), &plan.session)
+        replay_session(&kafka_settings, &t, &s3.models()?, &registry, coordinator.producer.codec(), &plan.session)
             .await?;
     let same = checks.iter().filter(|c| c.matches()).count();
     println!(

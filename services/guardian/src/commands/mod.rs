@@ -4,27 +4,19 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::cli::{AgentCommand, BenchCommand, ChaosCommand, Cli, Command, DbCommand, PrivacyCommand};
+use crate::cli::{AgentCommand, ChaosCommand, Cli, Command, DbCommand, PrivacyCommand};
 
 mod accountant;
 mod archive;
 mod audit;
-mod bench;
-mod bench_kpi;
-mod bench_latency;
-mod bench_privacy;
-mod bench_replay;
-mod bench_secagg;
 mod chaos;
 mod chaos_proxy;
 mod db;
 mod demo;
-mod dr;
 mod encounters;
 mod fl;
 mod kpi;
 mod privacy;
-mod replay;
 pub mod simulate;
 mod tail;
 mod topics;
@@ -46,7 +38,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Db(DbCommand::Role(cmd)) => db::role(cmd).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Accountant(args) => accountant::run(args).await,
-        Command::Replay(cmd) => replay::run(cmd).await,
+        Command::Replay(cmd) => Ok(guardian_dr::replay::run(cmd).await?),
         Command::Privacy(PrivacyCommand::Audit(args)) => audit::run(args).await,
         Command::Privacy(cmd) => privacy::run(cmd),
         Command::Fl(cmd) => fl::run(cmd).await,
@@ -55,14 +47,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Slo(args) => kpi::slo(args).await,
         Command::Dashboard(args) => kpi::dashboard(args).await,
         Command::Pilot(cmd) => kpi::pilot(cmd).await,
-        Command::Dr(cmd) => dr::run(cmd).await,
+        Command::Dr(cmd) => Ok(guardian_dr::failover::run(cmd).await?),
         Command::Restore(args) => archive::restore(args).await,
-        Command::Bench(BenchCommand::Kafka(args)) => bench::kafka(args).await,
-        Command::Bench(BenchCommand::Privacy(args)) => bench_privacy::run(args),
-        Command::Bench(BenchCommand::Replay(args)) => bench_replay::run(args).await,
-        Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(args),
-        Command::Bench(BenchCommand::Kpi(args)) => bench_kpi::run(args).await,
-        Command::Bench(BenchCommand::Latency(args)) => bench_latency::run(args).await,
         Command::Chaos(ChaosCommand::Run(args)) => chaos::run(args).await,
     }
 }

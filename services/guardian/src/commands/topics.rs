@@ -12,7 +12,7 @@ use crate::common;
 pub async fn run(cmd: TopicsCommand) -> Result<ExitCode> {
     match cmd {
         TopicsCommand::List { topics_dir, topic_prefix } => {
-            let catalogue = common::catalogue(topics_dir.as_deref(), &topic_prefix)?;
+            let catalogue = guardian_kafka::connect::catalogue(topics_dir.as_deref(), &topic_prefix)?;
             let mut out = std::io::stdout().lock();
             writeln!(out, "{:<34} {:<18} {:>5} {:>3}  {:<8} VALUE SCHEMA", "TOPIC", "ROLE", "PARTS", "RF", "CLEANUP")?;
             for spec in catalogue.specs() {
@@ -36,7 +36,7 @@ pub async fn run(cmd: TopicsCommand) -> Result<ExitCode> {
             {
                 anyhow::bail!("invalid hospital id {bad:?}: letters, digits, '-' and '_' only");
             }
-            let catalogue = common::catalogue(topics_dir.as_deref(), &topic_prefix)?;
+            let catalogue = guardian_kafka::connect::catalogue(topics_dir.as_deref(), &topic_prefix)?;
             let rules = access::bindings(catalogue.specs().map(|s| (catalogue.name_of(s), &s.access)), &hospitals);
             let mut out = std::io::stdout().lock();
             if json {

@@ -23,18 +23,21 @@
 
 pub mod admin;
 pub mod config;
+pub mod connect;
 pub mod consumer;
 pub mod context;
 pub mod dlq;
 pub mod error;
 pub mod metrics;
 pub mod producer;
+pub mod reader;
 pub mod retry;
 pub mod signing;
 pub mod trace;
 pub mod txn;
 
 pub use config::KafkaSettings;
+pub use connect::KafkaArgs;
 pub use consumer::{AtLeastOnceConsumer, BatchPolicy, RecordHandler};
 pub use context::GuardianContext;
 pub use error::{KafkaClientError, ProcessError};

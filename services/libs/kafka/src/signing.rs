@@ -108,6 +108,18 @@ impl Signers {
         Ok(Signers { keys })
     }
 
+    /// The registry at `path`, when one is given; a registry without keys is an error
+    /// (every record would be dead-lettered).
+    pub fn load_optional(path: Option<&Path>) -> Result<Option<Self>, String> {
+        let Some(path) = path else { return Ok(None) };
+        let signers = Signers::load(path)?;
+        if signers.is_empty() {
+            return Err(format!("{}: no hospital keys: every record would be dead-lettered", path.display()));
+        }
+        tracing::info!(hospitals = signers.len(), registry = %path.display(), "records must be signed by their hospital");
+        Ok(Some(signers))
+    }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }

@@ -15,6 +15,10 @@ pub enum ObjectError {
     Checksum { key: String, expected: String, actual: String },
     #[error("'{0}' is not an s3://bucket/key URI")]
     BadUri(String),
+    #[error(
+        "S3 credentials are missing: set --s3-access-key and --s3-secret-key (or GUARDIAN_S3_ACCESS_KEY / GUARDIAN_S3_SECRET_KEY)"
+    )]
+    NoCredentials,
     #[error("object {uri} is in bucket {bucket}, this store is bucket {ours}")]
     OtherBucket { uri: String, bucket: String, ours: String },
 }
@@ -40,6 +44,60 @@ pub struct S3Settings {
     pub access_key: String,
     pub secret_key: String,
     pub bucket: String,
+}
+
+/// Where model weights (and archives) live: the flags every command that touches S3
+/// shares, also a section of service config files.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Args {
+    /// S3-compatible endpoint (unset: AWS S3 of --s3-region)
+    #[arg(long, env = "GUARDIAN_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "GUARDIAN_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// S3 access key id (static credentials)
+    #[arg(long, env = "GUARDIAN_S3_ACCESS_KEY", hide_env_values = true)]
+    pub s3_access_key: Option<String>,
+    /// S3 secret access key
+    #[arg(long, env = "GUARDIAN_S3_SECRET_KEY", hide_env_values = true)]
+    pub s3_secret_key: Option<String>,
+    /// Bucket of the model versions
+    #[arg(long, env = "GUARDIAN_MODEL_BUCKET", default_value = "guardian-models")]
+    pub model_bucket: String,
+}
+
+impl Default for S3Args {
+    fn default() -> Self {
+        S3Args {
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key: None,
+            s3_secret_key: None,
+            model_bucket: "guardian-models".into(),
+        }
+    }
+}
+
+impl S3Args {
+    /// The store of the model versions.
+    pub fn models(&self) -> Result<ObjectStore, ObjectError> {
+        self.store(&self.model_bucket)
+    }
+
+    /// A store on `bucket` with these credentials.
+    pub fn store(&self, bucket: &str) -> Result<ObjectStore, ObjectError> {
+        let (Some(access_key), Some(secret_key)) = (&self.s3_access_key, &self.s3_secret_key) else {
+            return Err(ObjectError::NoCredentials);
+        };
+        Ok(ObjectStore::new(&S3Settings {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            access_key: access_key.clone(),
+            secret_key: secret_key.clone(),
+            bucket: bucket.to_string(),
+        }))
+    }
 }
 
 /// A stored object: its URI, key and hex SHA-256.

@@ -82,6 +82,11 @@ async fn ensure_groups(pool: &PgPool) -> Result<(), TenancyError> {
     Ok(())
 }
 
+/// Whether the tenancy tables exist (`guardian db migrate` ran).
+pub async fn ready(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT to_regclass('tenant_roles') IS NOT NULL").fetch_one(pool).await
+}
+
 /// Scopes each of `tables` (each with a `hospital_id` column) to the tenant's hospital,
 /// and grants `views` (aggregates) to the aggregate role. Idempotent.
 pub async fn apply(pool: &PgPool, tables: &[&str], views: &[&str]) -> Result<(), TenancyError> {

@@ -90,3 +90,39 @@ pub async fn serve(addr: SocketAddr, router: Router, shutdown: Shutdown) -> std:
     });
     Ok(bound)
 }
+
+/// A service process's ops endpoint, started: where it listens and the readiness flag
+/// the service sets once it has what it needs.
+#[derive(Debug, Clone)]
+pub struct Ops {
+    pub readiness: Readiness,
+    pub bound: SocketAddr,
+}
+
+/// The plumbing every service starts with: `/metrics`, `/healthz` and `/readyz` (plus
+/// `extra` routes) on `listen` until `shutdown`.
+pub async fn serve_ops(listen: SocketAddr, extra: Option<Router>, shutdown: &Shutdown) -> Result<Ops, crate::Error> {
+    let readiness = Readiness::default();
+    let mut router = ops_router(install_metrics(), readiness.clone());
+    if let Some(extra) = extra {
+        router = router.merge(extra);
+    }
+    let bound =
+        serve(listen, router, shutdown.clone()).await.map_err(|error| crate::Error::Listen { addr: listen, error })?;
+    Ok(Ops { readiness, bound })
+}
+
+/// A plain HTTP/1.1 GET on loopback (probes, benchmarks, supervisors): the status and the
+/// body, or `None` when the server cannot be reached or answers nothing readable within
+/// 2 s.
+pub fn get_blocking(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, std::time::Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    Some((status, body))
+}

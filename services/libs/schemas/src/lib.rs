@@ -21,6 +21,8 @@ pub mod codec;
 pub mod compat;
 pub mod records;
 pub mod registry;
+pub mod synth;
+pub mod validate;
 
 pub use codec::{Codec, WireFormat};
 pub use records::Record;

@@ -49,7 +49,7 @@ impl Access {
 /// The Kafka principal of a service or hospital.
 pub fn principal(kind: &str, hospital: Option<&str>) -> String {
     match hospital {
-        Some(h) => format!("hospital-{h}"),
+        Some(h) => crate::service::hospital_principal(h),
         None => format!("svc-{kind}"),
     }
 }

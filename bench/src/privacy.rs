@@ -39,7 +39,7 @@ fn ours(events: impl Iterator<Item = (f64, f64)>) -> Result<(f64, f64)> {
     Ok((started.elapsed().as_secs_f64(), eps))
 }
 
-pub fn run(args: crate::cli::BenchPrivacyArgs) -> Result<ExitCode> {
+pub fn run(args: crate::BenchPrivacyArgs) -> Result<ExitCode> {
     if args.events == 0 || args.pld_events == 0 {
         bail!("--events and --pld-events must be at least 1");
     }

@@ -11,17 +11,18 @@ use anyhow::{Result, bail};
 use guardian_kafka::Producer;
 use guardian_schemas::Codec;
 
-use super::bench::{consume_raw, fresh_topic, record};
-use super::replay;
-use crate::cli::{BenchReplayArgs, RangeArgs};
-use crate::common;
+use crate::kafka::{consume_raw, fresh_topic, record};
+use guardian_dr::RangeArgs;
+use guardian_dr::replay;
+
+use crate::BenchReplayArgs;
 
 pub async fn run(args: BenchReplayArgs) -> Result<ExitCode> {
     let store = match (&args.s3.s3_access_key, &args.s3.s3_secret_key) {
         (Some(_), Some(_)) => {
             let mut s3 = args.s3.clone();
             s3.model_bucket = args.bucket.clone();
-            let store = super::fl::store(&s3)?;
+            let store = s3.models()?;
             store.ensure_bucket().await?;
             Some(store)
         }
@@ -34,8 +35,8 @@ pub async fn run(args: BenchReplayArgs) -> Result<ExitCode> {
     if args.records == 0 || args.repeat == 0 {
         bail!("--records and --repeat must be at least 1");
     }
-    let settings = common::settings(&args.kafka, "guardian-bench-replay");
-    let admin = common::admin(&args.kafka).await?;
+    let settings = args.kafka.settings(&crate::client("replay"));
+    let admin = args.kafka.admin(&crate::client("admin")).await?;
     let source = fresh_topic(&admin, "replay-source").await?;
     let records: Vec<_> = (0..args.records).map(|i| record(i, args.record_size)).collect();
     let bytes: u64 = records.iter().map(|r| Codec::embedded().encode(r).map(|b| b.len() as u64).unwrap_or(0)).sum();

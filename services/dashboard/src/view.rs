@@ -1,102 +1,16 @@
-//! Cross-hospital aggregates for the dashboard, built only from the rollups (never from
-//! encounter records) and grouped by a registry attribute; a group of fewer than k
-//! hospitals is suppressed, its numbers never leave the database.
+//! What the dashboard shows, as data and as HTML: cross-hospital aggregates (read from
+//! the rollups by `guardian_rollups::tables`, never from encounter records; a group of
+//! fewer than k hospitals is suppressed), the hospital comparison and daily trend, the
+//! privacy budgets followed from `privacy.status`, the federated sessions followed from
+//! `fl.models` and `fl.rounds`, and the SLO status. Pure: no I/O here.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use guardian_schemas::records::{ModelVersion, RoundControl, RoundControlKind};
+use guardian_rollups::readiness::Readiness;
+use guardian_rollups::tables::{DayTotal, GROUPINGS, Group};
+use guardian_runtime::time::day_label;
+use guardian_schemas::records::{BudgetLevel, BudgetScope, BudgetStatus, ModelVersion, RoundControl, RoundControlKind};
 use serde::Serialize;
-use sqlx::{PgPool, Row};
-
-use crate::window::Acc;
-
-/// The registry attributes the dashboard groups by.
-pub const GROUPINGS: [&str; 4] = ["region", "ehr_vendor", "tier", "phase"];
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Group {
-    pub key: String,
-    pub hospitals: usize,
-    /// False when the group has fewer than k hospitals: every figure below is None.
-    pub shown: bool,
-    pub encounters: Option<i64>,
-    pub completeness: Option<f64>,
-    pub generation_p95_ms: Option<f64>,
-    pub satisfaction: Option<f64>,
-    pub uptime: Option<f64>,
-}
-
-/// Aggregates of the DAY windows in [from_ms, to_ms) by `by` (one of [`GROUPINGS`]).
-pub async fn aggregates(
-    pool: &PgPool,
-    by: &str,
-    k: usize,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<Vec<Group>, sqlx::Error> {
-    let column = GROUPINGS.iter().find(|g| **g == by).copied().unwrap_or("region");
-    let attribute: BTreeMap<String, String> = sqlx::query(&format!("SELECT hospital_id, {column} FROM kpi_hospitals"))
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let mut groups: BTreeMap<String, (usize, Acc)> = BTreeMap::new();
-    for (hospital, acc) in crate::store::day_windows(pool, from_ms, to_ms).await? {
-        // Hospitals missing from the registry belong to no group.
-        if let Some(key) = attribute.get(&hospital) {
-            let g = groups.entry(key.clone()).or_default();
-            g.0 += 1;
-            g.1.merge(&acc);
-        }
-    }
-    let ratio = |a: i64, b: i64| (b > 0).then(|| a as f64 / b as f64);
-    Ok(groups
-        .into_iter()
-        .map(|(key, (hospitals, acc))| {
-            let shown = hospitals >= k;
-            Group {
-                key,
-                hospitals,
-                shown,
-                encounters: shown.then_some(acc.encounters),
-                completeness: ratio(acc.soap_completed, acc.soap_expected).filter(|_| shown),
-                generation_p95_ms: (shown && !acc.generation.is_empty())
-                    .then(|| acc.generation.value_at_quantile(0.95) as f64),
-                satisfaction: ratio(acc.rating_sum, acc.ratings).filter(|_| shown),
-                uptime: ratio(acc.slo_good, acc.slo_total).filter(|_| shown),
-            }
-        })
-        .collect())
-}
-
-/// All hospitals' totals of one day; only days on which at least k hospitals reported.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DayTotal {
-    pub day_start_ms: i64,
-    pub hospitals: i64,
-    pub encounters: i64,
-    pub completeness: Option<f64>,
-}
-
-/// The daily trend across hospitals in [from_ms, to_ms), k-anonymous like the groups.
-pub async fn trend(pool: &PgPool, k: usize, from_ms: i64, to_ms: i64) -> Result<Vec<DayTotal>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT window_start_ms, count(DISTINCT hospital_id)::bigint, sum(encounters)::bigint,
-                sum(soap_completed)::float8 / NULLIF(sum(soap_expected), 0)
-           FROM kpi_rollups WHERE window_size = 'DAY' AND window_start_ms >= $1 AND window_start_ms < $2
-          GROUP BY window_start_ms HAVING count(DISTINCT hospital_id) >= $3 ORDER BY window_start_ms",
-    )
-    .bind(from_ms)
-    .bind(to_ms)
-    .bind(k as i64)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| DayTotal { day_start_ms: r.get(0), hospitals: r.get(1), encounters: r.get(2), completeness: r.get(3) })
-        .collect())
-}
 
 /// One privacy budget as the accountant keeps it (the same state it publishes on the
 /// budget status topic).
@@ -110,33 +24,46 @@ pub struct BudgetRow {
     pub events: i64,
 }
 
-/// Every budget, the global one first; empty when the accountant has not run here.
-pub async fn budgets(pool: &PgPool) -> Result<Vec<BudgetRow>, sqlx::Error> {
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('privacy_budgets') IS NOT NULL").fetch_one(pool).await?;
-    if !exists {
-        return Ok(Vec::new());
+/// The budgets as the accountant last published them on `privacy.status` (a compacted
+/// topic: the newest status per scope wins), followed by the dashboard.
+#[derive(Debug, Default, Clone)]
+pub struct BudgetsView {
+    /// None: the global budget (sorts first).
+    rows: BTreeMap<Option<String>, BudgetRow>,
+}
+
+impl BudgetsView {
+    pub fn status(&mut self, s: &BudgetStatus) {
+        let hospital = match s.scope {
+            BudgetScope::Global => None,
+            BudgetScope::Hospital => s.hospital_id.clone(),
+        };
+        let level = match s.level {
+            BudgetLevel::Normal => "NORMAL",
+            BudgetLevel::Warning => "WARNING",
+            BudgetLevel::High => "HIGH",
+            BudgetLevel::Critical => "CRITICAL",
+            BudgetLevel::Exhausted => "EXHAUSTED",
+        };
+        let row = BudgetRow {
+            hospital: hospital.clone(),
+            epsilon_spent: s.epsilon_spent,
+            level: level.into(),
+            rounds_left: s.rounds_left,
+            events: s.events,
+        };
+        self.rows.insert(hospital, row);
     }
-    let rows = sqlx::query(
-        "SELECT hospital_id, epsilon_spent, level, rounds_left, events FROM privacy_budgets
-          ORDER BY hospital_id NULLS FIRST",
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| BudgetRow {
-            hospital: r.get(0),
-            epsilon_spent: r.get(1),
-            level: r.get(2),
-            rounds_left: r.get(3),
-            events: r.get(4),
-        })
-        .collect())
+
+    /// Every budget, the global one first; empty before the accountant published any.
+    pub fn rows(&self) -> Vec<BudgetRow> {
+        self.rows.values().cloned().collect()
+    }
 }
 
 /// The sections below the grouped aggregates: hospital comparison against the pilot
 /// targets, the daily trend, and the privacy budgets.
-pub fn overview_html(comparison: &[crate::readiness::Readiness], trend: &[DayTotal], budgets: &[BudgetRow]) -> String {
+pub fn overview_html(comparison: &[Readiness], trend: &[DayTotal], budgets: &[BudgetRow]) -> String {
     let pct = |v: Option<f64>| v.map_or("—".into(), |v| format!("{:.2} %", v * 100.0));
     let mut out = String::from(
         "<h2>Hospital comparison</h2><p>Each hospital's day rollups over the period against the pilot targets \
@@ -259,7 +186,7 @@ impl FlView {
 }
 
 /// Federated sessions (a chart of accuracy per version each) and the SLO status.
-pub fn operations_html(sessions: &[FlSession], slos: &[guardian_slo::SloStatus]) -> String {
+pub fn operations_html(sessions: &[FlSession], slos: &[guardian_burnrate::SloStatus]) -> String {
     let mut out = String::from("<h2>Federated learning</h2>");
     if sessions.is_empty() {
         out.push_str("<p>No federated sessions on the model topics yet.</p>");
@@ -319,20 +246,6 @@ pub fn operations_html(sessions: &[FlSession], slos: &[guardian_slo::SloStatus])
 }
 
 /// YYYY-MM-DD of a UTC day start.
-fn day_label(ms: i64) -> String {
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = ms.div_euclid(86_400_000) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 pub fn csv(groups: &[Group]) -> String {
     let mut out = String::from("group,hospitals,shown,encounters,completeness,generation_p95_ms,satisfaction,uptime\n");
     let f = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
@@ -430,15 +343,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn day_labels_are_utc_dates() {
-        assert_eq!(day_label(0), "1970-01-01");
-        assert_eq!(day_label(1_764_115_200_000), "2025-11-26");
-        assert_eq!(day_label(951_782_400_000), "2000-02-29");
-    }
-
-    #[test]
     fn the_overview_shows_every_hospital_the_trend_and_the_budgets() {
-        let r = crate::readiness::Readiness {
+        let r = Readiness {
             hospital_id: "h001".into(),
             phase: Some("cutover".into()),
             encounters: 12,
@@ -455,6 +361,29 @@ mod tests {
         assert!(html.contains("id=\"trend\"") && html.contains("2025-11-26") && html.contains("40 (3 hospitals)"));
         assert!(html.contains("<td>global</td><td>1.500</td><td>HIGH</td><td>3</td><td>9</td>"));
         assert!(overview_html(&[], &[], &[]).contains("No privacy accountant data"));
+    }
+
+    #[test]
+    fn budgets_keep_the_newest_status_per_scope_global_first() {
+        let status = |scope, hospital: Option<&str>, eps: f64, level| BudgetStatus {
+            scope,
+            hospital_id: hospital.map(str::to_string),
+            epsilon_spent: eps,
+            epsilon_limit: 2.0,
+            delta: 1e-5,
+            level,
+            events: 1,
+            last_event_id: None,
+            rounds_left: None,
+        };
+        let mut v = BudgetsView::default();
+        v.status(&status(BudgetScope::Hospital, Some("h002"), 0.5, BudgetLevel::Normal));
+        v.status(&status(BudgetScope::Global, None, 0.7, BudgetLevel::Normal));
+        v.status(&status(BudgetScope::Hospital, Some("h002"), 1.9, BudgetLevel::Critical));
+        let rows = v.rows();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].hospital.as_deref(), rows[0].epsilon_spent), (None, 0.7));
+        assert_eq!((rows[1].hospital.as_deref(), rows[1].level.as_str()), (Some("h002"), "CRITICAL"));
     }
 
     #[test]
@@ -495,7 +424,7 @@ mod tests {
         assert_eq!(sessions.len(), 1);
         let s = &sessions[0];
         assert_eq!((s.rounds_finished, s.rounds_failed, s.last_round, s.versions.len()), (2, 1, Some(3), 2));
-        let slo = guardian_slo::SloStatus {
+        let slo = guardian_burnrate::SloStatus {
             slo: "availability",
             objective: 0.995,
             events: 1000,

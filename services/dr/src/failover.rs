@@ -13,62 +13,25 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use guardian_federated::reader::{read_range, topic_watermarks};
+use guardian_kafka::reader::{read_range, topic_watermarks};
 use guardian_kafka::{KafkaSettings, Producer};
 use guardian_schemas::records::DrAudit;
-use guardian_topics::TopicId;
+use guardian_topics::{ServiceId, TopicId};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::cli::{DrArgs, DrCommand, DrFailbackArgs, DrFailoverArgs, SwitchArgs};
-use crate::common;
+use crate::mm2::{Checkpoint, parse_checkpoint, parse_offset_sync};
+use crate::{DrArgs, DrCommand, DrError, DrFailbackArgs, DrFailoverArgs, SwitchArgs};
 
-/// One MirrorMaker 2 checkpoint: `upstream` in A is `downstream` in B.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checkpoint {
-    pub group: String,
-    pub topic: String,
-    pub partition: i32,
-    pub upstream: i64,
-    pub downstream: i64,
-    pub timestamp_ms: i64,
-}
+type Result<T, E = DrError> = std::result::Result<T, E>;
 
-fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-    if b.len() < n {
-        return None;
-    }
-    let (head, rest) = b.split_at(n);
-    *b = rest;
-    Some(head)
-}
-
-fn string(b: &mut &[u8]) -> Option<String> {
-    let len = i16::from_be_bytes(take(b, 2)?.try_into().ok()?);
-    String::from_utf8(take(b, usize::try_from(len).ok()?)?.to_vec()).ok()
-}
-
-/// Parses MirrorMaker 2's checkpoint record (Kafka's struct encoding: key = group, topic,
-/// partition; value = version, upstream offset, downstream offset, metadata).
-pub fn parse_checkpoint(key: &[u8], value: &[u8], timestamp_ms: i64) -> Option<Checkpoint> {
-    let mut k = key;
-    let group = string(&mut k)?;
-    let topic = string(&mut k)?;
-    let partition = i32::from_be_bytes(take(&mut k, 4)?.try_into().ok()?);
-    let mut v = value;
-    let version = i16::from_be_bytes(take(&mut v, 2)?.try_into().ok()?);
-    if version != 0 {
-        return None;
-    }
-    let upstream = i64::from_be_bytes(take(&mut v, 8)?.try_into().ok()?);
-    let downstream = i64::from_be_bytes(take(&mut v, 8)?.try_into().ok()?);
-    Some(Checkpoint { group, topic, partition, upstream, downstream, timestamp_ms })
+macro_rules! refuse {
+    ($($arg:tt)*) => { return Err(DrError::Refused(format!($($arg)*))) };
 }
 
 fn dr_settings(args: &DrArgs, client: &str) -> KafkaSettings {
-    let mut s = common::settings(&args.kafka, client);
+    let mut s = args.kafka.settings(client);
     s.bootstrap_servers = args.dr_bootstrap_servers.clone();
     s
 }
@@ -77,10 +40,7 @@ fn dr_settings(args: &DrArgs, client: &str) -> KafkaSettings {
 pub async fn checkpoints(b: &KafkaSettings, alias: &str) -> Result<BTreeMap<(String, String, i32), Checkpoint>> {
     let topic = format!("{alias}.checkpoints.internal");
     let mut out = BTreeMap::new();
-    for m in read_range(b, "dr-checkpoints", &[&topic], None)
-        .await
-        .with_context(|| format!("reading {topic} in the DR region"))?
-    {
+    for m in read_range(b, "dr-checkpoints", &[&topic], None).await? {
         let Some(key) = &m.key else { continue };
         if let Some(c) = parse_checkpoint(key, &m.payload, m.timestamp.unwrap_or(0)) {
             out.insert((c.group.clone(), c.topic.clone(), c.partition), c);
@@ -93,23 +53,29 @@ pub async fn checkpoints(b: &KafkaSettings, alias: &str) -> Result<BTreeMap<(Str
 fn primary_answers(args: &DrArgs) -> bool {
     let consumer: Result<BaseConsumer, _> = ClientConfig::new()
         .set("bootstrap.servers", &args.kafka.bootstrap_servers)
-        .set("group.id", "guardian-dr-probe")
+        .set("group.id", ServiceId::Ops.group_for("dr-probe"))
         .set("socket.connection.setup.timeout.ms", "2000")
         .create();
     consumer.is_ok_and(|c| c.fetch_metadata(None, Duration::from_secs(3)).is_ok())
 }
 
 /// (records, oldest..end) per topic: record counts, not offsets (they differ between regions).
-fn counts(settings: &KafkaSettings, topics: &[String]) -> BTreeMap<String, i64> {
+async fn counts(settings: &KafkaSettings, topics: &[String]) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     for t in topics {
-        if let Ok(marks) = topic_watermarks(settings, "dr-status", &[t]) {
+        if let Ok(marks) = topic_watermarks(settings, "dr-status", &[t]).await {
             out.insert(t.clone(), marks.values().map(|(lo, hi)| hi - lo).sum());
         }
     }
     out
 }
 
+/// The client id of one DR step (under the ops principal).
+fn client(step: &str) -> String {
+    ServiceId::Ops.client_for(&format!("dr-{step}"))
+}
+
+/// Runs one DR command; `Ok` when it did what was asked.
 pub async fn run(cmd: DrCommand) -> Result<ExitCode> {
     match cmd {
         DrCommand::Status(args) => status(args).await,
@@ -119,12 +85,12 @@ pub async fn run(cmd: DrCommand) -> Result<ExitCode> {
 }
 
 async fn status(args: DrArgs) -> Result<ExitCode> {
-    let catalogue = common::kafka_catalogue(&args.kafka)?;
+    let catalogue = args.kafka.catalogue()?;
     let topics: Vec<String> = catalogue.specs().map(|s| catalogue.name_of(s)).collect();
-    let b = dr_settings(&args, "guardian-dr");
+    let b = dr_settings(&args, &client("status"));
     let a_up = primary_answers(&args);
-    let in_a = if a_up { counts(&common::settings(&args.kafka, "guardian-dr"), &topics) } else { BTreeMap::new() };
-    let in_b = counts(&b, &topics);
+    let in_a = if a_up { counts(&args.kafka.settings(&client("status")), &topics).await } else { BTreeMap::new() };
+    let in_b = counts(&b, &topics).await;
     println!("region A ({}): {}", args.kafka.bootstrap_servers, if a_up { "answers" } else { "DOES NOT ANSWER" });
     println!("region B ({}): {} of {} topics mirrored", args.dr_bootstrap_servers, in_b.len(), topics.len());
     println!("| topic | records in A | records in B | not yet mirrored |");
@@ -147,14 +113,14 @@ async fn status(args: DrArgs) -> Result<ExitCode> {
         Some(ts) => println!(
             "checkpoints: {} groups, newest {:.1} s old (written when a group's offsets move)",
             groups.len(),
-            (guardian_federated::now_ms() - ts) as f64 / 1000.0
+            (guardian_runtime::now_ms() - ts) as f64 / 1000.0
         ),
         None => println!("checkpoints: none yet"),
     }
     let beats = read_range(&b, "dr-heartbeats", &["heartbeats"], None).await.unwrap_or_default();
     match beats.iter().filter_map(|m| m.timestamp).max() {
         Some(ts) => {
-            println!("mirrormaker 2: last heartbeat {:.1} s ago", (guardian_federated::now_ms() - ts) as f64 / 1000.0)
+            println!("mirrormaker 2: last heartbeat {:.1} s ago", (guardian_runtime::now_ms() - ts) as f64 / 1000.0)
         }
         None => println!("mirrormaker 2: no heartbeats in region B"),
     }
@@ -171,7 +137,7 @@ struct Trail {
 
 impl Trail {
     fn new(target: &KafkaSettings, topic: String, operation: &'static str) -> Result<Self> {
-        let operation_id = format!("{operation}-{}", guardian_federated::now_ms());
+        let operation_id = format!("{operation}-{}", guardian_runtime::now_ms());
         Ok(Trail { producer: Producer::new(target)?, topic, operation, operation_id })
     }
 
@@ -183,9 +149,9 @@ impl Trail {
             step: step.into(),
             ok,
             detail,
-            occurred_at: guardian_federated::now_ms(),
+            occurred_at: guardian_runtime::now_ms(),
         };
-        self.producer.send(&self.topic, &self.operation_id, &record).await.context("writing the audit trail")?;
+        self.producer.send(&self.topic, &self.operation_id, &record).await?;
         Ok(())
     }
 }
@@ -200,15 +166,15 @@ struct Destination<'a> {
 }
 
 async fn failover(args: DrFailoverArgs) -> Result<ExitCode> {
-    let catalogue = common::kafka_catalogue(&args.dr.kafka)?;
-    let b = dr_settings(&args.dr, "guardian-dr-failover");
+    let catalogue = args.dr.kafka.catalogue()?;
+    let b = dr_settings(&args.dr, &client("failover"));
     let audit_topic = catalogue.topic(TopicId::DrAudit)?;
     let topics: Vec<String> = catalogue.specs().map(|s| catalogue.name_of(s)).collect();
 
     // 1. The DR region answers and holds the topics (the audit topic among them).
-    let in_b = counts(&b, &topics);
+    let in_b = counts(&b, &topics).await;
     if !in_b.contains_key(&audit_topic) {
-        bail!(
+        refuse!(
             "the DR region has no {audit_topic}: MirrorMaker 2 is not mirroring the catalogue (or the region is down)"
         );
     }
@@ -227,7 +193,7 @@ async fn failover(args: DrFailoverArgs) -> Result<ExitCode> {
         )
         .await?;
     if !missing.is_empty() && !args.switch.force {
-        bail!("topics missing in the DR region: {missing:?}");
+        refuse!("topics missing in the DR region: {missing:?}");
     }
 
     // 2. Region A should be gone (or its producers stopped): two writers would diverge.
@@ -244,7 +210,7 @@ async fn failover(args: DrFailoverArgs) -> Result<ExitCode> {
         )
         .await?;
     if a_up && !args.switch.force {
-        bail!("region A still answers; stop it (or its producers) first, or pass --force for a planned failover");
+        refuse!("region A still answers; stop it (or its producers) first, or pass --force for a planned failover");
     }
 
     // 3. The mirror was running within the RPO: MirrorMaker 2 writes a heartbeat into B
@@ -252,7 +218,7 @@ async fn failover(args: DrFailoverArgs) -> Result<ExitCode> {
     // asked; `dr status` reports per-topic lag while both answer.)
     let beats = read_range(&b, "dr-heartbeats", &["heartbeats"], None).await.unwrap_or_default();
     let newest_beat = beats.iter().filter_map(|m| m.timestamp).max();
-    let age = newest_beat.map(|ts| (guardian_federated::now_ms() - ts) as f64 / 1000.0);
+    let age = newest_beat.map(|ts| (guardian_runtime::now_ms() - ts) as f64 / 1000.0);
     let within = age.is_some_and(|a| a <= args.rpo_secs);
     trail
         .step(
@@ -265,7 +231,7 @@ async fn failover(args: DrFailoverArgs) -> Result<ExitCode> {
         )
         .await?;
     if !within && !args.switch.force {
-        bail!(
+        refuse!(
             "the mirror stopped more than the RPO of {} s ago (or never ran): refusing without --force",
             args.rpo_secs
         );
@@ -281,17 +247,17 @@ async fn failover(args: DrFailoverArgs) -> Result<ExitCode> {
 /// (`stack.sh mirror b-to-a`): the same translation, after checks that no one writes to B
 /// any more and that A holds everything B has.
 async fn failback(args: DrFailbackArgs) -> Result<ExitCode> {
-    let catalogue = common::kafka_catalogue(&args.kafka)?;
-    let active = common::settings(&args.kafka, "guardian-dr-failback");
+    let catalogue = args.kafka.catalogue()?;
+    let active = args.kafka.settings(&client("failback"));
     let mut target = active.clone();
     target.bootstrap_servers = args.primary_bootstrap_servers.clone();
     let audit_topic = catalogue.topic(TopicId::DrAudit)?;
     let topics: Vec<String> = catalogue.specs().map(|s| catalogue.name_of(s)).collect();
 
     // 1. Region A answers and holds the topics.
-    let in_a = counts(&target, &topics);
+    let in_a = counts(&target, &topics).await;
     if !in_a.contains_key(&audit_topic) {
-        bail!("region A ({}) has no {audit_topic}: is it up, with its topics?", args.primary_bootstrap_servers);
+        refuse!("region A ({}) has no {audit_topic}: is it up, with its topics?", args.primary_bootstrap_servers);
     }
     let trail = Trail::new(&target, audit_topic, "failback")?;
     let missing: Vec<&String> = topics.iter().filter(|t| !in_a.contains_key(*t)).collect();
@@ -308,13 +274,13 @@ async fn failback(args: DrFailbackArgs) -> Result<ExitCode> {
         )
         .await?;
     if !missing.is_empty() && !args.switch.force {
-        bail!("topics missing in region A: {missing:?}");
+        refuse!("topics missing in region A: {missing:?}");
     }
 
     // 2. No one writes to region B any more: its topics' ends stay put.
-    let before = counts(&active, &topics);
+    let before = counts(&active, &topics).await;
     tokio::time::sleep(Duration::from_secs_f64(args.quiet_secs)).await;
-    let after = counts(&active, &topics);
+    let after = counts(&active, &topics).await;
     let moved: Vec<&String> = topics.iter().filter(|t| before.get(*t) != after.get(*t)).collect();
     trail
         .step(
@@ -328,7 +294,7 @@ async fn failback(args: DrFailbackArgs) -> Result<ExitCode> {
         )
         .await?;
     if !moved.is_empty() && !args.switch.force {
-        bail!("region B is still written to ({moved:?}): stop its producers first");
+        refuse!("region B is still written to ({moved:?}): stop its producers first");
     }
 
     // 3. Region A holds every record of region B: MirrorMaker 2's offset syncs (in B) have
@@ -354,7 +320,7 @@ async fn failback(args: DrFailbackArgs) -> Result<ExitCode> {
         )
         .await?;
     if !behind.is_empty() && !args.switch.force {
-        bail!(
+        refuse!(
             "region A is {} records behind region B after {} s (is `stack.sh mirror b-to-a` running?)",
             behind.values().sum::<i64>(),
             args.catch_up_secs
@@ -376,7 +342,7 @@ struct MirrorProgress<'a> {
     syncs_topic: String,
     last: BTreeMap<(String, i32), i64>,
     synced: BTreeMap<(String, i32), i64>,
-    read_to: guardian_federated::reader::Positions,
+    read_to: guardian_kafka::reader::Positions,
 }
 
 impl<'a> MirrorProgress<'a> {
@@ -398,10 +364,7 @@ impl<'a> MirrorProgress<'a> {
 
     /// Records not copied yet, per "topic/partition".
     async fn behind(&mut self) -> Result<BTreeMap<String, i64>> {
-        for m in read_range(self.active, "dr-offset-syncs", &[&self.syncs_topic], Some(&self.read_to))
-            .await
-            .with_context(|| format!("reading {} in the active region", self.syncs_topic))?
-        {
+        for m in read_range(self.active, "dr-offset-syncs", &[&self.syncs_topic], Some(&self.read_to)).await? {
             self.read_to.insert((m.topic.clone(), m.partition), m.offset + 1);
             let Some(key) = &m.key else { continue };
             if let Some((topic, partition, upstream)) = parse_offset_sync(key, &m.payload) {
@@ -420,19 +383,9 @@ impl<'a> MirrorProgress<'a> {
     }
 }
 
-/// (topic, partition, upstream offset) of a MirrorMaker 2 offset sync.
-pub fn parse_offset_sync(key: &[u8], value: &[u8]) -> Option<(String, i32, i64)> {
-    let mut k = key;
-    let topic = string(&mut k)?;
-    let partition = i32::from_be_bytes(take(&mut k, 4)?.try_into().ok()?);
-    let mut v = value;
-    let upstream = i64::from_be_bytes(take(&mut v, 8)?.try_into().ok()?);
-    Some((topic, partition, upstream))
-}
-
 /// The offset of the last record (control markers aside) of each non-empty partition.
 async fn last_records(settings: &KafkaSettings, topic: &str) -> Result<BTreeMap<i32, i64>> {
-    let marks = topic_watermarks(settings, "dr-last", &[topic])?;
+    let marks = topic_watermarks(settings, "dr-last", &[topic]).await?;
     let mut out = BTreeMap::new();
     for ((_, partition), (lo, hi)) in marks.into_iter().filter(|(_, (lo, hi))| hi > lo) {
         let mut back = 16;
@@ -442,7 +395,7 @@ async fn last_records(settings: &KafkaSettings, topic: &str) -> Result<BTreeMap<
             range.insert((topic.to_string(), partition), (from, hi));
             // Committed records: what the services read (MirrorMaker 2 copies aborted
             // ones too, so its syncs can only be further on).
-            let mut reader = guardian_federated::reader::RangeReader::open(settings, "dr-last", &range)?;
+            let mut reader = guardian_kafka::reader::RangeReader::open(settings, "dr-last", &range)?;
             let mut last = None;
             while let Some(m) = reader.next().await? {
                 last = Some(m.offset);
@@ -458,6 +411,11 @@ async fn last_records(settings: &KafkaSettings, topic: &str) -> Result<BTreeMap<
         }
     }
     Ok(out)
+}
+
+/// A pool on the services' database, checked to answer.
+async fn database(url: &str) -> Result<sqlx::PgPool> {
+    Ok(guardian_pg::connect(url, 1).await?)
 }
 
 /// Steps 4 and 5 of a failover or a failback: every group's offsets translated through the
@@ -480,23 +438,28 @@ async fn translate_and_switch(trail: &Trail, to: &Destination<'_>, topics: &[Str
             "group {group}: no checkpoint in the destination region; it restarts from the beginning of every topic there"
         );
         if let Some(url) = &args.database_url {
-            let pool = guardian_pg::connect(url, 1).await?;
-            let rows = sqlx::query("UPDATE kafka_offsets SET next_offset = 0, updated_at = now() WHERE group_id = $1")
-                .bind(group)
-                .execute(&pool)
-                .await
-                .map(|r| r.rows_affected())
-                .unwrap_or(0);
-            detail.push_str(&format!(" (PostgreSQL: {rows} partition offsets reset)"));
+            let rows = match database(url).await {
+                Ok(pool) => guardian_pg::offsets::reset(&pool, group).await.map_err(DrError::sql("resetting offsets")),
+                Err(e) => Err(e),
+            };
+            match rows {
+                Ok(rows) => detail.push_str(&format!(" (PostgreSQL: {rows} partition offsets reset)")),
+                Err(e) => {
+                    trail.step("translate-offsets", false, format!("{detail}; PostgreSQL: {e}")).await?;
+                    return Err(e);
+                }
+            }
         }
         trail.step("translate-offsets", true, detail).await?;
     }
     for (group, list) in &by_group {
         let mut tpl = TopicPartitionList::new();
         for c in list {
-            tpl.add_partition_offset(&c.topic, c.partition, Offset::Offset(c.downstream))?;
+            tpl.add_partition_offset(&c.topic, c.partition, Offset::Offset(c.downstream))
+                .map_err(|e| DrError::kafka("listing offsets", e))?;
         }
-        let consumer: BaseConsumer = to.settings.manual_commit_consumer(group).create()?;
+        let consumer: BaseConsumer =
+            to.settings.manual_commit_consumer(group).create().map_err(|e| DrError::kafka("creating a consumer", e))?;
         // A group whose members died with the region still has them on record until their
         // sessions expire; its offsets can be set only once it is empty.
         let waiting_since = std::time::Instant::now();
@@ -526,36 +489,27 @@ async fn translate_and_switch(trail: &Trail, to: &Destination<'_>, topics: &[Str
             }
         };
         let mut pg = String::new();
+        let mut pg_failed = None;
         if let Some(url) = &args.database_url {
-            let pool = guardian_pg::connect(url, 1).await?;
-            let mut rows = 0u64;
-            for c in list {
-                rows += sqlx::query(
-                    "UPDATE kafka_offsets SET next_offset = $4, updated_at = now()
-                     WHERE group_id = $1 AND topic = $2 AND partition = $3",
-                )
-                .bind(group)
-                .bind(&c.topic)
-                .bind(c.partition)
-                .bind(c.downstream)
-                .execute(&pool)
-                .await
-                .map(|r| r.rows_affected())
-                .unwrap_or(0);
+            let translated: BTreeMap<(String, i32), i64> =
+                list.iter().map(|c| ((c.topic.clone(), c.partition), c.downstream)).collect();
+            let moved = match database(url).await {
+                Ok(pool) => guardian_pg::offsets::translate(&pool, group, &translated)
+                    .await
+                    .map_err(DrError::sql("translating offsets")),
+                Err(e) => Err(e),
+            };
+            match moved {
+                // Partitions the group kept in PostgreSQL without a checkpoint start over
+                // in the destination (effects are idempotent on event ids).
+                Ok((rows, reset)) => {
+                    pg = format!(", PostgreSQL: {rows} partition offsets translated, {reset} restarted from 0")
+                }
+                Err(e) => {
+                    pg = format!(", PostgreSQL: {e}");
+                    pg_failed = Some(e);
+                }
             }
-            // Partitions the group kept in PostgreSQL without a checkpoint start over in the
-            // destination (effects are idempotent on event ids).
-            let reset = sqlx::query(
-                "UPDATE kafka_offsets SET next_offset = 0, updated_at = now()
-                 WHERE group_id = $1 AND NOT (topic || '/' || partition::text = ANY($2))",
-            )
-            .bind(group)
-            .bind(list.iter().map(|c| format!("{}/{}", c.topic, c.partition)).collect::<Vec<_>>())
-            .execute(&pool)
-            .await
-            .map(|r| r.rows_affected())
-            .unwrap_or(0);
-            pg = format!(", PostgreSQL: {rows} partition offsets translated, {reset} restarted from 0");
         }
         let detail = format!(
             "group {group}: {} partitions → {}{}",
@@ -569,13 +523,18 @@ async fn translate_and_switch(trail: &Trail, to: &Destination<'_>, topics: &[Str
         trail
             .step(
                 "translate-offsets",
-                kafka.is_ok(),
+                kafka.is_ok() && pg_failed.is_none(),
                 match &kafka {
                     Ok(()) => detail,
                     Err(e) => format!("{detail}; Kafka commit failed: {e} (is the group running there?)"),
                 },
             )
             .await?;
+        // The env file is not switched: the services stay where they were, and the
+        // failover can be run again once the database answers.
+        if let Some(e) = pg_failed {
+            return Err(e);
+        }
     }
 
     // 5. Point the environment at the destination.
@@ -592,49 +551,12 @@ async fn translate_and_switch(trail: &Trail, to: &Destination<'_>, topics: &[Str
             .collect();
         lines.push(format!("export GUARDIAN_KAFKA_BOOTSTRAP='{destination}'"));
         lines.push(format!("export GUARDIAN_KAFKA_DR_BOOTSTRAP='{}'", to.leaving));
-        std::fs::write(path, lines.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, lines.join("\n") + "\n")
+            .map_err(|error| DrError::Io { path: path.display().to_string(), error })?;
         trail.step("switch", true, format!("{} now points the services at {destination}", path.display())).await?;
     } else {
         trail.step("switch", true, format!("start the services with GUARDIAN_KAFKA_BOOTSTRAP={destination}")).await?;
     }
     trail.producer.flush(Duration::from_secs(10)).await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_mirrormaker_checkpoints() {
-        let mut key = Vec::new();
-        for s in ["acct", "privacy.spend"] {
-            key.extend_from_slice(&(s.len() as i16).to_be_bytes());
-            key.extend_from_slice(s.as_bytes());
-        }
-        key.extend_from_slice(&2i32.to_be_bytes());
-        let mut value = 0i16.to_be_bytes().to_vec();
-        value.extend_from_slice(&120i64.to_be_bytes());
-        value.extend_from_slice(&97i64.to_be_bytes());
-        value.extend_from_slice(&0i16.to_be_bytes());
-        let c = parse_checkpoint(&key, &value, 5).unwrap();
-        assert_eq!(
-            (c.group.as_str(), c.topic.as_str(), c.partition, c.upstream, c.downstream),
-            ("acct", "privacy.spend", 2, 120, 97)
-        );
-        assert_eq!(parse_checkpoint(&key[..5], &value, 0), None);
-        assert_eq!(parse_checkpoint(&key, &value[..10], 0), None);
-    }
-
-    #[test]
-    fn parses_mirrormaker_offset_syncs() {
-        let mut key = (13i16).to_be_bytes().to_vec();
-        key.extend_from_slice(b"privacy.spend");
-        key.extend_from_slice(&1i32.to_be_bytes());
-        let mut value = 41i64.to_be_bytes().to_vec();
-        value.extend_from_slice(&77i64.to_be_bytes());
-        assert_eq!(parse_offset_sync(&key, &value), Some(("privacy.spend".into(), 1, 41)));
-        assert_eq!(parse_offset_sync(&key[..4], &value), None);
-        assert_eq!(parse_offset_sync(&key, &value[..4]), None);
-    }
 }

@@ -11,16 +11,15 @@ use guardian_kafka::Producer;
 use guardian_runtime::Shutdown;
 use sqlx::Row;
 
-use super::bench::{consume_raw_timed, fresh_topic, record};
-use crate::cli::BenchKpiArgs;
-use crate::common;
+use crate::BenchKpiArgs;
+use crate::kafka::{consume_raw_timed, fresh_topic, record};
 
 pub async fn run(args: BenchKpiArgs) -> Result<ExitCode> {
     if args.records == 0 {
         bail!("--records must be at least 1");
     }
-    let settings = common::settings(&args.kafka, "guardian-bench-kpi");
-    let admin = common::admin(&args.kafka).await?;
+    let settings = args.kafka.settings(&crate::client("kpi"));
+    let admin = args.kafka.admin(&crate::client("admin")).await?;
     let topics = RollupTopics::fresh(&admin, "kpi").await?;
     let encounters = topics.encounters.clone();
     let records: Vec<_> = (0..args.records).map(|i| record(i, 300)).collect();

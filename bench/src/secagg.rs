@@ -142,7 +142,7 @@ fn fmt(d: Duration) -> String {
     }
 }
 
-pub fn run(args: crate::cli::BenchSecaggArgs) -> Result<ExitCode> {
+pub fn run(args: crate::BenchSecaggArgs) -> Result<ExitCode> {
     if args.repeat == 0 || !(args.scale > 0.0 && args.scale <= 1.0) {
         bail!("--repeat must be at least 1 and --scale in (0, 1]");
     }

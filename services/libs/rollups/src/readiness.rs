@@ -142,7 +142,7 @@ pub async fn readiness(pool: &PgPool, from_ms: i64, to_ms: i64) -> Result<Vec<Re
         .into_iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let merged = crate::store::day_windows(pool, from_ms, to_ms).await?;
+    let merged = crate::tables::day_windows(pool, from_ms, to_ms).await?;
     Ok(merged.iter().map(|(h, acc)| evaluate(h, phases.get(h).cloned(), acc)).collect())
 }
 

@@ -28,8 +28,7 @@ use guardian_schemas::records::{Encounter, EncounterType};
 use guardian_topics::{Change, Plan};
 use rdkafka::message::{BorrowedMessage, Message};
 
-use crate::cli::BenchKafkaArgs;
-use crate::common;
+use crate::BenchKafkaArgs;
 
 const PARTITIONS: i32 = 3;
 /// Sends in flight at once on the library's side (librdkafka batches them).
@@ -259,7 +258,7 @@ fn consume_kcat(kcat: &str, bootstrap: &str, topic: &str, records: u64) -> Resul
     Ok(elapsed)
 }
 
-pub async fn kafka(args: BenchKafkaArgs) -> Result<ExitCode> {
+pub async fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
     let kcat = args.kcat;
     let args = args.load;
     if args.records == 0 || args.repeat == 0 {
@@ -270,8 +269,8 @@ pub async fn kafka(args: BenchKafkaArgs) -> Result<ExitCode> {
     }
     // Metrics recorded as in a service, so their cost is measured too.
     let _metrics = guardian_runtime::http::install_metrics();
-    let settings = common::settings(&args.kafka, "guardian-bench");
-    let admin = common::admin(&args.kafka).await?;
+    let settings = args.kafka.settings(&crate::client("kafka"));
+    let admin = args.kafka.admin(&crate::client("admin")).await?;
     let codec = Codec::embedded();
     eprintln!("bench: encoding {} records of {} bytes", args.records, args.record_size);
     let records: Vec<Encounter> = (0..args.records).map(|i| record(i, args.record_size)).collect();

@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use guardian_kafka::{KafkaSettings, Producer};
@@ -25,8 +24,15 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::cli::{RangeArgs, ReplayCommand};
-use crate::common;
+use guardian_topics::ServiceId;
+
+use crate::{DrError, RangeArgs, ReplayCommand};
+
+type Result<T, E = DrError> = std::result::Result<T, E>;
+
+macro_rules! refuse {
+    ($($arg:tt)*) => { return Err(DrError::Refused(format!($($arg)*))) };
+}
 
 /// The header that marks a replayed record: `topic/partition/offset` of the original.
 pub const REPLAY_SOURCE_HEADER: &str = "guardian.replay.source";
@@ -37,27 +43,27 @@ const IN_FLIGHT: usize = 10_000;
 
 /// [start, end) of one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Span {
+pub struct Span {
     partition: i32,
     start: i64,
     end: i64,
 }
 
 impl Span {
-    pub(super) fn records(&self) -> i64 {
+    pub fn records(&self) -> i64 {
         (self.end - self.start).max(0)
     }
 }
 
-pub(super) fn consumer(settings: &KafkaSettings, group: &str) -> Result<BaseConsumer> {
-    settings.manual_commit_consumer(group).create().context("creating the consumer")
+pub fn consumer(settings: &KafkaSettings, group: &str) -> Result<BaseConsumer> {
+    settings.manual_commit_consumer(group).create().map_err(|e| DrError::kafka("creating the consumer", e))
 }
 
 fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
-    let md = consumer.fetch_metadata(Some(topic), TIMEOUT).context("reading the topic's metadata")?;
-    let t = md.topics().first().with_context(|| format!("topic {topic} not found"))?;
+    let md = consumer.fetch_metadata(Some(topic), TIMEOUT).map_err(|e| DrError::kafka("reading metadata", e))?;
+    let Some(t) = md.topics().first() else { refuse!("topic {topic} not found") };
     if t.error().is_some() || t.partitions().is_empty() {
-        bail!("topic {topic} does not exist");
+        refuse!("topic {topic} does not exist");
     }
     Ok(t.partitions().iter().map(|p| p.id()).collect())
 }
@@ -67,31 +73,39 @@ fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
 fn offsets_at(consumer: &BaseConsumer, topic: &str, partitions: &[i32], time_ms: i64) -> Result<BTreeMap<i32, i64>> {
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
-        tpl.add_partition_offset(topic, *p, Offset::Offset(time_ms))?;
+        tpl.add_partition_offset(topic, *p, Offset::Offset(time_ms))
+            .map_err(|e| DrError::kafka("listing offsets", e))?;
     }
-    let found = consumer.offsets_for_times(tpl, TIMEOUT).context("looking offsets up by time")?;
+    let found =
+        consumer.offsets_for_times(tpl, TIMEOUT).map_err(|e| DrError::kafka("looking offsets up by time", e))?;
     let mut out = BTreeMap::new();
     for e in found.elements() {
         let offset = match e.offset() {
             Offset::Offset(o) => o,
-            _ => consumer.fetch_watermarks(topic, e.partition(), TIMEOUT)?.1,
+            _ => {
+                consumer
+                    .fetch_watermarks(topic, e.partition(), TIMEOUT)
+                    .map_err(|e| DrError::kafka("reading watermarks", e))?
+                    .1
+            }
         };
         out.insert(e.partition(), offset);
     }
     Ok(out)
 }
 
-pub(super) fn spans(consumer: &BaseConsumer, topic: &str, range: &RangeArgs) -> Result<Vec<Span>> {
+pub fn spans(consumer: &BaseConsumer, topic: &str, range: &RangeArgs) -> Result<Vec<Span>> {
     let all = partitions_of(consumer, topic)?;
     let selected = if range.partitions.is_empty() { all.clone() } else { range.partitions.clone() };
     if let Some(p) = selected.iter().find(|p| !all.contains(p)) {
-        bail!("topic {topic} has no partition {p} (it has {})", all.len());
+        refuse!("topic {topic} has no partition {p} (it has {})", all.len());
     }
     let from_time = range.from_time.map(|t| offsets_at(consumer, topic, &selected, t)).transpose()?;
     let to_time = range.to_time.map(|t| offsets_at(consumer, topic, &selected, t)).transpose()?;
     let mut out = Vec::new();
     for p in selected {
-        let (low, high) = consumer.fetch_watermarks(topic, p, TIMEOUT).context("reading watermarks")?;
+        let (low, high) =
+            consumer.fetch_watermarks(topic, p, TIMEOUT).map_err(|e| DrError::kafka("reading watermarks", e))?;
         let start = from_time.as_ref().map(|m| m[&p]).or(range.from_offset).unwrap_or(low).clamp(low, high);
         let end = to_time.as_ref().map(|m| m[&p]).or(range.to_offset).unwrap_or(high).clamp(low, high);
         out.push(Span { partition: p, start, end: end.max(start) });
@@ -99,12 +113,14 @@ pub(super) fn spans(consumer: &BaseConsumer, topic: &str, range: &RangeArgs) -> 
     Ok(out)
 }
 
+/// Runs one replay command.
 pub async fn run(cmd: ReplayCommand) -> Result<ExitCode> {
+    let client = ServiceId::Ops.client_for("replay");
     match cmd {
         ReplayCommand::Range { kafka, from_topic, to_topic, range, dry_run } => {
-            let settings = common::settings(&kafka, "guardian-replay");
-            common::admin(&kafka).await?; // one clear error when the cluster is away
-            let group = format!("guardian-replay-{}", std::process::id());
+            let settings = kafka.settings(&client);
+            kafka.admin(&client).await?; // one clear error when the cluster is away
+            let group = ServiceId::Ops.group_for(&format!("replay-{}", std::process::id()));
             let consumer = consumer(&settings, &group)?;
             partitions_of(&consumer, &to_topic)?;
             let spans = spans(&consumer, &from_topic, &range)?;
@@ -121,13 +137,15 @@ pub async fn run(cmd: ReplayCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ReplayCommand::ResetGroup { kafka, group, topic, to_time, force, dry_run } => {
-            let settings = common::settings(&kafka, "guardian-replay");
-            common::admin(&kafka).await?;
+            let settings = kafka.settings(&client);
+            kafka.admin(&client).await?;
             let consumer = consumer(&settings, &group)?;
-            let groups = consumer.fetch_group_list(Some(&group), TIMEOUT).context("describing the group")?;
+            let groups = consumer
+                .fetch_group_list(Some(&group), TIMEOUT)
+                .map_err(|e| DrError::kafka("describing the group", e))?;
             let members = groups.groups().first().map(|g| g.members().len()).unwrap_or(0);
             if members > 0 && !force {
-                bail!(
+                refuse!(
                     "group {group} has {members} live member(s): stop them first (they would overwrite the reset), \
                      or pass --force"
                 );
@@ -137,13 +155,14 @@ pub async fn run(cmd: ReplayCommand) -> Result<ExitCode> {
             let mut tpl = TopicPartitionList::new();
             for (p, o) in &offsets {
                 println!("{group} {topic}[{p}] -> offset {o}");
-                tpl.add_partition_offset(&topic, *p, Offset::Offset(*o))?;
+                tpl.add_partition_offset(&topic, *p, Offset::Offset(*o))
+                    .map_err(|e| DrError::kafka("listing offsets", e))?;
             }
             if dry_run {
                 println!("reset: dry run, nothing committed");
                 return Ok(ExitCode::SUCCESS);
             }
-            consumer.commit(&tpl, CommitMode::Sync).context("committing the new offsets")?;
+            consumer.commit(&tpl, CommitMode::Sync).map_err(|e| DrError::kafka("committing the new offsets", e))?;
             println!("reset: {} partition(s) of {topic} moved for group {group}", offsets.len());
             Ok(ExitCode::SUCCESS)
         }
@@ -151,7 +170,7 @@ pub async fn run(cmd: ReplayCommand) -> Result<ExitCode> {
 }
 
 /// Reads the spans and writes them to `to_topic`; returns how many records were written.
-pub(super) async fn copy(
+pub async fn copy(
     consumer: BaseConsumer,
     settings: &KafkaSettings,
     from_topic: &str,
@@ -163,17 +182,18 @@ pub(super) async fn copy(
     let mut tpl = TopicPartitionList::new();
     let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
     for s in spans.iter().filter(|s| s.records() > 0) {
-        tpl.add_partition_offset(from_topic, s.partition, Offset::Offset(s.start))?;
+        tpl.add_partition_offset(from_topic, s.partition, Offset::Offset(s.start))
+            .map_err(|e| DrError::kafka("listing offsets", e))?;
         ends.insert(s.partition, s.end);
     }
-    consumer.assign(&tpl)?;
+    consumer.assign(&tpl).map_err(|e| DrError::kafka("assigning partitions", e))?;
     let started = Instant::now();
     let mut last_report = Instant::now();
     let mut written = 0i64;
     let mut in_flight = FuturesUnordered::new();
     while !ends.is_empty() {
         let msg = match consumer.poll(Duration::from_millis(200)) {
-            Some(Err(e)) => bail!("reading {from_topic}: {e}"),
+            Some(Err(e)) => return Err(DrError::kafka("reading", e)),
             Some(Ok(m)) => m,
             None => {
                 // Nothing new: a partition whose position passed its end is done (a

@@ -1,15 +1,23 @@
 //! Reading topics by position (no consumer group): the aggregator and the agents follow
 //! their round topics from the moment they start, the replay reads them from the
-//! beginning to the end.
+//! beginning to the end, the archiver and DR tools read fixed offset ranges.
+//!
+//! Nothing is committed: a reader's position lives in its caller. Metadata and offset
+//! look-ups are blocking librdkafka calls and run off the async workers; errors are
+//! [`KafkaClientError`]s (a missing topic is [`KafkaClientError::Topic`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use guardian_kafka::KafkaSettings;
+use std::sync::Arc;
+
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+
+use crate::{KafkaClientError, KafkaSettings, blocking};
+
+type Result<T, E = KafkaClientError> = std::result::Result<T, E>;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -43,7 +51,7 @@ pub struct Tail {
     consumer: StreamConsumer,
     /// Never assigned: offset queries on the fetching consumer wait behind its long-poll
     /// fetches (up to fetch.wait.max.ms each).
-    meta: StreamConsumer,
+    meta: Arc<StreamConsumer>,
 }
 
 impl std::fmt::Debug for Tail {
@@ -53,15 +61,21 @@ impl std::fmt::Debug for Tail {
 }
 
 /// Low and high watermarks of every partition of `topics`, in two batched requests
-/// (per-partition watermark queries cost a round trip each).
-pub fn watermarks(consumer: &StreamConsumer, topics: &[&str]) -> Result<BTreeMap<(String, i32), (i64, i64)>> {
+/// (per-partition watermark queries cost a round trip each). Blocking: see
+/// [`watermarks`] for the async form.
+pub fn watermarks_blocking(consumer: &StreamConsumer, topics: &[&str]) -> Result<BTreeMap<(String, i32), (i64, i64)>> {
     let mut tpl = TopicPartitionList::new();
     for &topic in topics {
-        let md =
-            consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT).with_context(|| format!("metadata of {topic}"))?;
-        let t = md.topics().first().with_context(|| format!("topic {topic} not found"))?;
+        let md = consumer
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+            .map_err(|e| KafkaClientError::kafka("metadata request", e))?;
+        let missing = || KafkaClientError::Topic { topic: topic.to_string(), error: "not found".into() };
+        let t = md.topics().first().ok_or_else(missing)?;
         if let Some(e) = t.error() {
-            anyhow::bail!("topic {topic} does not exist or cannot be read ({e:?})");
+            return Err(KafkaClientError::Topic {
+                topic: topic.to_string(),
+                error: format!("does not exist or cannot be read ({e:?})"),
+            });
         }
         for p in t.partitions() {
             tpl.add_partition(topic, p.id());
@@ -69,14 +83,19 @@ pub fn watermarks(consumer: &StreamConsumer, topics: &[&str]) -> Result<BTreeMap
     }
     let query = |at: Offset| -> Result<BTreeMap<(String, i32), i64>> {
         let mut q = tpl.clone();
-        q.set_all_offsets(at).context("offset query")?;
-        let found = consumer.offsets_for_times(q, METADATA_TIMEOUT).context("looking up partition offsets")?;
+        q.set_all_offsets(at).map_err(|e| KafkaClientError::kafka("offset query", e))?;
+        let found = consumer
+            .offsets_for_times(q, METADATA_TIMEOUT)
+            .map_err(|e| KafkaClientError::kafka("offset look-up", e))?;
         found
             .elements()
             .iter()
             .map(|e| match e.offset() {
                 Offset::Offset(o) => Ok(((e.topic().to_string(), e.partition()), o)),
-                other => anyhow::bail!("{}/{}: no offset ({other:?})", e.topic(), e.partition()),
+                other => Err(KafkaClientError::Topic {
+                    topic: e.topic().to_string(),
+                    error: format!("partition {}: no offset ({other:?})", e.partition()),
+                }),
             })
             .collect()
     };
@@ -92,18 +111,28 @@ pub fn watermarks(consumer: &StreamConsumer, topics: &[&str]) -> Result<BTreeMap
         .collect())
 }
 
+/// [`watermarks_blocking`] off the async workers.
+pub async fn watermarks(consumer: Arc<StreamConsumer>, topics: &[&str]) -> Result<BTreeMap<(String, i32), (i64, i64)>> {
+    let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    blocking(move || {
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        watermarks_blocking(&consumer, &names)
+    })
+    .await?
+}
+
 impl Tail {
     fn consumer(settings: &KafkaSettings, name: &str) -> Result<StreamConsumer> {
         // A group id is required by librdkafka; nothing is ever committed under it.
         let mut config = settings.manual_commit_consumer(&format!("guardian-{name}-reader"));
         config.set("enable.partition.eof", "false");
-        config.create().context("creating a Kafka consumer")
+        config.create().map_err(|e| KafkaClientError::kafka("creating a consumer", e))
     }
 
     /// Follows `topics` from `start`.
-    pub fn open(settings: &KafkaSettings, name: &str, topics: &[&str], start: Start) -> Result<Self> {
-        let meta = Self::consumer(settings, name)?;
-        let marks = watermarks(&meta, topics)?;
+    pub async fn open(settings: &KafkaSettings, name: &str, topics: &[&str], start: Start) -> Result<Self> {
+        let meta = Arc::new(Self::consumer(settings, name)?);
+        let marks = watermarks(meta.clone(), topics).await?;
         let positions: Positions =
             marks.into_iter().map(|(tp, (lo, hi))| (tp, if start == Start::End { hi } else { lo })).collect();
         Self::assign(Self::consumer(settings, name)?, meta, &positions)
@@ -111,28 +140,29 @@ impl Tail {
 
     /// Follows the given partitions from the given offsets.
     pub fn open_at(settings: &KafkaSettings, name: &str, positions: &Positions) -> Result<Self> {
-        Self::assign(Self::consumer(settings, name)?, Self::consumer(settings, name)?, positions)
+        Self::assign(Self::consumer(settings, name)?, Arc::new(Self::consumer(settings, name)?), positions)
     }
 
-    fn assign(consumer: StreamConsumer, meta: StreamConsumer, positions: &Positions) -> Result<Self> {
+    fn assign(consumer: StreamConsumer, meta: Arc<StreamConsumer>, positions: &Positions) -> Result<Self> {
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in positions {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).context("assigning a partition")?;
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(|e| KafkaClientError::kafka("assigning a partition", e))?;
         }
-        consumer.assign(&tpl).context("assigning partitions")?;
+        consumer.assign(&tpl).map_err(|e| KafkaClientError::kafka("assigning partitions", e))?;
         Ok(Tail { consumer, meta })
     }
 
     /// Current end offsets of `topics` (what has been written so far).
-    pub fn ends(&self, topics: &[&str]) -> Result<Positions> {
-        Ok(watermarks(&self.meta, topics)?.into_iter().map(|(tp, (_, hi))| (tp, hi)).collect())
+    pub async fn ends(&self, topics: &[&str]) -> Result<Positions> {
+        Ok(watermarks(self.meta.clone(), topics).await?.into_iter().map(|(tp, (_, hi))| (tp, hi)).collect())
     }
 
     /// The next record, or None after `wait` without one.
     pub async fn next(&self, wait: Duration) -> Result<Option<Incoming>> {
         match tokio::time::timeout(wait, self.consumer.recv()).await {
             Err(_) => Ok(None),
-            Ok(Err(e)) => Err(anyhow::Error::new(e).context("reading from Kafka")),
+            Ok(Err(e)) => Err(KafkaClientError::kafka("reading", e)),
             Ok(Ok(m)) => {
                 use rdkafka::message::Headers;
                 let headers = m
@@ -202,7 +232,8 @@ impl RangeReader {
                 None => {
                     // A partition may end in transaction markers, which are never
                     // delivered: ask for the consumer's positions.
-                    let assigned = tail.consumer.position().context("consumer positions")?;
+                    let assigned =
+                        tail.consumer.position().map_err(|e| KafkaClientError::kafka("reading positions", e))?;
                     for e in assigned.elements() {
                         let key = (e.topic().to_string(), e.partition());
                         if let (Offset::Offset(p), Some(end)) = (e.offset(), self.ends.get(&key))
@@ -212,7 +243,10 @@ impl RangeReader {
                         }
                     }
                     if self.idle_since.elapsed() > Duration::from_secs(30) {
-                        anyhow::bail!("timed out reading {} partitions to their end", self.open - self.done.len());
+                        return Err(KafkaClientError::Internal(format!(
+                            "timed out reading {} partitions to their end",
+                            self.open - self.done.len()
+                        )));
                     }
                 }
             }
@@ -222,12 +256,12 @@ impl RangeReader {
 }
 
 /// Low and high watermarks of `topics` through a short-lived client.
-pub fn topic_watermarks(
+pub async fn topic_watermarks(
     settings: &KafkaSettings,
     name: &str,
     topics: &[&str],
 ) -> Result<BTreeMap<(String, i32), (i64, i64)>> {
-    watermarks(&Tail::consumer(settings, name)?, topics)
+    watermarks(Arc::new(Tail::consumer(settings, name)?), topics).await
 }
 
 /// Every record of `topics` from `from` (or the beginning) up to their end at the time of
@@ -238,7 +272,8 @@ pub async fn read_range(
     topics: &[&str],
     from: Option<&Positions>,
 ) -> Result<Vec<Incoming>> {
-    let ranges: BTreeMap<(String, i32), (i64, i64)> = topic_watermarks(settings, name, topics)?
+    let ranges: BTreeMap<(String, i32), (i64, i64)> = topic_watermarks(settings, name, topics)
+        .await?
         .into_iter()
         .map(|(tp, (lo, hi))| (tp.clone(), (from.and_then(|f| f.get(&tp).copied()).unwrap_or(lo).max(lo), hi)))
         .collect();

@@ -18,10 +18,9 @@ use futures::StreamExt;
 use guardian_kafka::Producer;
 use guardian_runtime::Shutdown;
 
-use super::bench::record;
-use super::bench_kpi::RollupTopics;
-use crate::cli::BenchLatencyArgs;
-use crate::common;
+use crate::BenchLatencyArgs;
+use crate::kafka::record;
+use crate::kpi::RollupTopics;
 
 const HOSPITALS: u64 = 10;
 /// Records are handed to the producer every tick.
@@ -34,21 +33,23 @@ pub async fn run(args: BenchLatencyArgs) -> Result<ExitCode> {
     if args.rate == 0 || args.seconds == 0 {
         bail!("--rate and --seconds must be at least 1");
     }
-    let settings = common::settings(&args.kafka, "guardian-bench-latency");
-    let admin = common::admin(&args.kafka).await?;
+    let settings = args.kafka.settings(&crate::client("latency"));
+    let admin = args.kafka.admin(&crate::client("admin")).await?;
     let topics = RollupTopics::fresh(&admin, "latency").await?;
     let encounters = topics.encounters.clone();
     let schema = format!("bench_latency_{:x}", rand::random::<u32>());
     let url = guardian_pg::with_new_schema(&args.database_url, &schema).await?;
     let pool = guardian_pg::connect(&url, 4).await?;
-    super::db::migrate_schema(&pool).await?;
+    guardian_pg::offsets::migrate(&pool).await?;
+    guardian_kpi::migrate(&pool).await?;
+    guardian_pg::tenancy::apply(&pool, &guardian_kpi::TENANT_TABLES, &[guardian_kpi::store::AGGREGATE_VIEW]).await?;
 
     let shutdown = Shutdown::new();
     let config = topics.config(&settings, "bench-latency");
     let service = tokio::spawn(guardian_kpi::run(config, pool.clone(), shutdown.clone()));
 
     let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
-    let exe = std::env::current_exe().context("finding the guardian binary")?;
+    let exe = crate::guardian_binary()?;
     let dashboard = KillOnDrop(
         Command::new(exe)
             .args(["dashboard", "--database-url", &url, "--listen", &listen])
@@ -183,7 +184,7 @@ fn send_tick<'a>(
     next: &mut u64,
     n: u64,
 ) -> impl std::future::Future<Output = Result<u64, guardian_kafka::KafkaClientError>> + 'a {
-    let now_ms = guardian_federated::now_ms();
+    let now_ms = guardian_runtime::now_ms();
     let records: Vec<_> = (*next..*next + n)
         .map(|i| {
             let mut e = record(i, 300);
@@ -215,7 +216,7 @@ fn send_tick<'a>(
 
 /// Encounters per hospital shown on the dashboard's overview.
 fn poll(listen: &str) -> Option<BTreeMap<String, usize>> {
-    let (status, body) = common::http_get(listen, "/api/overview")?;
+    let (status, body) = guardian_runtime::http::get_blocking(listen, "/api/overview")?;
     if status != 200 {
         return None;
     }

@@ -1,0 +1,150 @@
+//! How a process reaches Kafka: the connection flags every command shares (also a
+//! section of every service's config file), turned into [`KafkaSettings`], the topic
+//! catalogue and the start-up topic check.
+//!
+//! The check is the rule "topics are declared, not improvised": a service refuses to
+//! start when a topic it needs is missing or differs from the catalogue.
+
+use std::path::PathBuf;
+
+use guardian_schemas::Registry;
+use guardian_topics::{Catalogue, Change, TopicId, plan};
+use serde::{Deserialize, Serialize};
+
+use crate::admin::Admin;
+use crate::{KafkaClientError, KafkaSettings};
+
+/// Where Kafka is and which topics to use.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers
+    #[arg(long, env = "GUARDIAN_KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    pub bootstrap_servers: String,
+    /// Prefix of every topic name (isolates tests and tenants; empty in production)
+    #[arg(long, env = "GUARDIAN_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+    /// Read the topic catalogue from this folder instead of the one built in
+    #[arg(long, env = "GUARDIAN_TOPICS_DIR")]
+    pub topics_dir: Option<PathBuf>,
+    /// Extra librdkafka setting KEY=VALUE (repeatable; tuning, or security not covered below)
+    #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub kafka_config: Vec<(String, String)>,
+    /// How to reach the brokers: plaintext, ssl, sasl_plaintext or sasl_ssl (default: plaintext)
+    #[arg(long, env = "GUARDIAN_KAFKA_SECURITY_PROTOCOL", value_parser = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"])]
+    pub kafka_security_protocol: Option<String>,
+    /// SASL mechanism with sasl_* protocols
+    #[arg(long, env = "GUARDIAN_KAFKA_SASL_MECHANISM", default_value = "SCRAM-SHA-512")]
+    pub kafka_sasl_mechanism: String,
+    /// This service's or hospital's Kafka principal (SASL user name)
+    #[arg(long, env = "GUARDIAN_KAFKA_USERNAME")]
+    pub kafka_username: Option<String>,
+    /// Its SASL password (prefer the environment variable to the flag)
+    #[arg(long, env = "GUARDIAN_KAFKA_PASSWORD", hide_env_values = true)]
+    pub kafka_password: Option<String>,
+    /// CA certificate (PEM) that signed the brokers' TLS certificates
+    #[arg(long, env = "GUARDIAN_KAFKA_CA")]
+    pub kafka_ca: Option<PathBuf>,
+}
+
+impl Default for KafkaArgs {
+    fn default() -> Self {
+        KafkaArgs {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            topic_prefix: String::new(),
+            topics_dir: None,
+            kafka_config: Vec::new(),
+            kafka_security_protocol: None,
+            kafka_sasl_mechanism: "SCRAM-SHA-512".into(),
+            kafka_username: None,
+            kafka_password: None,
+            kafka_ca: None,
+        }
+    }
+}
+
+/// `KEY=VALUE` of `--kafka-config`.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+impl KafkaArgs {
+    /// Client settings for `client` (a [`guardian_topics::ServiceId`]'s client id).
+    pub fn settings(&self, client: &str) -> KafkaSettings {
+        let mut s = KafkaSettings::new(&self.bootstrap_servers, client);
+        if let Some(protocol) = &self.kafka_security_protocol {
+            s.overrides.insert("security.protocol".into(), protocol.clone());
+            if protocol.starts_with("sasl") {
+                s.overrides.insert("sasl.mechanism".into(), self.kafka_sasl_mechanism.clone());
+            }
+        }
+        if let Some(user) = &self.kafka_username {
+            s.overrides.insert("sasl.username".into(), user.clone());
+        }
+        if let Some(password) = &self.kafka_password {
+            s.overrides.insert("sasl.password".into(), password.clone());
+        }
+        if let Some(ca) = &self.kafka_ca {
+            s.overrides.insert("ssl.ca.location".into(), ca.display().to_string());
+        }
+        s.overrides.extend(self.kafka_config.iter().cloned());
+        s
+    }
+
+    /// The topic catalogue (built in, or `topics_dir`) with the prefix applied.
+    pub fn catalogue(&self) -> Result<Catalogue, guardian_topics::CatalogueError> {
+        catalogue(self.topics_dir.as_deref(), &self.topic_prefix)
+    }
+
+    /// An admin client.
+    pub async fn admin(&self, client: &str) -> Result<Admin, KafkaClientError> {
+        Admin::connect(&self.settings(client)).await
+    }
+}
+
+/// The catalogue from `topics_dir` (or the built-in one), checked for every role, with
+/// `prefix` applied.
+pub fn catalogue(
+    topics_dir: Option<&std::path::Path>,
+    prefix: &str,
+) -> Result<Catalogue, guardian_topics::CatalogueError> {
+    let registry = Registry::embedded();
+    let catalogue = match topics_dir {
+        Some(dir) => Catalogue::load_dir(dir, registry)?,
+        None => Catalogue::embedded(registry)?,
+    };
+    catalogue.require_all_roles()?;
+    catalogue.with_prefix(prefix)
+}
+
+/// Refuses to start when a topic the command needs is missing or differs from the
+/// catalogue.
+pub async fn require_topics(admin: &Admin, catalogue: &Catalogue, needed: &[TopicId]) -> Result<(), KafkaClientError> {
+    let names: Vec<String> = needed
+        .iter()
+        .map(|id| catalogue.topic(*id))
+        .collect::<Result<_, _>>()
+        .map_err(|e| KafkaClientError::Config(e.to_string()))?;
+    let view = admin.observe(&names).await?;
+    let full = plan(catalogue, &view.topics, view.brokers);
+    let mut problems = Vec::new();
+    for change in &full.changes {
+        let name = match change {
+            Change::Create { name, .. } | Change::AddPartitions { name, .. } | Change::SetConfig { name, .. } => name,
+        };
+        if names.contains(name) {
+            problems.push(change.to_string());
+        }
+    }
+    problems.extend(full.drift.iter().map(|d| d.to_string()));
+    if !problems.is_empty() {
+        return Err(KafkaClientError::Topic {
+            topic: names.join(", "),
+            error: format!("topics differ from the catalogue (run `guardian topics apply`): {}", problems.join("; ")),
+        });
+    }
+    Ok(())
+}

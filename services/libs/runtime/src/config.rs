@@ -1,0 +1,28 @@
+//! Typed configuration files: every service's config can be written as TOML (the chaos
+//! runner and deployments do) as well as given as flags. Unknown keys are refused by the
+//! config types themselves (`#[serde(deny_unknown_fields)]`); this module reads, parses
+//! and names the file in its errors.
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Reads and parses a TOML config file.
+pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, crate::Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| crate::Error::Config { path: path.display().to_string(), error: e.to_string() })?;
+    toml::from_str(&text).map_err(|e| crate::Error::Config { path: path.display().to_string(), error: e.to_string() })
+}
+
+/// Writes a config as TOML (0600: configs can carry secrets).
+pub fn write<T: Serialize>(path: &Path, config: &T) -> Result<(), crate::Error> {
+    let err = |error: String| crate::Error::Config { path: path.display().to_string(), error };
+    let text = toml::to_string(config).map_err(|e| err(e.to_string()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
+    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| err(e.to_string()))
+}
