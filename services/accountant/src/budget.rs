@@ -22,10 +22,14 @@ pub struct Limits {
     pub delta: f64,
 }
 
-impl Default for Limits {
+impl Limits {
     /// The pilot's figures: ε 2.0 per hospital, 10.0 for the federation, δ 1e-5.
+    pub const DEFAULT: Limits = Limits { hospital_epsilon: 2.0, global_epsilon: 10.0, delta: 1e-5 };
+}
+
+impl Default for Limits {
     fn default() -> Self {
-        Limits { hospital_epsilon: 2.0, global_epsilon: 10.0, delta: 1e-5 }
+        Limits::DEFAULT
     }
 }
 

@@ -13,6 +13,7 @@
 //! stable keys ([`publish`]). Undecodable or invalid spends go to the dead-letter topic.
 
 pub mod budget;
+pub mod config;
 pub mod publish;
 pub mod store;
 
@@ -27,6 +28,8 @@ use guardian_schemas::Codec;
 use sqlx::PgPool;
 
 pub use budget::Limits;
+pub use config::{AccountantArgs, AccountantConfig};
+use guardian_topics::{ServiceId, TopicId};
 
 /// Everything the service needs, validated.
 #[derive(Debug, Clone)]
@@ -43,6 +46,14 @@ pub struct Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountantError {
+    #[error("config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Runtime(#[from] guardian_runtime::Error),
+    #[error(transparent)]
+    Catalogue(#[from] guardian_topics::CatalogueError),
+    #[error(transparent)]
+    Connect(#[from] guardian_pg::PgConnectError),
     #[error("invalid limits: {0}")]
     Limits(String),
     #[error("database: {0}")]
@@ -62,6 +73,35 @@ impl Limits {
         }
         Ok(())
     }
+}
+
+/// The topics the service reads and writes: it refuses to start without them.
+pub const NEEDED: [TopicId; 4] =
+    [TopicId::BudgetSpend, TopicId::BudgetStatus, TopicId::PrivacyAlerts, TopicId::DeadLetter];
+
+/// The service process: the ops endpoint on `config.listen`, the topic check, the
+/// database, then [`run`] until `shutdown`.
+pub async fn serve(config: AccountantConfig, shutdown: Shutdown) -> Result<(), AccountantError> {
+    let signers =
+        guardian_kafka::signing::Signers::load_optional(config.signers.as_deref()).map_err(AccountantError::Config)?;
+    let ops = guardian_runtime::http::serve_ops(config.listen, None, &shutdown).await?;
+    let catalogue = config.kafka.checked_catalogue(ServiceId::Accountant, &NEEDED).await?;
+    let pool = guardian_pg::connect(&config.database_url, 4).await?;
+    let run_config = Config {
+        kafka: config.kafka.settings(&ServiceId::Accountant.client_id()),
+        group: config.group,
+        spend_topic: catalogue.topic(TopicId::BudgetSpend)?,
+        dead_letter_topic: catalogue.topic(TopicId::DeadLetter)?,
+        destinations: publish::Destinations {
+            status_topic: catalogue.topic(TopicId::BudgetStatus)?,
+            alerts_topic: catalogue.topic(TopicId::PrivacyAlerts)?,
+        },
+        limits: config.limits,
+        signers,
+    };
+    tracing::info!(metrics = %format!("http://{}/metrics", ops.bound), spend = %run_config.spend_topic, "privacy accountant starting");
+    ops.readiness.set_ready(true);
+    run(run_config, pool, shutdown).await
 }
 
 /// Runs the accountant until `shutdown`: creates its tables, publishes what a previous

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
+use crate::error::{ArchiveError, Result};
 use guardian_kafka::KafkaSettings;
 use guardian_kafka::reader::{Incoming, RangeReader, topic_watermarks};
 use guardian_objects::{ObjectStore, sha256_hex};
@@ -36,7 +36,8 @@ pub struct ArchiveReport {
 async fn reconciled_manifest(store: &ObjectStore, prefix: &str, topic: &str) -> Result<Manifest> {
     let key = segment::manifest_key(prefix, topic);
     let mut manifest = match store.get(&key).await {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("{key} is not a manifest"))?,
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| ArchiveError::format(format!("{key} is not a manifest"))(e.to_string()))?,
         Err(_) => Manifest { topic: topic.to_string(), segments: Vec::new() },
     };
     let listed = store.list(&segment::topic_prefix(prefix, topic)).await?;
@@ -47,7 +48,8 @@ async fn reconciled_manifest(store: &ObjectStore, prefix: &str, topic: &str) -> 
             continue;
         }
         let bytes = store.get(&k).await?;
-        let records = segment::decode(&bytes).with_context(|| format!("segment {k}"))?;
+        let records =
+            segment::decode(&bytes).map_err(|e| ArchiveError::format(format!("segment {k}"))(e.to_string()))?;
         warn!(key = %k, "segment missing from the manifest (an interrupted pass): adding it");
         manifest.record(SegmentInfo {
             key: k,
@@ -61,7 +63,7 @@ async fn reconciled_manifest(store: &ObjectStore, prefix: &str, topic: &str) -> 
         changed = true;
     }
     if changed {
-        store.put(&key, serde_json::to_vec_pretty(&manifest)?).await?;
+        store.put(&key, manifest_json(&manifest)).await?;
     }
     Ok(manifest)
 }
@@ -100,7 +102,7 @@ async fn write_segment(
     };
     store.put(&key, bytes).await?;
     manifest.record(info.clone());
-    store.put(&segment::manifest_key(&settings.prefix, &topic), serde_json::to_vec_pretty(manifest)?).await?;
+    store.put(&segment::manifest_key(&settings.prefix, &topic), manifest_json(manifest)).await?;
     report.segments_written += 1;
     report.records += info.records;
     report.bytes += info.bytes;
@@ -145,4 +147,8 @@ pub async fn archive_topic(
         write_segment(store, settings, &mut manifest, buffer, &mut report).await?;
     }
     Ok(report)
+}
+
+fn manifest_json(manifest: &Manifest) -> Vec<u8> {
+    serde_json::to_vec_pretty(manifest).expect("a manifest serializes")
 }

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{ArchiveError, Result};
 use futures::stream::{FuturesUnordered, StreamExt};
 use guardian_kafka::Producer;
 use guardian_objects::{ObjectStore, sha256_hex};
@@ -45,9 +45,11 @@ pub struct RestoreReport {
 
 pub async fn manifest(store: &ObjectStore, prefix: &str, topic: &str) -> Result<Manifest> {
     let key = segment::manifest_key(prefix, topic);
-    let bytes =
-        store.get(&key).await.with_context(|| format!("no archive of {topic}: {} is missing", store.uri(&key)))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{key} is not a manifest"))
+    let bytes = store
+        .get(&key)
+        .await
+        .map_err(|e| ArchiveError::Refused(format!("no archive of {topic}: {} is missing ({e})", store.uri(&key))))?;
+    serde_json::from_slice(&bytes).map_err(|e| ArchiveError::format(format!("{key} is not a manifest"))(e.to_string()))
 }
 
 /// The segments a restore of `range` reads.
@@ -73,11 +75,16 @@ pub async fn restore(
         let bytes = store.get(&s.key).await?;
         let actual = sha256_hex(&bytes);
         if actual != s.sha256 {
-            bail!("segment {} has SHA-256 {actual}, the manifest says {}: refusing to restore it", s.key, s.sha256);
+            return Err(ArchiveError::Refused(format!(
+                "segment {} has SHA-256 {actual}, the manifest says {}: refusing to restore it",
+                s.key, s.sha256
+            )));
         }
         report.segments += 1;
         report.bytes += bytes.len() as u64;
-        for r in segment::decode(&bytes).with_context(|| format!("segment {}", s.key))? {
+        for r in
+            segment::decode(&bytes).map_err(|e| ArchiveError::format(format!("segment {}", s.key))(e.to_string()))?
+        {
             if !range.wants(r.partition, r.offset) {
                 continue;
             }

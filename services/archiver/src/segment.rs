@@ -1,6 +1,6 @@
 //! Segment files and keys, and the manifest.
 
-use anyhow::{Context, Result, bail};
+use crate::error::{ArchiveError, Result};
 use apache_avro::{Codec, DeflateSettings, Reader, Writer};
 use guardian_schemas::records::ArchivedRecord;
 use guardian_schemas::{Record, Registry};
@@ -92,7 +92,7 @@ pub fn encode(key: &str, records: &[ArchivedRecord]) -> Result<Vec<u8>> {
     put_bytes(&mut header, b"avro.codec");
     put_bytes(&mut header, b"deflate");
     put_bytes(&mut header, b"avro.schema");
-    put_bytes(&mut header, serde_json::to_string(&entry.schema)?.as_bytes());
+    put_bytes(&mut header, serde_json::to_string(&entry.schema).expect("a schema serializes").as_bytes());
     put_long(&mut header, 0);
     header.extend_from_slice(&marker);
     let mut writer = Writer::builder()
@@ -103,21 +103,27 @@ pub fn encode(key: &str, records: &[ArchivedRecord]) -> Result<Vec<u8>> {
         .has_header(true)
         .build();
     for r in records {
-        writer.append_ser(r).with_context(|| format!("encoding offset {} into {key}", r.offset))?;
+        writer
+            .append_ser(r)
+            .map_err(|e| ArchiveError::format(format!("encoding offset {} into {key}", r.offset))(e.to_string()))?;
     }
-    writer.into_inner().context("finishing the segment file")
+    writer.into_inner().map_err(|e| ArchiveError::format("finishing the segment file")(e.to_string()))
 }
 
 /// The records of a segment file.
 pub fn decode(bytes: &[u8]) -> Result<Vec<ArchivedRecord>> {
-    let reader = Reader::new(bytes).context("not an Avro object container file")?;
+    let reader =
+        Reader::new(bytes).map_err(|e| ArchiveError::format("not an Avro object container file")(e.to_string()))?;
     let mut out = Vec::new();
     for value in reader {
-        let value = value.context("reading a segment block")?;
-        out.push(apache_avro::from_value::<ArchivedRecord>(&value).context("not an archived record")?);
+        let value = value.map_err(|e| ArchiveError::format("reading a segment block")(e.to_string()))?;
+        out.push(
+            apache_avro::from_value::<ArchivedRecord>(&value)
+                .map_err(|e| ArchiveError::format("not an archived record")(e.to_string()))?,
+        );
     }
     if out.windows(2).any(|w| w[1].offset <= w[0].offset || w[1].partition != w[0].partition) {
-        bail!("segment records are not one partition in increasing offset order");
+        return Err(ArchiveError::Refused("segment records are not one partition in increasing offset order".into()));
     }
     Ok(out)
 }

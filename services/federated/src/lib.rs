@@ -10,9 +10,11 @@
 //!   the published one.
 
 pub mod agent;
+pub mod config;
 pub mod coordinator;
 pub mod registry;
 pub mod replay;
+pub mod service;
 pub mod wire;
 
 /// The Kafka topics a federated session uses, with the catalogue's prefix applied.

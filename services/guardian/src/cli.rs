@@ -4,10 +4,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use guardian_accountant::AccountantArgs;
+pub use guardian_archiver::{ArchiveArgs, RestoreArgs};
 pub use guardian_dashboard::DashboardArgs;
 pub use guardian_dr::{DrCommand, ReplayCommand};
+pub use guardian_federated::config::{FlAgentArgs, FlStartArgs};
 pub use guardian_kafka::KafkaArgs;
+pub use guardian_kpi::KpiArgs;
 pub use guardian_objects::S3Args;
+pub use guardian_slo::SloArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -113,110 +118,6 @@ pub enum PilotCommand {
     },
 }
 
-#[derive(Debug, Args)]
-pub struct SloArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// Error budget period in days (also how far back the topic is read)
-    #[arg(long, default_value_t = 30)]
-    pub period_days: u32,
-    /// Seconds between two updates of the gauges
-    #[arg(long, default_value_t = 5)]
-    pub publish_secs: u64,
-    /// Where /metrics, /healthz and /readyz listen
-    #[arg(long, default_value = "127.0.0.1:9468")]
-    pub listen: SocketAddr,
-}
-
-#[derive(Debug, Args)]
-pub struct KpiArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// PostgreSQL URL of the rollups
-    #[arg(long, env = "GUARDIAN_DATABASE_URL")]
-    pub database_url: String,
-    /// Consumer group (also the key of the offsets kept with the rollups)
-    #[arg(long, default_value = "kpi-rollup")]
-    pub group: String,
-    /// Seconds a record may trail its hospital's newest event and still be on time
-    #[arg(long, default_value_t = 300)]
-    pub lateness_secs: u64,
-    /// Registry of hospital keys (registry.toml of `fl keygen`): records must be signed by
-    /// their hospital, and unsigned or forged ones go to the dead-letter topic
-    #[arg(long, env = "GUARDIAN_SIGNERS")]
-    pub signers: Option<PathBuf>,
-    /// Event digests kept in memory to spot duplicates (about 50 bytes each); days used
-    /// least recently are read back from PostgreSQL when a record of theirs arrives
-    #[arg(long, default_value_t = guardian_kpi::DEFAULT_DEDUP_CACHE_EVENTS)]
-    pub dedup_cache_events: usize,
-    /// Days of event digests kept behind each hospital's newest event (0: all, growing 16
-    /// bytes per event); older records go to the dead-letter topic (kind "expired"), as
-    /// they could no longer be told from replays
-    #[arg(long, default_value_t = guardian_kpi::DEFAULT_DEDUP_HORIZON_DAYS)]
-    pub dedup_horizon_days: u32,
-    /// Where /metrics, /healthz and /readyz listen
-    #[arg(long, default_value = "127.0.0.1:9467")]
-    pub listen: SocketAddr,
-}
-
-#[derive(Debug, Args)]
-pub struct ArchiveArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    #[command(flatten)]
-    pub s3: S3Args,
-    /// Topics to archive (full names); default: every topic of the catalogue
-    #[arg(long, value_delimiter = ',')]
-    pub topics: Vec<String>,
-    /// Bucket of the archive
-    #[arg(long, env = "GUARDIAN_ARCHIVE_BUCKET", default_value = "guardian-archive")]
-    pub bucket: String,
-    /// Key prefix in the bucket
-    #[arg(long, default_value = "archive")]
-    pub prefix: String,
-    /// Records per segment at most
-    #[arg(long, default_value_t = 50_000)]
-    pub segment_records: usize,
-    /// Archive what is there now and exit (default: a pass every --interval-secs until SIGTERM)
-    #[arg(long)]
-    pub once: bool,
-    /// Seconds between two passes
-    #[arg(long, default_value_t = 60)]
-    pub interval_secs: u64,
-    /// Where /metrics, /healthz and /readyz listen (not with --once)
-    #[arg(long, default_value = "127.0.0.1:9469")]
-    pub listen: SocketAddr,
-}
-
-#[derive(Debug, Args)]
-pub struct RestoreArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    #[command(flatten)]
-    pub s3: S3Args,
-    /// Archived topic to restore (full name)
-    #[arg(long)]
-    pub topic: String,
-    /// Topic to write into (default: the archived topic itself)
-    #[arg(long)]
-    pub to_topic: Option<String>,
-    #[arg(long)]
-    pub partition: Option<i32>,
-    /// First offset to restore (inclusive)
-    #[arg(long)]
-    pub from_offset: Option<i64>,
-    /// Last offset to restore (inclusive)
-    #[arg(long)]
-    pub to_offset: Option<i64>,
-    #[arg(long, env = "GUARDIAN_ARCHIVE_BUCKET", default_value = "guardian-archive")]
-    pub bucket: String,
-    #[arg(long, default_value = "archive")]
-    pub prefix: String,
-    /// Print the segments and records that would be restored, write nothing
-    #[arg(long)]
-    pub dry_run: bool,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum FlCommand {
     /// Create the aggregator's and each hospital's signing key and the registry of public keys
@@ -284,140 +185,6 @@ pub struct FlQueryArgs {
     /// One JSON object per line instead of text
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum DpUnitArg {
-    /// Each hospital trains with DP-SGD: patient-level privacy, spent per hospital
-    Patient,
-    /// Updates are clipped and noised so that the sum carries the noise (DP-FedAvg)
-    Hospital,
-}
-
-#[derive(Debug, Args)]
-pub struct FlStartArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    #[command(flatten)]
-    pub s3: S3Args,
-    /// The aggregator's signing key
-    #[arg(long, env = "GUARDIAN_FL_IDENTITY")]
-    pub identity: Option<PathBuf>,
-    /// The registry of public keys
-    #[arg(long, env = "GUARDIAN_FL_REGISTRY")]
-    pub registry: Option<PathBuf>,
-    /// Session id (default: s-<unix seconds>)
-    #[arg(long)]
-    pub session: Option<String>,
-    /// Hospitals taking part, comma-separated (default: every hospital in the registry)
-    #[arg(long, value_delimiter = ',')]
-    pub hospitals: Vec<String>,
-    #[arg(long, default_value_t = 10)]
-    pub rounds: u32,
-    /// Privacy budget each hospital may spend over the session (sets the noise multiplier)
-    #[arg(long, default_value_t = 2.0)]
-    pub epsilon: f64,
-    #[arg(long, default_value_t = 1e-5)]
-    pub delta: f64,
-    /// Noise multiplier (default: the smallest that keeps --rounds within --epsilon)
-    #[arg(long)]
-    pub noise_multiplier: Option<f64>,
-    #[arg(long, value_enum, default_value_t = DpUnitArg::Patient)]
-    pub dp_unit: DpUnitArg,
-    /// Shamir threshold t, the fewest survivors a round can finish with (default: n/2 + 1)
-    #[arg(long)]
-    pub threshold: Option<u32>,
-    /// Neighbours per hospital in the SecAgg+ graph (default: all, up to 32 hospitals)
-    #[arg(long)]
-    pub neighbours: Option<u32>,
-    /// L2 clip norm (per record for patient, per update for hospital)
-    #[arg(long, default_value_t = 1.0)]
-    pub clip_norm: f64,
-    /// Record sampling rate per DP-SGD step (patient unit)
-    #[arg(long, default_value_t = 0.1)]
-    pub sampling_rate: f64,
-    /// DP-SGD steps per round (patient) or local epochs (hospital)
-    #[arg(long, default_value_t = 20)]
-    pub local_steps: u32,
-    #[arg(long, default_value_t = 0.5)]
-    pub learning_rate: f32,
-    /// Parameters per update chunk record
-    #[arg(long, default_value_t = 65_536)]
-    pub chunk_len: u32,
-    /// Quantization range: update values are clamped to [-r, r]
-    #[arg(long, default_value_t = 8.0)]
-    pub clipping_range: f32,
-    /// Seconds each stage waits for the parties before going on without the missing ones
-    #[arg(long, default_value_t = 30)]
-    pub stage_timeout_secs: u64,
-    /// Initial weights (.npy); default: the demo logistic-regression model, all zeros
-    #[arg(long)]
-    pub initial_model: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct FlAgentArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    #[command(flatten)]
-    pub s3: S3Args,
-    /// This hospital's id
-    #[arg(long)]
-    pub hospital: String,
-    /// This hospital's signing key
-    #[arg(long)]
-    pub identity: PathBuf,
-    /// The registry of public keys
-    #[arg(long, env = "GUARDIAN_FL_REGISTRY")]
-    pub registry: PathBuf,
-    /// Train on shard N of the shipped demo data (split over --demo-hospitals)
-    #[arg(long, conflicts_with_all = ["data", "update"])]
-    pub demo_shard: Option<usize>,
-    #[arg(long, default_value_t = 5)]
-    pub demo_hospitals: usize,
-    /// Train on this CSV (standardised features..., 0/1 label)
-    #[arg(long, conflicts_with = "update")]
-    pub data: Option<PathBuf>,
-    /// Send this precomputed update (.npy, float32/64) in hospital-unit sessions
-    #[arg(long)]
-    pub update: Option<PathBuf>,
-    /// This hospital's own epsilon limit (the accountant's applies too)
-    #[arg(long, default_value_t = 2.0)]
-    pub epsilon_limit: f64,
-    /// Where /metrics, /healthz and /readyz listen
-    #[arg(long, default_value = "127.0.0.1:9466")]
-    pub listen: SocketAddr,
-    /// Fault injection for chaos tests: before-input:<round> aborts before sending that round's update
-    #[arg(long, env = "GUARDIAN_FL_FAULT", hide = true)]
-    pub fault: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct AccountantArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// PostgreSQL URL of the ledger
-    #[arg(long, env = "GUARDIAN_DATABASE_URL")]
-    pub database_url: String,
-    /// Consumer group (also the key of the offsets kept with the ledger)
-    #[arg(long, default_value = "privacy-accountant")]
-    pub group: String,
-    /// Registry of hospital keys (registry.toml of `fl keygen`): records must be signed by
-    /// their hospital, and unsigned or forged ones go to the dead-letter topic
-    #[arg(long, env = "GUARDIAN_SIGNERS")]
-    pub signers: Option<PathBuf>,
-    /// Epsilon budget of each hospital
-    #[arg(long, default_value_t = 2.0)]
-    pub hospital_epsilon: f64,
-    /// Epsilon budget of the federation (every hospital's accepted spends composed)
-    #[arg(long, default_value_t = 10.0)]
-    pub global_epsilon: f64,
-    /// Delta of every budget
-    #[arg(long, default_value_t = 1e-5)]
-    pub delta: f64,
-    /// Where /metrics, /healthz and /readyz listen
-    #[arg(long, default_value = "127.0.0.1:9465")]
-    pub listen: SocketAddr,
 }
 
 /// One or more groups of sampled-Gaussian rounds. Repeat the three flags to compose

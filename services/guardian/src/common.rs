@@ -20,11 +20,6 @@ pub async fn require_topics(admin: &Admin, catalogue: &Catalogue, needed: &[Topi
     Ok(guardian_kafka::connect::require_topics(admin, catalogue, needed).await?)
 }
 
-/// The hospitals' signing keys from a registry file, when one is given.
-pub fn signers(path: Option<&std::path::Path>) -> Result<Option<guardian_kafka::signing::Signers>> {
-    guardian_kafka::signing::Signers::load_optional(path).map_err(anyhow::Error::msg)
-}
-
 pub async fn admin(args: &KafkaArgs) -> Result<Admin> {
     args.admin(&ServiceId::Ops.client_for("admin")).await.context("kafka")
 }

@@ -3,6 +3,7 @@
 //! deduplicated) and, through an outbox published in Kafka transactions, exactly once on
 //! the compacted rollup topic.
 
+pub mod config;
 pub mod dedup;
 pub mod store;
 
@@ -16,7 +17,10 @@ use guardian_kafka::{KafkaClientError, KafkaSettings, Producer};
 use guardian_pg::{PgConnectError, PgOffsetConsumer};
 use guardian_runtime::Shutdown;
 use guardian_schemas::Codec;
+use guardian_topics::{ServiceId, TopicId};
 use sqlx::PgPool;
+
+pub use config::{KpiArgs, KpiConfig};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -50,6 +54,12 @@ pub const BATCH: BatchPolicy = BatchPolicy { max_records: 20_000, max_wait: std:
 
 #[derive(Debug, thiserror::Error)]
 pub enum KpiError {
+    #[error("config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Runtime(#[from] guardian_runtime::Error),
+    #[error(transparent)]
+    Catalogue(#[from] guardian_topics::CatalogueError),
     #[error(transparent)]
     Kafka(#[from] KafkaClientError),
     #[error(transparent)]
@@ -69,6 +79,34 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
     guardian_pg::apply_ddl(pool, dedup::DDL).await?;
     guardian_pg::apply_ddl(pool, readiness::REGISTRY_DDL).await?;
     guardian_pg::apply_ddl(pool, store::AGGREGATE_VIEW_DDL).await
+}
+
+/// The topics the service reads and writes: it refuses to start without them.
+pub const NEEDED: [TopicId; 4] = [TopicId::Encounters, TopicId::SloEvents, TopicId::KpiRollups, TopicId::DeadLetter];
+
+/// The service process: the ops endpoint on `config.listen`, the topic check, the
+/// database, then [`run`] until `shutdown`.
+pub async fn serve(config: KpiConfig, shutdown: Shutdown) -> Result<guardian_pg::PgRunStats, KpiError> {
+    let ops = guardian_runtime::http::serve_ops(config.listen, None, &shutdown).await?;
+    let catalogue = config.kafka.checked_catalogue(ServiceId::Kpi, &NEEDED).await?;
+    let signers =
+        guardian_kafka::signing::Signers::load_optional(config.signers.as_deref()).map_err(KpiError::Config)?;
+    let pool = guardian_pg::connect(&config.database_url, 4).await?;
+    let run_config = Config {
+        kafka: config.kafka.settings(&ServiceId::Kpi.client_id()),
+        group: config.group,
+        encounters_topic: catalogue.topic(TopicId::Encounters)?,
+        slo_topic: catalogue.topic(TopicId::SloEvents)?,
+        rollups_topic: catalogue.topic(TopicId::KpiRollups)?,
+        dead_letter_topic: catalogue.topic(TopicId::DeadLetter)?,
+        lateness_ms: config.lateness_ms,
+        signers,
+        dedup_cache_events: config.dedup_cache_events,
+        dedup_horizon_days: config.dedup_horizon_days,
+    };
+    tracing::info!(metrics = %format!("http://{}/metrics", ops.bound), encounters = %run_config.encounters_topic, "kpi rollup starting");
+    ops.readiness.set_ready(true);
+    run(run_config, pool, shutdown).await
 }
 
 /// Runs until `shutdown`; returns the consumer's counts.

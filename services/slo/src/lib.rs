@@ -9,9 +9,39 @@
 //! - `guardian_slo_error_budget_remaining{slo}` over the budget period, and
 //!   `guardian_slo_objective{slo}`, `guardian_slo_events{slo}`.
 
+pub mod config;
+
+pub use config::SloArgs;
 pub use guardian_burnrate::{BURN_ALERTS, Monitor, SloStatus, Source as Config, follow};
 use guardian_kafka::KafkaClientError;
 use guardian_runtime::Shutdown;
+use guardian_topics::{ServiceId, TopicId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SloError {
+    #[error("config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Runtime(#[from] guardian_runtime::Error),
+    #[error(transparent)]
+    Catalogue(#[from] guardian_topics::CatalogueError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaClientError),
+}
+
+/// The service process: the ops endpoint, the topic check, then [`run`] until `shutdown`.
+pub async fn serve(args: SloArgs, shutdown: Shutdown) -> Result<(), SloError> {
+    let ops = guardian_runtime::http::serve_ops(args.listen, None, &shutdown).await?;
+    let catalogue = args.kafka.checked_catalogue(ServiceId::Slo, &[TopicId::SloEvents]).await?;
+    let config = Config {
+        kafka: args.kafka.settings(&ServiceId::Slo.client_id()),
+        slo_topic: catalogue.topic(TopicId::SloEvents)?,
+        period_ms: i64::from(args.period_days.max(1)) * guardian_runtime::time::DAY_MS,
+        publish_every: std::time::Duration::from_secs(args.publish_secs.max(1)),
+    };
+    tracing::info!(metrics = %format!("http://{}/metrics", ops.bound), topic = %config.slo_topic, "slo monitor starting");
+    Ok(run(config, shutdown, || ops.readiness.set_ready(true)).await?)
+}
 
 fn publish(status: &[SloStatus]) {
     for s in status {

@@ -160,7 +160,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         });
     }
     let federation = if args.fl_rounds > 0 {
-        Some(tokio::spawn(super::fl::demo_session(
+        Some(tokio::spawn(guardian_federated::service::demo_session(
             args.kafka.clone(),
             args.s3.clone(),
             args.fl_rounds,

@@ -1,36 +1,15 @@
-//! `guardian kpi`: checks its topics, then runs the KPI rollup service with /metrics,
-//! /healthz and /readyz until SIGTERM.
+//! `guardian kpi`, `slo`, `dashboard` and `pilot`: the KPI services and the pilot's
+//! registry and readiness report.
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use guardian_topics::TopicId;
 
 use crate::cli::KpiArgs;
-use crate::common;
 
 pub async fn run(args: KpiArgs) -> Result<ExitCode> {
-    let (shutdown, readiness, bound) = common::serve_ops(args.listen, None).await?;
-    let catalogue = common::kafka_catalogue(&args.kafka)?;
-    let admin = common::admin(&args.kafka).await?;
-    let needed = [TopicId::Encounters, TopicId::SloEvents, TopicId::KpiRollups, TopicId::DeadLetter];
-    common::require_topics(&admin, &catalogue, &needed).await?;
-    let pool = guardian_pg::connect(&args.database_url, 4).await?;
-    let config = guardian_kpi::Config {
-        kafka: common::settings(&args.kafka, "kpi-rollup"),
-        group: args.group,
-        encounters_topic: catalogue.topic(TopicId::Encounters)?,
-        slo_topic: catalogue.topic(TopicId::SloEvents)?,
-        rollups_topic: catalogue.topic(TopicId::KpiRollups)?,
-        dead_letter_topic: catalogue.topic(TopicId::DeadLetter)?,
-        lateness_ms: args.lateness_secs as i64 * 1000,
-        signers: common::signers(args.signers.as_deref())?,
-        dedup_cache_events: args.dedup_cache_events,
-        dedup_horizon_days: args.dedup_horizon_days,
-    };
-    tracing::info!(metrics = %format!("http://{bound}/metrics"), encounters = %config.encounters_topic, "kpi rollup starting");
-    readiness.set_ready(true);
-    guardian_kpi::run(config, pool, shutdown).await?;
+    let config = args.validate()?;
+    guardian_kpi::serve(config, guardian_runtime::Shutdown::on_signals()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -94,18 +73,8 @@ pub async fn pilot(cmd: crate::cli::PilotCommand) -> Result<ExitCode> {
 }
 
 pub async fn slo(args: crate::cli::SloArgs) -> Result<ExitCode> {
-    let (shutdown, readiness, bound) = common::serve_ops(args.listen, None).await?;
-    let catalogue = common::kafka_catalogue(&args.kafka)?;
-    let admin = common::admin(&args.kafka).await?;
-    common::require_topics(&admin, &catalogue, &[TopicId::SloEvents]).await?;
-    let config = guardian_slo::Config {
-        kafka: common::settings(&args.kafka, "slo-monitor"),
-        slo_topic: catalogue.topic(TopicId::SloEvents)?,
-        period_ms: i64::from(args.period_days.max(1)) * 86_400_000,
-        publish_every: std::time::Duration::from_secs(args.publish_secs.max(1)),
-    };
-    tracing::info!(metrics = %format!("http://{bound}/metrics"), topic = %config.slo_topic, "slo monitor starting");
-    guardian_slo::run(config, shutdown, || readiness.set_ready(true)).await?;
+    let args = args.validate()?;
+    guardian_slo::serve(args, guardian_runtime::Shutdown::on_signals()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

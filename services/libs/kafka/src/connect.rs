@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use guardian_schemas::Registry;
-use guardian_topics::{Catalogue, Change, TopicId, plan};
+use guardian_topics::{Catalogue, Change, ServiceId, TopicId, plan};
 use serde::{Deserialize, Serialize};
 
 use crate::admin::Admin;
@@ -102,6 +102,19 @@ impl KafkaArgs {
     /// An admin client.
     pub async fn admin(&self, client: &str) -> Result<Admin, KafkaClientError> {
         Admin::connect(&self.settings(client)).await
+    }
+
+    /// The start-up check every service makes: the catalogue, once every topic in
+    /// `needed` exists on the cluster as declared.
+    pub async fn checked_catalogue(
+        &self,
+        service: ServiceId,
+        needed: &[TopicId],
+    ) -> Result<Catalogue, KafkaClientError> {
+        let catalogue = self.catalogue().map_err(|e| KafkaClientError::Config(e.to_string()))?;
+        let admin = self.admin(&service.client_for("admin")).await?;
+        require_topics(&admin, &catalogue, needed).await?;
+        Ok(catalogue)
     }
 }
 

@@ -15,4 +15,4 @@ pub mod service;
 
 pub use catalogue::{Catalogue, CatalogueError, KeyEncoding, TopicId, TopicSpec};
 pub use plan::{Change, Drift, ObservedTopic, Plan, plan};
-pub use service::ServiceId;
+pub use service::{ServiceId, hospital_client, hospital_principal};

@@ -88,6 +88,11 @@ pub fn hospital_principal(hospital: &str) -> String {
     format!("hospital-{hospital}")
 }
 
+/// A client id of one role of a hospital's agent, under its principal.
+pub fn hospital_client(hospital: &str, role: &str) -> String {
+    format!("{}-{role}", hospital_principal(hospital))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,331 @@
+//! The federated commands' settings: the aggregator's session (`FlStartArgs`) and a
+//! hospital agent's (`FlAgentArgs`), as flags or as a TOML file with the same keys
+//! (`--config FILE`), and [`plan`], which turns a session's settings into the decided
+//! [`SessionPlan`]: the SecAgg+ threshold and neighbour degree, the noise multiplier for
+//! the ε budget, the quantization that keeps the ring sum exact. Nothing here does I/O
+//! beyond reading the files named in the settings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use guardian_fl::demo::DemoFederation;
+use guardian_kafka::KafkaArgs;
+use guardian_objects::S3Args;
+use guardian_schemas::records::DpUnit;
+use serde::{Deserialize, Serialize};
+
+use crate::coordinator::SessionPlan;
+use crate::registry::Registry;
+
+/// Parameters of the shipped demo model (30 features + bias).
+pub const DEMO_PARAMETERS: usize = 31;
+/// Default of the agent's `--listen`.
+pub const DEFAULT_AGENT_LISTEN: &str = "127.0.0.1:9466";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DpUnitArg {
+    /// Each hospital trains with DP-SGD: patient-level privacy, spent per hospital
+    Patient,
+    /// Updates are clipped and noised so that the sum carries the noise (DP-FedAvg)
+    Hospital,
+}
+
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlStartArgs {
+    /// Read every setting from this TOML file (keys as the flags, with underscores; Kafka
+    /// settings under [kafka], S3 under [s3]); flags and their variables are then ignored
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// The aggregator's signing key
+    #[arg(long, env = "GUARDIAN_FL_IDENTITY")]
+    pub identity: Option<PathBuf>,
+    /// The registry of public keys
+    #[arg(long, env = "GUARDIAN_FL_REGISTRY")]
+    pub registry: Option<PathBuf>,
+    /// Session id (default: s-<unix seconds>)
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Hospitals taking part, comma-separated (default: every hospital in the registry)
+    #[arg(long, value_delimiter = ',')]
+    pub hospitals: Vec<String>,
+    #[arg(long, default_value_t = 10)]
+    pub rounds: u32,
+    /// Privacy budget each hospital may spend over the session (sets the noise multiplier)
+    #[arg(long, default_value_t = 2.0)]
+    pub epsilon: f64,
+    #[arg(long, default_value_t = 1e-5)]
+    pub delta: f64,
+    /// Noise multiplier (default: the smallest that keeps --rounds within --epsilon)
+    #[arg(long)]
+    pub noise_multiplier: Option<f64>,
+    #[arg(long, value_enum, default_value_t = DpUnitArg::Patient)]
+    pub dp_unit: DpUnitArg,
+    /// Shamir threshold t, the fewest survivors a round can finish with (default: n/2 + 1)
+    #[arg(long)]
+    pub threshold: Option<u32>,
+    /// Neighbours per hospital in the SecAgg+ graph (default: all, up to 32 hospitals)
+    #[arg(long)]
+    pub neighbours: Option<u32>,
+    /// L2 clip norm (per record for patient, per update for hospital)
+    #[arg(long, default_value_t = 1.0)]
+    pub clip_norm: f64,
+    /// Record sampling rate per DP-SGD step (patient unit)
+    #[arg(long, default_value_t = 0.1)]
+    pub sampling_rate: f64,
+    /// DP-SGD steps per round (patient) or local epochs (hospital)
+    #[arg(long, default_value_t = 20)]
+    pub local_steps: u32,
+    #[arg(long, default_value_t = 0.5)]
+    pub learning_rate: f32,
+    /// Parameters per update chunk record
+    #[arg(long, default_value_t = 65_536)]
+    pub chunk_len: u32,
+    /// Quantization range: update values are clamped to [-r, r]
+    #[arg(long, default_value_t = 8.0)]
+    pub clipping_range: f32,
+    /// Seconds each stage waits for the parties before going on without the missing ones
+    #[arg(long, default_value_t = 30)]
+    pub stage_timeout_secs: u64,
+    /// Initial weights (.npy); default: the demo logistic-regression model, all zeros
+    #[arg(long)]
+    pub initial_model: Option<PathBuf>,
+}
+
+impl Default for FlStartArgs {
+    fn default() -> Self {
+        FlStartArgs {
+            config: None,
+            kafka: KafkaArgs::default(),
+            s3: S3Args::default(),
+            identity: None,
+            registry: None,
+            session: None,
+            hospitals: Vec::new(),
+            rounds: 10,
+            epsilon: 2.0,
+            delta: 1e-5,
+            noise_multiplier: None,
+            dp_unit: DpUnitArg::Patient,
+            threshold: None,
+            neighbours: None,
+            clip_norm: 1.0,
+            sampling_rate: 0.1,
+            local_steps: 20,
+            learning_rate: 0.5,
+            chunk_len: 65_536,
+            clipping_range: 8.0,
+            stage_timeout_secs: 30,
+            initial_model: None,
+        }
+    }
+}
+
+impl FlStartArgs {
+    /// The settings from `--config` when given, else from the flags.
+    pub fn resolve(self) -> Result<FlStartArgs> {
+        Ok(match &self.config {
+            Some(path) => guardian_runtime::config::load(path)?,
+            None => self,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlAgentArgs {
+    /// Read every setting from this TOML file (keys as the flags, with underscores; Kafka
+    /// settings under [kafka], S3 under [s3]); flags and their variables are then ignored
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// This hospital's id
+    #[arg(long)]
+    pub hospital: Option<String>,
+    /// This hospital's signing key
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+    /// The registry of public keys
+    #[arg(long, env = "GUARDIAN_FL_REGISTRY")]
+    pub registry: Option<PathBuf>,
+    /// Train on shard N of the shipped demo data (split over --demo-hospitals)
+    #[arg(long, conflicts_with_all = ["data", "update"])]
+    pub demo_shard: Option<usize>,
+    #[arg(long, default_value_t = 5)]
+    pub demo_hospitals: usize,
+    /// Train on this CSV (standardised features..., 0/1 label)
+    #[arg(long, conflicts_with = "update")]
+    pub data: Option<PathBuf>,
+    /// Send this precomputed update (.npy, float32/64) in hospital-unit sessions
+    #[arg(long)]
+    pub update: Option<PathBuf>,
+    /// This hospital's own epsilon limit (the accountant's applies too)
+    #[arg(long, default_value_t = 2.0)]
+    pub epsilon_limit: f64,
+    /// Where /metrics, /healthz and /readyz listen
+    #[arg(long, default_value = DEFAULT_AGENT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Fault injection for chaos tests: before-input:<round> aborts before sending that round's update
+    #[arg(long, env = "GUARDIAN_FL_FAULT", hide = true)]
+    pub fault: Option<String>,
+}
+
+impl Default for FlAgentArgs {
+    fn default() -> Self {
+        FlAgentArgs {
+            config: None,
+            kafka: KafkaArgs::default(),
+            s3: S3Args::default(),
+            hospital: None,
+            identity: None,
+            registry: None,
+            demo_shard: None,
+            demo_hospitals: 5,
+            data: None,
+            update: None,
+            epsilon_limit: 2.0,
+            listen: DEFAULT_AGENT_LISTEN.parse().expect("a socket address"),
+            fault: None,
+        }
+    }
+}
+
+impl FlAgentArgs {
+    /// The settings from `--config` when given, else from the flags.
+    pub fn resolve(self) -> Result<FlAgentArgs> {
+        Ok(match &self.config {
+            Some(path) => guardian_runtime::config::load(path)?,
+            None => self,
+        })
+    }
+}
+
+pub fn default_neighbours(n: u32) -> u32 {
+    if n <= 33 {
+        n.saturating_sub(1)
+    } else {
+        // SecAgg+: a logarithmic degree keeps the work per party small.
+        (2 * (f64::from(n).log2() * 1.5).ceil() as u32).min(n - 1)
+    }
+}
+
+pub fn plan(args: &FlStartArgs, registry: Option<&Registry>) -> Result<(SessionPlan, Vec<String>)> {
+    let hospitals: Vec<String> = if args.hospitals.is_empty() {
+        registry.map(|r| r.hospitals.keys().cloned().collect()).context("--hospitals is required without --registry")?
+    } else {
+        args.hospitals.clone()
+    };
+    let n = hospitals.len() as u32;
+    ensure!(n >= 2, "a session needs at least 2 hospitals, got {n}");
+    ensure!(args.rounds >= 1, "--rounds must be at least 1");
+    ensure!(
+        args.epsilon > 0.0 && args.delta > 0.0 && args.delta < 1.0,
+        "--epsilon must be positive and --delta in (0, 1)"
+    );
+    let threshold = args.threshold.unwrap_or(n / 2 + 1);
+    let neighbours = args.neighbours.unwrap_or_else(|| default_neighbours(n));
+    let (dp_unit, q, steps_per_round) = match args.dp_unit {
+        DpUnitArg::Patient => (DpUnit::Patient, args.sampling_rate, u64::from(args.local_steps)),
+        DpUnitArg::Hospital => {
+            let total = registry.map_or(n as usize, |r| r.hospitals.len()).max(n as usize);
+            (DpUnit::Hospital, f64::from(n) / total as f64, 1)
+        }
+    };
+    ensure!(q > 0.0 && q <= 1.0, "--sampling-rate must be in (0, 1]");
+    let noise_multiplier = match args.noise_multiplier {
+        Some(z) => z,
+        None => guardian_privacy::inverse::noise_for_target(
+            q,
+            steps_per_round * u64::from(args.rounds),
+            args.delta,
+            args.epsilon,
+        )
+        .context("deriving the noise multiplier from --epsilon")?,
+    };
+    // The widest quantization that keeps the sum of n updates exact in Z/2^32.
+    let mut levels = 1u32 << 22;
+    while u64::from(n) * u64::from(levels - 1) >= 1 << 32 {
+        levels /= 2;
+    }
+    let initial_model = match &args.initial_model {
+        Some(p) => guardian_fl::npy::read(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
+            .with_context(|| format!("{}: not a float .npy file", p.display()))?,
+        None => vec![0f32; DEMO_PARAMETERS],
+    };
+    let evaluate_on = (initial_model.len() == DEMO_PARAMETERS)
+        .then(|| DemoFederation::new(n as usize).ok().map(|d| d.test))
+        .flatten();
+    let plan = SessionPlan {
+        session: args.session.clone().unwrap_or_else(|| format!("s-{}", guardian_runtime::now_ms() / 1000)),
+        hospitals: hospitals.clone(),
+        rounds: args.rounds,
+        threshold,
+        neighbours,
+        dp_unit,
+        clip_norm: args.clip_norm,
+        noise_multiplier,
+        sampling_rate: q,
+        delta: args.delta,
+        local_steps: args.local_steps,
+        learning_rate: args.learning_rate,
+        chunk_len: args.chunk_len,
+        clipping_range: args.clipping_range,
+        quantization_levels: levels,
+        stage_timeout: Duration::from_secs(args.stage_timeout_secs.max(1)),
+        initial_model,
+        evaluate_on,
+    };
+    // Catch bad combinations (threshold, neighbours, ranges) before touching anything.
+    let probe = guardian_secagg::RoundConfig {
+        session: plan.session.clone(),
+        round: 1,
+        model_version: 0,
+        participants: hospitals.clone(),
+        threshold,
+        neighbours: neighbours.min(n - 1),
+        dimension: plan.initial_model.len() as u64,
+        chunk_len: plan.chunk_len,
+        clipping_range: plan.clipping_range,
+        quantization_levels: levels,
+        clip_norm: plan.clip_norm,
+        noise_multiplier,
+        graph_seed: [0; 32],
+    };
+    probe.validate()?;
+    Ok((plan, hospitals))
+}
+
+pub fn plan_json(p: &SessionPlan) -> String {
+    serde_json::json!({
+        "session": p.session,
+        "hospitals": p.hospitals,
+        "rounds": p.rounds,
+        "threshold": p.threshold,
+        "neighbours": p.neighbours,
+        "dp_unit": format!("{:?}", p.dp_unit).to_uppercase(),
+        "clip_norm": p.clip_norm,
+        "noise_multiplier": p.noise_multiplier,
+        "sampling_rate": p.sampling_rate,
+        "delta": p.delta,
+        "local_steps": p.local_steps,
+        "learning_rate": p.learning_rate,
+        "chunk_len": p.chunk_len,
+        "clipping_range": p.clipping_range,
+        "quantization_levels": p.quantization_levels,
+        "stage_timeout_secs": p.stage_timeout.as_secs(),
+        "parameters": p.initial_model.len(),
+    })
+    .to_string()
+}
