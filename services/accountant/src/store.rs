@@ -74,6 +74,11 @@ CREATE TABLE IF NOT EXISTS privacy_outbox (
 /// The accountant's tables a hospital's tenant role reads (its own rows only).
 pub const TENANT_TABLES: [&str; 2] = ["privacy_ledger", "privacy_budgets"];
 
+/// The event id of every ledger row (a spend is recorded once per event id).
+pub async fn ledger_event_ids(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT event_id FROM privacy_ledger").fetch_all(pool).await
+}
+
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
     guardian_pg::apply_ddl(pool, DDL).await
 }

@@ -35,5 +35,3 @@ pub async fn serve_ops(
     let ops = guardian_runtime::http::serve_ops(listen, extra, &shutdown).await?;
     Ok((shutdown, ops.readiness, ops.bound))
 }
-
-pub use guardian_runtime::http::get_blocking as http_get;

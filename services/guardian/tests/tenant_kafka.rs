@@ -9,6 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use guardian_testkit::{Stack, unique};
+
+mod common;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -192,4 +194,110 @@ async fn a_hospital_principal_reaches_only_what_its_role_needs() {
 
     // The operator still sees h002's encounter: the refusals were authorization, not loss.
     assert_eq!(consume_first(&operator, &encounters).expect("the operator reads encounters"), b"v");
+}
+
+/// `guardian kpi` and `guardian accountant` started with no `--group` on the secure
+/// cluster, each as its own principal with exactly the ACLs `guardian topics acls`
+/// derives: both start (their default groups and transactional ids are under their
+/// principals), and each applies a record of its topic.
+#[tokio::test]
+async fn services_run_with_their_default_groups_as_their_own_principals() {
+    use guardian_schemas::records::{BudgetSpend, Encounter, EncounterType, Mechanism};
+
+    let stack = Stack::get();
+    let admin = env("GUARDIAN_KAFKA_SECURE_ADMIN");
+    let sasl = env("GUARDIAN_KAFKA_SECURE_SASL");
+    let tag = unique("d").replace('-', "");
+    let prefix = format!("svc-{tag}.");
+    let guardian = env!("CARGO_BIN_EXE_guardian");
+    run(Command::new(guardian)
+        .args(["topics", "apply", "--bootstrap-servers", &admin, "--topic-prefix", &prefix])
+        .env("RUST_LOG", "off"));
+    let acls = run(Command::new(guardian).args(["topics", "acls", "--topic-prefix", &prefix, "--hospitals", "h001"]));
+    let ours: String = acls
+        .lines()
+        .filter(|l| l.contains("User:svc-kpi ") || l.contains("User:svc-accountant "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(ours.lines().count() >= 4, "{acls}");
+    let file = std::env::temp_dir().join(format!("svc-acls-{tag}.txt"));
+    std::fs::write(&file, &ours).unwrap();
+    let password = format!("svc-pw-{tag}");
+    for user in ["svc-kpi", "svc-accountant"] {
+        kafka_admin(&["user", &admin, user], Some(&password));
+    }
+    kafka_admin(&["acls", &admin, file.to_str().unwrap()], None);
+
+    let schema = format!("svc_{tag}");
+    let url = guardian_pg::with_new_schema(&stack.database_url, &schema).await.unwrap();
+    let mut services = Vec::new();
+    let mut listens = Vec::new();
+    for (cmd, user) in [("kpi", "svc-kpi"), ("accountant", "svc-accountant")] {
+        let listen = format!("127.0.0.1:{}", common::free_port());
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("svc-{cmd}-{tag}.log"))).unwrap();
+        let child = Command::new(guardian)
+            .args([cmd, "--bootstrap-servers", &sasl, "--topic-prefix", &prefix, "--database-url", &url])
+            .args(["--kafka-security-protocol", "sasl_plaintext", "--kafka-username", user, "--listen", &listen])
+            .env("GUARDIAN_KAFKA_PASSWORD", &password)
+            .env("RUST_LOG", "warn")
+            .env_remove("GUARDIAN_SIGNERS")
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        services.push(common::KillOnDrop(child));
+        listens.push(listen);
+    }
+    for listen in &listens {
+        common::wait_for("the service to be ready", Duration::from_secs(60), async || {
+            common::ready(listen).then_some(())
+        })
+        .await;
+    }
+
+    // One encounter and one spend, written by the operator.
+    let settings = guardian_kafka::KafkaSettings::new(&admin, "operator");
+    let producer = guardian_kafka::Producer::new(&settings).unwrap();
+    let now = guardian_runtime::now_ms();
+    let encounter = Encounter {
+        event_id: format!("e-{tag}"),
+        hospital_id: "h001".into(),
+        encounter_ref: "0".into(),
+        clinician_ref: "0".into(),
+        occurred_at: now,
+        encounter_type: EncounterType::Outpatient,
+        soap_sections_expected: 4,
+        soap_sections_completed: 4,
+        generation_ms: 1000,
+        physician_rating: None,
+        model_version: None,
+    };
+    producer.send(&format!("{prefix}guardian.encounters"), "h001", &encounter).await.unwrap();
+    let spend = BudgetSpend {
+        event_id: format!("s-{tag}"),
+        hospital_id: "h001".into(),
+        session_id: "s".into(),
+        round: 1,
+        mechanism: Mechanism::SampledGaussian,
+        sampling_rate: 0.01,
+        noise_multiplier: 1.1,
+        steps: 10,
+        delta: 1e-5,
+        occurred_at: now,
+    };
+    producer.send(&format!("{prefix}privacy.spend"), "h001", &spend).await.unwrap();
+
+    let pool = guardian_pg::connect(&url, 1).await.unwrap();
+    common::wait_for("the encounter in the rollups", Duration::from_secs(60), async || {
+        let counted = guardian_rollups::tables::encounters_per_hospital(&pool).await.ok()?;
+        (counted.get("h001") == Some(&1)).then_some(())
+    })
+    .await;
+    common::wait_for("the spend in the ledger", Duration::from_secs(60), async || {
+        let ids = guardian_accountant::store::ledger_event_ids(&pool).await.ok()?;
+        (ids == [format!("s-{tag}")]).then_some(())
+    })
+    .await;
+    for s in &mut services {
+        assert!(s.0.try_wait().unwrap().is_none(), "a service exited");
+    }
 }

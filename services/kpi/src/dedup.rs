@@ -253,6 +253,15 @@ impl Seen {
     }
 }
 
+/// Events seen per hospital (every day's digests counted): what the deduplication holds.
+pub async fn seen_per_hospital(pool: &sqlx::PgPool) -> Result<std::collections::BTreeMap<String, i64>, sqlx::Error> {
+    use sqlx::Row;
+    let rows = sqlx::query("SELECT hospital_id, sum(events)::bigint FROM kpi_seen_days GROUP BY hospital_id")
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

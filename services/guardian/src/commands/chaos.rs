@@ -1,936 +1,228 @@
-//! `guardian chaos run`: one experiment on the real local stack. The runner starts the
-//! services it supervises (the KPI rollup and the privacy accountant, as processes, on
-//! topics and a schema of their own), sends seeded traffic, fires the experiment's faults
-//! at their planned times, samples the consumers' lag, and checks the steady-state
-//! hypotheses before the faults and after recovery:
-//!
-//! - encounters exactly once: every valid encounter in the topic is counted once in the
-//!   rollups (per hospital: the seen ids and the day windows), nothing else is;
-//! - spends exactly once: the privacy ledger holds exactly the valid spends of the topic;
-//! - dead letters exact: the dead-letter topic names exactly the undecodable records;
-//! - lag recovers: every partition is applied to its end within `recover_secs`;
-//! - services up: both services answer /readyz before and after.
+//! `guardian chaos run`: the chaos runner (`guardian-chaos`) with the services it
+//! exercises. [`Services`] starts each supervised process from the same typed config the
+//! CLI builds (written as a TOML file), and reads results through the services' exports.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
-use guardian_chaos::{Experiment, Fault, FaultKind, Hypothesis, Planned, Report};
-use guardian_kafka::{KafkaSettings, Producer};
-use guardian_schemas::Codec;
-use guardian_schemas::records::{BudgetSpend, DeadLetter, Encounter};
-use guardian_topics::{TopicId, plan};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use serde_json::json;
-use sqlx::Row;
-
-use crate::cli::ChaosRunArgs;
-use crate::common;
-use guardian_runtime::now_ms;
-use guardian_schemas::synth::Synth;
-
-/// A supervised service process: restarted when it exits on its own (as an orchestrator
-/// would), its stderr appended to `log`.
-struct Service {
-    name: &'static str,
-    /// For reports: the name, with the hospital for agents.
-    label: String,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    listen: String,
-    log: PathBuf,
-    child: Option<Child>,
-    /// Exits the runner did not cause, with their status.
-    crashes: Vec<String>,
-    /// False for a process that ends by design (the aggregator of a session): never
-    /// restarted, its exit is its outcome.
-    restart: bool,
-    /// How a process that is not restarted ended.
-    ended: Option<String>,
-}
-
-impl Service {
-    fn spawn(&mut self) -> Result<u32> {
-        let child = Command::new(std::env::current_exe()?)
-            .args(&self.args)
-            .envs(self.env.iter().cloned())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.log)
-                    .with_context(|| format!("opening {}", self.log.display()))?,
-            )
-            .spawn()
-            .with_context(|| format!("starting {}", self.name))?;
-        let pid = child.id();
-        self.child = Some(child);
-        Ok(pid)
-    }
-
-    /// Restarts the process if it exited by itself; returns how it ended.
-    fn supervise(&mut self) -> Option<String> {
-        let status = self.child.as_mut()?.try_wait().ok()??;
-        self.child = None;
-        if !self.restart {
-            self.ended = Some(format!("exited ({status})"));
-            return Some(format!("{} exited ({status})", self.name));
-        }
-        let note = format!("{} exited by itself ({status}), restarted", self.name);
-        self.crashes.push(note.clone());
-        if let Err(e) = self.spawn() {
-            self.crashes.push(format!("{}: restart failed: {e:#}", self.name));
-        }
-        Some(note)
-    }
-
-    fn kill(&mut self) -> Option<u32> {
-        let mut child = self.child.take()?;
-        let pid = child.id();
-        let _ = child.kill();
-        let _ = child.wait();
-        Some(pid)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn ready(&self) -> bool {
-        // A process without probes (the aggregator) counts as ready.
-        self.listen.is_empty() || http_status(&self.listen, "/readyz") == Some(200)
-    }
-}
-
-fn http_status(addr: &str, path: &str) -> Option<u16> {
-    common::http_get(addr, path).map(|(status, _)| status)
-}
-
-fn free_listen() -> Result<String> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
-}
-
-/// What the runner needs to reach and to name.
-#[derive(Clone)]
-struct Setup {
-    kafka: KafkaSettings,
-    encounters: String,
-    spends: String,
-    dead_letters: String,
-    kpi_group: String,
-    accountant_group: String,
-    archive_prefix: String,
-    /// The archive's bucket, when the experiment runs the archiver.
-    archive: Option<guardian_objects::ObjectStore>,
-    /// One small pool for the runner's own queries (lag samples, checks).
-    pool: sqlx::PgPool,
-    stack_script: PathBuf,
-}
+use anyhow::Result;
+use guardian_chaos::{ChaosRunArgs, Counted, Launch, Role, Segment, Subject, Wiring};
+use guardian_federated::config::{FlAgentArgs, FlStartArgs};
+use guardian_kafka::KafkaArgs;
+use guardian_objects::S3Args;
 
 pub async fn run(args: ChaosRunArgs) -> Result<ExitCode> {
-    let mut reports = Vec::new();
-    for path in &args.experiments {
-        let exp = Experiment::load(path).map_err(anyhow::Error::msg)?;
-        let report = run_one(&args, &exp).await?;
-        let stamp = report.started_at_ms;
-        std::fs::create_dir_all(&args.report_dir).with_context(|| format!("creating {}", args.report_dir.display()))?;
-        let base = args.report_dir.join(format!("{}-{stamp}", exp.name));
-        std::fs::write(base.with_extension("json"), report.to_json())?;
-        std::fs::write(base.with_extension("md"), report.to_markdown())?;
-        for name in ["json", "md"] {
-            let latest = args.report_dir.join(format!("{}-latest.{name}", exp.name));
-            std::fs::copy(base.with_extension(name), latest)?;
-        }
-        println!("{}", report.to_markdown());
-        println!("chaos: report {}.{{md,json}}", base.display());
-        reports.push(report);
-    }
-    let failed: Vec<&str> = reports.iter().filter(|r| !r.passed()).map(|r| r.experiment.as_str()).collect();
-    if failed.is_empty() {
-        println!("chaos: {} experiment(s) passed", reports.len());
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("chaos: hypotheses violated in {}", failed.join(", "));
-        Ok(ExitCode::from(1))
-    }
+    guardian_chaos::runner::run(args, &Services).await
 }
 
-async fn run_one(args: &ChaosRunArgs, exp: &Experiment) -> Result<Report> {
-    let tag = format!("{:08x}", rand::random::<u32>());
-    let prefix = format!("chaos-{}-{tag}.", exp.name);
-    let mut kafka_args = args.kafka.clone();
-    kafka_args.topic_prefix = prefix.clone();
-    let catalogue = common::kafka_catalogue(&kafka_args)?;
-    let admin = common::admin(&kafka_args).await?;
-    let names: Vec<String> = catalogue.specs().map(|s| catalogue.name_of(s)).collect();
-    let view = admin.observe(&names).await?;
-    admin.apply(&plan(&catalogue, &view.topics, view.brokers)).await?;
-    let schema = format!("chaos_{}_{tag}", exp.name.replace('-', "_"));
-    let url = guardian_pg::with_new_schema(&args.database_url, &schema).await?;
-    let setup = Setup {
-        kafka: common::settings(&kafka_args, "guardian-chaos"),
-        encounters: catalogue.topic(TopicId::Encounters)?,
-        spends: catalogue.topic(TopicId::BudgetSpend)?,
-        dead_letters: catalogue.topic(TopicId::DeadLetter)?,
-        kpi_group: format!("chaos-kpi-{tag}"),
-        archive_prefix: format!("chaos-{tag}"),
-        archive: if exp.archiver { Some(args.s3.store(ARCHIVE_BUCKET)?) } else { None },
-        accountant_group: format!("chaos-accountant-{tag}"),
-        pool: guardian_pg::connect(&url, 2).await?,
-        stack_script: args.stack_script.clone(),
-    };
-    // With the stack's CHAOS listener, the services reach the broker through the proxy
-    // (network faults); the workload and the checks go straight to it.
-    let proxy = match (&args.chaos_proxy, &args.chaos_upstream) {
-        (Some(listen), Some(upstream)) => Some(super::chaos_proxy::Proxy::start(listen, upstream).await?),
-        _ => None,
-    };
-    let services_bootstrap =
-        args.chaos_proxy.clone().filter(|_| proxy.is_some()).unwrap_or(args.kafka.bootstrap_servers.clone());
-    let env = vec![
-        ("GUARDIAN_KAFKA_BOOTSTRAP".to_string(), services_bootstrap),
-        ("GUARDIAN_TOPIC_PREFIX".to_string(), prefix.clone()),
-        ("GUARDIAN_DATABASE_URL".to_string(), url.clone()),
-    ];
-    std::fs::create_dir_all(&args.report_dir).with_context(|| format!("creating {}", args.report_dir.display()))?;
-    // A federated session: keys for the aggregator and each hospital, beside the reports.
-    let hospitals: Vec<String> =
-        (1..=exp.federated.as_ref().map_or(0, |f| f.hospitals)).map(|i| format!("h{i:03}")).collect();
-    let keys = args.report_dir.join(format!("{}-{tag}-keys", exp.name));
-    let session = format!("chaos-{tag}");
-    if !hospitals.is_empty() {
-        guardian_federated::registry::keygen(&keys, &hospitals)?;
-    }
-    let key = |who: &str| keys.join(format!("{who}.key")).display().to_string();
-    let registry = keys.join("registry.toml").display().to_string();
-    // (name, label, arguments): one process each; agents one per hospital.
-    let mut plan: Vec<(&'static str, String, Vec<String>)> = Vec::new();
-    for name in exp.services() {
-        match name {
-            "kpi" => plan.push((name, name.into(), vec!["kpi".into(), "--group".into(), setup.kpi_group.clone()])),
-            "accountant" => plan.push((
-                name,
-                name.into(),
-                vec!["accountant".into(), "--group".into(), setup.accountant_group.clone()],
-            )),
-            "archiver" => plan.push((
-                name,
-                name.into(),
-                [
-                    "archive",
-                    "--topics",
-                    &format!("{},{}", setup.encounters, setup.spends),
-                    "--bucket",
-                    ARCHIVE_BUCKET,
-                    "--prefix",
-                    &setup.archive_prefix,
-                    "--interval-secs",
-                    "2",
-                    "--segment-records",
-                    "500",
-                ]
-                .map(String::from)
-                .to_vec(),
-            )),
-            "agent" => {
-                for (i, h) in hospitals.iter().enumerate() {
-                    let cli = ["fl", "agent", "--hospital", h, "--identity", &key(h), "--registry", &registry]
-                        .map(String::from)
-                        .into_iter()
-                        .chain(["--demo-shard".to_string(), i.to_string()])
-                        .collect();
-                    plan.push((name, format!("agent {h}"), cli));
-                }
-            }
-            _ => {
-                let fl = exp.federated.as_ref().expect("aggregator only with a session");
-                let cli = [
-                    "fl",
-                    "start",
-                    "--identity",
-                    &key("aggregator"),
-                    "--registry",
-                    &registry,
-                    "--session",
-                    &session,
-                    "--rounds",
-                    &fl.rounds.to_string(),
-                    "--epsilon",
-                    "2.0",
-                    "--chunk-len",
-                    "8",
-                    "--stage-timeout-secs",
-                    &fl.stage_timeout_secs.to_string(),
-                ]
-                .map(String::from)
-                .to_vec();
-                plan.push((name, name.into(), cli));
-            }
-        }
-    }
-    let mut list = Vec::new();
-    for (name, label, mut cli) in plan {
-        // The aggregator has no probes; every other service listens on a port of its own.
-        let listen = if name == "aggregator" { String::new() } else { free_listen()? };
-        if !listen.is_empty() {
-            cli.extend(["--listen".into(), listen.clone()]);
-        }
-        // A 10 s session: a killed member's partitions move on within seconds (the default
-        // 45 s would dominate every recovery time measured here).
-        cli.extend(["--kafka-config".into(), "session.timeout.ms=10000".into()]);
-        let log = args.report_dir.join(format!("{}-{tag}-{}.log", exp.name, label.replace(' ', "-")));
-        list.push(Service {
-            name,
-            label,
-            args: cli,
-            env: env.clone(),
-            listen,
-            log,
-            child: None,
-            crashes: Vec::new(),
-            restart: name != "aggregator",
-            ended: None,
-        });
-    }
-    let services = Arc::new(Mutex::new(list));
-    // Everything but the aggregator now; the session starts once the agents are ready.
-    for s in services.lock().expect("services").iter_mut().filter(|s| s.name != "aggregator") {
-        s.spawn()?;
-    }
-    let started_at_ms = now_ms();
-    println!("chaos: {} (seed {}): topics {prefix}*, schema {schema}", exp.name, exp.seed);
+/// The services of this binary, as the chaos runner sees them.
+#[derive(Debug)]
+pub struct Services;
 
-    // Before: both services ready (a service that exits on its way up is restarted, and
-    // the report says so), nothing behind. The experiment's clock starts after.
-    let ready_before = wait_ready(&services, Duration::from_secs(STARTUP_SECS)).await;
-    let lag_before = lag(&setup).await.unwrap_or(i64::MAX);
-    for s in services.lock().expect("services").iter_mut().filter(|s| s.name == "aggregator") {
-        s.spawn()?;
-    }
-    let start = Instant::now();
-
-    // Traffic, faults and the lag sampler, side by side.
-    let skew = Arc::new(AtomicI64::new(0));
-    let traffic_done = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let producer = Producer::new(&setup.kafka)?;
-    let traffic = tokio::spawn(traffic(
-        exp.clone(),
-        producer.clone(),
-        setup.encounters.clone(),
-        setup.spends.clone(),
-        skew.clone(),
-        sent.clone(),
-    ));
-    let max_lag = Arc::new(AtomicI64::new(0));
-    let sampler = {
-        let (setup_kafka, done, max_lag, services) =
-            (setup.clone(), traffic_done.clone(), max_lag.clone(), services.clone());
-        tokio::spawn(async move {
-            while !done.load(Ordering::Acquire) {
-                supervise(&services);
-                if let Ok(l) = lag(&setup_kafka).await {
-                    max_lag.fetch_max(l, Ordering::AcqRel);
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    };
-    let mut faults = Vec::new();
-    for p in exp.plan() {
-        let due = Duration::from_millis(p.at_ms);
-        if let Some(wait) = due.checked_sub(start.elapsed()) {
-            tokio::time::sleep(wait).await;
-        }
-        let at_ms = start.elapsed().as_millis() as u64;
-        let detail = match inject(&p, &setup, &services, &producer, &skew, proxy.as_ref(), exp.seed ^ at_ms).await {
-            Ok(d) => d,
-            Err(e) => format!("injection failed: {e:#}"),
-        };
-        println!("chaos: {:>6.1} s {:?} {} {detail}", at_ms as f64 / 1000.0, p.kind, p.target);
-        faults.push(Fault { at_ms, kind: kind_name(p.kind).into(), target: p.target.clone(), detail });
-    }
-    traffic.await.context("traffic task")??;
-    traffic_done.store(true, Ordering::Release);
-    let _ = sampler.await;
-    let traffic_ms = start.elapsed().as_millis() as u64;
-
-    // Recovery: everything applied to the end within the deadline.
-    let recover_deadline = Instant::now() + Duration::from_secs(exp.recover_secs);
-    let mut recovered_after = None;
-    while Instant::now() < recover_deadline {
-        supervise(&services);
-        let archived = archive_state(&setup).await.map(|a| a.is_none_or(|(complete, _)| complete)).unwrap_or(false);
-        // A session's aggregator has ended (finished, or killed by the experiment).
-        let session_over = services.lock().expect("services").iter().all(|s| s.restart || s.child.is_none());
-        if !session_over {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        }
-        if archived && lag(&setup).await.is_ok_and(|l| l == 0) && ready_all(&services) {
-            recovered_after = Some(start.elapsed().as_millis() as u64 - traffic_ms);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let lag_after = lag(&setup).await.unwrap_or(i64::MAX);
-    let ready_after = ready_all(&services);
-    // The outbox and dead letters settle; then judge.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let checks = check(&setup).await?;
-    let mut crashes = Vec::new();
-    for s in services.lock().expect("services").iter_mut() {
-        s.stop();
-        crashes.append(&mut s.crashes);
-    }
-
-    let mut hypotheses = vec![
-        Hypothesis {
-            name: "encounters-exactly-once".into(),
-            statement: "every valid encounter in the topic is counted once in the rollups".into(),
-            before: None,
-            holds: checks.encounters_ok,
-            detail: checks.encounters_detail.clone(),
-        },
-        Hypothesis {
-            name: "spends-exactly-once".into(),
-            statement: "the privacy ledger holds exactly the valid spends of the topic".into(),
-            before: None,
-            holds: checks.spends_ok,
-            detail: checks.spends_detail.clone(),
-        },
-        Hypothesis {
-            name: "dead-letters-exact".into(),
-            statement: "the dead-letter topic names exactly the undecodable records".into(),
-            before: None,
-            holds: checks.letters_ok,
-            detail: checks.letters_detail.clone(),
-        },
-        Hypothesis {
-            name: "lag-recovers".into(),
-            statement: format!(
-                "every partition is applied to its end within {} s of the traffic's end",
-                exp.recover_secs
-            ),
-            before: Some(lag_before == 0),
-            holds: recovered_after.is_some(),
-            detail: match recovered_after {
-                Some(ms) => format!(
-                    "lag 0 after {:.1} s (max during the run: {})",
-                    ms as f64 / 1000.0,
-                    max_lag.load(Ordering::Acquire)
-                ),
-                None => format!("lag still {lag_after} record(s) at the deadline"),
-            },
-        },
-        Hypothesis {
-            name: "services-up".into(),
-            statement: "every supervised service answers /readyz".into(),
-            before: Some(ready_before),
-            holds: ready_after,
-            detail: format!(
-                "{}; {} exit(s) the runner did not cause{}",
-                if ready_after { "all ready" } else { "a service is not ready after recovery" },
-                crashes.len(),
-                if crashes.is_empty() { String::new() } else { format!(": {}", crashes.join("; ")) }
-            ),
-        },
-    ];
-    if exp.federated.is_some() {
-        let (holds, detail) = match replay_check(args, &kafka_args, &registry, &session).await {
-            Ok(d) => d,
-            Err(e) => (false, format!("cannot replay the session: {e:#}")),
-        };
-        let ended = services.lock().expect("services").iter().find_map(|s| s.ended.clone()).unwrap_or_default();
-        hypotheses.push(Hypothesis {
-            name: "model-equals-replay".into(),
-            statement: "every model version the aggregator published equals its replay from the topics".into(),
-            before: None,
-            holds,
-            detail: format!("{detail}; the aggregator {ended}"),
-        });
-    }
-    if let Some(archive) = archive_state(&setup).await.transpose() {
-        let (holds, detail) = archive.unwrap_or_else(|e| (false, format!("cannot read the archive: {e:#}")));
-        hypotheses.push(Hypothesis {
-            name: "archive-complete".into(),
-            statement: "every offset of the encounter and spend topics is archived in exactly one segment".into(),
-            before: None,
-            holds,
-            detail,
-        });
-    }
-    hypotheses.sort_by_key(|h| !h.holds);
-    let kills = faults.iter().filter(|f| f.kind.starts_with("kill")).count();
-    Ok(Report {
-        experiment: exp.name.clone(),
-        description: exp.description.clone(),
-        seed: exp.seed,
-        started_at_ms,
-        duration_ms: start.elapsed().as_millis() as u64,
-        faults,
-        hypotheses,
-        measurements: vec![
-            ("records sent by the workload".into(), json!(sent.load(Ordering::Acquire))),
-            ("valid encounters in the topic (distinct)".into(), json!(checks.encounters_in)),
-            ("encounters counted in the rollups".into(), json!(checks.encounters_counted)),
-            ("duplicate encounter records in the topic".into(), json!(checks.encounter_duplicates)),
-            ("valid spends in the topic (distinct)".into(), json!(checks.spends_in)),
-            ("ledger rows".into(), json!(checks.ledger_rows)),
-            ("undecodable records in the topics".into(), json!(checks.poison_in)),
-            (
-                "dead letters (distinct sources / records)".into(),
-                json!(format!("{} / {}", checks.letters_distinct, checks.letters_total)),
-            ),
-            ("faults injected (kills)".into(), json!(format!("{} ({kills})", exp.plan().len()))),
-            ("service exits the runner did not cause".into(), json!(crashes.len())),
-            (
-                "service connections through the network-fault proxy".into(),
-                json!(proxy.as_ref().map(super::chaos_proxy::Proxy::connections)),
-            ),
-            ("max lag during the run (records)".into(), json!(max_lag.load(Ordering::Acquire))),
-            ("recovery after the traffic (s)".into(), json!(recovered_after.map(|ms| ms as f64 / 1000.0))),
-        ],
+fn launch(subcommand: &[&str], config: &impl serde::Serialize) -> Result<Launch> {
+    Ok(Launch {
+        subcommand: subcommand.iter().map(|s| s.to_string()).collect(),
+        config: guardian_runtime::config::to_text(config)?,
     })
 }
 
-fn kind_name(k: FaultKind) -> &'static str {
-    match k {
-        FaultKind::KillService => "kill-service",
-        FaultKind::KillBroker => "kill-broker",
-        FaultKind::KillPostgres => "kill-postgres",
-        FaultKind::KillS3 => "kill-s3",
-        FaultKind::PoisonStorm => "poison-storm",
-        FaultKind::ReplayDuplicates => "replay-duplicates",
-        FaultKind::ClockSkew => "clock-skew",
-        FaultKind::NetworkDelay => "network-delay",
-        FaultKind::NetworkPartition => "network-partition",
-    }
-}
-
-/// The bucket the supervised archiver writes to.
-const ARCHIVE_BUCKET: &str = "guardian-archive";
-
-/// How long the services may take to come up before the faults start.
-const STARTUP_SECS: u64 = 120;
-
-/// Restarts every service that exited by itself.
-fn supervise(services: &Arc<Mutex<Vec<Service>>>) {
-    for s in services.lock().expect("services").iter_mut() {
-        if let Some(note) = s.supervise() {
-            eprintln!("chaos: {note}");
+impl Subject for Services {
+    fn launch(&self, role: &Role, w: &Wiring, listen: Option<SocketAddr>) -> Result<Launch> {
+        let listen = |default: &str| -> Result<SocketAddr> { Ok(listen.map_or_else(|| default.parse(), Ok)?) };
+        match role {
+            Role::Kpi => launch(
+                &["kpi"],
+                &guardian_kpi::KpiArgs {
+                    kafka: w.kafka.clone(),
+                    database_url: Some(w.database_url.clone()),
+                    group: w.kpi_group.clone(),
+                    listen: listen(guardian_kpi::config::DEFAULT_LISTEN)?,
+                    ..Default::default()
+                },
+            ),
+            Role::Accountant => launch(
+                &["accountant"],
+                &guardian_accountant::AccountantArgs {
+                    kafka: w.kafka.clone(),
+                    database_url: Some(w.database_url.clone()),
+                    group: w.accountant_group.clone(),
+                    listen: listen(guardian_accountant::config::DEFAULT_LISTEN)?,
+                    ..Default::default()
+                },
+            ),
+            Role::Archiver => launch(
+                &["archive"],
+                &guardian_archiver::ArchiveArgs {
+                    kafka: w.kafka.clone(),
+                    s3: w.s3.clone(),
+                    topics: w.archive_topics.clone(),
+                    bucket: w.archive_bucket.clone(),
+                    prefix: w.archive_prefix.clone(),
+                    segment_records: 500,
+                    interval_secs: 2,
+                    listen: listen(guardian_archiver::config::DEFAULT_LISTEN)?,
+                    ..Default::default()
+                },
+            ),
+            Role::Agent { hospital, shard } => launch(
+                &["fl", "agent"],
+                &FlAgentArgs {
+                    kafka: w.kafka.clone(),
+                    s3: w.s3.clone(),
+                    hospital: Some(hospital.clone()),
+                    identity: Some(w.keys.join(format!("{hospital}.key"))),
+                    registry: Some(w.registry.clone()),
+                    demo_shard: Some(*shard),
+                    listen: listen(guardian_federated::config::DEFAULT_AGENT_LISTEN)?,
+                    ..Default::default()
+                },
+            ),
+            Role::Aggregator => launch(
+                &["fl", "start"],
+                &FlStartArgs {
+                    kafka: w.kafka.clone(),
+                    s3: w.s3.clone(),
+                    identity: Some(w.keys.join("aggregator.key")),
+                    registry: Some(w.registry.clone()),
+                    session: Some(w.session.clone()),
+                    rounds: w.rounds,
+                    epsilon: 2.0,
+                    chunk_len: 8,
+                    stage_timeout_secs: w.stage_timeout_secs,
+                    ..Default::default()
+                },
+            ),
         }
     }
-}
 
-async fn wait_ready(services: &Arc<Mutex<Vec<Service>>>, deadline: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        supervise(services);
-        if ready_all(services) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    fn keygen(&self, dir: &Path, hospitals: &[String]) -> Result<()> {
+        guardian_federated::registry::keygen(dir, hospitals)
     }
-    false
-}
 
-fn ready_all(services: &Arc<Mutex<Vec<Service>>>) -> bool {
-    services.lock().expect("services").iter().all(Service::ready)
-}
-
-/// Seeded encounters (and the spends that end a hospital's rounds) at the workload's
-/// rate, with poison mixed in; producer clocks follow `skew`.
-async fn traffic(
-    exp: Experiment,
-    producer: Producer,
-    encounters: String,
-    spends: String,
-    skew: Arc<AtomicI64>,
-    sent: Arc<AtomicU64>,
-) -> Result<()> {
-    let w = &exp.workload;
-    let mut synth = Synth::new(exp.seed, w.hospitals);
-    let mut rng = StdRng::seed_from_u64(exp.seed ^ 0x7ea1);
-    let tick = Duration::from_millis(100);
-    let (mut carry, mut poison_carry) = (0.0, 0.0);
-    let start = Instant::now();
-    let mut interval = tokio::time::interval(tick);
-    while start.elapsed() < Duration::from_secs(exp.traffic_secs) {
-        interval.tick().await;
-        carry += w.encounters_per_sec * tick.as_secs_f64();
-        poison_carry += w.poison_per_sec * tick.as_secs_f64();
-        let n = carry as usize;
-        carry -= n as f64;
-        let now = now_ms() + skew.load(Ordering::Acquire);
-        let mut batch: Vec<Encounter> = Vec::with_capacity(n);
-        let mut spend_batch: Vec<BudgetSpend> = Vec::new();
-        for _ in 0..n {
-            let (e, _, s) = synth.next(now);
-            batch.push(e);
-            spend_batch.extend(s);
-        }
-        // A broker outage makes sends fail after the producer's own retries: what was not
-        // acknowledged may or may not be in the topic; the hypotheses read the topic.
-        // Keyed pairs collected first: the spawned future must not hold a closure over them.
-        let keyed: Vec<(&str, &Encounter)> = batch.iter().map(|e| (e.hospital_id.as_str(), e)).collect();
-        if let Err(e) = producer.send_batch(&encounters, keyed).await {
-            tracing::warn!(error = %e, "chaos traffic: encounters not acknowledged");
-        }
-        let keyed: Vec<(&str, &BudgetSpend)> = spend_batch.iter().map(|s| (s.hospital_id.as_str(), s)).collect();
-        if let Err(e) = producer.send_batch(&spends, keyed).await {
-            tracing::warn!(error = %e, "chaos traffic: spends not acknowledged");
-        }
-        sent.fetch_add((batch.len() + spend_batch.len()) as u64, Ordering::AcqRel);
-        let p = poison_carry as usize;
-        poison_carry -= p as f64;
-        for _ in 0..p {
-            let topic = if rng.random_bool(0.5) { &encounters } else { &spends };
-            let _ = producer.send_bytes(topic, Some(b"poison"), b"\x00not an avro record", None).await;
-            sent.fetch_add(1, Ordering::AcqRel);
-        }
+    async fn replay(&self, kafka: &KafkaArgs, s3: &S3Args, registry: &Path, session: &str) -> Result<(bool, String)> {
+        let topics = guardian_federated::FlTopics::from_catalogue(&kafka.catalogue()?)?;
+        let registry = guardian_federated::registry::Registry::load(registry)?;
+        let settings = kafka.settings(&guardian_topics::ServiceId::Ops.client_for("chaos-replay"));
+        let codec = guardian_schemas::Codec::embedded();
+        let checks =
+            guardian_federated::replay::replay_session(&settings, &topics, &s3.models()?, &registry, &codec, session)
+                .await?;
+        let same = checks.iter().filter(|c| c.matches()).count();
+        let detail = format!("{same} of {} published model versions bit-identical to their replay", checks.len());
+        Ok((same == checks.len(), detail))
     }
-    Ok(())
-}
 
-fn stack(script: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("bash")
-        .arg(script)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        bail!("{} {}: {}", script.display(), args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
-}
-
-async fn inject(
-    p: &Planned,
-    setup: &Setup,
-    services: &Arc<Mutex<Vec<Service>>>,
-    producer: &Producer,
-    skew: &Arc<AtomicI64>,
-    proxy: Option<&super::chaos_proxy::Proxy>,
-    seed: u64,
-) -> Result<String> {
-    let down = Duration::from_millis(p.spec.down_ms);
-    match p.kind {
-        FaultKind::KillService => {
-            // One of the processes of that service (agents: one per hospital), seeded.
-            let (index, pid, restart) = {
-                let mut all = services.lock().expect("services");
-                let matching: Vec<usize> = (0..all.len()).filter(|&i| all[i].name == p.target).collect();
-                anyhow::ensure!(!matching.is_empty(), "no such service");
-                let index = matching[StdRng::seed_from_u64(seed).random_range(0..matching.len())];
-                let s = &mut all[index];
-                let pid = s.kill();
-                if !s.restart && pid.is_some() {
-                    s.ended = Some("killed mid-session".into());
-                }
-                (index, pid, s.restart)
-            };
-            let Some(pid) = pid else { return Ok("not running any more: nothing to kill".into()) };
-            if !restart {
-                return Ok(format!("SIGKILL pid {pid}: not restarted (a node failure)"));
-            }
-            tokio::time::sleep(down).await;
-            let (label, new_pid) = {
-                let mut all = services.lock().expect("services");
-                let s = &mut all[index];
-                (s.label.clone(), s.spawn()?)
-            };
-            Ok(format!("{label}: SIGKILL pid {pid}, restarted after {} ms as pid {new_pid}", p.spec.down_ms))
-        }
-        FaultKind::KillBroker | FaultKind::KillPostgres | FaultKind::KillS3 => {
-            let component = match p.kind {
-                FaultKind::KillBroker => "kafka-a",
-                FaultKind::KillPostgres => "postgres",
-                _ => "s3",
-            };
-            let script = setup.stack_script.clone();
-            let t = Instant::now();
-            tokio::task::spawn_blocking({
-                let script = script.clone();
-                move || stack(&script, &["kill", component])
+    async fn archived(&self, s3: &S3Args, bucket: &str, prefix: &str, topic: &str) -> Result<Vec<Segment>> {
+        let manifest = guardian_archiver::restore::manifest(&s3.store(bucket)?, prefix, topic).await?;
+        Ok(manifest
+            .segments
+            .iter()
+            .map(|s| Segment {
+                partition: s.partition,
+                first_offset: s.first_offset,
+                last_offset: s.last_offset,
+                records: s.records,
             })
-            .await??;
-            tokio::time::sleep(down).await;
-            tokio::task::spawn_blocking(move || stack(&script, &["up"])).await??;
-            Ok(format!("{component} killed, restarted after {:.1} s", t.elapsed().as_secs_f64()))
-        }
-        FaultKind::PoisonStorm => {
-            for i in 0..p.spec.records {
-                let topic = if i % 2 == 0 { &setup.encounters } else { &setup.spends };
-                producer.send_bytes(topic, Some(b"storm"), format!("\x00poison {i}").as_bytes(), None).await?;
-            }
-            Ok(format!("{} undecodable records into the encounter and spend topics", p.spec.records))
-        }
-        FaultKind::ReplayDuplicates => {
-            let records = guardian_kafka::reader::read_range(
-                &setup.kafka,
-                "chaos-replay",
-                &[&setup.encounters, &setup.spends],
-                None,
-            )
-            .await?;
-            if records.is_empty() {
-                return Ok("nothing to replay yet".into());
-            }
-            let mut rng = StdRng::seed_from_u64(seed);
-            let from = rng.random_range(0..records.len());
-            let len = rng.random_range(1..=500.min(records.len() - from));
-            let mut window: Vec<_> = records[from..from + len].iter().collect();
-            // Reordered as well as duplicated.
-            for i in (1..window.len()).rev() {
-                window.swap(i, rng.random_range(0..=i));
-            }
-            for r in &window {
-                producer.send_bytes(&r.topic, r.key.as_deref(), &r.payload, None).await?;
-            }
-            Ok(format!("{len} records sent again, shuffled"))
-        }
-        FaultKind::NetworkDelay | FaultKind::NetworkPartition => {
-            let proxy = proxy.context(
-                "no network path to fault: start the stack with this version of stack.sh (kafka-a's CHAOS listener)",
-            )?;
-            if p.kind == FaultKind::NetworkDelay {
-                let (latency, jitter) = (p.spec.latency_ms, p.spec.jitter_ms);
-                proxy.set_delay(Duration::from_millis(latency), Duration::from_millis(jitter));
-                tokio::time::sleep(down).await;
-                proxy.set_delay(Duration::ZERO, Duration::ZERO);
-                Ok(format!(
-                    "{latency} ± {jitter} ms on every packet between the services and the broker for {} ms",
-                    p.spec.down_ms
-                ))
-            } else {
-                proxy.set_partitioned(true);
-                tokio::time::sleep(down).await;
-                proxy.set_partitioned(false);
-                Ok(format!("services cut off from the broker for {} ms, then healed", p.spec.down_ms))
-            }
-        }
-        FaultKind::ClockSkew => {
-            skew.store(p.spec.skew_ms, Ordering::Release);
-            tokio::time::sleep(down).await;
-            skew.store(0, Ordering::Release);
-            Ok(format!("producer clocks {} ms off for {} ms", p.spec.skew_ms, p.spec.down_ms))
-        }
+            .collect())
+    }
+
+    async fn counted(&self, pool: &sqlx::PgPool) -> Result<Counted> {
+        Ok(Counted {
+            seen: guardian_kpi::dedup::seen_per_hospital(pool).await?,
+            in_windows: guardian_rollups::tables::encounters_per_hospital(pool).await?,
+            ledger: guardian_accountant::store::ledger_event_ids(pool).await.unwrap_or_default(),
+        })
     }
 }
 
-/// Replays the session from its topics: (all versions bit-identical, what was compared).
-async fn replay_check(
-    args: &ChaosRunArgs,
-    kafka: &crate::cli::KafkaArgs,
-    registry: &str,
-    session: &str,
-) -> Result<(bool, String)> {
-    let catalogue = common::kafka_catalogue(kafka)?;
-    let topics = guardian_federated::FlTopics::from_catalogue(&catalogue)?;
-    let registry = guardian_federated::registry::Registry::load(Path::new(registry))?;
-    let store = args.s3.models()?;
-    let settings = common::settings(kafka, "guardian-chaos-replay");
-    let checks =
-        guardian_federated::replay::replay_session(&settings, &topics, &store, &registry, &Codec::embedded(), session)
-            .await?;
-    let same = checks.iter().filter(|c| c.matches()).count();
-    let holds = same == checks.len();
-    Ok((holds, format!("{same} of {} published model versions bit-identical to their replay", checks.len())))
-}
+#[cfg(test)]
+mod tests {
+    use guardian_chaos::Subject;
 
-/// Whether the archive covers every offset of the encounter and spend topics exactly
-/// once (segments contiguous from the low to the high watermark of each partition), and
-/// what it holds. `None` without an archiver.
-async fn archive_state(setup: &Setup) -> Result<Option<(bool, String)>> {
-    let Some(store) = &setup.archive else { return Ok(None) };
-    let mut problems = Vec::new();
-    let (mut segments, mut records) = (0usize, 0u64);
-    for topic in [&setup.encounters, &setup.spends] {
-        let marks = guardian_kafka::reader::topic_watermarks(&setup.kafka, "chaos-archive", &[topic]).await?;
-        let manifest = guardian_archiver::restore::manifest(store, &setup.archive_prefix, topic).await?;
-        segments += manifest.segments.len();
-        for ((_, p), (lo, hi)) in marks {
-            let mut mine: Vec<_> = manifest.segments.iter().filter(|s| s.partition == p).collect();
-            mine.sort_by_key(|s| s.first_offset);
-            let mut next = lo;
-            for s in &mine {
-                if s.first_offset != next {
-                    problems.push(format!("{topic}/{p}: segment at {} where {next} was due", s.first_offset));
+    use super::*;
+
+    fn wiring() -> Wiring {
+        let kafka = KafkaArgs {
+            bootstrap_servers: "127.0.0.1:19092".into(),
+            topic_prefix: "chaos-x-1.".into(),
+            kafka_config: vec![("session.timeout.ms".into(), "10000".into())],
+            ..Default::default()
+        };
+        Wiring {
+            kafka,
+            s3: S3Args { s3_access_key: Some("k".into()), s3_secret_key: Some("s".into()), ..Default::default() },
+            database_url: "postgres://g@127.0.0.1/g?options=-csearch_path%3Dchaos_x".into(),
+            kpi_group: "svc-kpi-chaos-1".into(),
+            accountant_group: "svc-accountant-chaos-1".into(),
+            archive_topics: vec!["chaos-x-1.guardian.encounters".into()],
+            archive_bucket: "guardian-archive".into(),
+            archive_prefix: "chaos-1".into(),
+            keys: "/tmp/keys".into(),
+            registry: "/tmp/keys/registry.toml".into(),
+            session: "chaos-1".into(),
+            rounds: 3,
+            stage_timeout_secs: 5,
+            hospitals: 3,
+        }
+    }
+
+    /// Every supervised role starts from a config that the service itself reads back
+    /// into the settings the runner meant (the file is the contract, not an argv).
+    #[test]
+    fn every_supervised_service_starts_from_its_typed_config() {
+        let w = wiring();
+        let listen: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        let roles = [
+            Role::Kpi,
+            Role::Accountant,
+            Role::Archiver,
+            Role::Agent { hospital: "h002".into(), shard: 1 },
+            Role::Aggregator,
+        ];
+        for role in &roles {
+            let l = Services.launch(role, &w, (*role != Role::Aggregator).then_some(listen)).unwrap();
+            let dir = std::env::temp_dir().join(format!("chaos-launch-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let file = dir.join(format!("{}.toml", role.name()));
+            guardian_runtime::config::write_text(&file, &l.config).unwrap();
+            match role {
+                Role::Kpi => {
+                    assert_eq!(l.subcommand, ["kpi"]);
+                    let args = guardian_kpi::KpiArgs { config: Some(file), ..Default::default() };
+                    let c = args.validate().unwrap();
+                    assert_eq!((c.group.as_str(), c.listen, &c.kafka), ("svc-kpi-chaos-1", listen, &w.kafka));
+                    assert_eq!(c.database_url, w.database_url);
                 }
-                next = s.last_offset + 1;
-                records += s.records;
-            }
-            if next != hi {
-                problems.push(format!("{topic}/{p}: archived up to {next}, the topic ends at {hi}"));
-            }
-        }
-    }
-    let detail = if problems.is_empty() {
-        format!("{segments} segments, {records} records, every offset once")
-    } else {
-        format!("{segments} segments, {records} records; {}", problems.join("; "))
-    };
-    Ok(Some((problems.is_empty(), detail)))
-}
-
-/// Records not yet applied by either group (end offsets minus the offsets stored with the
-/// effects in PostgreSQL).
-async fn lag(setup: &Setup) -> Result<i64> {
-    let pool = &setup.pool;
-    let mut total = 0;
-    for (group, topic) in [(&setup.kpi_group, &setup.encounters), (&setup.accountant_group, &setup.spends)] {
-        let ends = guardian_kafka::reader::topic_watermarks(&setup.kafka, "chaos-lag", &[topic]).await?;
-        let stored: BTreeMap<i32, i64> =
-            sqlx::query("SELECT partition, next_offset FROM kafka_offsets WHERE group_id = $1 AND topic = $2")
-                .bind(group)
-                .bind(topic)
-                .fetch_all(pool)
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
-        for ((_, p), (lo, hi)) in ends {
-            total += hi - stored.get(&p).copied().unwrap_or(lo).max(lo);
-        }
-    }
-    Ok(total)
-}
-
-#[derive(Debug, Default)]
-struct Checks {
-    encounters_ok: bool,
-    encounters_detail: String,
-    encounters_in: usize,
-    encounters_counted: i64,
-    encounter_duplicates: usize,
-    spends_ok: bool,
-    spends_detail: String,
-    spends_in: usize,
-    ledger_rows: usize,
-    letters_ok: bool,
-    letters_detail: String,
-    poison_in: usize,
-    letters_distinct: usize,
-    letters_total: usize,
-}
-
-async fn check(setup: &Setup) -> Result<Checks> {
-    let codec = Codec::embedded();
-    let mut c = Checks::default();
-    let read = |topics: Vec<String>| {
-        let kafka = setup.kafka.clone();
-        async move {
-            let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-            guardian_kafka::reader::read_range(&kafka, "chaos-check", &refs, None).await
-        }
-    };
-    let mut poison: BTreeSet<(String, i32, i64)> = BTreeSet::new();
-    // Encounters: the topic is the truth.
-    let mut by_hospital: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut records = 0usize;
-    for m in read(vec![setup.encounters.clone()]).await? {
-        match codec.decode::<Encounter>(&m.payload) {
-            Ok(e) if guardian_schemas::validate::encounter(&e).is_ok() => {
-                records += 1;
-                by_hospital.entry(e.hospital_id.clone()).or_default().insert(e.event_id);
-            }
-            _ => {
-                poison.insert((m.topic.clone(), m.partition, m.offset));
+                Role::Accountant => {
+                    assert_eq!(l.subcommand, ["accountant"]);
+                    let args = guardian_accountant::AccountantArgs { config: Some(file), ..Default::default() };
+                    let c = args.validate().unwrap();
+                    assert_eq!((c.group.as_str(), c.listen, &c.kafka), ("svc-accountant-chaos-1", listen, &w.kafka));
+                }
+                Role::Archiver => {
+                    assert_eq!(l.subcommand, ["archive"]);
+                    let args = guardian_archiver::ArchiveArgs { config: Some(file), ..Default::default() };
+                    let c = args.validate().unwrap();
+                    assert_eq!(
+                        (c.topics, c.prefix.as_str(), c.segment_records),
+                        (w.archive_topics.clone(), "chaos-1", 500)
+                    );
+                    assert_eq!(c.s3, w.s3);
+                }
+                Role::Agent { .. } => {
+                    assert_eq!(l.subcommand, ["fl", "agent"]);
+                    let c = FlAgentArgs { config: Some(file), ..Default::default() }.resolve().unwrap();
+                    assert_eq!((c.hospital.as_deref(), c.demo_shard, c.listen), (Some("h002"), Some(1), listen));
+                    assert_eq!(c.identity.unwrap(), w.keys.join("h002.key"));
+                }
+                Role::Aggregator => {
+                    assert_eq!(l.subcommand, ["fl", "start"]);
+                    let c = FlStartArgs { config: Some(file), ..Default::default() }.resolve().unwrap();
+                    assert_eq!((c.session.as_deref(), c.rounds, c.chunk_len), (Some("chaos-1"), 3, 8));
+                    assert_eq!(c.kafka, w.kafka);
+                }
             }
         }
     }
-    let expected: BTreeMap<String, i64> = by_hospital.iter().map(|(h, ids)| (h.clone(), ids.len() as i64)).collect();
-    c.encounters_in = expected.values().sum::<i64>() as usize;
-    c.encounter_duplicates = records - c.encounters_in;
-    let pool = setup.pool.clone();
-    let per_hospital = |sql: &'static str| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query(sql).fetch_all(&pool).await.map(|rows| {
-                rows.into_iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))).collect::<BTreeMap<_, _>>()
-            })
-        }
-    };
-    let seen = per_hospital("SELECT hospital_id, sum(events)::bigint FROM kpi_seen_days GROUP BY hospital_id").await?;
-    let days = per_hospital(
-        "SELECT hospital_id, sum(encounters)::bigint FROM kpi_rollups WHERE window_size = 'DAY' GROUP BY hospital_id",
-    )
-    .await?;
-    c.encounters_counted = days.values().sum();
-    c.encounters_ok = seen == expected && days == expected;
-    c.encounters_detail = format!(
-        "{} distinct in the topic ({} duplicate records), {} seen, {} in the day windows",
-        c.encounters_in,
-        c.encounter_duplicates,
-        seen.values().sum::<i64>(),
-        c.encounters_counted
-    );
-    // Spends.
-    let mut spend_ids: BTreeSet<String> = BTreeSet::new();
-    for m in read(vec![setup.spends.clone()]).await? {
-        match codec.decode::<BudgetSpend>(&m.payload) {
-            Ok(s) if guardian_schemas::validate::spend(&s).is_ok() => {
-                spend_ids.insert(s.event_id);
-            }
-            _ => {
-                poison.insert((m.topic.clone(), m.partition, m.offset));
-            }
-        }
-    }
-    let ledger: Vec<String> =
-        sqlx::query_scalar("SELECT event_id FROM privacy_ledger").fetch_all(&pool).await.unwrap_or_default();
-    let ledger_set: BTreeSet<String> = ledger.iter().cloned().collect();
-    c.spends_in = spend_ids.len();
-    c.ledger_rows = ledger.len();
-    c.spends_ok = ledger_set == spend_ids && ledger.len() == ledger_set.len();
-    c.spends_detail = format!(
-        "{} distinct valid spends in the topic, {} ledger rows; missing {}, unexpected {}",
-        c.spends_in,
-        c.ledger_rows,
-        spend_ids.difference(&ledger_set).count(),
-        ledger_set.difference(&spend_ids).count()
-    );
-    // Dead letters of this run's groups.
-    let mut letters: Vec<(String, i32, i64)> = Vec::new();
-    for m in read(vec![setup.dead_letters.clone()]).await? {
-        if let Ok(d) = codec.decode::<DeadLetter>(&m.payload)
-            && (d.consumer_group == setup.kpi_group || d.consumer_group == setup.accountant_group)
-        {
-            letters.push((d.source_topic, d.source_partition, d.source_offset));
-        }
-    }
-    let distinct: BTreeSet<(String, i32, i64)> = letters.iter().cloned().collect();
-    c.poison_in = poison.len();
-    c.letters_total = letters.len();
-    c.letters_distinct = distinct.len();
-    c.letters_ok = distinct == poison;
-    c.letters_detail = format!(
-        "{} undecodable records, {} dead-lettered ({} records: at least once); missing {}, unexpected {}",
-        poison.len(),
-        distinct.len(),
-        letters.len(),
-        poison.difference(&distinct).count(),
-        distinct.difference(&poison).count()
-    );
-    Ok(c)
 }

@@ -10,7 +10,6 @@ mod accountant;
 mod archive;
 mod audit;
 mod chaos;
-mod chaos_proxy;
 mod db;
 mod demo;
 mod encounters;

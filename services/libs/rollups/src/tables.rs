@@ -187,3 +187,13 @@ pub async fn trend(pool: &PgPool, k: usize, from_ms: i64, to_ms: i64) -> Result<
         .map(|r| DayTotal { day_start_ms: r.get(0), hospitals: r.get(1), encounters: r.get(2), completeness: r.get(3) })
         .collect())
 }
+
+/// Encounters counted per hospital over every DAY window.
+pub async fn encounters_per_hospital(pool: &PgPool) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT hospital_id, sum(encounters)::bigint FROM kpi_rollups WHERE window_size = 'DAY' GROUP BY hospital_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))).collect())
+}

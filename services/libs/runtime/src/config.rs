@@ -15,10 +15,19 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, crate::Error> {
     toml::from_str(&text).map_err(|e| crate::Error::Config { path: path.display().to_string(), error: e.to_string() })
 }
 
+/// A config as TOML text.
+pub fn to_text<T: Serialize>(config: &T) -> Result<String, crate::Error> {
+    toml::to_string(config).map_err(|e| crate::Error::Config { path: "(serializing)".into(), error: e.to_string() })
+}
+
 /// Writes a config as TOML (0600: configs can carry secrets).
 pub fn write<T: Serialize>(path: &Path, config: &T) -> Result<(), crate::Error> {
+    write_text(path, &to_text(config)?)
+}
+
+/// Writes config text (0600: configs can carry secrets).
+pub fn write_text(path: &Path, text: &str) -> Result<(), crate::Error> {
     let err = |error: String| crate::Error::Config { path: path.display().to_string(), error };
-    let text = toml::to_string(config).map_err(|e| err(e.to_string()))?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

@@ -4,7 +4,8 @@
 //! [`PRINCIPAL_KINDS`]: a service (one principal per service) or `hospitals` (one
 //! principal per hospital agent, `hospital-<id>`). [`bindings`] turns the catalogue and
 //! the list of hospitals into least-privilege ACL bindings: WRITE on the topics a
-//! principal writes, READ on those it reads, READ on consumer groups and WRITE on
+//! principal writes, READ on those it reads, DESCRIBE_CONFIGS on both (the start-up check
+//! that topics are as declared reads their configs), READ on consumer groups and WRITE on
 //! transactional ids under the principal's own name, nothing else (Kafka's authorizer
 //! lets READ and WRITE imply DESCRIBE).
 //! The archiver and MirrorMaker 2 read every topic. Nothing here does I/O.
@@ -58,6 +59,9 @@ pub fn principal(kind: &str, hospital: Option<&str>) -> String {
 pub enum Operation {
     Read,
     Write,
+    /// Reading a topic's configs: every service and agent checks at start that the topics
+    /// it uses are as declared.
+    DescribeConfigs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -107,11 +111,13 @@ pub fn bindings<'a>(topics: impl IntoIterator<Item = (String, &'a Access)>, hosp
     for (name, access) in topics {
         for p in expand(&access.write, hospitals) {
             out.insert(topic(&p, &name, Operation::Write));
+            out.insert(topic(&p, &name, Operation::DescribeConfigs));
             principals.insert(p);
         }
         let readers = expand(&access.read, hospitals).into_iter().chain(READ_ALL.iter().map(|s| principal(s, None)));
         for p in readers {
             out.insert(topic(&p, &name, Operation::Read));
+            out.insert(topic(&p, &name, Operation::DescribeConfigs));
             principals.insert(p);
         }
     }
@@ -144,6 +150,7 @@ pub fn kafka_acls_lines(bindings: &[Binding]) -> Vec<String> {
             let op = match op {
                 Operation::Read => "Read",
                 Operation::Write => "Write",
+                Operation::DescribeConfigs => "DescribeConfigs",
             };
             let mut line = format!("--add --allow-principal User:{p} --operation {op}");
             if prefixed {
@@ -182,6 +189,10 @@ mod tests {
         assert!(has("hospital-h002", "fl.rounds", Operation::Read));
         assert!(!has("hospital-h002", "fl.rounds", Operation::Write));
         assert!(has("svc-kpi", "guardian.encounters", Operation::Read));
+        // Configs of the topics a principal uses, and of no other.
+        assert!(has("svc-kpi", "guardian.encounters", Operation::DescribeConfigs));
+        assert!(has("hospital-h001", "fl.rounds", Operation::DescribeConfigs));
+        assert!(!has("svc-kpi", "fl.rounds", Operation::DescribeConfigs));
         assert!(
             has("svc-archiver", "fl.rounds", Operation::Read)
                 && has("svc-mirrormaker", "guardian.encounters", Operation::Read)

@@ -24,6 +24,7 @@ struct State {
 }
 
 /// A running proxy; stops accepting when dropped.
+#[derive(Debug)]
 pub struct Proxy {
     state: Arc<State>,
     accept: tokio::task::JoinHandle<()>,
