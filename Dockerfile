@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# The guardian binary: every service is a subcommand of this one image.
+# The guardian binary: every service is a subcommand of this one image. The benchmarks
+# are a binary of their own (guardian-bench) that this image does not build.
 #   docker build -t guardian:0.1.0 .
 #   docker run --rm guardian:0.1.0 --help
 
@@ -13,6 +14,8 @@ COPY services services
 COPY schemas schemas
 COPY topics topics
 COPY tests tests
+# A workspace member: its manifest must be there, its code is never built here.
+COPY bench bench
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p guardian \

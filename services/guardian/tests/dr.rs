@@ -517,3 +517,59 @@ async fn failover_to_region_b_loses_nothing_mirrored_and_counts_nothing_twice() 
         encounters_in_b + 50
     );
 }
+
+/// A failover whose database step fails exits non-zero and leaves the env file as it
+/// was: the services stay pointed at region A, the audit trail records the failed step
+/// and no switch. Two failures: PostgreSQL does not answer at all, and PostgreSQL
+/// answers but the translation's statement fails (a schema without the offsets table, as
+/// when the database is lost between connecting and updating). (Region B only needs to
+/// answer: nothing is killed, so this runs in the parallel suite.)
+#[tokio::test]
+async fn a_failover_whose_database_fails_does_not_switch_the_env() {
+    use guardian_schemas::records::DrAudit;
+
+    let stack = Stack::get();
+    let b = stack.kafka_dr_bootstrap.clone().expect("the stack runs with --dr");
+    let unreachable = format!("postgres://guardian:secret@127.0.0.1:{}/guardian", free_port());
+    let empty = guardian_pg::with_new_schema(&stack.database_url, &unique("drdb").replace('-', "_")).await.unwrap();
+    for (url, says) in [(unreachable, "cannot connect to postgres"), (empty, "kafka_offsets")] {
+        let prefix = format!("{}.", unique("drdb"));
+        // The catalogue's topics in region B (as MirrorMaker 2 would have mirrored them).
+        run_ok(guardian(&stack, &prefix, &b, &["topics", "apply"]));
+        let env_file = std::env::temp_dir().join(format!("{}.env", unique("dr-env")));
+        let before = "export GUARDIAN_KAFKA_BOOTSTRAP='region-a:9092'\nexport OTHER=1\n";
+        std::fs::write(&env_file, before).unwrap();
+        let out = guardian(
+            &stack,
+            &prefix,
+            &stack.kafka_bootstrap,
+            &[
+                "dr",
+                "failover",
+                "--force",
+                "--groups",
+                "svc-accountant-drdb",
+                "--database-url",
+                &url,
+                "--write-env",
+                env_file.to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "the failover succeeded: {stdout}{stderr}");
+        assert!(stderr.contains(says) && !stderr.contains("secret"), "{stderr}");
+        assert!(stdout.contains("FAIL translate-offsets"), "{stdout}");
+        assert_eq!(std::fs::read_to_string(&env_file).unwrap(), before, "the env file was switched");
+
+        // The audit trail in region B: the failed translation, and no switch.
+        let settings = KafkaSettings::new(&b, "dr-test");
+        let audit = format!("{prefix}ops.dr-audit");
+        let records = guardian_kafka::reader::read_range(&settings, "dr-test", &[&audit], None).await.unwrap();
+        let codec = guardian_schemas::Codec::embedded();
+        let steps: Vec<DrAudit> = records.iter().map(|m| codec.decode::<DrAudit>(&m.payload).unwrap()).collect();
+        assert!(steps.iter().any(|s| s.step == "translate-offsets" && !s.ok), "{steps:?}");
+        assert!(!steps.iter().any(|s| s.step == "switch"), "{steps:?}");
+    }
+}
