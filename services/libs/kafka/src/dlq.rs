@@ -12,8 +12,8 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 
 use crate::error::KafkaClientError;
 use crate::metrics as m;
+use crate::outbound::Outbound;
 use crate::producer::Producer;
-use crate::txn::Outbound;
 
 pub const H_SOURCE_TOPIC: &str = "dlq.source.topic";
 pub const H_SOURCE_PARTITION: &str = "dlq.source.partition";

@@ -29,6 +29,7 @@ pub mod context;
 pub mod dlq;
 pub mod error;
 pub mod metrics;
+pub mod outbound;
 pub mod producer;
 pub mod reader;
 pub mod retry;
@@ -41,8 +42,9 @@ pub use connect::KafkaArgs;
 pub use consumer::{AtLeastOnceConsumer, BatchPolicy, RecordHandler};
 pub use context::GuardianContext;
 pub use error::{KafkaClientError, ProcessError};
+pub use outbound::Outbound;
 pub use producer::Producer;
-pub use txn::{Outbound, TransactionalPipeline, Transform};
+pub use txn::{TransactionalPipeline, Transform};
 
 /// Runs a blocking librdkafka call off the async workers.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, KafkaClientError> {

@@ -9,12 +9,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use guardian_schemas::{Codec, Record};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer as _, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
@@ -26,7 +26,6 @@ use crate::metrics as m;
 use crate::{KafkaSettings, trace};
 
 /// How long a send may wait for room in librdkafka's queue before failing.
-const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A batch keeps at most this many records in librdkafka's queue: filling the queue up
 /// (100,000 records by default) and polling for room is slower than a steady window.
 const BATCH_HIGH_WATER: u64 = 20_000;
@@ -261,7 +260,7 @@ impl Producer {
     }
 
     /// Hands one record to librdkafka, waiting for room in its queue (up to
-    /// `QUEUE_TIMEOUT`) when it is full.
+    /// [`crate::outbound::QUEUE_FULL_DEADLINE`]) when it is full.
     async fn enqueue(
         &self,
         topic: &str,
@@ -285,18 +284,9 @@ impl Producer {
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
-        let mut deadline = None;
-        loop {
-            match self.inner.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                    if *deadline.get_or_insert_with(|| Instant::now() + QUEUE_TIMEOUT) > Instant::now() =>
-                {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err((error, _)) => return self.acknowledged(topic, Err(error), 0),
-            }
+        match crate::outbound::enqueue(record, |r| self.inner.send(r)).await {
+            Ok(()) => Ok(()),
+            Err(error) => self.acknowledged(topic, Err(error), 0),
         }
     }
 

@@ -30,14 +30,7 @@ use crate::error::{KafkaClientError, ProcessError};
 use crate::metrics as m;
 use crate::{KafkaSettings, dlq, trace};
 
-/// One record to produce inside the transaction.
-#[derive(Debug)]
-pub struct Outbound {
-    pub topic: String,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub headers: OwnedHeaders,
-}
+pub use crate::outbound::Outbound;
 
 /// Turns one consumed record into the records to produce.
 pub trait Transform {
@@ -220,19 +213,11 @@ impl TransactionalPipeline {
         if let Some(key) = out.key.as_deref() {
             record = record.key(key);
         }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => {
-                    metrics::counter!(m::RECORDS_PRODUCED, m::TOPIC => out.topic.clone()).increment(1);
-                    return Ok(());
-                }
-                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => return Err(KafkaClientError::kafka("produce", e)),
-            }
-        }
+        crate::outbound::enqueue(record, |r| self.producer.send(r))
+            .await
+            .map_err(|e| KafkaClientError::kafka("produce", e))?;
+        metrics::counter!(m::RECORDS_PRODUCED, m::TOPIC => out.topic.clone()).increment(1);
+        Ok(())
     }
 
     async fn abort_and_rewind(&self, first_offsets: &BTreeMap<(String, i32), i64>) -> Result<(), KafkaClientError> {

@@ -207,23 +207,11 @@ impl Outbox {
                 let id_text = id.to_string();
                 let headers =
                     OwnedHeaders::new().insert(Header { key: OUTBOX_ID_HEADER, value: Some(id_text.as_str()) });
-                let mut record = BaseRecord::to(self.topic(r.get::<&str, _>(1)))
+                let record = BaseRecord::to(self.topic(r.get::<&str, _>(1)))
                     .key(key.as_bytes())
                     .payload(payload)
                     .headers(headers);
-                loop {
-                    match producer.send(record) {
-                        Ok(()) => break,
-                        Err((
-                            rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                            back,
-                        )) => {
-                            record = back;
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        Err((e, _)) => return Err(kafka("produce")(e)),
-                    }
-                }
+                guardian_kafka::outbound::enqueue(record, |r| producer.send(r)).await.map_err(kafka("produce"))?;
             }
             let p = producer.clone();
             if let Err(e) = blocking(move || p.commit_transaction(TXN_TIMEOUT)).await? {
