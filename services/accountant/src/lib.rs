@@ -12,6 +12,7 @@
 //! change nothing); statuses and alerts reach Kafka exactly once through an outbox, with
 //! stable keys ([`publish`]). Undecodable or invalid spends go to the dead-letter topic.
 
+pub mod audit;
 pub mod budget;
 pub mod config;
 pub mod publish;

@@ -74,6 +74,21 @@ CREATE TABLE IF NOT EXISTS privacy_outbox (
 /// The accountant's tables a hospital's tenant role reads (its own rows only).
 pub const TENANT_TABLES: [&str; 2] = ["privacy_ledger", "privacy_budgets"];
 
+/// Every budget as (scope, ε spent, level), hospitals first then the global one; empty
+/// when the accountant has not run against this database.
+pub async fn budget_levels(pool: &PgPool) -> Result<Vec<(String, f64, String)>, sqlx::Error> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('privacy_budgets') IS NOT NULL").fetch_one(pool).await?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "SELECT scope_key, epsilon_spent, level FROM privacy_budgets ORDER BY scope_key = 'global', scope_key",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+}
+
 /// The event id of every ledger row (a spend is recorded once per event id).
 pub async fn ledger_event_ids(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT event_id FROM privacy_ledger").fetch_all(pool).await

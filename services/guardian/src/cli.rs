@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use guardian_accountant::AccountantArgs;
+pub use guardian_accountant::audit::AuditArgs;
 pub use guardian_archiver::{ArchiveArgs, RestoreArgs};
 pub use guardian_chaos::ChaosRunArgs;
 pub use guardian_dashboard::DashboardArgs;
@@ -273,50 +274,6 @@ pub enum PrivacyCommand {
 }
 
 /// Where a range starts or ends, per partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AuditFormat {
-    Json,
-    Md,
-    Csv,
-    Html,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
-pub enum FailOn {
-    /// Exit 0 whatever the levels
-    Never,
-    /// Exit 4 when a budget in the report is HIGH or worse
-    High,
-    /// Exit 4 when a budget in the report is CRITICAL or EXHAUSTED
-    Critical,
-    /// Exit 4 when a budget in the report is EXHAUSTED
-    Exhausted,
-}
-
-#[derive(Debug, Args)]
-pub struct AuditArgs {
-    /// PostgreSQL URL of the accountant's ledger
-    #[arg(long, env = "GUARDIAN_DATABASE_URL")]
-    pub database_url: String,
-    /// Hospitals to report (repeatable; default: all)
-    #[arg(long = "hospital")]
-    pub hospitals: Vec<String>,
-    /// First day (YYYY-MM-DD, UTC) or epoch milliseconds of the spends to list
-    #[arg(long, value_parser = guardian_runtime::time::parse_instant)]
-    pub from: Option<i64>,
-    /// Day after the last (YYYY-MM-DD, UTC) or epoch milliseconds, exclusive
-    #[arg(long, value_parser = guardian_runtime::time::parse_instant)]
-    pub to: Option<i64>,
-    /// Report formats (repeatable)
-    #[arg(long = "format", value_enum, default_values_t = [AuditFormat::Json, AuditFormat::Md])]
-    pub formats: Vec<AuditFormat>,
-    /// Folder for the reports (created if missing)
-    #[arg(long, default_value = "privacy-audit")]
-    pub output: PathBuf,
-    /// Exit non-zero (4) when a reported budget is at or above this level
-    #[arg(long, value_enum, default_value_t = FailOn::Critical)]
-    pub fail_on: FailOn,
-}
 
 fn parse_spent(s: &str) -> Result<(f64, f64, u64), String> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();

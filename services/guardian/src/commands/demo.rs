@@ -1,8 +1,7 @@
 //! `guardian demo`: the whole pipeline that exists so far, on the local stack.
 //!
 //! Applies the topic catalogue, runs synthetic hospitals (with a trickle of undecodable
-//! records), an exactly-once encounter ledger in PostgreSQL (offsets in the same
-//! transaction; bad records to the dead-letter topic) and the privacy accountant, whose
+//! records, dead-lettered by the consumers) and the privacy accountant, whose
 //! budgets climb through every level until the hospitals' spends are refused, the KPI
 //! rollups (day windows printed) and the SLO monitor (burn rates on /metrics). Alongside, a
 //! federated session: five demo hospitals train the logistic-regression model with DP-SGD
@@ -13,61 +12,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use guardian_kafka::consumer::BatchPolicy;
-use guardian_kafka::dlq::DeadLetterSink;
-use guardian_kafka::{ProcessError, Producer};
-use guardian_pg::{PgEffect, PgOffsetConsumer};
-use guardian_schemas::Codec;
-use guardian_schemas::records::Encounter;
-use guardian_topics::{TopicId, plan};
-use rdkafka::message::{Message, OwnedMessage};
-use sqlx::{PgConnection, Row};
+use anyhow::Result;
+use guardian_topics::{ServiceId, TopicId, plan};
 
 use crate::cli::{DemoArgs, SimulateArgs};
 use crate::common;
-
-const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS demo_encounter_ledger (
-    hospital_id text PRIMARY KEY,
-    encounters bigint NOT NULL,
-    soap_complete bigint NOT NULL
-)";
-
-/// Counts encounters per hospital, exactly once.
-struct Ledger {
-    codec: Codec,
-}
-
-impl PgEffect for Ledger {
-    type Item = Encounter;
-
-    fn prepare(&mut self, msg: &OwnedMessage) -> Result<Encounter, ProcessError> {
-        let payload = msg.payload().ok_or_else(|| ProcessError::decode("empty record"))?;
-        let e: Encounter = self.codec.decode(payload)?;
-        if e.soap_sections_completed > e.soap_sections_expected || e.soap_sections_completed < 0 {
-            return Err(ProcessError::poison("validation", "more SOAP sections completed than expected"));
-        }
-        Ok(e)
-    }
-
-    async fn apply(&mut self, tx: &mut PgConnection, items: &[Encounter]) -> Result<(), sqlx::Error> {
-        let hospitals: Vec<&str> = items.iter().map(|e| e.hospital_id.as_str()).collect();
-        let complete: Vec<i64> =
-            items.iter().map(|e| i64::from(e.soap_sections_completed == e.soap_sections_expected)).collect();
-        sqlx::query(
-            "INSERT INTO demo_encounter_ledger (hospital_id, encounters, soap_complete)
-             SELECT h, count(*), sum(c) FROM unnest($1::text[], $2::bigint[]) AS x(h, c) GROUP BY h
-             ON CONFLICT (hospital_id) DO UPDATE SET
-               encounters = demo_encounter_ledger.encounters + excluded.encounters,
-               soap_complete = demo_encounter_ledger.soap_complete + excluded.soap_complete",
-        )
-        .bind(&hospitals)
-        .bind(&complete)
-        .execute(&mut *tx)
-        .await
-        .map(|_| ())
-    }
-}
 
 pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let (shutdown, readiness, bound) = common::serve_ops(args.listen, None).await?;
@@ -84,23 +33,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     println!("topics: {} declared, {} change(s) applied", names.len(), p.changes.len());
 
     let pool = guardian_pg::connect(&args.database_url, 4).await?;
-    guardian_pg::apply_ddl(&pool, LEDGER_DDL).await.context("creating the demo ledger")?;
-    let settings = common::settings(&args.kafka, "guardian-demo");
-    let dlq =
-        DeadLetterSink::new(Producer::new(&settings)?, catalogue.topic(TopicId::DeadLetter)?, "guardian-demo-ledger");
-    let encounters = catalogue.topic(TopicId::Encounters)?;
-    let consumer = PgOffsetConsumer::new(
-        &settings,
-        pool.clone(),
-        "guardian-demo-ledger",
-        &[&encounters],
-        dlq,
-        BatchPolicy::default(),
-    )
-    .await?;
+    // The KPI tables and the hospital registry the progress lines read.
+    guardian_kpi::migrate(&pool).await?;
     let accountant = guardian_accountant::Config {
-        kafka: common::settings(&args.kafka, "guardian-demo-accountant"),
-        group: "guardian-demo-accountant".into(),
+        kafka: args.kafka.settings(&ServiceId::Accountant.client_for("demo")),
+        group: ServiceId::Accountant.group_for("demo"),
         spend_topic: catalogue.topic(TopicId::BudgetSpend)?,
         dead_letter_topic: catalogue.topic(TopicId::DeadLetter)?,
         destinations: guardian_accountant::publish::Destinations {
@@ -112,8 +49,8 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     };
     let accountant = tokio::spawn(guardian_accountant::run(accountant, pool.clone(), shutdown.clone()));
     let kpi = guardian_kpi::Config {
-        kafka: common::settings(&args.kafka, "guardian-demo-kpi"),
-        group: "guardian-demo-kpi".into(),
+        kafka: args.kafka.settings(&ServiceId::Kpi.client_for("demo")),
+        group: ServiceId::Kpi.group_for("demo"),
         encounters_topic: catalogue.topic(TopicId::Encounters)?,
         slo_topic: catalogue.topic(TopicId::SloEvents)?,
         rollups_topic: catalogue.topic(TopicId::KpiRollups)?,
@@ -125,7 +62,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     };
     let kpi = tokio::spawn(guardian_kpi::run(kpi, pool.clone(), shutdown.clone()));
     let slo = guardian_slo::Config {
-        kafka: common::settings(&args.kafka, "guardian-demo-slo"),
+        kafka: args.kafka.settings(&ServiceId::Slo.client_for("demo")),
         slo_topic: catalogue.topic(TopicId::SloEvents)?,
         period_ms: 30 * 86_400_000,
         publish_every: Duration::from_secs(5),
@@ -135,7 +72,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
 
     println!("metrics:   http://{bound}/metrics");
     println!("health:    http://{bound}/healthz  http://{bound}/readyz");
-    println!("database:  {} (table demo_encounter_ledger)", guardian_pg::connect::redact(&args.database_url));
+    println!("database:  {}", guardian_pg::connect::redact(&args.database_url));
     println!("hospitals: {} synthetic, {} encounters/s; Ctrl-C stops", args.hospitals, args.rate);
 
     let sim_args = SimulateArgs {
@@ -148,10 +85,6 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         poison_rate: 0.002,
     };
     let simulator = tokio::spawn(super::simulate::run(sim_args, shutdown.clone()));
-    let ledger = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { consumer.run(&mut Ledger { codec: Codec::embedded() }, shutdown.wait()).await })
-    };
     if let Some(secs) = args.duration_secs {
         let s = shutdown.clone();
         tokio::spawn(async move {
@@ -176,52 +109,27 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             _ = shutdown.wait() => break,
             _ = report.tick() => {}
         }
-        let rows = sqlx::query(
-            "SELECT hospital_id, encounters, soap_complete FROM demo_encounter_ledger ORDER BY hospital_id",
-        )
-        .fetch_all(&pool)
-        .await?;
-        let summary: Vec<String> = rows
+        let budgets: Vec<String> = guardian_accountant::store::budget_levels(&pool)
+            .await
+            .unwrap_or_default()
             .iter()
-            .map(|r| {
-                let (n, c): (i64, i64) = (r.get(1), r.get(2));
-                format!("{} {} ({:.1}% complete)", r.get::<String, _>(0), n, 100.0 * c as f64 / n.max(1) as f64)
-            })
-            .collect();
-        println!("ledger: {}", summary.join(" | "));
-        let budgets = sqlx::query(
-            "SELECT scope_key, epsilon_spent, level FROM privacy_budgets ORDER BY scope_key = 'global', scope_key",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap_or_default();
-        let budgets: Vec<String> = budgets
-            .iter()
-            .map(|r| {
-                let key: String = r.get(0);
-                format!("{} ε {:.3} {}", key.trim_start_matches("hospital/"), r.get::<f64, _>(1), r.get::<String, _>(2))
-            })
+            .map(|(key, eps, level)| format!("{} ε {eps:.3} {level}", key.trim_start_matches("hospital/")))
             .collect();
         if !budgets.is_empty() {
             println!("privacy: {}", budgets.join(" | "));
         }
-        let kpis = sqlx::query(
-            "SELECT hospital_id, sum(encounters)::bigint, sum(soap_completed)::float8 / nullif(sum(soap_expected), 0),
-                    max(generation_p95)
-             FROM kpi_rollups WHERE window_size = 'DAY' GROUP BY hospital_id ORDER BY hospital_id",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap_or_default();
-        let kpis: Vec<String> = kpis
+        let kpis: Vec<String> = guardian_rollups::readiness::readiness(&pool, 0, i64::MAX)
+            .await
+            .unwrap_or_default()
             .iter()
+            .filter(|r| r.encounters > 0)
             .map(|r| {
                 format!(
                     "{} {} enc, {:.1}% SOAP, p95 {:.0} ms",
-                    r.get::<String, _>(0),
-                    r.get::<i64, _>(1),
-                    100.0 * r.get::<Option<f64>, _>(2).unwrap_or(0.0),
-                    r.get::<Option<f64>, _>(3).unwrap_or(0.0)
+                    r.hospital_id,
+                    r.encounters,
+                    100.0 * r.completeness.unwrap_or(0.0),
+                    r.generation_p95_ms.unwrap_or(0.0)
                 )
             })
             .collect();
@@ -233,12 +141,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         f.await??;
     }
     let sent = simulator.await??;
-    let stats = ledger.await??;
     accountant.await??;
-    kpi.await??;
+    let stats = kpi.await??;
     slo.await??;
     println!(
-        "demo: sent {} encounters ({} undecodable), {} SLO events, {} budget spends; ledger applied {}, dead-lettered {}",
+        "demo: sent {} encounters ({} undecodable), {} SLO events, {} budget spends; KPI rollups applied {}, dead-lettered {}",
         sent.encounters, sent.poison, sent.slo, sent.spends, stats.applied, stats.dead_lettered
     );
     Ok(ExitCode::SUCCESS)

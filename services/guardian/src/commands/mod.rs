@@ -8,7 +8,6 @@ use crate::cli::{AgentCommand, ChaosCommand, Cli, Command, DbCommand, PrivacyCom
 
 mod accountant;
 mod archive;
-mod audit;
 mod chaos;
 mod db;
 mod demo;
@@ -38,7 +37,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(args) => demo::run(args).await,
         Command::Accountant(args) => accountant::run(args).await,
         Command::Replay(cmd) => Ok(guardian_dr::replay::run(cmd).await?),
-        Command::Privacy(PrivacyCommand::Audit(args)) => audit::run(args).await,
+        Command::Privacy(PrivacyCommand::Audit(args)) => privacy::audit(args).await,
         Command::Privacy(cmd) => privacy::run(cmd),
         Command::Fl(cmd) => fl::run(cmd).await,
         Command::Archive(args) => archive::archive(args).await,

@@ -122,3 +122,17 @@ pub fn run(cmd: PrivacyCommand) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Exit code when a budget is at or above `--fail-on`.
+const EXIT_BUDGET: u8 = 4;
+
+/// `guardian privacy audit`: the reports, and exit code 4 when a budget reached `--fail-on`.
+pub async fn audit(args: crate::cli::AuditArgs) -> Result<ExitCode> {
+    let outcome = guardian_accountant::audit::run(args).await?;
+    if outcome.failing.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("audit: budget(s) at or above --fail-on: {}", outcome.failing.join(", "));
+        Ok(ExitCode::from(EXIT_BUDGET))
+    }
+}

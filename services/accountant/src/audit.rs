@@ -5,18 +5,68 @@
 //! whether a reported budget reached the `--fail-on` level (4), so CI can gate on it.
 
 use std::fmt::Write as _;
-use std::path::Path;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use clap::ValueEnum;
 use serde_json::{Value, json};
 use sqlx::postgres::PgRow;
 use sqlx::{Column, Row, TypeInfo};
 
-use crate::cli::{AuditArgs, AuditFormat, FailOn};
+use crate::AccountantError;
 
-/// Exit code when a budget is at or above `--fail-on`.
-const EXIT_BUDGET: u8 = 4;
+type Result<T, E = AccountantError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditFormat {
+    Json,
+    Md,
+    Csv,
+    Html,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum FailOn {
+    /// Exit 0 whatever the levels
+    Never,
+    /// Exit 4 when a budget in the report is HIGH or worse
+    High,
+    /// Exit 4 when a budget in the report is CRITICAL or EXHAUSTED
+    Critical,
+    /// Exit 4 when a budget in the report is EXHAUSTED
+    Exhausted,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuditArgs {
+    /// PostgreSQL URL of the accountant's ledger
+    #[arg(long, env = "GUARDIAN_DATABASE_URL")]
+    pub database_url: String,
+    /// Hospitals to report (repeatable; default: all)
+    #[arg(long = "hospital")]
+    pub hospitals: Vec<String>,
+    /// First day (YYYY-MM-DD, UTC) or epoch milliseconds of the spends to list
+    #[arg(long, value_parser = guardian_runtime::time::parse_instant)]
+    pub from: Option<i64>,
+    /// Day after the last (YYYY-MM-DD, UTC) or epoch milliseconds, exclusive
+    #[arg(long, value_parser = guardian_runtime::time::parse_instant)]
+    pub to: Option<i64>,
+    /// Report formats (repeatable)
+    #[arg(long = "format", value_enum, default_values_t = [AuditFormat::Json, AuditFormat::Md])]
+    pub formats: Vec<AuditFormat>,
+    /// Folder for the reports (created if missing)
+    #[arg(long, default_value = "privacy-audit")]
+    pub output: PathBuf,
+    /// Exit non-zero (4) when a reported budget is at or above this level
+    #[arg(long, value_enum, default_value_t = FailOn::Critical)]
+    pub fail_on: FailOn,
+}
+
+/// What an audit found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditOutcome {
+    /// Budgets at or above `--fail-on`, as "scope LEVEL".
+    pub failing: Vec<String>,
+}
 
 struct Table {
     name: &'static str,
@@ -91,14 +141,15 @@ fn fails(level: &str, fail_on: FailOn) -> bool {
     level_rank(level) >= threshold
 }
 
-pub async fn run(args: AuditArgs) -> Result<ExitCode> {
+/// Writes the audit reports; returns the budgets at or above `--fail-on`.
+pub async fn run(args: AuditArgs) -> Result<AuditOutcome> {
     let pool = guardian_pg::connect(&args.database_url, 2).await?;
     let exists: bool = sqlx::query("SELECT to_regclass('privacy_ledger') IS NOT NULL").fetch_one(&pool).await?.get(0);
     if !exists {
-        anyhow::bail!(
+        return Err(AccountantError::Config(format!(
             "no privacy ledger in {}: the accountant has not run against this database",
             guardian_pg::connect::redact(&args.database_url)
-        );
+        )));
     }
     let hospitals: Option<Vec<String>> = (!args.hospitals.is_empty()).then(|| args.hospitals.clone());
     let scope_keys: Option<Vec<String>> =
@@ -138,7 +189,8 @@ pub async fn run(args: AuditArgs) -> Result<ExitCode> {
         Table { name: "alerts", columns: ALERT_COLUMNS, rows: alerts.iter().map(json_row).collect() },
     ];
 
-    std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
+    std::fs::create_dir_all(&args.output)
+        .map_err(|e| AccountantError::Config(format!("cannot create {}: {e}", args.output.display())))?;
     let filters = json!({"hospitals": args.hospitals, "from_ms": args.from, "to_ms": args.to});
     for format in &args.formats {
         write_report(&args.output, *format, &tables, &filters)?;
@@ -155,18 +207,14 @@ pub async fn run(args: AuditArgs) -> Result<ExitCode> {
         tables[2].rows.len(),
         args.output.display()
     );
-    if failing.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("audit: budget(s) at or above --fail-on: {}", failing.join(", "));
-        Ok(ExitCode::from(EXIT_BUDGET))
-    }
+    Ok(AuditOutcome { failing })
 }
 
 fn write_report(dir: &Path, format: AuditFormat, tables: &[Table], filters: &Value) -> Result<()> {
     let write = |name: &str, text: String| {
         let path = dir.join(name);
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+        std::fs::write(&path, text)
+            .map_err(|e| AccountantError::Config(format!("cannot write {}: {e}", path.display())))
     };
     match format {
         AuditFormat::Json => {
@@ -180,7 +228,10 @@ fn write_report(dir: &Path, format: AuditFormat, tables: &[Table], filters: &Val
                     .collect();
                 doc.insert(t.name.into(), Value::Array(rows));
             }
-            write("audit.json", serde_json::to_string_pretty(&Value::Object(doc))? + "\n")
+            write(
+                "audit.json",
+                serde_json::to_string_pretty(&Value::Object(doc)).expect("JSON values serialize") + "\n",
+            )
         }
         AuditFormat::Csv => {
             for t in tables {
