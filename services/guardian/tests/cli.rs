@@ -74,9 +74,12 @@ fn help_names_the_subcommands() {
     let out = guardian(&["--help"]);
     assert!(out.status.success());
     let help = stdout(&out);
-    for sub in ["topics", "agent", "tail", "db", "demo", "bench"] {
+    for sub in ["topics", "agent", "tail", "db", "demo", "dashboard", "chaos", "dr"] {
         assert!(help.contains(sub), "--help lists {sub}: {help}");
     }
+    // The benchmarks are a binary of their own (guardian-bench), not in the production one.
+    let out = guardian(&["bench"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
 #[test]
