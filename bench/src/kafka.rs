@@ -1,4 +1,4 @@
-//! `guardian bench kafka`: produce and consume throughput of the Kafka library next to
+//! `guardian-bench kafka`: produce and consume throughput of the Kafka library next to
 //! kcat (librdkafka's own command-line client) on the same broker, in the same run.
 //!
 //! Both sides move the same number of records of the same size with the same producer

@@ -1,4 +1,4 @@
-//! `guardian bench kpi`: encounters per second through the KPI rollup (decode → window →
+//! `guardian-bench kpi`: encounters per second through the KPI rollup (decode → window →
 //! exactly-once commit in PostgreSQL, outbox to the compacted topic), next to the raw
 //! consume rate of the same topic and a straightforward Python consumer doing the same
 //! rollup in memory (`tests/kpi/bench_python_rollup.py`), in the same run.

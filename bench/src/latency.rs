@@ -1,4 +1,4 @@
-//! `guardian bench latency`: end-to-end latency from produce to dashboard-visible at a
+//! `guardian-bench latency`: end-to-end latency from produce to dashboard-visible at a
 //! steady encounter rate. Encounters (event time = now) go to a fresh topic at `--rate`;
 //! the KPI rollup service runs as in production (exactly-once commits to PostgreSQL); the
 //! real dashboard runs as its own process; a poller reads `/api/overview` back to back.

@@ -1,4 +1,4 @@
-//! `guardian bench privacy`: the RDP accountant next to Google's dp_accounting, the same
+//! `guardian-bench privacy`: the RDP accountant next to Google's dp_accounting, the same
 //! workloads in the same run (`tests/privacy/bench_dp_accounting.py` is the peer side).
 //! Events are composed one by one, as the accountant service receives them.
 

@@ -1,4 +1,4 @@
-//! `guardian bench replay`: how fast `guardian replay range` moves a topic range, next to
+//! `guardian-bench replay`: how fast `guardian replay range` moves a topic range, next to
 //! the raw consume rate of the same range (a bare rust-rdkafka loop) on the same broker
 //! in the same run. The replay reads, copies headers, adds its source header, writes with
 //! the idempotent producer and waits for every acknowledgement. With S3 credentials it also

@@ -1,4 +1,4 @@
-//! `guardian bench secagg`: the secure-aggregation library next to Flower's SecAgg+ on the
+//! `guardian-bench secagg`: the secure-aggregation library next to Flower's SecAgg+ on the
 //! same settings in the same run (`tests/secagg/bench_flower.py` is the peer side).
 //!
 //! Server rows time only the aggregator's calls inside a whole simulated round (the

@@ -1,4 +1,4 @@
-"""The peer of `guardian bench kpi`: a straightforward Python consumer (confluent-kafka +
+"""The peer of `guardian-bench kpi`: a straightforward Python consumer (confluent-kafka +
 fastavro) doing the same rollup in memory: decode each encounter, add it to its hospital's
 minute, hour and day windows (counts, SOAP sums, ratings, generation times for
 percentiles). Prints one JSON object: records and seconds.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The peer side of `guardian bench privacy`: the same workloads through Google's
+"""The peer side of `guardian-bench privacy`: the same workloads through Google's
 dp_accounting, timed in this process. Prints one JSON object.
 
   bench_dp_accounting.py --events 10000 --pld-events 1000

@@ -1,4 +1,4 @@
-"""Flower's SecAgg+ on the settings of `guardian bench secagg`, timed the same way.
+"""Flower's SecAgg+ on the settings of `guardian-bench secagg`, timed the same way.
 
 Runs the server- and client-side steps of Flower's SecAgg+ (flwr's own functions:
 `combine_shares`, `create_shares`, `pseudo_rand_gen`, `generate_shared_key`, `quantize`,

@@ -19,8 +19,8 @@
 #                           back), the guardian topics or those matching REGEX
 #   stack.sh demo [ARGS]    up, then `guardian demo` (release build)
 #   stack.sh bench-tools    install the benchmark peers that tests do not need
-#                           (dp_accounting 0.6.0 for `guardian bench privacy`,
-#                           flwr 1.42.0 for `guardian bench secagg`)
+#                           (dp_accounting 0.6.0 for `guardian-bench privacy`,
+#                           flwr 1.42.0 for `guardian-bench secagg`)
 #
 # Data, logs and the env file live under $GUARDIAN_STACK_DIR (default: <repo>/.stack).
 # Downloaded and built tools live under $GUARDIAN_TOOLS (default:

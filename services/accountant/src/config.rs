@@ -117,4 +117,9 @@ mod tests {
         assert!(bad.validate().is_err());
         assert!(toml::from_str::<AccountantArgs>("epsilon = 3.0").is_err());
     }
+
+    #[test]
+    fn file_defaults_are_the_flag_defaults() {
+        assert_eq!(AccountantArgs::default(), guardian_runtime::config::flag_defaults::<AccountantArgs>());
+    }
 }

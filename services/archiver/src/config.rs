@@ -109,3 +109,13 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub dry_run: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_defaults_are_the_flag_defaults() {
+        assert_eq!(ArchiveArgs::default(), guardian_runtime::config::flag_defaults::<ArchiveArgs>());
+    }
+}

@@ -329,3 +329,31 @@ pub fn plan_json(p: &SessionPlan) -> String {
     })
     .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_defaults_are_the_flag_defaults() {
+        assert_eq!(FlStartArgs::default(), guardian_runtime::config::flag_defaults::<FlStartArgs>());
+    }
+
+    #[test]
+    fn agent_file_defaults_are_the_flag_defaults() {
+        assert_eq!(FlAgentArgs::default(), guardian_runtime::config::flag_defaults::<FlAgentArgs>());
+    }
+
+    #[test]
+    fn a_session_plan_takes_a_majority_threshold_and_a_complete_graph_when_small() {
+        let args = FlStartArgs { hospitals: (1..=5).map(|i| format!("h{i}")).collect(), ..FlStartArgs::default() };
+        let (p, hospitals) = plan(&args, None).unwrap();
+        assert_eq!((p.threshold, p.neighbours, hospitals.len()), (3, 4, 5));
+        assert!(p.noise_multiplier > 0.0);
+        // n · (levels − 1) stays below 2^32: the ring sum of n updates is exact.
+        assert!(5 * u64::from(p.quantization_levels - 1) < 1 << 32);
+        assert_eq!(default_neighbours(100), 2 * (100f64.log2() * 1.5).ceil() as u32);
+        let one = FlStartArgs { hospitals: vec!["h1".into()], ..FlStartArgs::default() };
+        assert!(plan(&one, None).is_err());
+    }
+}

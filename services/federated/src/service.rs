@@ -45,11 +45,7 @@ pub async fn aggregate(args: FlStartArgs, shutdown: &Shutdown) -> Result<(Sessio
     let kafka = args.kafka.settings(&ServiceId::Aggregator.client_id());
     let producer = Producer::new(&kafka)?;
     let coordinator = Coordinator {
-        dead_letters: DeadLetterSink::new(
-            Producer::new(&kafka)?,
-            t.dead_letter.clone(),
-            &ServiceId::Aggregator.group(),
-        ),
+        dead_letters: DeadLetterSink::new(Producer::new(&kafka)?, t.dead_letter.clone(), ServiceId::Aggregator.group()),
         kafka,
         topics: t,
         producer,
@@ -194,7 +190,7 @@ pub async fn demo_session(kafka: KafkaArgs, s3: S3Args, rounds: u32, shutdown: S
         dead_letters: DeadLetterSink::new(
             Producer::new(&kafka_settings)?,
             t.dead_letter.clone(),
-            &ServiceId::Aggregator.group(),
+            ServiceId::Aggregator.group(),
         ),
         producer: Producer::new(&kafka_settings)?,
         kafka: kafka_settings.clone(),

@@ -273,8 +273,7 @@ pub enum PrivacyCommand {
     },
 }
 
-/// Where a range starts or ends, per partition.
-
+/// `Q,SIGMA,T` of `--spent`.
 fn parse_spent(s: &str) -> Result<(f64, f64, u64), String> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
     let [q, sigma, t] = parts.as_slice() else {

@@ -129,4 +129,9 @@ mod tests {
         assert_eq!(defaults.group, "svc-kpi");
         assert!(defaults.validate().is_err(), "no database URL");
     }
+
+    #[test]
+    fn file_defaults_are_the_flag_defaults() {
+        assert_eq!(KpiArgs::default(), guardian_runtime::config::flag_defaults::<KpiArgs>());
+    }
 }

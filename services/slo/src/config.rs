@@ -58,3 +58,13 @@ impl SloArgs {
         Ok(args)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_defaults_are_the_flag_defaults() {
+        assert_eq!(SloArgs::default(), guardian_runtime::config::flag_defaults::<SloArgs>());
+    }
+}

@@ -261,6 +261,8 @@ impl Producer {
 
     /// Hands one record to librdkafka, waiting for room in its queue (up to
     /// [`crate::outbound::QUEUE_FULL_DEADLINE`]) when it is full.
+    // librdkafka hands a refused record back inside the error, whatever its size.
+    #[allow(clippy::result_large_err)]
     async fn enqueue(
         &self,
         topic: &str,

@@ -207,6 +207,8 @@ impl TransactionalPipeline {
         }
     }
 
+    // librdkafka hands a refused record back inside the error, whatever its size.
+    #[allow(clippy::result_large_err)]
     async fn enqueue(&self, out: Outbound) -> Result<(), KafkaClientError> {
         let mut record: BaseRecord<'_, [u8], [u8]> =
             BaseRecord::to(&out.topic).payload(out.payload.as_slice()).headers(out.headers);

@@ -35,3 +35,12 @@ pub fn write_text(path: &Path, text: &str) -> Result<(), crate::Error> {
     let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
     std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| err(e.to_string()))
 }
+
+/// The settings a command line with no flags and no environment gives: what a config
+/// type's `Default` (the defaults of its files) must equal, so a file and the flags mean
+/// the same when they leave a setting out.
+pub fn flag_defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let cmd = T::augment_args(clap::Command::new("defaults")).mut_args(|a| a.env(None::<&'static str>));
+    let matches = cmd.try_get_matches_from(["defaults"]).expect("no flag is required");
+    T::from_arg_matches(&matches).expect("the defaults parse")
+}
