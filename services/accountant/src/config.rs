@@ -79,10 +79,7 @@ pub struct AccountantConfig {
 impl AccountantArgs {
     /// The settings from `--config` when given, else from the flags, checked.
     pub fn validate(self) -> Result<AccountantConfig, AccountantError> {
-        let args: AccountantArgs = match &self.config {
-            Some(path) => guardian_runtime::config::load(path).map_err(|e| AccountantError::Config(e.to_string()))?,
-            None => self,
-        };
+        let args = guardian_runtime::config::file_or(self.config.clone().as_deref(), self)?;
         let limits =
             Limits { hospital_epsilon: args.hospital_epsilon, global_epsilon: args.global_epsilon, delta: args.delta };
         limits.validate()?;

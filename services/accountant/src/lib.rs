@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod budget;
 pub mod config;
+pub mod metrics;
 pub mod publish;
 pub mod store;
 

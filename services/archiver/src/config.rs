@@ -70,10 +70,7 @@ impl Default for ArchiveArgs {
 impl ArchiveArgs {
     /// The settings from `--config` when given, else from the flags, checked.
     pub fn validate(self) -> Result<ArchiveArgs, crate::ArchiveError> {
-        let args: ArchiveArgs = match &self.config {
-            Some(path) => guardian_runtime::config::load(path)?,
-            None => self,
-        };
+        let args = guardian_runtime::config::file_or(self.config.clone().as_deref(), self)?;
         if args.segment_records == 0 {
             return Err(crate::ArchiveError::Config("--segment-records must be at least 1".into()));
         }

@@ -18,6 +18,7 @@
 pub mod archive;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod restore;
 pub mod segment;
 
@@ -64,7 +65,7 @@ pub async fn serve(args: ArchiveArgs, shutdown: Shutdown) -> Result<(), ArchiveE
                 // starts from what the bucket holds (segments are idempotent).
                 Err(e) => {
                     tracing::warn!(error = %e, topic = %topic, "archive pass failed; retrying at the next interval");
-                    metrics::counter!("guardian_archive_pass_failures_total").increment(1);
+                    ::metrics::counter!(crate::metrics::PASS_FAILURES).increment(1);
                     pass_failed = true;
                     continue;
                 }

@@ -75,10 +75,7 @@ impl DashboardArgs {
     /// The settings from `--config` when given, else from the flags; checked before any
     /// connection is made.
     pub fn validate(self) -> Result<DashboardConfig, crate::DashboardError> {
-        let args: DashboardArgs = match &self.config {
-            Some(path) => guardian_runtime::config::load(path)?,
-            None => self,
-        };
+        let args = guardian_runtime::config::file_or(self.config.clone().as_deref(), self)?;
         if args.k == 0 {
             return Err(crate::DashboardError::Config("k must be at least 1".into()));
         }

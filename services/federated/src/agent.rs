@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 use ed25519_dalek::SigningKey;
 use guardian_fl::data::Dataset;
 use guardian_fl::model::{DpSgd, LocalTraining, dp_sgd_update, local_update};
@@ -269,7 +269,7 @@ impl Agent {
             (None, _) => vec![0f32; cfg.dimension as usize],
             (Some(_), None) => bail!("the round names a model without its checksum"),
         };
-        anyhow::ensure!(
+        crate::error::ensure!(
             global.len() as u64 == cfg.dimension,
             "model has {} parameters, the round {}",
             global.len(),
@@ -301,7 +301,7 @@ impl Agent {
                 u
             }
             (UpdateSource::File(u), DpUnit::Hospital) => {
-                anyhow::ensure!(
+                crate::error::ensure!(
                     u.len() as u64 == cfg.dimension,
                     "update file has {} values, the round {}",
                     u.len(),

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use crate::error::{Context, Result, ensure};
 use guardian_fl::demo::DemoFederation;
 use guardian_kafka::KafkaArgs;
 use guardian_objects::S3Args;
@@ -132,10 +132,7 @@ impl Default for FlStartArgs {
 impl FlStartArgs {
     /// The settings from `--config` when given, else from the flags.
     pub fn resolve(self) -> Result<FlStartArgs> {
-        Ok(match &self.config {
-            Some(path) => guardian_runtime::config::load(path)?,
-            None => self,
-        })
+        Ok(guardian_runtime::config::file_or(self.config.clone().as_deref(), self)?)
     }
 }
 
@@ -205,10 +202,7 @@ impl Default for FlAgentArgs {
 impl FlAgentArgs {
     /// The settings from `--config` when given, else from the flags.
     pub fn resolve(self) -> Result<FlAgentArgs> {
-        Ok(match &self.config {
-            Some(path) => guardian_runtime::config::load(path)?,
-            None => self,
-        })
+        Ok(guardian_runtime::config::file_or(self.config.clone().as_deref(), self)?)
     }
 }
 

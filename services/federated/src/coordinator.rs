@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use ed25519_dalek::SigningKey;
 use guardian_fl::data::Dataset;
 use guardian_kafka::Producer;

@@ -12,10 +12,13 @@
 pub mod agent;
 pub mod config;
 pub mod coordinator;
+pub mod error;
 pub mod registry;
 pub mod replay;
 pub mod service;
 pub mod wire;
+
+pub use error::FlError;
 
 /// The Kafka topics a federated session uses, with the catalogue's prefix applied.
 #[derive(Debug, Clone)]
@@ -67,9 +70,9 @@ pub fn next_model(
     sum: &[u32],
     survivors: usize,
     cfg: &guardian_secagg::RoundConfig,
-) -> anyhow::Result<Vec<f32>> {
-    anyhow::ensure!(sum.len() == previous.len(), "sum of {} values for a model of {}", sum.len(), previous.len());
-    anyhow::ensure!(survivors > 0, "no survivors");
+) -> crate::error::Result<Vec<f32>> {
+    crate::error::ensure!(sum.len() == previous.len(), "sum of {} values for a model of {}", sum.len(), previous.len());
+    crate::error::ensure!(survivors > 0, "no survivors");
     let total = cfg.quantizer()?.dequantize_sum(sum, survivors as u64);
     let mean: Vec<f64> = total.iter().map(|v| v / survivors as f64).collect();
     let mut next = previous.to_vec();

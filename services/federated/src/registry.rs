@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use guardian_kafka::signing::hex;
 use serde::Deserialize;
@@ -30,7 +30,7 @@ struct RegistryFile {
 }
 
 fn unhex32(s: &str) -> Result<[u8; 32]> {
-    guardian_kafka::signing::unhex32(s).map_err(anyhow::Error::msg)
+    guardian_kafka::signing::unhex32(s).map_err(crate::error::FlError::Invalid)
 }
 
 fn verifying(s: &str, what: &str) -> Result<VerifyingKey> {

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 use guardian_objects::ObjectStore;
 use guardian_schemas::Codec;
 use guardian_schemas::records::{

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 use guardian_fl::demo::DemoFederation;
 use guardian_kafka::dlq::DeadLetterSink;
 use guardian_kafka::reader::read_range;
@@ -17,7 +17,7 @@ use guardian_topics::{ServiceId, hospital_client};
 
 use crate::FlTopics;
 use crate::agent::{Agent, AgentReport, Fault, UpdateSource};
-use crate::config::{DpUnitArg, FlAgentArgs, FlStartArgs, plan, plan_json};
+use crate::config::{FlAgentArgs, FlStartArgs, plan, plan_json};
 use crate::coordinator::{Coordinator, RoundOutcome, SessionPlan};
 use crate::registry::{self, Registry};
 use crate::replay::replay_session;
@@ -95,7 +95,7 @@ pub async fn agent(args: FlAgentArgs, shutdown: &Shutdown) -> Result<(String, Ag
         ),
         (None, None, None) => bail!("give the agent --demo-shard, --data or --update"),
     };
-    let fault = args.fault.as_deref().map(str::parse::<Fault>).transpose().map_err(anyhow::Error::msg)?;
+    let fault = args.fault.as_deref().map(str::parse::<Fault>).transpose().map_err(crate::error::FlError::Invalid)?;
     let ops = guardian_runtime::http::serve_ops(args.listen, None, shutdown).await?;
     let t = topics(&args.kafka, ServiceId::Aggregator).await?;
     let kafka = args.kafka.settings(&hospital_client(&hospital, "fl-agent"));
@@ -200,28 +200,14 @@ pub async fn demo_session(kafka: KafkaArgs, s3: S3Args, rounds: u32, shutdown: S
         registry: registry.clone(),
     };
     let args = FlStartArgs {
-        config: None,
         kafka: kafka.clone(),
         s3: s3.clone(),
-        identity: None,
-        registry: None,
         session: Some(format!("demo-{}", guardian_runtime::now_ms() / 1000)),
         hospitals: hospitals.clone(),
         rounds,
-        epsilon: 2.0,
-        delta: 1e-5,
-        noise_multiplier: None,
-        dp_unit: DpUnitArg::Patient,
-        threshold: None,
-        neighbours: None,
-        clip_norm: 1.0,
-        sampling_rate: 0.1,
-        local_steps: 20,
-        learning_rate: 0.5,
         chunk_len: 16,
-        clipping_range: 8.0,
         stage_timeout_secs: 10,
-        initial_model: None,
+        ..FlStartArgs::default()
     };
     let (plan, _) = plan(&args, Some(&registry))?;
     println!(

@@ -1,6 +1,6 @@
 //! Between the secure-aggregation messages and the Avro records on the topics.
 
-use anyhow::{Context, Result, bail, ensure};
+use crate::error::{Context, Result, bail, ensure};
 use guardian_schemas::records::{
     GradientUpdateChunk, RoundControl, RoundControlKind, RoundMessage, RoundMessageKind, RoundSettings, ShareOf,
     UnmaskShares,

@@ -2,22 +2,13 @@
 //! pieces, with errors turned into `anyhow` for the command line.
 
 use anyhow::{Context, Result};
-use guardian_kafka::KafkaSettings;
 use guardian_kafka::admin::Admin;
-use guardian_topics::{Catalogue, ServiceId, TopicId};
+use guardian_topics::{Catalogue, ServiceId};
 
 use crate::cli::KafkaArgs;
 
-pub fn settings(args: &KafkaArgs, client: &str) -> KafkaSettings {
-    args.settings(client)
-}
-
 pub fn kafka_catalogue(args: &KafkaArgs) -> Result<Catalogue> {
     Ok(args.catalogue()?)
-}
-
-pub async fn require_topics(admin: &Admin, catalogue: &Catalogue, needed: &[TopicId]) -> Result<()> {
-    Ok(guardian_kafka::connect::require_topics(admin, catalogue, needed).await?)
 }
 
 pub async fn admin(args: &KafkaArgs) -> Result<Admin> {

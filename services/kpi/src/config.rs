@@ -86,10 +86,7 @@ pub struct KpiConfig {
 impl KpiArgs {
     /// The settings from `--config` when given, else from the flags, checked.
     pub fn validate(self) -> Result<KpiConfig, KpiError> {
-        let args: KpiArgs = match &self.config {
-            Some(path) => guardian_runtime::config::load(path)?,
-            None => self,
-        };
+        let args = guardian_runtime::config::file_or(self.config.clone().as_deref(), self)?;
         let database_url = args.database_url.filter(|u| !u.is_empty()).ok_or_else(|| {
             KpiError::Config("a database URL is required (--database-url or GUARDIAN_DATABASE_URL)".into())
         })?;

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod dedup;
+pub mod metrics;
 pub mod store;
 
 pub use guardian_rollups::{readiness, window};

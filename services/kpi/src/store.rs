@@ -184,7 +184,7 @@ impl PgEffect for Rollups {
                 .filter(|k| {
                     let out = expired(k.1, newest.get(k.0).copied(), h);
                     if out {
-                        metrics::counter!("guardian_kpi_expired_skipped_total").increment(1);
+                        metrics::counter!(crate::metrics::EXPIRED_SKIPPED).increment(1);
                         tracing::warn!(hospital = k.0, at_ms = k.1, "record past the deduplication horizon left out");
                     }
                     !out

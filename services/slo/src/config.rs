@@ -48,10 +48,7 @@ impl Default for SloArgs {
 impl SloArgs {
     /// The settings from `--config` when given, else from the flags, checked.
     pub fn validate(self) -> Result<SloArgs, SloError> {
-        let args: SloArgs = match &self.config {
-            Some(path) => guardian_runtime::config::load(path)?,
-            None => self,
-        };
+        let args = guardian_runtime::config::file_or(self.config.clone().as_deref(), self)?;
         if args.period_days == 0 || args.publish_secs == 0 {
             return Err(SloError::Config("--period-days and --publish-secs must be at least 1".into()));
         }

@@ -10,12 +10,15 @@
 //!   `guardian_slo_objective{slo}`, `guardian_slo_events{slo}`.
 
 pub mod config;
+pub mod metrics;
 
 pub use config::SloArgs;
 pub use guardian_burnrate::{BURN_ALERTS, Monitor, SloStatus, Source as Config, follow};
 use guardian_kafka::KafkaClientError;
 use guardian_runtime::Shutdown;
 use guardian_topics::{ServiceId, TopicId};
+
+use crate::metrics as m;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SloError {
@@ -46,15 +49,15 @@ pub async fn serve(args: SloArgs, shutdown: Shutdown) -> Result<(), SloError> {
 fn publish(status: &[SloStatus]) {
     for s in status {
         let slo = s.slo.to_string();
-        metrics::gauge!("guardian_slo_objective", "slo" => slo.clone()).set(s.objective);
+        ::metrics::gauge!(m::OBJECTIVE, m::SLO => slo.clone()).set(s.objective);
         for (name, rate) in &s.burn_rates {
-            metrics::gauge!("guardian_slo_error_ratio", "slo" => slo.clone(), "window" => *name)
+            ::metrics::gauge!(m::ERROR_RATIO, m::SLO => slo.clone(), m::WINDOW => *name)
                 .set(rate * (1.0 - s.objective));
-            metrics::gauge!("guardian_slo_burn_rate", "slo" => slo.clone(), "window" => *name).set(*rate);
+            ::metrics::gauge!(m::BURN_RATE, m::SLO => slo.clone(), m::WINDOW => *name).set(*rate);
         }
-        metrics::gauge!("guardian_slo_events", "slo" => slo.clone()).set(s.events as f64);
+        ::metrics::gauge!(m::EVENTS, m::SLO => slo.clone()).set(s.events as f64);
         if let Some(remaining) = s.budget_remaining {
-            metrics::gauge!("guardian_slo_error_budget_remaining", "slo" => slo).set(remaining);
+            ::metrics::gauge!(m::ERROR_BUDGET_REMAINING, m::SLO => slo).set(remaining);
         }
     }
 }

@@ -97,7 +97,7 @@ impl Subject for Services {
     }
 
     fn keygen(&self, dir: &Path, hospitals: &[String]) -> Result<()> {
-        guardian_federated::registry::keygen(dir, hospitals)
+        Ok(guardian_federated::registry::keygen(dir, hospitals)?)
     }
 
     async fn replay(&self, kafka: &KafkaArgs, s3: &S3Args, registry: &Path, session: &str) -> Result<(bool, String)> {

@@ -9,82 +9,21 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use guardian_kafka::Producer;
 use guardian_runtime::Shutdown;
-use guardian_schemas::records::{Encounter, EncounterType};
+use guardian_schemas::records::Encounter;
 use guardian_topics::TopicId;
 
 use crate::cli::EncountersArgs;
-use crate::common;
 use guardian_runtime::now_ms;
 use guardian_schemas::synth::Synth;
-
-/// One CSV line into an encounter, by the header's column names.
-fn from_csv(header: &[&str], line: &str) -> Result<Encounter, String> {
-    let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-    if cells.len() != header.len() {
-        return Err(format!("{} columns, the header has {}", cells.len(), header.len()));
-    }
-    let get = |name: &str| header.iter().position(|h| *h == name).map(|i| cells[i]);
-    let need = |name: &str| get(name).filter(|v| !v.is_empty()).ok_or_else(|| format!("missing {name}"));
-    let int = |name: &str| need(name)?.parse::<i64>().map_err(|_| format!("{name} is not a whole number"));
-    let optional = |name: &str| match get(name) {
-        None | Some("") => Ok(None),
-        Some(v) => v.parse::<i64>().map(Some).map_err(|_| format!("{name} is not a whole number")),
-    };
-    let encounter_type = match get("encounter_type").unwrap_or("OTHER") {
-        "OUTPATIENT" => EncounterType::Outpatient,
-        "INPATIENT" => EncounterType::Inpatient,
-        "EMERGENCY" => EncounterType::Emergency,
-        "TELEHEALTH" => EncounterType::Telehealth,
-        "OTHER" | "" => EncounterType::Other,
-        other => return Err(format!("unknown encounter_type {other}")),
-    };
-    Ok(Encounter {
-        event_id: need("event_id")?.to_string(),
-        hospital_id: need("hospital_id")?.to_string(),
-        encounter_ref: need("encounter_ref")?.to_string(),
-        clinician_ref: need("clinician_ref")?.to_string(),
-        occurred_at: int("occurred_at")?,
-        encounter_type,
-        soap_sections_expected: int("soap_sections_expected")? as i32,
-        soap_sections_completed: int("soap_sections_completed")? as i32,
-        generation_ms: int("generation_ms")?,
-        physician_rating: optional("physician_rating")?.map(|r| r as i32),
-        model_version: optional("model_version")?,
-    })
-}
 
 /// Lines a file read refused: (line number, reason).
 type Refused = Vec<(usize, String)>;
 
-/// The encounters of a file, and the lines that were refused.
+/// The encounters of a file (`.csv` with a header, else NDJSON), and the lines refused.
 pub fn read_file(path: &std::path::Path) -> Result<(Vec<Encounter>, Refused)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let csv = path.extension().and_then(|e| e.to_str()) == Some("csv");
-    let mut good = Vec::new();
-    let mut bad = Vec::new();
-    let mut header: Option<Vec<&str>> = None;
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed = if csv {
-            match &header {
-                None => {
-                    header = Some(line.split(',').map(str::trim).collect());
-                    continue;
-                }
-                Some(h) => from_csv(h, line),
-            }
-        } else {
-            serde_json::from_str::<Encounter>(line).map_err(|e| e.to_string())
-        };
-        match parsed.and_then(|e| guardian_schemas::validate::encounter(&e).map(|_| e)) {
-            Ok(e) => good.push(e),
-            Err(why) => bad.push((n, why)),
-        }
-    }
-    Ok((good, bad))
+    Ok(guardian_schemas::encounter_file::parse(&text, csv))
 }
 
 pub async fn run(args: EncountersArgs) -> Result<ExitCode> {
@@ -132,11 +71,13 @@ pub async fn run(args: EncountersArgs) -> Result<ExitCode> {
         println!("wrote {n} encounters to {}", out.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let catalogue = common::kafka_catalogue(&args.kafka)?;
-    let admin = common::admin(&args.kafka).await?;
-    common::require_topics(&admin, &catalogue, &[TopicId::Encounters]).await?;
+    let catalogue = args.kafka.checked_catalogue(guardian_topics::ServiceId::Ops, &[TopicId::Encounters]).await?;
     let topic = catalogue.topic(TopicId::Encounters)?;
-    let producer = Producer::new(&common::settings(&args.kafka, "guardian-agent"))?;
+    let client = match &args.sign_as {
+        Some(hospital) => guardian_topics::hospital_client(hospital, "encounters"),
+        None => guardian_topics::ServiceId::Ops.client_for("encounters"),
+    };
+    let producer = Producer::new(&args.kafka.settings(&client))?;
     let signer = match (&args.identity, &args.sign_as) {
         (Some(path), Some(hospital)) => Some(guardian_kafka::signing::EventSigner::new(
             hospital.clone(),

@@ -14,7 +14,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::cli::SimulateArgs;
-use crate::common;
 
 pub use guardian_runtime::now_ms;
 pub use guardian_schemas::synth::Synth;
@@ -31,11 +30,9 @@ pub struct Sent {
 pub async fn run(args: SimulateArgs, shutdown: Shutdown) -> Result<Sent> {
     anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
     anyhow::ensure!((0.0..=1.0).contains(&args.poison_rate), "--poison-rate must be between 0 and 1");
-    let catalogue = common::kafka_catalogue(&args.kafka)?;
-    let admin = common::admin(&args.kafka).await?;
-    common::require_topics(&admin, &catalogue, &[TopicId::Encounters, TopicId::SloEvents, TopicId::BudgetSpend])
-        .await?;
-    let producer = Producer::new(&common::settings(&args.kafka, "guardian-agent"))?;
+    let needed = [TopicId::Encounters, TopicId::SloEvents, TopicId::BudgetSpend];
+    let catalogue = args.kafka.checked_catalogue(guardian_topics::ServiceId::Ops, &needed).await?;
+    let producer = Producer::new(&args.kafka.settings(&guardian_topics::ServiceId::Ops.client_for("simulate")))?;
     let encounters_topic = catalogue.topic(TopicId::Encounters)?;
     let slo_topic = catalogue.topic(TopicId::SloEvents)?;
     let spend_topic = catalogue.topic(TopicId::BudgetSpend)?;

@@ -25,9 +25,9 @@ pub async fn run(args: TailArgs) -> Result<ExitCode> {
     let admin = common::admin(&args.kafka).await?;
     let view = admin.observe(std::slice::from_ref(&topic)).await?;
     let observed = view.topics.get(&topic).with_context(|| format!("topic {topic} does not exist"))?;
-    let settings = common::settings(&args.kafka, "guardian-tail");
+    let settings = args.kafka.settings(&guardian_topics::ServiceId::Ops.client_for("tail"));
     let consumer: StreamConsumer = settings
-        .manual_commit_consumer(&format!("guardian-tail-{}", std::process::id()))
+        .manual_commit_consumer(&guardian_topics::ServiceId::Ops.group_for(&format!("tail-{}", std::process::id())))
         .create()
         .context("creating the consumer")?;
     let mut tpl = TopicPartitionList::new();

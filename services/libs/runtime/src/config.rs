@@ -15,6 +15,15 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, crate::Error> {
     toml::from_str(&text).map_err(|e| crate::Error::Config { path: path.display().to_string(), error: e.to_string() })
 }
 
+/// The settings of a command: read from `file` when one is given (the flags are then
+/// ignored), else `flags` as they are.
+pub fn file_or<T: DeserializeOwned>(file: Option<&Path>, flags: T) -> Result<T, crate::Error> {
+    match file {
+        Some(path) => load(path),
+        None => Ok(flags),
+    }
+}
+
 /// A config as TOML text.
 pub fn to_text<T: Serialize>(config: &T) -> Result<String, crate::Error> {
     toml::to_string(config).map_err(|e| crate::Error::Config { path: "(serializing)".into(), error: e.to_string() })

@@ -19,6 +19,7 @@
 pub mod canonical;
 pub mod codec;
 pub mod compat;
+pub mod encounter_file;
 pub mod records;
 pub mod registry;
 pub mod synth;
