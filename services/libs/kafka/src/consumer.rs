@@ -74,33 +74,58 @@ impl Default for BatchPolicy {
     }
 }
 
-/// Waits for a first record, then gathers more until the batch is full or `max_wait`
-/// has passed. `None` when `shutdown` resolved first (no record taken).
-pub async fn next_batch(
-    consumer: &StreamConsumer<GuardianContext>,
+/// The one way a batch is gathered: waits for a first record (`false` when `shutdown`
+/// resolved first, nothing taken), then takes more into `batch` until it holds
+/// `policy.max_records` or `policy.max_wait` passed since the first; records already
+/// fetched are taken without waiting. Consume errors are logged and skipped (librdkafka
+/// retries on its own).
+pub async fn gather<'c, T>(
+    consumer: &'c StreamConsumer<GuardianContext>,
     policy: BatchPolicy,
     mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> Option<Vec<rdkafka::message::OwnedMessage>> {
-    let mut batch = loop {
+    batch: &mut Vec<T>,
+    map: impl Fn(BorrowedMessage<'c>) -> T,
+) -> bool {
+    loop {
         let first = tokio::select! {
             biased;
-            _ = &mut shutdown => return None,
+            _ = &mut shutdown => return false,
             msg = consumer.recv() => msg,
         };
         match first {
-            Ok(msg) => break vec![msg.detach()],
+            Ok(msg) => {
+                batch.push(map(msg));
+                break;
+            }
             Err(e) => tracing::warn!(error = %e, "consume error"),
         }
-    };
+    }
     let deadline = tokio::time::Instant::now() + policy.max_wait;
     while batch.len() < policy.max_records {
-        match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(Ok(msg)) => batch.push(msg.detach()),
-            Ok(Err(e)) => tracing::warn!(error = %e, "consume error"),
-            Err(_) => break,
+        let next = match consumer.recv().now_or_never() {
+            Some(next) => next,
+            None => match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        match next {
+            Ok(msg) => batch.push(map(msg)),
+            Err(e) => tracing::warn!(error = %e, "consume error"),
         }
     }
-    Some(batch)
+    true
+}
+
+/// [`gather`] into owned records (for batches that outlive the poll, or cross threads).
+/// `None` when `shutdown` resolved first.
+pub async fn next_batch(
+    consumer: &StreamConsumer<GuardianContext>,
+    policy: BatchPolicy,
+    shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<Vec<rdkafka::message::OwnedMessage>> {
+    let mut batch = Vec::new();
+    gather(consumer, policy, shutdown, &mut batch, |m| m.detach()).await.then_some(batch)
 }
 
 /// Commits what was stored, ignoring "nothing to commit".
@@ -167,32 +192,10 @@ impl AtLeastOnceConsumer {
         let mut shutdown = pin!(shutdown);
         let mut stats = ConsumeStats::default();
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let policy = BatchPolicy { max_records: MAX_BATCH, max_wait: BATCH_LINGER };
         let result = loop {
-            let first = tokio::select! {
-                biased;
-                _ = &mut shutdown => break Ok(()),
-                msg = self.consumer.recv() => msg,
-            };
-            match first {
-                Ok(msg) => batch.push(msg),
-                Err(e) => {
-                    tracing::warn!(error = %e, "consume error");
-                    continue;
-                }
-            }
-            let linger_until = tokio::time::Instant::now() + BATCH_LINGER;
-            while batch.len() < MAX_BATCH {
-                let next = match self.consumer.recv().now_or_never() {
-                    Some(next) => next,
-                    None => match tokio::time::timeout_at(linger_until, self.consumer.recv()).await {
-                        Ok(next) => next,
-                        Err(_) => break,
-                    },
-                };
-                match next {
-                    Ok(msg) => batch.push(msg),
-                    Err(e) => tracing::warn!(error = %e, "consume error"),
-                }
+            if !gather(&self.consumer, policy, shutdown.as_mut(), &mut batch, |m| m).await {
+                break Ok(());
             }
             stats.batches += 1;
             let outcome = self.process_batch(handler, &batch, &mut stats).await;
