@@ -205,13 +205,13 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
         guardian(&stack, &prefix, &["replay", "range", "--from-topic", &topic, "--to-topic", &topic]).output().unwrap();
     assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
     wait_for("the replayed records consumed", Duration::from_secs(90), async || {
-        let n: i64 = sqlx::query(
-            "SELECT coalesce(sum(next_offset), 0)::bigint FROM kafka_offsets WHERE group_id = 'kpi-rollup'",
-        )
-        .fetch_one(&pool)
-        .await
-        .ok()?
-        .get(0);
+        // The service runs with its default consumer group: its principal's.
+        let n: i64 = sqlx::query("SELECT coalesce(sum(next_offset), 0)::bigint FROM kafka_offsets WHERE group_id = $1")
+            .bind(guardian_topics::ServiceId::Kpi.group())
+            .fetch_one(&pool)
+            .await
+            .ok()?
+            .get(0);
         (n >= 6000).then_some(())
     })
     .await;
