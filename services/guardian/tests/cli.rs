@@ -100,6 +100,21 @@ fn a_malformed_topic_file_is_named_with_its_problem() {
 }
 
 #[test]
+fn a_bad_config_file_is_one_clear_error_naming_the_file_and_the_key() {
+    let dir = std::env::temp_dir().join(unique("guardian-config"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("kpi.toml");
+    std::fs::write(&file, "# the service's settings\nlateness = 3\n").unwrap();
+    for cmd in ["kpi", "accountant", "slo", "archive", "dashboard"] {
+        let out = guardian(&[cmd, "--config", file.to_str().unwrap()]);
+        assert_one_clear_error(&out, &["kpi.toml", "line 2", "lateness"]);
+    }
+    let out = guardian(&["fl", "agent", "--config", dir.join("missing.toml").to_str().unwrap()]);
+    assert_one_clear_error(&out, &["missing.toml"]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn a_missing_topic_folder_is_named() {
     let out = guardian(&["topics", "list", "--topics-dir", "/nonexistent/topics"]);
     assert_one_clear_error(&out, &["/nonexistent/topics"]);

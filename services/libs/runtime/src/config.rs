@@ -8,11 +8,22 @@ use std::path::Path;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Reads and parses a TOML config file.
+/// Reads and parses a TOML config file. A problem is one line naming the file and, for
+/// a parse error, the line of the file.
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, crate::Error> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| crate::Error::Config { path: path.display().to_string(), error: e.to_string() })?;
-    toml::from_str(&text).map_err(|e| crate::Error::Config { path: path.display().to_string(), error: e.to_string() })
+    toml::from_str(&text)
+        .map_err(|e| crate::Error::Config { path: path.display().to_string(), error: one_line(&e, &text) })
+}
+
+/// A TOML error as one line: `line N: message`.
+fn one_line(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    match e.span() {
+        Some(span) => format!("line {}: {message}", text[..span.start.min(text.len())].matches('\n').count() + 1),
+        None => message,
+    }
 }
 
 /// The settings of a command: read from `file` when one is given (the flags are then
@@ -52,4 +63,33 @@ pub fn flag_defaults<T: clap::Args + clap::FromArgMatches>() -> T {
     let cmd = T::augment_args(clap::Command::new("defaults")).mut_args(|a| a.env(None::<&'static str>));
     let matches = cmd.try_get_matches_from(["defaults"]).expect("no flag is required");
     T::from_arg_matches(&matches).expect("the defaults parse")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Settings {
+        name: String,
+        #[serde(default)]
+        count: u32,
+    }
+
+    #[test]
+    fn a_file_round_trips_and_a_bad_one_is_one_line_naming_it() {
+        let dir = std::env::temp_dir().join(format!("config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        write(&good, &Settings { name: "a".into(), count: 3 }).unwrap();
+        assert_eq!(load::<Settings>(&good).unwrap(), Settings { name: "a".into(), count: 3 });
+        assert_eq!(file_or(None, Settings { name: "b".into(), count: 0 }).unwrap().name, "b");
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "name = \"a\"\n\ncont = 3\n").unwrap();
+        let e = load::<Settings>(&bad).unwrap_err().to_string();
+        assert!(!e.contains('\n') && e.contains("bad.toml") && e.contains("line 3") && e.contains("cont"), "{e}");
+        let e = load::<Settings>(&dir.join("missing.toml")).unwrap_err().to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+    }
 }
