@@ -144,7 +144,6 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment, subject: &impl Subject) 
         session: session.clone(),
         rounds: exp.federated.as_ref().map_or(0, |f| f.rounds),
         stage_timeout_secs: exp.federated.as_ref().map_or(0, |f| f.stage_timeout_secs),
-        hospitals: hospitals.len(),
     };
     // One process each; agents one per hospital.
     let mut roles: Vec<Role> = Vec::new();
@@ -177,7 +176,6 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment, subject: &impl Subject) 
             name: role.name(),
             label,
             args: cli,
-            env: Vec::new(),
             listen: listen.unwrap_or_default(),
             log: args.report_dir.join(format!("{stem}.log")),
             child: None,

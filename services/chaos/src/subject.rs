@@ -62,8 +62,6 @@ pub struct Wiring {
     /// The session's rounds and stage timeout.
     pub rounds: u32,
     pub stage_timeout_secs: u64,
-    /// Hospitals of the session (their agents train on demo shards split this many ways).
-    pub hospitals: usize,
 }
 
 /// A process to start: `guardian <subcommand...> --config <file>`, the file holding

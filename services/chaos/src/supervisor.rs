@@ -17,7 +17,6 @@ pub struct Service {
     /// For reports: the name, with the hospital for agents.
     pub label: String,
     pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
     pub listen: String,
     pub log: PathBuf,
     pub child: Option<Child>,
@@ -34,7 +33,6 @@ impl Service {
     pub fn spawn(&mut self) -> Result<u32> {
         let child = Command::new(std::env::current_exe()?)
             .args(&self.args)
-            .envs(self.env.iter().cloned())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(

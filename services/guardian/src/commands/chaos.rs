@@ -163,7 +163,6 @@ mod tests {
             session: "chaos-1".into(),
             rounds: 3,
             stage_timeout_secs: 5,
-            hospitals: 3,
         }
     }
 
