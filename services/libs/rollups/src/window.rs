@@ -28,8 +28,10 @@ pub fn parse(name: &str) -> Option<WindowSize> {
 }
 
 /// Start of the window of `size` holding `at` (UTC, milliseconds).
+/// The start of the window of `size` holding `at_ms`. Total: an instant within one window
+/// of `i64::MIN` (only an absurd record carries one) saturates instead of overflowing.
 pub fn start(at_ms: i64, size: WindowSize) -> i64 {
-    at_ms.div_euclid(millis(size)) * millis(size)
+    at_ms.div_euclid(millis(size)).saturating_mul(millis(size))
 }
 
 /// Generation times are recorded from 1 ms to 1 hour at 3 significant digits (0.1 %);
@@ -137,8 +139,9 @@ impl Acc {
 /// closes when the hospital's newest event time passes its end plus `lateness_ms`. Late
 /// records are still merged (the correction path), and counted.
 pub fn is_late(at_ms: i64, size: WindowSize, newest_ms: Option<i64>, lateness_ms: i64) -> bool {
-    let end = start(at_ms, size) + millis(size);
-    newest_ms.is_some_and(|n| n > end + lateness_ms)
+    // Saturating: a window near the ends of time closes at the end of time, never wraps.
+    let closes = start(at_ms, size).saturating_add(millis(size)).saturating_add(lateness_ms);
+    newest_ms.is_some_and(|n| n > closes)
 }
 
 #[cfg(test)]
@@ -155,6 +158,24 @@ mod tests {
         assert!(is_late(61_000, WindowSize::Minute, Some(150_001), 30_000));
         assert!(!is_late(61_000, WindowSize::Minute, None, 0));
         assert_eq!(parse("HOUR"), Some(WindowSize::Hour));
+    }
+
+    /// Event times come from records: the most absurd ones neither panic nor wrap.
+    #[test]
+    fn absurd_times_saturate_instead_of_overflowing() {
+        for size in SIZES {
+            for at in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX - 1, i64::MAX] {
+                let s = start(at, size);
+                assert!(s <= at || s == i64::MIN, "{at} {s}");
+                for newest in [None, Some(i64::MIN), Some(0), Some(i64::MAX)] {
+                    let _ = is_late(at, size, newest, i64::MAX);
+                    let _ = is_late(at, size, newest, 300_000);
+                }
+            }
+            // A far-future record is never late; nothing is late behind one at the end of time.
+            assert!(!is_late(i64::MAX, size, Some(i64::MAX), 0));
+            assert!(is_late(0, size, Some(i64::MAX), 300_000));
+        }
     }
 
     #[test]
