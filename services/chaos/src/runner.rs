@@ -46,8 +46,9 @@ struct Setup {
     kpi_group: String,
     accountant_group: String,
     archive_prefix: String,
-    /// S3 of the archive, when the experiment runs the archiver.
-    archive: Option<guardian_objects::S3Args>,
+    /// The archive's bucket, when the experiment runs the archiver (one client for every
+    /// look at it).
+    archive: Option<guardian_objects::ObjectStore>,
     /// One small pool for the runner's own queries (lag samples, checks).
     pool: sqlx::PgPool,
     stack_script: PathBuf,
@@ -102,7 +103,7 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment, subject: &impl Subject) 
         dead_letters: catalogue.topic(TopicId::DeadLetter)?,
         kpi_group: ServiceId::Kpi.group_for(&format!("chaos-{tag}")),
         archive_prefix: format!("chaos-{tag}"),
-        archive: exp.archiver.then(|| args.s3.clone()),
+        archive: if exp.archiver { Some(args.s3.store(ARCHIVE_BUCKET)?) } else { None },
         accountant_group: ServiceId::Accountant.group_for(&format!("chaos-{tag}")),
         pool: guardian_pg::connect(&url, 2).await?,
         stack_script: args.stack_script.clone(),
@@ -591,12 +592,12 @@ async fn inject(
 /// once (segments contiguous from the low to the high watermark of each partition), and
 /// what it holds. `None` without an archiver.
 async fn archive_state(setup: &Setup, subject: &impl Subject) -> Result<Option<(bool, String)>> {
-    let Some(s3) = &setup.archive else { return Ok(None) };
+    let Some(store) = &setup.archive else { return Ok(None) };
     let mut problems = Vec::new();
     let (mut segments, mut records) = (0usize, 0u64);
     for topic in [&setup.encounters, &setup.spends] {
         let marks = guardian_kafka::reader::topic_watermarks(&setup.kafka, "chaos-archive", &[topic]).await?;
-        let archived = subject.archived(s3, ARCHIVE_BUCKET, &setup.archive_prefix, topic).await?;
+        let archived = subject.archived(store, &setup.archive_prefix, topic).await?;
         segments += archived.len();
         for ((_, p), (lo, hi)) in marks {
             let mut mine: Vec<_> = archived.iter().filter(|s| s.partition == p).collect();

@@ -109,11 +109,10 @@ pub trait Subject: Sync {
         session: &str,
     ) -> impl Future<Output = anyhow::Result<(bool, String)>> + Send;
 
-    /// The segments archived of `topic`.
+    /// The segments of `topic` archived in `store` under `prefix`.
     fn archived(
         &self,
-        s3: &S3Args,
-        bucket: &str,
+        store: &guardian_objects::ObjectStore,
         prefix: &str,
         topic: &str,
     ) -> impl Future<Output = anyhow::Result<Vec<Segment>>> + Send;

@@ -10,7 +10,7 @@ use anyhow::Result;
 use guardian_chaos::{ChaosRunArgs, Counted, Launch, Role, Segment, Subject, Wiring};
 use guardian_federated::config::{FlAgentArgs, FlStartArgs};
 use guardian_kafka::KafkaArgs;
-use guardian_objects::S3Args;
+use guardian_objects::{ObjectStore, S3Args};
 
 pub async fn run(args: ChaosRunArgs) -> Result<ExitCode> {
     guardian_chaos::runner::run(args, &Services).await
@@ -113,8 +113,8 @@ impl Subject for Services {
         Ok((same == checks.len(), detail))
     }
 
-    async fn archived(&self, s3: &S3Args, bucket: &str, prefix: &str, topic: &str) -> Result<Vec<Segment>> {
-        let manifest = guardian_archiver::restore::manifest(&s3.store(bucket)?, prefix, topic).await?;
+    async fn archived(&self, store: &ObjectStore, prefix: &str, topic: &str) -> Result<Vec<Segment>> {
+        let manifest = guardian_archiver::restore::manifest(store, prefix, topic).await?;
         Ok(manifest
             .segments
             .iter()

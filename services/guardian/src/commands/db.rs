@@ -8,13 +8,10 @@ use rand::RngCore;
 
 use crate::cli::{RoleCommand, RolePassword};
 
-/// Per-hospital tables a tenant role reads (its own rows only).
-const TENANT_TABLES: [&str; 4] = [
-    guardian_kpi::TENANT_TABLES[0],
-    guardian_kpi::TENANT_TABLES[1],
-    guardian_accountant::store::TENANT_TABLES[0],
-    guardian_accountant::store::TENANT_TABLES[1],
-];
+/// Per-hospital tables a tenant role reads (its own rows only), as each service names them.
+fn tenant_tables() -> Vec<&'static str> {
+    [guardian_kpi::TENANT_TABLES.as_slice(), guardian_accountant::store::TENANT_TABLES.as_slice()].concat()
+}
 
 pub async fn migrate(url: &str) -> Result<ExitCode> {
     let pool = guardian_pg::connect(url, 2).await?;
@@ -22,19 +19,18 @@ pub async fn migrate(url: &str) -> Result<ExitCode> {
     println!(
         "db: schema up to date ({}); row-level security on {}; aggregate view {}",
         guardian_pg::connect::redact(url),
-        TENANT_TABLES.join(", "),
+        tenant_tables().join(", "),
         guardian_kpi::store::AGGREGATE_VIEW
     );
     Ok(ExitCode::SUCCESS)
 }
 
 /// Every service's tables, row-level security and the aggregate view.
-pub async fn migrate_schema(pool: &sqlx::PgPool) -> Result<()> {
-    let pool = pool.clone();
-    guardian_pg::offsets::migrate(&pool).await?;
-    guardian_accountant::store::migrate(&pool).await.context("privacy tables")?;
-    guardian_kpi::migrate(&pool).await.context("KPI tables")?;
-    tenancy::apply(&pool, &TENANT_TABLES, &[guardian_kpi::store::AGGREGATE_VIEW])
+async fn migrate_schema(pool: &sqlx::PgPool) -> Result<()> {
+    guardian_pg::offsets::migrate(pool).await?;
+    guardian_accountant::store::migrate(pool).await.context("privacy tables")?;
+    guardian_kpi::migrate(pool).await.context("KPI tables")?;
+    tenancy::apply(pool, &tenant_tables(), &[guardian_kpi::store::AGGREGATE_VIEW])
         .await
         .context("row-level security")?;
     Ok(())

@@ -63,7 +63,7 @@ impl std::fmt::Debug for Tail {
 /// Low and high watermarks of every partition of `topics`, in two batched requests
 /// (per-partition watermark queries cost a round trip each). Blocking: see
 /// [`watermarks`] for the async form.
-pub fn watermarks_blocking(consumer: &StreamConsumer, topics: &[&str]) -> Result<BTreeMap<(String, i32), (i64, i64)>> {
+fn watermarks_blocking(consumer: &StreamConsumer, topics: &[&str]) -> Result<BTreeMap<(String, i32), (i64, i64)>> {
     let mut tpl = TopicPartitionList::new();
     for &topic in topics {
         let md = consumer

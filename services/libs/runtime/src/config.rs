@@ -40,11 +40,6 @@ pub fn to_text<T: Serialize>(config: &T) -> Result<String, crate::Error> {
     toml::to_string(config).map_err(|e| crate::Error::Config { path: "(serializing)".into(), error: e.to_string() })
 }
 
-/// Writes a config as TOML (0600: configs can carry secrets).
-pub fn write<T: Serialize>(path: &Path, config: &T) -> Result<(), crate::Error> {
-    write_text(path, &to_text(config)?)
-}
-
 /// Writes config text (0600: configs can carry secrets).
 pub fn write_text(path: &Path, text: &str) -> Result<(), crate::Error> {
     let err = |error: String| crate::Error::Config { path: path.display().to_string(), error };
@@ -82,7 +77,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let good = dir.join("good.toml");
-        write(&good, &Settings { name: "a".into(), count: 3 }).unwrap();
+        write_text(&good, &to_text(&Settings { name: "a".into(), count: 3 }).unwrap()).unwrap();
         assert_eq!(load::<Settings>(&good).unwrap(), Settings { name: "a".into(), count: 3 });
         assert_eq!(file_or(None, Settings { name: "b".into(), count: 0 }).unwrap().name, "b");
         let bad = dir.join("bad.toml");
