@@ -156,6 +156,7 @@ impl RollupTopics {
             dead_letter_topic: self.dlq.clone(),
             signers: None,
             lateness_ms: 300_000,
+            max_skew_ms: guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS,
             dedup_cache_events: guardian_kpi::DEFAULT_DEDUP_CACHE_EVENTS,
             dedup_horizon_days: guardian_kpi::DEFAULT_DEDUP_HORIZON_DAYS,
         }

@@ -78,6 +78,7 @@ async fn the_ledger_budgets_and_alerts_equal_a_recomputation_across_duplicates_a
         destinations: Destinations { status_topic: status.clone(), alerts_topic: alerts.clone() },
         limits,
         signers: None,
+        max_skew_ms: guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS,
     };
     run_until_applied(config(&unique("it-acc")), &pool, sent.len() as i64).await;
 

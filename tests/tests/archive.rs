@@ -56,6 +56,7 @@ async fn budgets(stack: &Stack, spends: &str, expected_events: i64) -> Vec<(Stri
         destinations: Destinations { status_topic: status, alerts_topic: alerts },
         limits: Limits::default(),
         signers: None,
+        max_skew_ms: guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS,
     };
     let shutdown = Shutdown::new();
     let task = tokio::spawn(guardian_accountant::run(config, pool.clone(), shutdown.clone()));

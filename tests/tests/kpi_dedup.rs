@@ -109,6 +109,7 @@ async fn records_past_the_horizon_are_dead_lettered_and_their_days_pruned() {
         codec: codec.clone(),
         encounters_topic: "enc".into(),
         lateness_ms: 0,
+        max_skew_ms: guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS,
         signers: None,
         outbox: guardian_kpi::store::outbox("kpi.rollups"),
         committed: None,
@@ -129,7 +130,7 @@ async fn records_past_the_horizon_are_dead_lettered_and_their_days_pruned() {
             Some(codec.encode(e).unwrap()),
             Some(b"h001".to_vec()),
             "enc".into(),
-            rdkafka::Timestamp::NotAvailable,
+            rdkafka::Timestamp::CreateTime(DAY),
             0,
             7,
             None,
@@ -143,6 +144,13 @@ async fn records_past_the_horizon_are_dead_lettered_and_their_days_pruned() {
         other => panic!("an event 20 days behind a 10-day horizon was {other:?}"),
     }
     assert!(rollups.prepare(&msg(&encounter("recent", DAY - 9 * D))).is_ok(), "9 days back is inside the horizon");
+    // An event time past the record's timestamp plus the skew moves nothing: refused.
+    let ahead = encounter("ahead", DAY + guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS + 1);
+    match rollups.prepare(&msg(&ahead)) {
+        Err(ProcessError::Poison { kind, .. }) => assert_eq!(kind, "future"),
+        other => panic!("an event dated past the skew was {other:?}"),
+    }
+    assert!(rollups.prepare(&msg(&encounter("skewed", DAY + guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS))).is_ok());
     // An instance whose memory is behind (another moved h001 on) leaves the old record out
     // in the transaction, where the newest time is read under its lock.
     let mut behind = Rollups { newest: Default::default(), seen: Seen::new(1_000), ..rollups };

@@ -35,6 +35,10 @@ pub struct AccountantArgs {
     /// their hospital, and unsigned or forged ones go to the dead-letter topic
     #[arg(long, env = "GUARDIAN_SIGNERS")]
     pub signers: Option<PathBuf>,
+    /// Seconds a spend's time may run ahead of its record's broker timestamp; later ones go
+    /// to the dead-letter topic (kind "future") and are not accounted
+    #[arg(long, default_value_t = guardian_kafka::event_time::DEFAULT_MAX_SKEW_SECS)]
+    pub max_event_skew_secs: u64,
     /// Epsilon budget of each hospital
     #[arg(long, default_value_t = Limits::DEFAULT.hospital_epsilon)]
     pub hospital_epsilon: f64,
@@ -57,6 +61,7 @@ impl Default for AccountantArgs {
             database_url: None,
             group: ServiceId::Accountant.group(),
             signers: None,
+            max_event_skew_secs: guardian_kafka::event_time::DEFAULT_MAX_SKEW_SECS,
             hospital_epsilon: Limits::DEFAULT.hospital_epsilon,
             global_epsilon: Limits::DEFAULT.global_epsilon,
             delta: Limits::DEFAULT.delta,
@@ -72,6 +77,7 @@ pub struct AccountantConfig {
     pub database_url: String,
     pub group: String,
     pub signers: Option<PathBuf>,
+    pub max_skew_ms: i64,
     pub limits: Limits,
     pub listen: SocketAddr,
 }
@@ -94,6 +100,8 @@ impl AccountantArgs {
             database_url,
             group: args.group,
             signers: args.signers,
+            max_skew_ms: guardian_kafka::event_time::skew_ms(args.max_event_skew_secs)
+                .map_err(AccountantError::Config)?,
             limits,
             listen: args.listen,
         })

@@ -44,6 +44,9 @@ pub struct Config {
     pub limits: Limits,
     /// When set, every spend must be signed by its hospital (others are dead-lettered).
     pub signers: Option<guardian_kafka::signing::Signers>,
+    /// How far a spend's time may run ahead of its record's timestamp (later:
+    /// dead-lettered as "future").
+    pub max_skew_ms: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +103,7 @@ pub async fn serve(config: AccountantConfig, shutdown: Shutdown) -> Result<(), A
         },
         limits: config.limits,
         signers,
+        max_skew_ms: config.max_skew_ms,
     };
     tracing::info!(metrics = %format!("http://{}/metrics", ops.bound), spend = %run_config.spend_topic, "privacy accountant starting");
     ops.readiness.set_ready(true);
@@ -130,6 +134,7 @@ pub async fn run(config: Config, pool: PgPool, shutdown: Shutdown) -> Result<(),
         limits: config.limits,
         codec: Codec::embedded(),
         signers: config.signers.clone(),
+        max_skew_ms: config.max_skew_ms,
         committed: Some(wake),
     };
     let stats = consumer.run(&mut ledger, shutdown.wait()).await;

@@ -141,6 +141,8 @@ pub struct Ledger {
     pub codec: Codec,
     /// When set, spends must be signed by their hospital.
     pub signers: Option<guardian_kafka::signing::Signers>,
+    /// How far a spend's time may run ahead of its record's timestamp.
+    pub max_skew_ms: i64,
     /// Woken after each commit: the outbox has something to send.
     pub committed: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
@@ -152,10 +154,9 @@ impl PgEffect for Ledger {
         let spend: BudgetSpend = self.codec.decode(msg.payload().unwrap_or_default())?;
         let step = budget::validate(&spend).map_err(|e| ProcessError::poison("validation", e))?;
         if let Some(signers) = &self.signers {
-            signers
-                .verify(msg, guardian_topics::TopicId::BudgetSpend.role(), &spend.hospital_id)
-                .map_err(|why| ProcessError::poison("signature", why))?;
+            signers.check(msg, guardian_topics::TopicId::BudgetSpend.role(), &spend.hospital_id)?;
         }
+        guardian_kafka::event_time::check(spend.occurred_at, msg.timestamp().to_millis(), self.max_skew_ms)?;
         Ok(Spend { spend, step, topic: msg.topic().to_string(), partition: msg.partition(), offset: msg.offset() })
     }
 

@@ -69,6 +69,7 @@ pub async fn serve(
         slo_topic: catalogue.topic(TopicId::SloEvents)?,
         period_ms: config.slo_period_ms,
         publish_every: std::time::Duration::from_secs(5),
+        max_skew_ms: guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS,
     };
     tokio::spawn(follow::slo(source, state.slo.clone(), shutdown.clone()));
     let ops = guardian_runtime::http::serve_ops(config.listen, Some(server::router(state)), &shutdown).await?;

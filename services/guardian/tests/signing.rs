@@ -105,7 +105,7 @@ async fn forged_and_unsigned_encounters_are_dead_lettered_and_never_counted() {
     })
     .await;
     assert_eq!(letters.len(), 5, "{letters:#?}");
-    assert!(letters.iter().all(|l| l.error_kind == "signature"), "{letters:#?}");
+    assert!(letters.iter().all(|l| l.error_kind == "forged"), "{letters:#?}");
     let forged = letters.iter().filter(|l| l.error.contains("does not verify under h001's registered key")).count();
     let unsigned = letters.iter().filter(|l| l.error.contains("unsigned record")).count();
     assert_eq!((forged, unsigned), (2, 3), "{letters:#?}");

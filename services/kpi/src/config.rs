@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use guardian_kafka::KafkaArgs;
+use guardian_kafka::event_time::DEFAULT_MAX_SKEW_SECS;
 use guardian_topics::ServiceId;
 use serde::{Deserialize, Serialize};
 
@@ -36,8 +37,13 @@ pub struct KpiArgs {
     /// Seconds a record may trail its hospital's newest event and still be on time
     #[arg(long, default_value_t = DEFAULT_LATENESS_SECS)]
     pub lateness_secs: u64,
-    /// Registry of hospital keys (registry.toml of `fl keygen`): records must be signed by
-    /// their hospital, and unsigned or forged ones go to the dead-letter topic
+    /// Seconds an event time may run ahead of its record's broker timestamp; later ones go
+    /// to the dead-letter topic (kind "future") and move nothing
+    #[arg(long, default_value_t = DEFAULT_MAX_SKEW_SECS)]
+    pub max_event_skew_secs: u64,
+    /// Registry of hospital keys (registry.toml of `fl keygen`): encounters and
+    /// availability events must be signed by the hospital they name, and unsigned or
+    /// forged ones go to the dead-letter topic (kind "forged")
     #[arg(long, env = "GUARDIAN_SIGNERS")]
     pub signers: Option<PathBuf>,
     /// Event digests kept in memory to spot duplicates (about 50 bytes each); days used
@@ -62,6 +68,7 @@ impl Default for KpiArgs {
             database_url: None,
             group: ServiceId::Kpi.group(),
             lateness_secs: DEFAULT_LATENESS_SECS,
+            max_event_skew_secs: DEFAULT_MAX_SKEW_SECS,
             signers: None,
             dedup_cache_events: DEFAULT_DEDUP_CACHE_EVENTS,
             dedup_horizon_days: DEFAULT_DEDUP_HORIZON_DAYS,
@@ -77,6 +84,7 @@ pub struct KpiConfig {
     pub database_url: String,
     pub group: String,
     pub lateness_ms: i64,
+    pub max_skew_ms: i64,
     pub signers: Option<PathBuf>,
     pub dedup_cache_events: usize,
     pub dedup_horizon_days: u32,
@@ -97,11 +105,13 @@ impl KpiArgs {
             .ok()
             .and_then(|s| s.checked_mul(1000))
             .ok_or_else(|| KpiError::Config(format!("lateness of {} s is out of range", args.lateness_secs)))?;
+        let max_skew_ms = guardian_kafka::event_time::skew_ms(args.max_event_skew_secs).map_err(KpiError::Config)?;
         Ok(KpiConfig {
             kafka: args.kafka,
             database_url,
             group: args.group,
             lateness_ms,
+            max_skew_ms,
             signers: args.signers,
             dedup_cache_events: args.dedup_cache_events,
             dedup_horizon_days: args.dedup_horizon_days,

@@ -34,7 +34,11 @@ pub struct Config {
     /// How late (event time behind the hospital's newest) a record may be and still count
     /// as on time for its window; later ones take the correction path.
     pub lateness_ms: i64,
-    /// When set, every encounter must be signed by its hospital (others are dead-lettered).
+    /// How far an event time may run ahead of its record's timestamp (later: dead-lettered
+    /// as "future").
+    pub max_skew_ms: i64,
+    /// When set, every encounter and availability event must be signed by the hospital it
+    /// names (others are dead-lettered as "forged").
     pub signers: Option<guardian_kafka::signing::Signers>,
     /// Event digests kept in memory for deduplication (16 bytes each plus the set's
     /// overhead); days used least recently are read again from PostgreSQL when needed.
@@ -43,6 +47,9 @@ pub struct Config {
     /// older than that are dead-lettered, as they could not be told from replays.
     pub dedup_horizon_days: u32,
 }
+
+/// The default of [`Config::max_skew_ms`].
+pub use guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS;
 
 /// The default of [`Config::dedup_horizon_days`].
 pub const DEFAULT_DEDUP_HORIZON_DAYS: u32 = 90;
@@ -101,6 +108,7 @@ pub async fn serve(config: KpiConfig, shutdown: Shutdown) -> Result<guardian_pg:
         rollups_topic: catalogue.topic(TopicId::KpiRollups)?,
         dead_letter_topic: catalogue.topic(TopicId::DeadLetter)?,
         lateness_ms: config.lateness_ms,
+        max_skew_ms: config.max_skew_ms,
         signers,
         dedup_cache_events: config.dedup_cache_events,
         dedup_horizon_days: config.dedup_horizon_days,
@@ -140,6 +148,7 @@ pub async fn run(config: Config, pool: PgPool, shutdown: Shutdown) -> Result<gua
         codec: Codec::embedded(),
         encounters_topic: config.encounters_topic.clone(),
         lateness_ms: config.lateness_ms,
+        max_skew_ms: config.max_skew_ms,
         signers: config.signers.clone(),
         outbox,
         committed: Some(wake),

@@ -68,6 +68,11 @@ pub struct Rollups {
     pub codec: Codec,
     pub encounters_topic: String,
     pub lateness_ms: i64,
+    /// How far an event time may run ahead of its record's timestamp
+    /// ([`guardian_kafka::event_time`]).
+    pub max_skew_ms: i64,
+    /// When set, encounters and availability events must be signed by the hospital they
+    /// name (the only records that move a hospital's watermark).
     pub signers: Option<guardian_kafka::signing::Signers>,
     pub outbox: Outbox,
     pub committed: Option<Arc<Notify>>,
@@ -125,16 +130,20 @@ impl PgEffect for Rollups {
             let e: Encounter = self.codec.decode(payload)?;
             validate(&e).map_err(|why| ProcessError::poison("validation", why))?;
             if let Some(signers) = &self.signers {
-                signers
-                    .verify(msg, guardian_topics::TopicId::Encounters.role(), &e.hospital_id)
-                    .map_err(|why| ProcessError::poison("signature", why))?;
+                signers.check(msg, guardian_topics::TopicId::Encounters.role(), &e.hospital_id)?;
             }
+            guardian_kafka::event_time::check(e.occurred_at, msg.timestamp().to_millis(), self.max_skew_ms)?;
             self.check_horizon(&e.hospital_id, e.occurred_at)?;
             Ok(Item::Encounter(e))
         } else {
             let s: SloEvent = self.codec.decode(payload)?;
             match (&s.hospital_id, s.slo) {
                 (Some(h), SloKind::Availability) => {
+                    // It moves the hospital's watermark: only the hospital itself may say so.
+                    if let Some(signers) = &self.signers {
+                        signers.check(msg, guardian_topics::TopicId::SloEvents.role(), h)?;
+                    }
+                    guardian_kafka::event_time::check(s.observed_at, msg.timestamp().to_millis(), self.max_skew_ms)?;
                     self.check_horizon(h, s.observed_at)?;
                     Ok(Item::Slo(s))
                 }

@@ -28,6 +28,10 @@ pub struct SloArgs {
     /// Seconds between two updates of the gauges
     #[arg(long, default_value_t = 5)]
     pub publish_secs: u64,
+    /// Seconds an event time may run ahead of its record's broker timestamp; later events
+    /// are left out of every window (and counted in the log)
+    #[arg(long, default_value_t = guardian_kafka::event_time::DEFAULT_MAX_SKEW_SECS)]
+    pub max_event_skew_secs: u64,
     /// Where /metrics, /healthz and /readyz listen
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -40,6 +44,7 @@ impl Default for SloArgs {
             kafka: KafkaArgs::default(),
             period_days: 30,
             publish_secs: 5,
+            max_event_skew_secs: guardian_kafka::event_time::DEFAULT_MAX_SKEW_SECS,
             listen: DEFAULT_LISTEN.parse().expect("a socket address"),
         }
     }
@@ -52,6 +57,7 @@ impl SloArgs {
         if args.period_days == 0 || args.publish_secs == 0 {
             return Err(SloError::Config("--period-days and --publish-secs must be at least 1".into()));
         }
+        guardian_kafka::event_time::skew_ms(args.max_event_skew_secs).map_err(SloError::Config)?;
         Ok(args)
     }
 }

@@ -41,6 +41,7 @@ pub async fn serve(args: SloArgs, shutdown: Shutdown) -> Result<(), SloError> {
         slo_topic: catalogue.topic(TopicId::SloEvents)?,
         period_ms: i64::from(args.period_days.max(1)) * guardian_runtime::time::DAY_MS,
         publish_every: std::time::Duration::from_secs(args.publish_secs.max(1)),
+        max_skew_ms: guardian_kafka::event_time::skew_ms(args.max_event_skew_secs).map_err(SloError::Config)?,
     };
     tracing::info!(metrics = %format!("http://{}/metrics", ops.bound), topic = %config.slo_topic, "slo monitor starting");
     Ok(run(config, shutdown, || ops.readiness.set_ready(true)).await?)

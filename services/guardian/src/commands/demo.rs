@@ -46,6 +46,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         },
         limits: guardian_accountant::Limits::default(),
         signers: None,
+        max_skew_ms: guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS,
     };
     let accountant = tokio::spawn(guardian_accountant::run(accountant, pool.clone(), shutdown.clone()));
     let kpi = guardian_kpi::Config {
@@ -57,6 +58,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         dead_letter_topic: catalogue.topic(TopicId::DeadLetter)?,
         signers: None,
         lateness_ms: 300_000,
+        max_skew_ms: guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS,
         dedup_cache_events: guardian_kpi::DEFAULT_DEDUP_CACHE_EVENTS,
         dedup_horizon_days: guardian_kpi::DEFAULT_DEDUP_HORIZON_DAYS,
     };
@@ -66,6 +68,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         slo_topic: catalogue.topic(TopicId::SloEvents)?,
         period_ms: 30 * 86_400_000,
         publish_every: Duration::from_secs(5),
+        max_skew_ms: guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS,
     };
     let slo = tokio::spawn(guardian_slo::run(slo, shutdown.clone(), || {}));
     readiness.set_ready(true);

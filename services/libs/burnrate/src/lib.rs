@@ -150,6 +150,9 @@ pub struct Source {
     pub period_ms: i64,
     /// How often old minutes are let go and `tick` is called.
     pub publish_every: Duration,
+    /// How far an event time may run ahead of its record's timestamp; later events are
+    /// left out ([`guardian_kafka::event_time`]).
+    pub max_skew_ms: i64,
 }
 
 /// Reads the SLO topic into `monitor` until `shutdown`: from the start of the period,
@@ -175,6 +178,7 @@ pub async fn follow(
     let mut caught_up = false;
     let mut last_publish = std::time::Instant::now();
     let mut skipped = 0u64;
+    let mut future = 0u64;
     let lock = || monitor.lock().unwrap_or_else(|p| p.into_inner());
     while !shutdown.is_triggered() {
         if let Some(m) = tail.next(Duration::from_millis(200)).await? {
@@ -184,13 +188,23 @@ pub async fn follow(
                 ends.remove(&(m.topic.clone(), m.partition));
             }
             match codec.decode::<SloEvent>(&m.payload) {
-                Ok(e) => lock().observe(&e),
+                Ok(e) => match guardian_kafka::event_time::check(e.observed_at, m.timestamp, config.max_skew_ms) {
+                    Ok(()) => lock().observe(&e),
+                    Err(why) => {
+                        future += 1;
+                        tracing::warn!(topic = %m.topic, partition = m.partition, offset = m.offset, %why, "slo event left out");
+                    }
+                },
                 Err(_) => skipped += 1,
             }
         }
         if !caught_up && ends.is_empty() {
             caught_up = true;
-            tracing::info!(skipped_undecodable = skipped, "slo monitor caught up with the topic");
+            tracing::info!(
+                skipped_undecodable = skipped,
+                skipped_future = future,
+                "slo monitor caught up with the topic"
+            );
             ready();
         }
         if last_publish.elapsed() >= config.publish_every {

@@ -28,6 +28,7 @@ pub mod consumer;
 pub mod context;
 pub mod dlq;
 pub mod error;
+pub mod event_time;
 pub mod metrics;
 pub mod outbound;
 pub mod producer;

@@ -16,6 +16,8 @@ use rdkafka::message::{Headers, Message};
 
 pub const SIGNER_HEADER: &str = "guardian-signer";
 pub const SIGNATURE_HEADER: &str = "guardian-signature";
+/// The dead-letter kind of an unsigned, forged or altered record.
+pub const FORGED: &str = "forged";
 const DOMAIN: &[u8] = b"phoenix-guardian/event-signature/v1";
 
 /// The bytes an agent signs.
@@ -131,20 +133,59 @@ impl Signers {
     /// Checks that `msg` (from a topic of `role`) is signed by `hospital`. The error says
     /// why not, for the dead-letter record.
     pub fn verify<M: Message>(&self, msg: &M, role: &str, hospital: &str) -> Result<(), String> {
-        let header = |name: &str| -> Option<Vec<u8>> {
+        let header = |name: &str| -> Option<&[u8]> {
             let headers = msg.headers()?;
-            headers.iter().find(|h| h.key == name).and_then(|h| h.value.map(<[u8]>::to_vec))
+            headers.iter().find(|h| h.key == name).and_then(|h| h.value)
         };
-        let signer = header(SIGNER_HEADER).ok_or("unsigned record (no guardian-signer header)")?;
-        let signer = String::from_utf8(signer).map_err(|_| "the guardian-signer header is not UTF-8")?;
+        self.verify_parts(
+            role,
+            hospital,
+            msg.key().unwrap_or_default(),
+            msg.payload().unwrap_or_default(),
+            header(SIGNER_HEADER),
+            header(SIGNATURE_HEADER),
+        )
+    }
+
+    /// [`Signers::verify`] as a dead-letter decision (kind [`FORGED`]).
+    pub fn check<M: Message>(&self, msg: &M, role: &str, hospital: &str) -> Result<(), crate::ProcessError> {
+        self.verify(msg, role, hospital).map_err(|why| crate::ProcessError::poison(FORGED, why))
+    }
+
+    /// [`Signers::verify`] on a record already read ([`crate::reader::Incoming`]).
+    pub fn verify_incoming(&self, msg: &crate::reader::Incoming, role: &str, hospital: &str) -> Result<(), String> {
+        let header = |name: &str| msg.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.as_deref());
+        self.verify_parts(
+            role,
+            hospital,
+            msg.key.as_deref().unwrap_or_default(),
+            &msg.payload,
+            header(SIGNER_HEADER),
+            header(SIGNATURE_HEADER),
+        )
+    }
+
+    fn verify_parts(
+        &self,
+        role: &str,
+        hospital: &str,
+        key: &[u8],
+        payload: &[u8],
+        signer: Option<&[u8]>,
+        signature: Option<&[u8]>,
+    ) -> Result<(), String> {
+        let signer = signer.ok_or("unsigned record (no guardian-signer header)")?;
+        let signer = std::str::from_utf8(signer).map_err(|_| "the guardian-signer header is not UTF-8")?;
         if signer != hospital {
             return Err(format!("signed by {signer:?} but the record is hospital {hospital:?}'s"));
         }
-        let key = self.keys.get(&signer).ok_or_else(|| format!("{signer:?} is not a registered hospital"))?;
-        let sig = header(SIGNATURE_HEADER).ok_or("no guardian-signature header")?;
-        let sig = Signature::from_slice(&sig).map_err(|_| "the guardian-signature header is not 64 bytes")?;
-        let message = signed_message(role, &signer, msg.key().unwrap_or_default(), msg.payload().unwrap_or_default());
-        key.verify(&message, &sig).map_err(|_| format!("the signature does not verify under {signer}'s registered key"))
+        let verifying = self.keys.get(signer).ok_or_else(|| format!("{signer:?} is not a registered hospital"))?;
+        let sig = signature.ok_or("no guardian-signature header")?;
+        let sig = Signature::from_slice(sig).map_err(|_| "the guardian-signature header is not 64 bytes")?;
+        let message = signed_message(role, signer, key, payload);
+        verifying
+            .verify(&message, &sig)
+            .map_err(|_| format!("the signature does not verify under {signer}'s registered key"))
     }
 }
 

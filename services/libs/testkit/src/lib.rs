@@ -26,8 +26,16 @@ pub struct Stack {
     pub repo: PathBuf,
 }
 
+/// The checkout the test runs in: found from the working directory (cargo runs tests in
+/// their package's folder), not from a path compiled in, since the build cache may be
+/// shared by checkouts in other places.
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../..").canonicalize().expect("repository root")
+    let is_root = |d: &std::path::Path| d.join("tests/stack/stack.sh").is_file();
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.ancestors().find(|d| is_root(d)).map(PathBuf::from))
+        .or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../..").canonicalize().ok())
+        .expect("the repository root (a folder with tests/stack/stack.sh above the working directory)")
 }
 
 fn env_file_values(path: &PathBuf) -> BTreeMap<String, String> {

@@ -22,6 +22,8 @@ pub const ALLOWED_CONFIGS: &[&str] = &[
     "delete.retention.ms",
     "compression.type",
     "message.timestamp.type",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms",
 ];
 
 #[derive(Debug, Error)]
