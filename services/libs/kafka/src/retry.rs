@@ -1,13 +1,13 @@
 //! Retry of transient failures with capped, jittered exponential backoff.
 //!
-//! The only place that knows the backoff implementation (the `backoff` crate today), so
-//! it can be swapped. Callers say what is retryable; everything else fails at once.
+//! Each delay is the current interval with ±50 % jitter; the interval starts at
+//! `initial` and doubles up to `max_interval`; the policy gives up once `max_elapsed`
+//! would pass. Callers say what is retryable; everything else fails at once.
 
 use std::future::Future;
 use std::time::Duration;
 
-use backoff::ExponentialBackoff;
-use backoff::backoff::Backoff;
+use rand::Rng;
 
 use crate::metrics as m;
 
@@ -34,17 +34,17 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The delays this policy would wait, in order (jittered, capped).
     pub fn delays(&self) -> impl Iterator<Item = Duration> {
-        let mut b = ExponentialBackoff {
-            initial_interval: self.initial,
-            current_interval: self.initial,
-            max_interval: self.max_interval,
-            max_elapsed_time: self.max_elapsed,
-            randomization_factor: 0.5,
-            multiplier: 2.0,
-            ..ExponentialBackoff::default()
-        };
-        b.reset();
-        std::iter::from_fn(move || b.next_backoff())
+        let start = std::time::Instant::now();
+        let (max_interval, max_elapsed) = (self.max_interval, self.max_elapsed);
+        let mut interval = self.initial.min(max_interval);
+        std::iter::from_fn(move || {
+            let delay = interval.mul_f64(rand::rng().random_range(0.5..=1.5));
+            if max_elapsed.is_some_and(|max| start.elapsed() + delay > max) {
+                return None;
+            }
+            interval = interval.saturating_mul(2).min(max_interval);
+            Some(delay)
+        })
     }
 }
 
@@ -102,6 +102,12 @@ mod tests {
         assert_eq!(d.len(), 20);
         assert!(d.iter().all(|d| *d <= Duration::from_millis(1500)), "{d:?}");
         assert!(d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(150), "{d:?}");
+        assert!(d[1] >= Duration::from_millis(100) && d[1] <= Duration::from_millis(300), "doubles: {d:?}");
+        assert!(d[10..].iter().all(|d| *d >= Duration::from_millis(500)), "capped, not shrinking: {d:?}");
+        let distinct: std::collections::BTreeSet<_> = d[10..].iter().collect();
+        assert!(distinct.len() > 1, "jittered: {d:?}");
+        let bounded = RetryPolicy { max_elapsed: Some(Duration::ZERO), ..p };
+        assert_eq!(bounded.delays().next(), None, "nothing left of a zero budget");
     }
 
     #[tokio::test]
