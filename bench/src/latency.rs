@@ -50,9 +50,14 @@ pub async fn run(args: BenchLatencyArgs) -> Result<ExitCode> {
 
     let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
     let exe = crate::guardian_binary()?;
+    // The overview is an operator's: a token of the benchmark's own.
+    let token = guardian_dashboard::tokens::new_token();
+    let tokens = std::env::temp_dir().join(format!("bench-latency-tokens-{}.toml", std::process::id()));
+    std::fs::write(&tokens, format!("[operators]\n\"{}\" = \"bench\"\n", guardian_dashboard::tokens::digest(&token)))?;
     let dashboard = KillOnDrop(
         Command::new(exe)
-            .args(["dashboard", "--database-url", &url, "--listen", &listen])
+            .args(["dashboard", "--database-url", &url, "--listen", &listen, "--tokens"])
+            .arg(&tokens)
             .stdout(Stdio::null())
             .spawn()
             .context("starting the dashboard")?,
@@ -66,7 +71,7 @@ pub async fn run(args: BenchLatencyArgs) -> Result<ExitCode> {
     send_tick(&producer, &encounters, &sent, &mut next, HOSPITALS).await?;
     let started = Instant::now();
     loop {
-        if let Some(counts) = poll(&listen)
+        if let Some(counts) = poll(&listen, &token)
             && counts.len() as u64 == HOSPITALS
         {
             break;
@@ -94,7 +99,7 @@ pub async fn run(args: BenchLatencyArgs) -> Result<ExitCode> {
         std::thread::spawn(move || {
             let mut shown: BTreeMap<String, usize> = BTreeMap::new();
             while !stop.load(Ordering::Acquire) {
-                let Some(counts) = poll(&listen) else { continue };
+                let Some(counts) = poll(&listen, &token) else { continue };
                 let at = Instant::now();
                 polls.fetch_add(1, Ordering::Relaxed);
                 let sent = sent.lock().unwrap_or_else(|p| p.into_inner());
@@ -215,8 +220,8 @@ fn send_tick<'a>(
 }
 
 /// Encounters per hospital shown on the dashboard's overview.
-fn poll(listen: &str) -> Option<BTreeMap<String, usize>> {
-    let (status, body) = guardian_runtime::http::get_blocking(listen, "/api/overview")?;
+fn poll(listen: &str, token: &str) -> Option<BTreeMap<String, usize>> {
+    let (status, body) = guardian_runtime::http::get_blocking_as(listen, "/api/overview", Some(token))?;
     if status != 200 {
         return None;
     }

@@ -36,15 +36,15 @@ pub async fn serve(
     let pool = guardian_pg::connect(&config.database_url, 4).await?;
     // The registry table once here, not in every request.
     guardian_rollups::readiness::migrate(&pool).await?;
-    let tokens = match &config.tokens {
-        Some(path) => tokens::load(path)?,
+    let credentials = match &config.tokens {
+        Some(path) => tokens::Credentials::load(path)?,
         None => Default::default(),
     };
     let state = server::DashboardState {
         pool,
         k: config.k,
         days: config.days,
-        tokens: Arc::new(tokens),
+        credentials: Arc::new(credentials),
         fl: Default::default(),
         budgets: Default::default(),
         slo: Default::default(),

@@ -1,11 +1,18 @@
-//! The dashboard's HTTP side: the page, the JSON API and the hospital API.
+//! The dashboard's HTTP side: the page, the JSON API and the hospital API. Private by
+//! default ([`crate::tokens`]):
 //!
-//! - `/` and `/api/aggregates[.csv]`: k-anonymous aggregates by a registry attribute;
-//! - `/api/overview`: hospital comparison, daily trend (k-anonymous), privacy budgets;
-//! - `/api/operations`: federated sessions and SLO status;
-//! - `/api/hospital`: a hospital's own days, answered as its tenant role (bearer token).
+//! - for anyone: `/` (the public page), `/api/aggregates[.csv]` (k-anonymous aggregates
+//!   by a registry attribute) and `/api/trend` (the daily trend, days with at least k
+//!   hospitals reporting); nothing per hospital;
+//! - for an operator token: `/operator` (the whole page), `/api/overview` (hospital
+//!   comparison, trend, privacy budgets) and `/api/operations` (federated sessions, SLOs);
+//! - for a hospital token: `/api/hospital`, its own days, read as its tenant role.
+//!
+//! Tokens come as `Authorization: Bearer <token>`, or as the password of HTTP Basic (so
+//! a browser can open `/operator`). A token that is presented but unknown is refused
+//! (401) on every path, the public ones included; a known token on a path it does not
+//! grant gets 403.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -19,15 +26,18 @@ use guardian_rollups::tables::{self, DayTotal, GROUPINGS, Group, HOSPITAL_DAYS_S
 use serde_json::json;
 use sqlx::Row;
 
+use crate::tokens::{Credentials, Grant};
 use crate::view::{self, BudgetRow, BudgetsView, FlSession, FlView};
+
+const OPERATOR_REALM: &str = "Basic realm=\"Phoenix Guardian operators\", Bearer";
 
 #[derive(Debug, Clone)]
 pub struct DashboardState {
     pub pool: sqlx::PgPool,
     pub k: usize,
     pub days: i64,
-    /// SHA-256 (hex) of each hospital API token → the tenant role it reads as.
-    pub tokens: Arc<BTreeMap<String, String>>,
+    /// The hospital and operator tokens.
+    pub credentials: Arc<Credentials>,
     /// Federated sessions, followed from the model and round-control topics.
     pub fl: Arc<Mutex<FlView>>,
     /// Privacy budgets, followed from the budget status topic.
@@ -70,11 +80,51 @@ impl DashboardState {
         (sessions, slos)
     }
 
-    /// The tenant role of the request's bearer token, if it is a known one.
-    fn tenant(&self, headers: &HeaderMap) -> Option<String> {
-        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        let token = value.strip_prefix("Bearer ")?;
-        self.tokens.get(&crate::tokens::digest(token)).cloned()
+    /// What the request's credential grants: `Ok(None)` without one, an error response
+    /// (401) for one that is not known.
+    fn caller(&self, headers: &HeaderMap) -> Result<Option<Grant>, Refusal> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+        let token = value.to_str().ok().and_then(|v| {
+            if let Some(t) = v.strip_prefix("Bearer ") {
+                return Some(t.to_string());
+            }
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::STANDARD.decode(v.strip_prefix("Basic ")?.trim()).ok()?;
+            Some(String::from_utf8(decoded).ok()?.split_once(':')?.1.to_string())
+        });
+        match token.and_then(|t| self.credentials.grant(&t)) {
+            Some(grant) => Ok(Some(grant)),
+            None => {
+                tracing::warn!("request with an unknown credential refused");
+                Err(refused(StatusCode::UNAUTHORIZED, "the credential is not valid"))
+            }
+        }
+    }
+
+    /// The operator's name, or the refusal.
+    fn operator(&self, headers: &HeaderMap) -> Result<String, Refusal> {
+        match self.caller(headers)? {
+            Some(Grant::Operator(name)) => Ok(name),
+            Some(Grant::Tenant(_)) => Err(refused(StatusCode::FORBIDDEN, "an operator token is required")),
+            None => Err(refused(StatusCode::UNAUTHORIZED, "an operator token is required")),
+        }
+    }
+
+    /// The hospital's tenant role, or the refusal.
+    fn tenant(&self, headers: &HeaderMap) -> Result<String, Refusal> {
+        match self.caller(headers)? {
+            Some(Grant::Tenant(role)) => Ok(role),
+            Some(Grant::Operator(_)) => Err(refused(StatusCode::FORBIDDEN, "a hospital API token is required")),
+            None => Err(refused(
+                StatusCode::UNAUTHORIZED,
+                "a hospital API token is required (Authorization: Bearer <token>)",
+            )),
+        }
+    }
+
+    async fn trend(&self) -> Result<Vec<DayTotal>, String> {
+        let (from, to) = self.period();
+        tables::trend(&self.pool, self.k, from, to).await.map_err(|e| format!("database: {e}"))
     }
 
     async fn groups(&self, q: &Grouping) -> Result<(String, Vec<Group>), String> {
@@ -90,14 +140,52 @@ impl DashboardState {
     }
 }
 
-async fn page(State(s): State<DashboardState>, Query(q): Query<Grouping>) -> Response {
+/// A request refused for its credential (401: none or unknown; 403: not this path's).
+#[derive(Debug, Clone, Copy)]
+pub struct Refusal {
+    status: StatusCode,
+    why: &'static str,
+}
+
+fn refused(status: StatusCode, why: &'static str) -> Refusal {
+    Refusal { status, why }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.status, [(header::WWW_AUTHENTICATE, OPERATOR_REALM)], self.why).into_response()
+    }
+}
+
+/// The public page: k-anonymous aggregates and the trend.
+async fn page(State(s): State<DashboardState>, headers: HeaderMap, Query(q): Query<Grouping>) -> Response {
+    if let Err(refusal) = s.caller(&headers) {
+        return refusal.into_response();
+    }
+    match s.groups(&q).await {
+        Ok((by, g)) => match s.trend().await {
+            Ok(trend) => axum::response::Html(view::html("/", &by, s.k, &g, &view::trend_html(&trend))).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+        },
+        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+    }
+}
+
+/// The operator's page: the public page, the per-hospital comparison, the budgets and
+/// the operations panels.
+async fn operator_page(State(s): State<DashboardState>, headers: HeaderMap, Query(q): Query<Grouping>) -> Response {
+    if let Err(refusal) = s.operator(&headers) {
+        return refusal.into_response();
+    }
     match s.groups(&q).await {
         Ok((by, g)) => match s.overview().await {
             Ok((comparison, trend, budgets)) => {
                 let (sessions, slos) = s.operations();
-                let extra =
-                    view::overview_html(&comparison, &trend, &budgets) + &view::operations_html(&sessions, &slos);
-                axum::response::Html(view::html(&by, s.k, &g, &extra)).into_response()
+                let extra = view::comparison_html(&comparison)
+                    + &view::trend_html(&trend)
+                    + &view::budgets_html(&budgets)
+                    + &view::operations_html(&sessions, &slos);
+                axum::response::Html(view::html("/operator", &by, s.k, &g, &extra)).into_response()
             }
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
         },
@@ -105,21 +193,40 @@ async fn page(State(s): State<DashboardState>, Query(q): Query<Grouping>) -> Res
     }
 }
 
-async fn aggregates(State(s): State<DashboardState>, Query(q): Query<Grouping>) -> Response {
+async fn aggregates(State(s): State<DashboardState>, headers: HeaderMap, Query(q): Query<Grouping>) -> Response {
+    if let Err(refusal) = s.caller(&headers) {
+        return refusal.into_response();
+    }
     match s.groups(&q).await {
         Ok((by, g)) => axum::Json(json!({"by": by, "k": s.k, "groups": g})).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
     }
 }
 
-async fn aggregates_csv(State(s): State<DashboardState>, Query(q): Query<Grouping>) -> Response {
+async fn aggregates_csv(State(s): State<DashboardState>, headers: HeaderMap, Query(q): Query<Grouping>) -> Response {
+    if let Err(refusal) = s.caller(&headers) {
+        return refusal.into_response();
+    }
     match s.groups(&q).await {
         Ok((_, g)) => ([(header::CONTENT_TYPE, "text/csv")], view::csv(&g)).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
     }
 }
 
-async fn overview(State(s): State<DashboardState>) -> Response {
+async fn trend(State(s): State<DashboardState>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = s.caller(&headers) {
+        return refusal.into_response();
+    }
+    match s.trend().await {
+        Ok(trend) => axum::Json(json!({ "k": s.k, "trend": trend })).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    }
+}
+
+async fn overview(State(s): State<DashboardState>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = s.operator(&headers) {
+        return refusal.into_response();
+    }
     match s.overview().await {
         Ok((comparison, trend, budgets)) => {
             axum::Json(json!({ "hospitals": comparison, "trend": trend, "budgets": budgets })).into_response()
@@ -128,19 +235,18 @@ async fn overview(State(s): State<DashboardState>) -> Response {
     }
 }
 
-async fn operations(State(s): State<DashboardState>) -> Response {
+async fn operations(State(s): State<DashboardState>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = s.operator(&headers) {
+        return refusal.into_response();
+    }
     let (sessions, slos) = s.operations();
     axum::Json(json!({ "fl_sessions": sessions, "slo": slos })).into_response()
 }
 
 async fn hospital(State(s): State<DashboardState>, headers: HeaderMap) -> Response {
-    let Some(role) = s.tenant(&headers) else {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "a hospital API token is required (Authorization: Bearer <token>)",
-        )
-            .into_response();
+    let role = match s.tenant(&headers) {
+        Ok(role) => role,
+        Err(refusal) => return refusal.into_response(),
     };
     match guardian_pg::tenancy::query_as_tenant(&s.pool, &role, HOSPITAL_DAYS_SQL).await {
         Ok(rows) => {
@@ -169,6 +275,8 @@ async fn hospital(State(s): State<DashboardState>, headers: HeaderMap) -> Respon
 pub fn router(state: DashboardState) -> Router {
     Router::new()
         .route("/", get(page))
+        .route("/operator", get(operator_page))
+        .route("/api/trend", get(trend))
         .route("/api/aggregates", get(aggregates))
         .route("/api/overview", get(overview))
         .route("/api/operations", get(operations))

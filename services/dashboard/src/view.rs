@@ -63,7 +63,8 @@ impl BudgetsView {
 
 /// The sections below the grouped aggregates: hospital comparison against the pilot
 /// targets, the daily trend, and the privacy budgets.
-pub fn overview_html(comparison: &[Readiness], trend: &[DayTotal], budgets: &[BudgetRow]) -> String {
+/// The per-hospital comparison (operators only).
+pub fn comparison_html(comparison: &[Readiness]) -> String {
     let pct = |v: Option<f64>| v.map_or("—".into(), |v| format!("{:.2} %", v * 100.0));
     let mut out = String::from(
         "<h2>Hospital comparison</h2><p>Each hospital's day rollups over the period against the pilot targets \
@@ -86,6 +87,12 @@ pub fn overview_html(comparison: &[Readiness], trend: &[DayTotal], budgets: &[Bu
         ));
     }
     out.push_str("</tbody></table>");
+    out
+}
+
+/// The daily trend (days with at least k hospitals reporting: public).
+pub fn trend_html(trend: &[DayTotal]) -> String {
+    let mut out = String::new();
     let days: Vec<(String, f64, String)> = trend
         .iter()
         .map(|d| {
@@ -95,7 +102,12 @@ pub fn overview_html(comparison: &[Readiness], trend: &[DayTotal], budgets: &[Bu
     let max = days.iter().map(|d| d.1).fold(0.0, f64::max);
     out.push_str("<h2>Trend</h2>");
     out.push_str(&bars("Encounters per day, all hospitals (days with at least k reporting)", "trend", &days, max));
-    out.push_str("<h2>Privacy budgets</h2>");
+    out
+}
+
+/// The privacy budgets of every hospital and the federation (operators only).
+pub fn budgets_html(budgets: &[BudgetRow]) -> String {
+    let mut out = String::from("<h2>Privacy budgets</h2>");
     if budgets.is_empty() {
         out.push_str("<p>No privacy accountant data in this database.</p>");
     } else {
@@ -295,7 +307,8 @@ fn bars(title: &str, id: &str, items: &[(String, f64, String)], max: f64) -> Str
 }
 
 /// The dashboard page for one grouping, with `extra` sections (see [`overview_html`]).
-pub fn html(by: &str, k: usize, groups: &[Group], extra: &str) -> String {
+/// The page at `page` (`/` or `/operator`, where its group-by links lead).
+pub fn html(page: &str, by: &str, k: usize, groups: &[Group], extra: &str) -> String {
     let shown: Vec<&Group> = groups.iter().filter(|g| g.shown).collect();
     let completeness: Vec<(String, f64, String)> = shown
         .iter()
@@ -327,7 +340,7 @@ pub fn html(by: &str, k: usize, groups: &[Group], extra: &str) -> String {
         ));
     }
     let links: String =
-        GROUPINGS.iter().map(|g| format!("<a href=\"/?by={g}\">{g}</a>")).collect::<Vec<_>>().join(" · ");
+        GROUPINGS.iter().map(|g| format!("<a href=\"{page}?by={g}\">{g}</a>")).collect::<Vec<_>>().join(" · ");
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Phoenix Guardian — pilot KPIs by {by}</title>\
 <style>body{{font-family:sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child{{text-align:left}}</style></head><body>\
@@ -356,11 +369,12 @@ mod tests {
         };
         let day = DayTotal { day_start_ms: 1_764_115_200_000, hospitals: 3, encounters: 40, completeness: Some(0.97) };
         let b = BudgetRow { hospital: None, epsilon_spent: 1.5, level: "HIGH".into(), rounds_left: Some(3), events: 9 };
-        let html = overview_html(&[r], &[day], &[b]);
+        let html = comparison_html(&[r]) + &trend_html(&[day]) + &budgets_html(&[b]);
         assert!(html.contains("data-hospital=\"h001\"") && html.contains("no: completeness 0.9000, uptime: no data"));
         assert!(html.contains("id=\"trend\"") && html.contains("2025-11-26") && html.contains("40 (3 hospitals)"));
         assert!(html.contains("<td>global</td><td>1.500</td><td>HIGH</td><td>3</td><td>9</td>"));
-        assert!(overview_html(&[], &[], &[]).contains("No privacy accountant data"));
+        assert!(budgets_html(&[]).contains("No privacy accountant data"));
+        assert!(!trend_html(&[]).contains("data-hospital"), "the public part names no hospital");
     }
 
     #[test]

@@ -462,6 +462,14 @@ pub enum RoleCommand {
         #[arg(long)]
         role: String,
     },
+    /// A new operator token for the dashboard (the per-hospital comparison, the budgets,
+    /// the operations panels): prints the token once, and the line for the `[operators]`
+    /// table of `guardian dashboard --tokens FILE` (only its SHA-256 is kept)
+    OperatorToken {
+        /// Who holds it (shown in the dashboard's logs)
+        #[arg(long)]
+        name: String,
+    },
     /// Create (or re-key) a login role that reads only the cross-hospital aggregate views
     Aggregate {
         /// Role name (lower-case letters, digits, underscores)

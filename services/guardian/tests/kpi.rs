@@ -332,16 +332,38 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
         };
         producer.send(&format!("{prefix}fl.rounds"), "it-session", &control).await.unwrap();
     }
-    // The dashboard: aggregates by phase from the rollups, groups under k = 3 suppressed.
+    // The dashboard: aggregates by phase from the rollups, groups under k = 3 suppressed;
+    // an operator token for the per-hospital panels.
     let listen = format!("127.0.0.1:{}", free_port());
+    let operator = guardian_dashboard::tokens::new_token();
+    let tokens = dir.join("dashboard-tokens.toml");
+    std::fs::write(&tokens, format!("[operators]\n\"{}\" = \"it\"\n", guardian_dashboard::tokens::digest(&operator)))
+        .unwrap();
     let _dashboard = Service(
-        guardian(&stack, &prefix, &["dashboard", "--database-url", &url, "--listen", &listen, "--days", "1000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        guardian(
+            &stack,
+            &prefix,
+            &[
+                "dashboard",
+                "--database-url",
+                &url,
+                "--listen",
+                &listen,
+                "--days",
+                "1000",
+                "--tokens",
+                tokens.to_str().unwrap(),
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
     );
     let get = |path: &str| http_get(&listen, path).filter(|(status, _)| *status == 200).map(|(_, body)| body);
+    let get_operator = |path: &str| {
+        http_get_as(&listen, path, Some(&operator)).filter(|(status, _)| *status == 200).map(|(_, body)| body)
+    };
     let body = wait_for("the dashboard", Duration::from_secs(30), async || get("/api/aggregates?by=phase")).await;
     let api: serde_json::Value = serde_json::from_str(&body).unwrap();
     let phase_of = |h: usize| ["pre-deployment", "deployment", "cutover", "steady-state"][h % 4];
@@ -400,10 +422,17 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
         "no screenshot at {}",
         shot.display()
     );
-    println!("dashboard screenshot: {}", shot.display());
+    println!("dashboard screenshot (the public page): {}", shot.display());
+    // The public page shows no per-hospital figure: no comparison, no budgets, no id.
+    assert!(!dom.contains("data-hospital") && !dom.contains("Privacy budgets"), "{dom}");
+    assert!((1..=10).all(|h| !dom.contains(&format!("h{h:03}"))), "a hospital id on the public page:\n{dom}");
+    assert_eq!(http_get(&listen, "/api/overview").map(|r| r.0), Some(401));
+    // The operator's page, as served (headless Chromium sends no credentials; the page
+    // is rendered on the server, no script).
+    let dom = get_operator("/operator?by=phase").expect("the operator page");
     // The overview: a comparison row per hospital with its encounters from the file, and
     // the daily trend whose days sum to every encounter (all ten hospitals report).
-    let overview: serde_json::Value = serde_json::from_str(&get("/api/overview").unwrap()).unwrap();
+    let overview: serde_json::Value = serde_json::from_str(&get_operator("/api/overview").unwrap()).unwrap();
     let rows = overview["hospitals"].as_array().unwrap();
     assert_eq!(rows.len(), 10, "{overview}");
     for r in rows {
@@ -420,7 +449,7 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
     // Operations: the session's rounds and accuracy per version, the SLO's burn (one bad
     // event in ten against a 99 % objective: 10× over every window holding them).
     let ops = wait_for("the operations panels", Duration::from_secs(30), async || {
-        let v: serde_json::Value = serde_json::from_str(&get("/api/operations")?).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&get_operator("/api/operations")?).ok()?;
         let ready = v["fl_sessions"].as_array()?.first()?["versions"].as_array()?.len() == 2
             && v["fl_sessions"][0]["rounds_failed"] == 1
             && v["slo"].as_array()?.first()?["events"] == 200;
@@ -434,11 +463,7 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
     assert_eq!(slo["slo"], "inference_p99_2s");
     assert!((slo["burn_rates"]["1h"].as_f64().unwrap() - 10.0).abs() < 1e-9, "{slo}");
     assert!(slo["alerts"].as_array().unwrap().iter().any(|a| a == "slow burn"), "{slo}");
-    let dom = Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", &format!("http://{listen}/")])
-        .output()
-        .unwrap();
-    let dom = String::from_utf8_lossy(&dom.stdout);
+    let dom = get_operator("/operator").expect("the operator page");
     assert!(dom.contains("data-group=\"v2 (round 2)\" data-value=\"94\""), "no accuracy bar of v2:\n{dom}");
     assert!(dom.contains("2 rounds finished, 1 failed; 2 model versions"));
     assert!(

@@ -160,12 +160,15 @@ async fn a_hospital_role_reads_only_its_rows_and_the_aggregate_role_only_aggrega
         (token, line)
     };
     let ((tok1, line1), (tok2, line2)) = (token_for(&r1), token_for(&r2));
+    let out = ok(&guardian(&["db", "role", "operator-token", "--name", "oncall"], &url));
+    let op = out.lines().find_map(|l| l.strip_prefix("token (shown once): ")).unwrap().to_string();
+    let op_line = out.lines().find_map(|l| l.strip_prefix("[operators] line:")).unwrap().trim().to_string();
     let tokens = dir.join("tokens.toml");
-    std::fs::write(&tokens, format!("[tokens]\n{line1}\n{line2}\n")).unwrap();
+    std::fs::write(&tokens, format!("[tokens]\n{line1}\n{line2}\n[operators]\n{op_line}\n")).unwrap();
     let listen = format!("127.0.0.1:{}", common::free_port());
     let _dashboard = common::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_guardian"))
-            .args(["dashboard", "--listen", &listen, "--tokens", tokens.to_str().unwrap()])
+            .args(["dashboard", "--listen", &listen, "--days", "100000", "--tokens", tokens.to_str().unwrap()])
             .env("GUARDIAN_DATABASE_URL", &url)
             .env("RUST_LOG", "off")
             .spawn()
@@ -175,21 +178,58 @@ async fn a_hospital_role_reads_only_its_rows_and_the_aggregate_role_only_aggrega
         common::ready(&listen).then_some(())
     })
     .await;
-    let hospital_api = |token: Option<&str>| {
+    let get = |path: &str, auth: Option<String>| {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&listen).unwrap();
-        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-        s.write_all(format!("GET /api/hospital HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes())
-            .unwrap();
+        let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes()).unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         let status: u16 = out.split(' ').nth(1).unwrap().parse().unwrap();
         (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
     };
-    assert_eq!(hospital_api(None).0, 401);
-    assert_eq!(hospital_api(Some("not-a-token")).0, 401);
+    let bearer = |t: &str| Some(format!("Bearer {t}"));
+    let basic = |user: &str, t: &str| {
+        use base64::Engine;
+        Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{t}"))))
+    };
+    // Every path, with no credential, a wrong one, each hospital's, the operator's (as a
+    // bearer token and as HTTP Basic), and the operator's as a hospital would misuse it.
+    let paths = [
+        "/",
+        "/operator",
+        "/api/aggregates",
+        "/api/aggregates.csv",
+        "/api/trend",
+        "/api/overview",
+        "/api/operations",
+        "/api/hospital",
+    ];
+    let expect: [(&str, Option<String>, [u16; 8]); 7] = [
+        ("none", None, [200, 401, 200, 200, 200, 401, 401, 401]),
+        ("wrong", bearer("not-a-token"), [401; 8]),
+        ("wrong basic", basic("oncall", "not-a-token"), [401; 8]),
+        ("h001", bearer(&tok1), [200, 403, 200, 200, 200, 403, 403, 200]),
+        ("h002", bearer(&tok2), [200, 403, 200, 200, 200, 403, 403, 200]),
+        ("operator", bearer(&op), [200, 200, 200, 200, 200, 200, 200, 403]),
+        ("operator basic", basic("anyone", &op), [200, 200, 200, 200, 200, 200, 200, 403]),
+    ];
+    for (who, auth, statuses) in &expect {
+        for (path, status) in paths.iter().zip(statuses) {
+            let (got, body) = get(path, auth.clone());
+            assert_eq!(got, *status, "{who} on {path}: {body}");
+            if *status == 200 && !who.starts_with("operator") && *path != "/api/hospital" {
+                // What anyone may read names no hospital.
+                assert!(!body.contains("h001") && !body.contains("h002"), "{who} on {path} names a hospital: {body}");
+            }
+        }
+    }
+    let (_, operator_page) = get("/operator", bearer(&op));
+    assert!(operator_page.contains("data-hospital=\"h001\"") && operator_page.contains("<h2>Privacy budgets</h2>"));
+    let (_, public_page) = get("/", None);
+    assert!(!public_page.contains("data-hospital") && !public_page.contains("Privacy budgets"), "{public_page}");
     for (token, hospital, encounters) in [(&tok1, "h001", 10), (&tok2, "h002", 20)] {
-        let (status, body) = hospital_api(Some(token));
+        let (status, body) = get("/api/hospital", bearer(token));
         assert_eq!(status, 200, "{body}");
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         let days = json["days"].as_array().unwrap();

@@ -71,11 +71,17 @@ pub async fn role(cmd: RoleCommand) -> Result<ExitCode> {
             if !tenancy::valid_role(&role) {
                 bail!("invalid role name {role:?}");
             }
-            let mut bytes = [0u8; 32];
-            rand::rng().fill_bytes(&mut bytes);
-            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let token = guardian_dashboard::tokens::new_token();
             println!("token (shown once): {token}");
             println!("tokens file line:   \"{}\" = \"{role}\"", guardian_dashboard::tokens::digest(&token));
+        }
+        RoleCommand::OperatorToken { name } => {
+            if name.is_empty() || name.len() > 64 || name.contains(['"', '\\', '\n']) {
+                bail!("invalid operator name {name:?} (1 to 64 characters, no quotes)");
+            }
+            let token = guardian_dashboard::tokens::new_token();
+            println!("token (shown once): {token}");
+            println!("[operators] line:   \"{}\" = \"{name}\"", guardian_dashboard::tokens::digest(&token));
         }
         RoleCommand::Aggregate { role, password: p } => {
             let (pw, generated) = password(&p)?;

@@ -116,10 +116,16 @@ pub async fn serve_ops(listen: SocketAddr, extra: Option<Router>, shutdown: &Shu
 /// body, or `None` when the server cannot be reached or answers nothing readable within
 /// 2 s.
 pub fn get_blocking(addr: &str, path: &str) -> Option<(u16, String)> {
+    get_blocking_as(addr, path, None)
+}
+
+/// [`get_blocking`] with a bearer token.
+pub fn get_blocking_as(addr: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, std::time::Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(2))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").as_bytes()).ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let status = out.split(' ').nth(1)?.parse().ok()?;
