@@ -208,6 +208,7 @@ pub struct RdpAccountant {
 
 /// Distinct (q, σ) up to which [`RdpAccountant::compose`] keeps its totals independent of
 /// the composition order (a federation uses a handful).
+/// Also the cap of the breakdown.
 pub const CANONICAL_KEYS: usize = 64;
 
 /// Per-step vectors by (q, σ) bit pattern.
@@ -327,16 +328,28 @@ impl RdpAccountant {
         Ok(step)
     }
 
-    /// Counts `event.count` steps of `event` without recomputing the totals.
-    fn count_steps(&mut self, event: &SampledGaussian) -> Result<(), PrivacyError> {
+    /// Counts `event.count` steps of `event` without recomputing the totals. The
+    /// breakdown is capped at [`CANONICAL_KEYS`] distinct (q, σ): the steps of any further
+    /// (q, σ) are added to `base` and the running totals at once (returns false then), so
+    /// the state and the cost of a recomputation stay bounded whatever a stream of spends
+    /// holds.
+    fn count_steps(&mut self, event: &SampledGaussian) -> Result<bool, PrivacyError> {
         event.validate()?;
         if event.count == 0 {
-            return Ok(()); // 0 × ∞ would poison the order with NaN
+            return Ok(false); // 0 × ∞ would poison the order with NaN
         }
         let step = self.step_vector(event)?;
         let key = (event.sampling_rate.to_bits(), event.noise_multiplier.to_bits());
-        self.steps.entry(key).or_insert((0, step)).0 += event.count;
-        Ok(())
+        if let Some(entry) = self.steps.get_mut(&key) {
+            entry.0 = entry.0.saturating_add(event.count);
+            return Ok(true);
+        }
+        if self.steps.len() < CANONICAL_KEYS {
+            self.steps.insert(key, (event.count, step));
+            return Ok(true);
+        }
+        self.add_steps(&step, event.count);
+        Ok(false)
     }
 
     /// `rdp` = `base` + Σ count × step, in key order.
@@ -350,21 +363,16 @@ impl RdpAccountant {
         }
     }
 
-    /// Adds `event.count` steps of `event`. Up to [`CANONICAL_KEYS`] distinct (q, σ) the
-    /// totals are recomputed in key order (the same bits in any composition order); past
-    /// that, each event is added to the running totals (recomputing would cost
-    /// keys × orders per event), and the last bits depend on the order again.
+    /// Adds `event.count` steps of `event`. The first [`CANONICAL_KEYS`] distinct (q, σ)
+    /// are kept in the breakdown and the totals recomputed in key order (the same bits in
+    /// any composition order); the steps of any further (q, σ) are added to the part held
+    /// without a breakdown as they come (the composition is the same sum, its last bits
+    /// then depend on the order). The breakdown never holds more than [`CANONICAL_KEYS`]
+    /// entries, so neither the stored state nor the cost of an event grows with the
+    /// number of distinct (q, σ) a stream of spends carries.
     pub fn compose(&mut self, event: &SampledGaussian) -> Result<&mut Self, PrivacyError> {
-        self.count_steps(event)?;
-        if self.steps.len() <= CANONICAL_KEYS {
+        if self.count_steps(event)? {
             self.recompute();
-        } else if event.count > 0 {
-            let key = (event.sampling_rate.to_bits(), event.noise_multiplier.to_bits());
-            let step = self.steps[&key].1.clone();
-            let count = event.count as f64;
-            for (total, s) in self.rdp.iter_mut().zip(step.iter()) {
-                *total += count * s;
-            }
         }
         Ok(self)
     }
@@ -441,5 +449,33 @@ mod tests {
         let acc = RdpAccountant::default();
         assert_eq!(acc.epsilon(1e-5).unwrap().0, 0.0);
         assert_eq!(acc.delta(1.0).unwrap().0, 0.0);
+    }
+
+    #[test]
+    fn the_breakdown_is_capped_and_the_composition_stays_the_sum() {
+        // A stream of near-free spends, each with a distinct q: the breakdown stops at the
+        // cap, the totals stay the plain sum of every step.
+        let mut acc = RdpAccountant::default();
+        let mut expected = vec![0.0; acc.orders().len()];
+        for i in 0..1_000u32 {
+            let event = SampledGaussian { sampling_rate: 1e-6 * f64::from(i + 1), noise_multiplier: 50.0, count: 2 };
+            for (e, s) in expected.iter_mut().zip(acc.step_rdp(&event).unwrap()) {
+                *e += 2.0 * s;
+            }
+            acc.compose(&event).unwrap();
+            assert!(acc.steps().len() <= CANONICAL_KEYS);
+        }
+        assert_eq!(acc.steps().len(), CANONICAL_KEYS);
+        for (got, want) in acc.rdp().iter().zip(&expected) {
+            assert!((got - want).abs() <= 1e-9 * want.abs().max(1e-300), "{got} vs {want}");
+        }
+        // More of a (q, σ) in the breakdown still counts there; the stored parts restore the
+        // same totals.
+        let first = acc.steps()[0].clone();
+        acc.compose(&SampledGaussian { count: 5, ..first.clone() }).unwrap();
+        assert_eq!(acc.steps()[0].count, first.count + 5);
+        let back = RdpAccountant::from_parts(acc.base().to_vec(), &acc.steps()).unwrap().unwrap();
+        assert_eq!(back.rdp(), acc.rdp());
+        assert_eq!(back.steps().len(), CANONICAL_KEYS);
     }
 }
