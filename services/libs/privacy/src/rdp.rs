@@ -471,8 +471,8 @@ mod tests {
         }
         // More of a (q, σ) in the breakdown still counts there; the stored parts restore the
         // same totals.
-        let first = acc.steps()[0].clone();
-        acc.compose(&SampledGaussian { count: 5, ..first.clone() }).unwrap();
+        let first = acc.steps()[0];
+        acc.compose(&SampledGaussian { count: 5, ..first }).unwrap();
         assert_eq!(acc.steps()[0].count, first.count + 5);
         let back = RdpAccountant::from_parts(acc.base().to_vec(), &acc.steps()).unwrap().unwrap();
         assert_eq!(back.rdp(), acc.rdp());
