@@ -110,8 +110,17 @@ pub fn encode(key: &str, records: &[ArchivedRecord]) -> Result<Vec<u8>> {
     writer.into_inner().map_err(|e| ArchiveError::format("finishing the segment file")(e.to_string()))
 }
 
-/// The records of a segment file.
+/// The records of a segment file. A segment is bytes from object storage: whatever they
+/// hold is refused with an error, never a panic. apache-avro 0.21 panics on some
+/// malformed container headers (an invalid name in the embedded schema: found by the
+/// `archive` fuzz target), so its reader runs under `catch_unwind`.
 pub fn decode(bytes: &[u8]) -> Result<Vec<ArchivedRecord>> {
+    std::panic::catch_unwind(|| decode_unguarded(bytes))
+        .unwrap_or_else(|_| Err(ArchiveError::format("not an Avro object container file")("malformed header".into())))
+}
+
+fn decode_unguarded(bytes: &[u8]) -> Result<Vec<ArchivedRecord>> {
+    guardian_schemas::codec::limit_allocations();
     let reader =
         Reader::new(bytes).map_err(|e| ArchiveError::format("not an Avro object container file")(e.to_string()))?;
     let mut out = Vec::new();
@@ -132,6 +141,23 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<ArchivedRecord>> {
 mod tests {
     use super::*;
     use guardian_schemas::records::ArchivedHeader;
+
+    #[test]
+    fn a_container_with_a_malformed_embedded_schema_is_an_error_not_a_panic() {
+        // The fuzz target's find: a valid segment whose header schema names a record
+        // "Archi~edHeader" made apache-avro's reader panic.
+        let good = encode("k", &[record(1)]).unwrap();
+        let needle = b"ArchivedHeader";
+        let at = good.windows(needle.len()).position(|w| w == needle).expect("the schema names ArchivedHeader");
+        let mut bad = good.clone();
+        bad[at + 5] = b'~';
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let out = decode(&bad);
+        std::panic::set_hook(hook);
+        assert!(out.is_err(), "{out:?}");
+        assert_eq!(decode(&good).unwrap(), [record(1)]);
+    }
 
     fn record(offset: i64) -> ArchivedRecord {
         ArchivedRecord {

@@ -65,7 +65,9 @@ pub fn read(bytes: &[u8]) -> Result<Vec<f32>, NpyError> {
         .map(|s| s.parse::<usize>().map_err(|_| NpyError::Header(format!("bad shape entry {s}"))))
         .try_fold(1usize, |acc, n| n.map(|n| acc.saturating_mul(n)))?;
     let data = &bytes[start + header_len..];
-    if data.len() < count * width {
+    // The shape is the file's say: its product is checked, never trusted to size anything.
+    let size = count.checked_mul(width).ok_or_else(|| NpyError::Header(format!("shape ({shape}) is too large")))?;
+    if data.len() < size {
         return Err(NpyError::Truncated);
     }
     let out: Vec<f32> = if width == 4 {
@@ -113,5 +115,16 @@ mod tests {
         assert!(matches!(read(&f8).unwrap_err(), NpyError::Header(_)));
         let short = write(&v);
         assert_eq!(read(&short[..short.len() - 1]).unwrap_err(), NpyError::Truncated);
+    }
+
+    #[test]
+    fn a_shape_too_large_to_size_is_an_error_not_an_overflow() {
+        // The `npy` fuzz target's find: shape × element width overflowed usize.
+        let mut f = b"\x93NUMPY\x01\x00".to_vec();
+        let header =
+            format!("{:<117}\n", "{'descr': '<f8', 'fortran_order': False, 'shape': (4611686018427387904,), }");
+        f.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        f.extend_from_slice(header.as_bytes());
+        assert!(matches!(read(&f).unwrap_err(), NpyError::Header(h) if h.contains("too large")));
     }
 }
