@@ -84,3 +84,62 @@ async fn rows_reach_the_topic_exactly_once_across_a_crash() {
         assert_eq!(m.payload(), Some(format!("row {id}").as_bytes()));
     }
 }
+
+/// Two service instances write the outbox; ids do not follow commit order. A publisher
+/// sent rows 1–10 and 20–22 (rows 11–19 belonged to another instance's transaction, not
+/// yet committed) and crashed before deleting them. Recovery must let go of exactly what
+/// the topic holds: rows 11–19 are still sent, nothing twice.
+#[tokio::test]
+async fn rows_committed_out_of_id_order_are_not_lost_at_recovery() {
+    let stack = Stack::get();
+    let topic = unique("it-outbox-order");
+    create_topics(&stack, &[&topic], 2).await;
+    let url =
+        guardian_pg::with_new_schema(&stack.database_url, &unique("it_outbox_order").replace('-', "_")).await.unwrap();
+    let pool = guardian_pg::connect(&url, 4).await.unwrap();
+    let outbox = Outbox { table: "it_outbox", routes: vec![("row", topic.clone())] };
+    guardian_pg::apply_ddl(&pool, &outbox.ddl()).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let keys: Vec<String> = (1..=30).map(|i| format!("k{i}")).collect();
+    let payloads: Vec<Vec<u8>> = (1..=30).map(|i| format!("row {i}").into_bytes()).collect();
+    outbox.push_many(&mut conn, "row", &keys, &payloads).await.unwrap();
+    drop(conn);
+
+    let transactional_id = format!("{topic}-publisher");
+    let settings = settings(&stack);
+    let crashed: ThreadedProducer<guardian_kafka::GuardianContext> = settings
+        .transactional_producer(&transactional_id)
+        .create_with_context(guardian_kafka::GuardianContext::new("it-outbox-order-crashed"))
+        .unwrap();
+    crashed.init_transactions(Duration::from_secs(30)).unwrap();
+    let send = |p: &ThreadedProducer<guardian_kafka::GuardianContext>, id: i64| {
+        let id_text = id.to_string();
+        let headers = OwnedHeaders::new().insert(Header { key: OUTBOX_ID_HEADER, value: Some(id_text.as_str()) });
+        let payload = format!("row {id}");
+        let key = format!("k{id}");
+        p.send(BaseRecord::to(&topic).key(&key).payload(&payload).headers(headers)).unwrap();
+    };
+    crashed.begin_transaction().unwrap();
+    (1..=10).chain(20..=22).for_each(|id| send(&crashed, id));
+    crashed.commit_transaction(Duration::from_secs(30)).unwrap();
+    std::mem::forget(crashed);
+
+    let shutdown = Shutdown::new();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let publisher =
+        tokio::spawn(outbox.clone().run_exactly_once(pool.clone(), settings, transactional_id, wake, shutdown.wait()));
+    eventually("the outbox drained", Duration::from_secs(60), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM it_outbox").fetch_one(&pool).await.ok()?;
+        (n == 0).then_some(())
+    })
+    .await;
+    shutdown.trigger();
+    publisher.await.unwrap();
+    let mut ids: Vec<i64> = read_all(&stack, &topic, "read_committed")
+        .await
+        .iter()
+        .map(|m| header(m, OUTBOX_ID_HEADER).unwrap().parse().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=30).collect::<Vec<i64>>(), "every row exactly once, 11–19 included");
+}

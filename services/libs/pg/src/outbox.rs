@@ -5,9 +5,14 @@
 //! transaction, every record carrying its row id (header `guardian-outbox-id`). One
 //! instance publishes at a time (a PostgreSQL advisory lock); when it starts, its
 //! transactional id fences any earlier incarnation and aborts its open transaction, and
-//! the rows already committed to the topics (the highest id found at their ends, read
-//! committed) are deleted instead of sent again. `read_committed` readers see each row
-//! exactly once.
+//! the rows already committed to the topics are deleted instead of sent again: exactly
+//! the ids found at the topics' ends (read committed), never "every id up to the highest
+//! found". Rows are sent in id order, but with several writers (service instances) ids do
+//! not follow commit order: a row with a lower id may commit after a higher one was sent,
+//! and must still be sent. Only the last transaction's rows can be in the topic and still
+//! in the table (each transaction's rows are deleted before the next begins), so the last
+//! [`RECOVERY_WINDOW`] offsets of each partition hold them all. `read_committed` readers
+//! see each row exactly once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,13 +169,15 @@ impl Outbox {
         );
         let p = producer.clone();
         blocking(move || p.init_transactions(TXN_TIMEOUT)).await?.map_err(kafka("init transactions"))?;
-        let committed = self.committed_high(settings).await?;
-        if let Some(high) = committed {
-            let gone =
-                sqlx::query(&format!("DELETE FROM {} WHERE id <= $1", self.table)).bind(high).execute(pool).await?;
+        let committed = self.committed_ids(settings).await?;
+        if !committed.is_empty() {
+            let gone = sqlx::query(&format!("DELETE FROM {} WHERE id = ANY($1)", self.table))
+                .bind(&committed)
+                .execute(pool)
+                .await?;
             tracing::info!(
                 table = self.table,
-                high,
+                found = committed.len(),
                 rows = gone.rows_affected(),
                 "outbox rows already in Kafka let go"
             );
@@ -185,7 +192,8 @@ impl Outbox {
         }
     }
 
-    /// Sends pending rows, up to 500 per Kafka transaction, deleting them after each commit.
+    /// Sends pending rows, up to [`ROWS_PER_TRANSACTION`] per Kafka transaction, deleting
+    /// them after each commit.
     // librdkafka hands a refused record back inside the error, whatever its size.
     #[allow(clippy::result_large_err)]
     async fn publish_transactions(
@@ -194,9 +202,12 @@ impl Outbox {
         producer: &Arc<ThreadedProducer<GuardianContext>>,
     ) -> Result<(), OutboxError> {
         loop {
-            let rows = sqlx::query(&format!("SELECT id, kind, key, payload FROM {} ORDER BY id LIMIT 500", self.table))
-                .fetch_all(pool)
-                .await?;
+            let rows = sqlx::query(&format!(
+                "SELECT id, kind, key, payload FROM {} ORDER BY id LIMIT {ROWS_PER_TRANSACTION}",
+                self.table
+            ))
+            .fetch_all(pool)
+            .await?;
             if rows.is_empty() {
                 return Ok(());
             }
@@ -225,16 +236,16 @@ impl Outbox {
         }
     }
 
-    /// The highest row id committed to any of the outbox's topics (read committed, from
-    /// the end of each partition backwards until a record with the header is found).
-    async fn committed_high(&self, settings: &KafkaSettings) -> Result<Option<i64>, OutboxError> {
+    /// The row ids in the last [`RECOVERY_WINDOW`] offsets of every partition of the
+    /// outbox's topics (read committed).
+    async fn committed_ids(&self, settings: &KafkaSettings) -> Result<Vec<i64>, OutboxError> {
         let mut config = settings.manual_commit_consumer(&format!("{}-outbox-recovery", settings.client_id));
         config.set("enable.partition.eof", "true");
         let consumer: StreamConsumer = config.create().map_err(kafka("creating the recovery reader"))?;
         let mut topics: Vec<&str> = self.routes.iter().map(|(_, t)| t.as_str()).collect();
         topics.sort_unstable();
         topics.dedup();
-        let mut high: Option<i64> = None;
+        let mut ids = Vec::new();
         for topic in topics {
             let metadata = consumer
                 .fetch_metadata(Some(topic), Duration::from_secs(10))
@@ -245,39 +256,32 @@ impl Outbox {
                 let (lo, hi) = consumer
                     .fetch_watermarks(topic, partition, Duration::from_secs(10))
                     .map_err(kafka("reading watermarks"))?;
-                let mut back = 64;
-                loop {
-                    let from = (hi - back).max(lo);
-                    if from >= hi {
-                        break;
-                    }
-                    let found = read_ids(&consumer, topic, partition, from).await?;
-                    if let Some(id) = found {
-                        high = high.max(Some(id));
-                        break;
-                    }
-                    if from == lo {
-                        break;
-                    }
-                    back *= 4;
+                let from = (hi - RECOVERY_WINDOW).max(lo);
+                if from < hi {
+                    ids.extend(read_ids(&consumer, topic, partition, from).await?);
                 }
             }
         }
-        Ok(high)
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
     }
 }
 
-/// The highest outbox id in `topic`/`partition` from `from` to the end (read committed).
-async fn read_ids(
-    consumer: &StreamConsumer,
-    topic: &str,
-    partition: i32,
-    from: i64,
-) -> Result<Option<i64>, OutboxError> {
+/// Offsets read back from each partition's end at recovery: the last transaction's rows
+/// (at most [`ROWS_PER_TRANSACTION`]), the aborted transaction a fenced publisher may have
+/// left behind them (as many) and the transaction markers, with room to spare.
+pub const RECOVERY_WINDOW: i64 = 4 * ROWS_PER_TRANSACTION as i64;
+
+/// Rows a publisher sends in one Kafka transaction.
+pub const ROWS_PER_TRANSACTION: usize = 500;
+
+/// The outbox ids in `topic`/`partition` from `from` to the end (read committed).
+async fn read_ids(consumer: &StreamConsumer, topic: &str, partition: i32, from: i64) -> Result<Vec<i64>, OutboxError> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(from)).map_err(kafka("assigning"))?;
     consumer.assign(&tpl).map_err(kafka("assigning"))?;
-    let mut high = None;
+    let mut ids = Vec::new();
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.map_err(|_| {
             OutboxError::Kafka(KafkaClientError::Handler(format!("reading the end of {topic}/{partition} timed out")))
@@ -289,9 +293,9 @@ async fn read_ids(
                         .find(|h| h.key == OUTBOX_ID_HEADER)
                         .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse::<i64>().ok())
                 });
-                high = high.max(id);
+                ids.extend(id);
             }
-            Err(rdkafka::error::KafkaError::PartitionEOF(_)) => return Ok(high),
+            Err(rdkafka::error::KafkaError::PartitionEOF(_)) => return Ok(ids),
             Err(e) => return Err(kafka("reading the topic's end")(e)),
         }
     }
