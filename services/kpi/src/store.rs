@@ -139,6 +139,7 @@ impl PgEffect for Rollups {
             let s: SloEvent = self.codec.decode(payload)?;
             match (&s.hospital_id, s.slo) {
                 (Some(h), SloKind::Availability) => {
+                    guardian_schemas::validate::slo(&s).map_err(|why| ProcessError::poison("validation", why))?;
                     // It moves the hospital's watermark: only the hospital itself may say so.
                     if let Some(signers) = &self.signers {
                         signers.check(msg, guardian_topics::TopicId::SloEvents.role(), h)?;

@@ -178,7 +178,7 @@ pub async fn follow(
     let mut caught_up = false;
     let mut last_publish = std::time::Instant::now();
     let mut skipped = 0u64;
-    let mut future = 0u64;
+    let mut refused = 0u64;
     let lock = || monitor.lock().unwrap_or_else(|p| p.into_inner());
     while !shutdown.is_triggered() {
         if let Some(m) = tail.next(Duration::from_millis(200)).await? {
@@ -188,10 +188,13 @@ pub async fn follow(
                 ends.remove(&(m.topic.clone(), m.partition));
             }
             match codec.decode::<SloEvent>(&m.payload) {
-                Ok(e) => match guardian_kafka::event_time::check(e.observed_at, m.timestamp, config.max_skew_ms) {
+                Ok(e) => match guardian_schemas::validate::slo(&e)
+                    .map_err(|why| guardian_kafka::ProcessError::poison("validation", why))
+                    .and_then(|()| guardian_kafka::event_time::check(e.observed_at, m.timestamp, config.max_skew_ms))
+                {
                     Ok(()) => lock().observe(&e),
                     Err(why) => {
-                        future += 1;
+                        refused += 1;
                         tracing::warn!(topic = %m.topic, partition = m.partition, offset = m.offset, %why, "slo event left out");
                     }
                 },
@@ -202,7 +205,7 @@ pub async fn follow(
             caught_up = true;
             tracing::info!(
                 skipped_undecodable = skipped,
-                skipped_future = future,
+                skipped_invalid_or_future = refused,
                 "slo monitor caught up with the topic"
             );
             ready();
