@@ -24,10 +24,11 @@ if [ $# -eq 0 ]; then
   bash "$REPO/tests/deploy/check.sh" || rc=$?
   # The fuzz targets, 20 s each on their corpora (tests/fuzz/run.sh; longer runs by hand).
   bash "$REPO/tests/fuzz/run.sh" 20 || rc=$?
-  # The short chaos suite (about seven minutes): kills the broker and PostgreSQL, so it
+  # The short chaos suite (about eight minutes): kills the broker and PostgreSQL, so it
   # runs alone, last; any violated hypothesis fails the run. Reports in .stack/chaos/.
   cargo run --locked -q -p guardian -- chaos run --report-dir "$REPO/.stack/chaos" \
     chaos/experiments/service-pod-failure.toml chaos/experiments/poison-and-replay.toml \
+    chaos/experiments/hostile-input.toml \
     chaos/experiments/network-faults.toml chaos/experiments/storage-outage.toml \
     chaos/experiments/aggregator-failure.toml \
     chaos/experiments/broker-failure.toml \

@@ -85,6 +85,11 @@ pub enum FaultKind {
     /// The services cut off from the broker for `down_ms` (connections dropped, new ones
     /// refused), then healed.
     NetworkPartition,
+    /// `records` hostile records a tenant could write, in turn: decodable but invalid
+    /// encounters and spends, absurd values (a 1,000-byte hospital id, a generation time
+    /// of i64::MAX), an encounter and a spend dated a day ahead naming another hospital,
+    /// and records too large to wrap in a dead letter (900 KB).
+    HostileRecords,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

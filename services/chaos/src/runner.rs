@@ -9,7 +9,8 @@
 //! - encounters exactly once: every valid encounter in the topic is counted once in the
 //!   rollups (per hospital: the seen ids and the day windows), nothing else is;
 //! - spends exactly once: the privacy ledger holds exactly the valid spends of the topic;
-//! - dead letters exact: the dead-letter topic names exactly the undecodable records;
+//! - dead letters exact: the dead-letter topic names exactly the undecodable, invalid and
+//!   future-dated records;
 //! - lag recovers: every partition is applied to its end within `recover_secs`;
 //! - services up: both services answer /readyz before and after.
 
@@ -295,7 +296,7 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment, subject: &impl Subject) 
         },
         Hypothesis {
             name: "dead-letters-exact".into(),
-            statement: "the dead-letter topic names exactly the undecodable records".into(),
+            statement: "the dead-letter topic names exactly the undecodable, invalid and future-dated records".into(),
             before: None,
             holds: checks.letters_ok,
             detail: checks.letters_detail.clone(),
@@ -399,6 +400,7 @@ fn kind_name(k: FaultKind) -> &'static str {
         FaultKind::ClockSkew => "clock-skew",
         FaultKind::NetworkDelay => "network-delay",
         FaultKind::NetworkPartition => "network-partition",
+        FaultKind::HostileRecords => "hostile-records",
     }
 }
 
@@ -535,6 +537,66 @@ async fn inject(
             }
             Ok(format!("{} undecodable records into the encounter and spend topics", p.spec.records))
         }
+        FaultKind::HostileRecords => {
+            let mut synth = Synth::new(seed, 3);
+            let codec = Codec::embedded();
+            let mut rng = StdRng::seed_from_u64(seed);
+            for i in 0..p.spec.records {
+                let (mut e, _, _) = synth.next(now_ms());
+                let mut s = guardian_schemas::records::BudgetSpend {
+                    event_id: format!("hostile-spend-{seed}-{i}"),
+                    hospital_id: "h002".into(),
+                    session_id: "hostile".into(),
+                    round: i64::from(i),
+                    mechanism: guardian_schemas::records::Mechanism::SampledGaussian,
+                    sampling_rate: 0.01,
+                    noise_multiplier: 1.1,
+                    steps: 1,
+                    delta: 1e-5,
+                    occurred_at: now_ms(),
+                };
+                e.event_id = format!("hostile-{seed}-{i}");
+                let (topic, key, bytes) = match i % 7 {
+                    0 => {
+                        e.soap_sections_completed = e.soap_sections_expected + 1;
+                        (&setup.encounters, e.hospital_id.clone(), codec.encode(&e)?)
+                    }
+                    1 => {
+                        s.sampling_rate = 2.0;
+                        (&setup.spends, s.hospital_id.clone(), codec.encode(&s)?)
+                    }
+                    2 => {
+                        e.hospital_id = "h".repeat(1000);
+                        (&setup.encounters, "h001".to_string(), codec.encode(&e)?)
+                    }
+                    3 => {
+                        e.generation_ms = i64::MAX;
+                        (&setup.encounters, e.hospital_id.clone(), codec.encode(&e)?)
+                    }
+                    4 => {
+                        // A day ahead, naming h001 (written by anyone).
+                        e.hospital_id = "h001".into();
+                        e.occurred_at = now_ms() + 86_400_000;
+                        (&setup.encounters, "h001".to_string(), codec.encode(&e)?)
+                    }
+                    5 => {
+                        s.hospital_id = "h001".into();
+                        s.occurred_at = now_ms() + 86_400_000;
+                        (&setup.spends, "h001".to_string(), codec.encode(&s)?)
+                    }
+                    _ => {
+                        let big: Vec<u8> = (0..900_000).map(|_| rng.random()).collect();
+                        let topic = if i % 2 == 0 { &setup.encounters } else { &setup.spends };
+                        (topic, "h003".to_string(), big)
+                    }
+                };
+                producer.send_bytes(topic, Some(key.as_bytes()), &bytes, None).await?;
+            }
+            Ok(format!(
+                "{} hostile records (invalid, absurd, future-dated about another hospital, oversized)",
+                p.spec.records
+            ))
+        }
         FaultKind::ReplayDuplicates => {
             let records = guardian_kafka::reader::read_range(
                 &setup.kafka,
@@ -652,6 +714,12 @@ struct Checks {
     letters_total: usize,
 }
 
+/// Whether an event time is within the services' default skew of its record's timestamp
+/// (later ones are dead-lettered as `future`: the poison of a lying clock).
+fn on_time(event_ms: i64, record_ms: Option<i64>) -> bool {
+    guardian_kafka::event_time::check(event_ms, record_ms, guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS).is_ok()
+}
+
 async fn check(setup: &Setup, subject: &impl Subject) -> Result<Checks> {
     let codec = Codec::embedded();
     let mut c = Checks::default();
@@ -668,7 +736,7 @@ async fn check(setup: &Setup, subject: &impl Subject) -> Result<Checks> {
     let mut records = 0usize;
     for m in read(vec![setup.encounters.clone()]).await? {
         match codec.decode::<Encounter>(&m.payload) {
-            Ok(e) if guardian_schemas::validate::encounter(&e).is_ok() => {
+            Ok(e) if guardian_schemas::validate::encounter(&e).is_ok() && on_time(e.occurred_at, m.timestamp) => {
                 records += 1;
                 by_hospital.entry(e.hospital_id.clone()).or_default().insert(e.event_id);
             }
@@ -695,7 +763,7 @@ async fn check(setup: &Setup, subject: &impl Subject) -> Result<Checks> {
     let mut spend_ids: BTreeSet<String> = BTreeSet::new();
     for m in read(vec![setup.spends.clone()]).await? {
         match codec.decode::<BudgetSpend>(&m.payload) {
-            Ok(s) if guardian_schemas::validate::spend(&s).is_ok() => {
+            Ok(s) if guardian_schemas::validate::spend(&s).is_ok() && on_time(s.occurred_at, m.timestamp) => {
                 spend_ids.insert(s.event_id);
             }
             _ => {
