@@ -357,7 +357,8 @@ pub struct EncountersArgs {
     pub rate: f64,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Event time of the first synthetic encounter (ms since the epoch; default: now)
+    /// Event time of the first synthetic encounter (ms since the epoch); by default the
+    /// times end at the present (with --count) or follow the clock, never ahead of it
     #[arg(long)]
     pub start_ms: Option<i64>,
     /// Milliseconds of event time between synthetic encounters

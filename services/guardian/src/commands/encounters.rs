@@ -37,11 +37,21 @@ pub async fn run(args: EncountersArgs) -> Result<ExitCode> {
         }
         (None, true) => {
             let mut synth = Synth::new(args.seed, args.hospitals);
-            let start = args.start_ms.unwrap_or_else(now_ms);
+            // Without --start-ms the event times never run ahead of the clock (consumers
+            // dead-letter records dated past their timestamp plus a skew): a counted run
+            // ends at the present, an endless one follows the clock.
             let (step, late_every) = (args.step_ms, args.late_every);
+            let given = args.start_ms;
+            let start = given.unwrap_or_else(|| {
+                let span = args.count.map_or(0, |c| (c.saturating_sub(1) as i64).saturating_mul(step));
+                now_ms().saturating_sub(span)
+            });
             let mut n = 0u64;
             let generated = std::iter::from_fn(move || {
-                let mut at = start + n as i64 * step;
+                let mut at = start.saturating_add((n as i64).saturating_mul(step));
+                if given.is_none() {
+                    at = at.min(now_ms());
+                }
                 if late_every > 0 && n % late_every == late_every - 1 {
                     at -= 180_000;
                 }
