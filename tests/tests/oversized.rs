@@ -2,7 +2,9 @@
 //! large as the broker takes (incompressible bytes) into the encounters topic and into the
 //! spend topic. The KPI rollup and the accountant each dead-letter it as a stub (its size,
 //! digest and first bytes: the whole record wrapped would be over the limit) and go on to
-//! the honest records behind it. A record above the limit is refused by the broker at once.
+//! the honest records behind it; the SLO monitor (which keeps no dead letters) leaves it out
+//! and counts the events behind it. A record above the limit is refused by the broker at
+//! once.
 
 mod common;
 
@@ -149,4 +151,59 @@ async fn a_record_at_the_size_limit_is_dead_lettered_as_a_stub_and_the_accountan
     shutdown.trigger();
     task.await.unwrap().expect("the accountant stops cleanly");
     check_stub(&read_all(&stack, &dlq, "read_committed").await, &spends, &original, "h002");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_at_the_size_limit_is_left_out_and_the_slo_monitor_goes_on() {
+    let stack = Stack::get();
+    let slo = unique("it-big-sloev");
+    create_topics(&stack, &[&slo], 1).await;
+    send_oversized(&stack, &slo, "h001").await;
+    let producer = Producer::new(&settings(&stack)).unwrap();
+    let now = guardian_runtime::now_ms();
+    for i in 0..5 {
+        let e = guardian_schemas::records::SloEvent {
+            event_id: format!("after-{i}"),
+            service: "inference".into(),
+            hospital_id: None,
+            slo: guardian_schemas::records::SloKind::InferenceLatency,
+            good: true,
+            latency_ms: Some(100.0),
+            observed_at: now - 1_000,
+        };
+        producer.send(&slo, "inference", &e).await.unwrap();
+    }
+    let monitor = std::sync::Arc::new(std::sync::Mutex::new(guardian_burnrate::Monitor::default()));
+    let source = guardian_burnrate::Source {
+        kafka: settings(&stack),
+        slo_topic: slo,
+        period_ms: 86_400_000,
+        publish_every: Duration::from_secs(1),
+        max_skew_ms: guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS,
+    };
+    let shutdown = Shutdown::new();
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let task = {
+        let (monitor, shutdown, ready) = (monitor.clone(), shutdown.clone(), ready.clone());
+        tokio::spawn(async move {
+            guardian_burnrate::follow(
+                &source,
+                &monitor,
+                shutdown,
+                || ready.store(true, std::sync::atomic::Ordering::Release),
+                |_| {},
+            )
+            .await
+        })
+    };
+    eventually("the monitor caught up", Duration::from_secs(60), || {
+        let ready = ready.clone();
+        async move { ready.load(std::sync::atomic::Ordering::Acquire).then_some(()) }
+    })
+    .await;
+    shutdown.trigger();
+    task.await.unwrap().expect("the monitor stops cleanly");
+    let status = monitor.lock().unwrap().status(guardian_runtime::now_ms(), 86_400_000);
+    let events: Vec<(&str, u64)> = status.iter().map(|s| (s.slo, s.events)).collect();
+    assert_eq!(events, [("inference_p99_2s", 5)], "the five events behind the big record, nothing else");
 }
