@@ -104,7 +104,10 @@ impl DashboardState {
     /// The operator's name, or the refusal.
     fn operator(&self, headers: &HeaderMap) -> Result<String, Refusal> {
         match self.caller(headers)? {
-            Some(Grant::Operator(name)) => Ok(name),
+            Some(Grant::Operator(name)) => {
+                tracing::info!(operator = %name, "operator request");
+                Ok(name)
+            }
             Some(Grant::Tenant(_)) => Err(refused(StatusCode::FORBIDDEN, "an operator token is required")),
             None => Err(refused(StatusCode::UNAUTHORIZED, "an operator token is required")),
         }
