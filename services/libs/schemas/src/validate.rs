@@ -36,12 +36,20 @@ fn id(what: &str, v: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A reference (pseudonymous, may be empty) of at most [`MAX_ID`] bytes.
+fn reference(what: &str, v: &str) -> Result<(), String> {
+    if v.len() > MAX_ID {
+        return Err(format!("{what} must have at most {MAX_ID} bytes, has {}", v.len()));
+    }
+    Ok(())
+}
+
 /// Why an encounter cannot be counted.
 pub fn encounter(e: &Encounter) -> Result<(), String> {
     hospital_id(&e.hospital_id)?;
     id("event_id", &e.event_id)?;
-    id("encounter_ref", &e.encounter_ref)?;
-    id("clinician_ref", &e.clinician_ref)?;
+    reference("encounter_ref", &e.encounter_ref)?;
+    reference("clinician_ref", &e.clinician_ref)?;
     if e.soap_sections_expected > MAX_SOAP_SECTIONS {
         return Err(format!("{} SOAP sections expected (at most {MAX_SOAP_SECTIONS})", e.soap_sections_expected));
     }
