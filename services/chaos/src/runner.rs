@@ -197,7 +197,22 @@ async fn run_one(args: &ChaosRunArgs, exp: &Experiment, subject: &impl Subject) 
     // Before: both services ready (a service that exits on its way up is restarted, and
     // the report says so), nothing behind. The experiment's clock starts after.
     let ready_before = wait_ready(&services, Duration::from_secs(STARTUP_SECS)).await;
-    let lag_before = lag(&setup).await.unwrap_or(i64::MAX);
+    // The steady state before the faults: lag 0, given up to 30 s (a service reports ready
+    // before its first batch has created the offset table the lag is read from).
+    let lag_before = {
+        let settle = Instant::now() + Duration::from_secs(30);
+        loop {
+            match lag(&setup).await {
+                Ok(0) => break 0,
+                Ok(l) if Instant::now() >= settle => break l,
+                Err(e) if Instant::now() >= settle => {
+                    tracing::warn!(error = %e, "chaos: the lag before the faults could not be read");
+                    break i64::MAX;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    };
     for s in services.lock().expect("services").iter_mut().filter(|s| s.name == "aggregator") {
         s.spawn()?;
     }
