@@ -10,7 +10,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{KillOnDrop as Service, free_port, guardian_on, run_ok as ok, wait_for};
+use common::{KillOnDrop as Service, dead_letters, free_port, guardian_on, run_ok as ok, topic_name, wait_for};
 use guardian_kafka::signing::EventSigner;
 use guardian_kafka::{KafkaSettings, Producer};
 use guardian_schemas::Codec;
@@ -34,10 +34,7 @@ async fn future_dated_and_forged_records_never_switch_off_another_hospital() {
     ok(guardian(&["fl", "keygen", "--dir", keys.to_str().unwrap(), "--hospitals", "h001,h002"]));
     ok(guardian(&["topics", "apply"]));
     let key = |h: &str| guardian_federated::registry::load_identity(&keys.join(format!("{h}.key"))).unwrap();
-    let catalogue = guardian_topics::Catalogue::embedded(guardian_schemas::Registry::embedded())
-        .and_then(|c| c.with_prefix(&prefix))
-        .unwrap();
-    let topic = |id: TopicId| catalogue.topic(id).unwrap();
+    let topic = |id: TopicId| topic_name(&prefix, id);
     let (encounters, slo, dlq) = (topic(TopicId::Encounters), topic(TopicId::SloEvents), topic(TopicId::DeadLetter));
 
     // The lies, published before the honest records.
@@ -89,19 +86,7 @@ async fn future_dated_and_forged_records_never_switch_off_another_hospital() {
             .spawn()
             .unwrap(),
     );
-    let letters: Vec<DeadLetter> = wait_for("five dead letters", Duration::from_secs(60), async || {
-        let records = guardian_kafka::reader::read_range(
-            &KafkaSettings::new(&stack.kafka_bootstrap, "it-time"),
-            "it-time",
-            &[&dlq],
-            None,
-        )
-        .await
-        .ok()?;
-        let letters: Vec<DeadLetter> = records.iter().map(|m| codec.decode(&m.payload).unwrap()).collect();
-        (letters.len() >= 5).then_some(letters)
-    })
-    .await;
+    let letters: Vec<DeadLetter> = dead_letters(&stack, &dlq, 5).await;
 
     // Then h001's honest encounters, signed, at the present time.
     let k1 = keys.join("h001.key").display().to_string();

@@ -101,14 +101,7 @@ async fn two_instances_killed_at_random_send_every_window_row_exactly_once() {
 
     // The topic, read committed: no outbox id twice; the newest record of each window is
     // the window's row.
-    let topic = format!(
-        "{prefix}{}",
-        guardian_topics::Catalogue::embedded(guardian_schemas::registry::Registry::embedded())
-            .unwrap()
-            .get(TopicId::KpiRollups)
-            .unwrap()
-            .base_name
-    );
+    let topic = common::topic_name(&prefix, TopicId::KpiRollups);
     let records = guardian_kafka::reader::read_range(
         &KafkaSettings::new(&stack.kafka_bootstrap, "it-kpi2"),
         "it-kpi2",

@@ -8,9 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{KillOnDrop as Service, free_port, guardian_on, run_ok as ok, wait_for};
-use guardian_kafka::KafkaSettings;
-use guardian_schemas::Codec;
+use common::{KillOnDrop as Service, dead_letters, free_port, guardian_on, run_ok as ok, wait_for};
 use guardian_schemas::records::DeadLetter;
 use guardian_testkit::{Stack, unique};
 
@@ -90,20 +88,7 @@ async fn forged_and_unsigned_encounters_are_dead_lettered_and_never_counted() {
 
     // The dead-letter topic ends with exactly the five bad records, each saying why.
     let dlq = format!("{prefix}guardian.deadletter");
-    let codec = Codec::embedded();
-    let letters: Vec<DeadLetter> = wait_for("five dead letters", Duration::from_secs(60), async || {
-        let records = guardian_kafka::reader::read_range(
-            &KafkaSettings::new(&stack.kafka_bootstrap, "it-sig"),
-            "it-sig",
-            &[&dlq],
-            None,
-        )
-        .await
-        .ok()?;
-        let letters: Vec<DeadLetter> = records.iter().map(|m| codec.decode(&m.payload).unwrap()).collect();
-        (letters.len() >= 5).then_some(letters)
-    })
-    .await;
+    let letters: Vec<DeadLetter> = dead_letters(&stack, &dlq, 5).await;
     assert_eq!(letters.len(), 5, "{letters:#?}");
     assert!(letters.iter().all(|l| l.error_kind == "forged"), "{letters:#?}");
     let forged = letters.iter().filter(|l| l.error.contains("does not verify under h001's registered key")).count();

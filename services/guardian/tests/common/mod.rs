@@ -72,3 +72,27 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The full name of a topic of the shipped catalogue under `prefix`.
+pub fn topic_name(prefix: &str, id: guardian_topics::TopicId) -> String {
+    guardian_topics::Catalogue::embedded(guardian_schemas::registry::Registry::embedded())
+        .and_then(|c| c.with_prefix(prefix))
+        .and_then(|c| c.topic(id))
+        .expect("the shipped catalogue has every role")
+}
+
+/// Waits until the dead-letter topic `dlq` holds at least `n` letters; returns them all.
+pub async fn dead_letters(
+    stack: &guardian_testkit::Stack,
+    dlq: &str,
+    n: usize,
+) -> Vec<guardian_schemas::records::DeadLetter> {
+    let codec = guardian_schemas::Codec::embedded();
+    let settings = guardian_kafka::KafkaSettings::new(&stack.kafka_bootstrap, "it-dead-letters");
+    wait_for(&format!("{n} dead letters"), Duration::from_secs(60), async || {
+        let records = guardian_kafka::reader::read_range(&settings, "it-dead-letters", &[dlq], None).await.ok()?;
+        let letters: Vec<_> = records.iter().map(|m| codec.decode(&m.payload).unwrap()).collect();
+        (letters.len() >= n).then_some(letters)
+    })
+    .await
+}
