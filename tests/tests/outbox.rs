@@ -15,6 +15,26 @@ use guardian_testkit::{Stack, eventually, unique};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
 
+type Publisher = ThreadedProducer<guardian_kafka::GuardianContext>;
+
+/// A transactional producer under the outbox publisher's id, as a crashed publisher had it.
+fn publisher(settings: &guardian_kafka::KafkaSettings, transactional_id: &str) -> Publisher {
+    let p: Publisher = settings
+        .transactional_producer(transactional_id)
+        .create_with_context(guardian_kafka::GuardianContext::new("it-outbox-crashed"))
+        .unwrap();
+    p.init_transactions(Duration::from_secs(30)).unwrap();
+    p
+}
+
+/// Sends outbox row `id` ("row {id}", with its id header) as the publisher does.
+fn send_row(p: &Publisher, topic: &str, id: i64, key: &str) {
+    let id_text = id.to_string();
+    let headers = OwnedHeaders::new().insert(Header { key: OUTBOX_ID_HEADER, value: Some(id_text.as_str()) });
+    let payload = format!("row {id}");
+    p.send(BaseRecord::to(topic).key(key).payload(&payload).headers(headers)).unwrap();
+}
+
 #[tokio::test]
 async fn rows_reach_the_topic_exactly_once_across_a_crash() {
     let stack = Stack::get();
@@ -34,18 +54,8 @@ async fn rows_reach_the_topic_exactly_once_across_a_crash() {
     // 11..=15 sent in a transaction it never committed.
     let transactional_id = format!("{topic}-publisher");
     let settings = settings(&stack);
-    let crashed: ThreadedProducer<guardian_kafka::GuardianContext> = settings
-        .transactional_producer(&transactional_id)
-        .create_with_context(guardian_kafka::GuardianContext::new("it-outbox-crashed"))
-        .unwrap();
-    crashed.init_transactions(Duration::from_secs(30)).unwrap();
-    let send = |p: &ThreadedProducer<guardian_kafka::GuardianContext>, id: i64| {
-        let id_text = id.to_string();
-        let headers = OwnedHeaders::new().insert(Header { key: OUTBOX_ID_HEADER, value: Some(id_text.as_str()) });
-        let payload = format!("row {id}");
-        let key = format!("k{}", id % 7);
-        p.send(BaseRecord::to(&topic).key(&key).payload(&payload).headers(headers)).unwrap();
-    };
+    let crashed = publisher(&settings, &transactional_id);
+    let send = |p: &Publisher, id: i64| send_row(p, &topic, id, &format!("k{}", id % 7));
     crashed.begin_transaction().unwrap();
     (1..=10).for_each(|id| send(&crashed, id));
     crashed.commit_transaction(Duration::from_secs(30)).unwrap();
@@ -107,18 +117,8 @@ async fn rows_committed_out_of_id_order_are_not_lost_at_recovery() {
 
     let transactional_id = format!("{topic}-publisher");
     let settings = settings(&stack);
-    let crashed: ThreadedProducer<guardian_kafka::GuardianContext> = settings
-        .transactional_producer(&transactional_id)
-        .create_with_context(guardian_kafka::GuardianContext::new("it-outbox-order-crashed"))
-        .unwrap();
-    crashed.init_transactions(Duration::from_secs(30)).unwrap();
-    let send = |p: &ThreadedProducer<guardian_kafka::GuardianContext>, id: i64| {
-        let id_text = id.to_string();
-        let headers = OwnedHeaders::new().insert(Header { key: OUTBOX_ID_HEADER, value: Some(id_text.as_str()) });
-        let payload = format!("row {id}");
-        let key = format!("k{id}");
-        p.send(BaseRecord::to(&topic).key(&key).payload(&payload).headers(headers)).unwrap();
-    };
+    let crashed = publisher(&settings, &transactional_id);
+    let send = |p: &Publisher, id: i64| send_row(p, &topic, id, &format!("k{id}"));
     crashed.begin_transaction().unwrap();
     (1..=10).chain(20..=22).for_each(|id| send(&crashed, id));
     crashed.commit_transaction(Duration::from_secs(30)).unwrap();
