@@ -16,17 +16,15 @@ pub fn codec() -> &'static Codec {
 pub fn framed(data: &[u8]) -> Option<Vec<u8>> {
     let (&pick, datum) = data.split_first()?;
     let entries: Vec<_> = codec().registry().entries().collect();
-    let entry = entries[usize::from(pick) % entries.len()];
-    let mut out = Vec::with_capacity(SINGLE_OBJECT_HEADER_LEN + datum.len());
-    out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
-    out.extend_from_slice(&entry.fingerprint.to_le_bytes());
-    out.extend_from_slice(datum);
-    Some(out)
+    Some(behind_header(entries[usize::from(pick) % entries.len()], datum))
 }
 
 /// The input framed as a record of the schema `name`.
 pub fn framed_as(name: &str, datum: &[u8]) -> Vec<u8> {
-    let entry = codec().registry().get(name).expect("a registered schema");
+    behind_header(codec().registry().get(name).expect("a registered schema"), datum)
+}
+
+fn behind_header(entry: &guardian_schemas::registry::SchemaEntry, datum: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(SINGLE_OBJECT_HEADER_LEN + datum.len());
     out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
     out.extend_from_slice(&entry.fingerprint.to_le_bytes());
