@@ -12,8 +12,8 @@ use crate::SecAggError;
 use crate::keys::{agree, fresh_secret, open, seal};
 use crate::prg::{MaskKey, Sign, apply_all};
 use crate::round::{
-    EncryptedShare, KeyAdvert, RoundConfig, SetStage, SignedSets, UnmaskResponse, pair_context, self_context,
-    share_context,
+    EncryptedShare, KeyAdvert, MaskedChunk, RoundConfig, Secret, SetStage, SignedSets, UnmaskResponse, pair_context,
+    seed_commitment, self_context, share_commitment, share_context,
 };
 use crate::shamir::{SHARE_LEN, Share, split_at};
 
@@ -35,8 +35,13 @@ pub struct Client {
     self_seed: Zeroizing<[u8; 32]>,
     neighbours: Vec<u32>,
     peers: BTreeMap<u32, PeerKeys>,
-    /// Shares this party holds, by owner: (self-mask seed share, mask key share).
+    /// Registered verifying keys of the participants (from key sharing on).
+    directory: Vec<VerifyingKey>,
+    /// Shares this party holds, by owner: (self-mask seed share, mask key share); only
+    /// shares that decrypted and matched their dealer's signed commitments.
     held: BTreeMap<u32, (Share, Share)>,
+    /// Neighbours whose share to this party was unusable, and why.
+    complaints: BTreeMap<u32, &'static str>,
     shared_keys: bool,
     survivors_of_sharing: Option<Vec<u32>>,
     answered: Option<[u8; 32]>,
@@ -74,7 +79,9 @@ impl Client {
             self_seed,
             neighbours,
             peers: BTreeMap::new(),
+            directory: Vec::new(),
             held: BTreeMap::new(),
+            complaints: BTreeMap::new(),
             shared_keys: false,
             survivors_of_sharing: None,
             answered: None,
@@ -89,18 +96,34 @@ impl Client {
         &self.neighbours
     }
 
-    /// Step 1: the signed public keys.
+    pub fn round_id(&self) -> [u8; 32] {
+        self.round_id
+    }
+
+    /// Neighbours whose share to this party failed to decrypt or to match its dealer's
+    /// commitments (they were ignored; this party stays in the round).
+    pub fn complaints(&self) -> &BTreeMap<u32, &'static str> {
+        &self.complaints
+    }
+
+    /// Step 1: the signed public keys and seed commitment.
     pub fn advertise(&self) -> KeyAdvert {
         let enc_pk = PublicKey::from(&self.enc_sk).to_bytes();
         let mask_pk = PublicKey::from(&self.mask_sk).to_bytes();
-        let signature =
-            self.identity.sign(&KeyAdvert::signed_bytes(&self.round_id, self.me, &enc_pk, &mask_pk)).to_bytes();
-        KeyAdvert { party: self.me, enc_pk, mask_pk, signature }
+        let seed_commitment = seed_commitment(&self.round_id, self.me, &self.self_seed);
+        let signature = self
+            .identity
+            .sign(&KeyAdvert::signed_bytes(&self.round_id, self.me, &enc_pk, &mask_pk, &seed_commitment))
+            .to_bytes();
+        KeyAdvert { party: self.me, enc_pk, mask_pk, seed_commitment, signature }
     }
 
-    /// Step 2: given every advertisement seen (any order, duplicates allowed), shares the
+    /// Step 2: given the advertisements seen (any order, duplicates allowed), shares the
     /// self-mask seed and the mask key among the neighbours that advertised, each share
-    /// encrypted to its recipient. `directory` gives each party's registered key.
+    /// encrypted to its recipient and committed to. `directory` gives each party's
+    /// registered key. Advertisements that do not verify are skipped; of two valid but
+    /// different ones of a party the first is kept (the aggregator evicts such a party, so
+    /// it is not on the lists that follow).
     pub fn share_keys(
         &mut self,
         adverts: &[KeyAdvert],
@@ -110,19 +133,23 @@ impl Client {
         if self.shared_keys {
             return Err(SecAggError::OutOfOrder("keys were already shared in this round"));
         }
+        if directory.len() != self.cfg.participants.len() {
+            return Err(SecAggError::BadConfig(format!(
+                "{} verifying keys for {} participants",
+                directory.len(),
+                self.cfg.participants.len()
+            )));
+        }
         for a in adverts {
             if a.party == self.me || self.neighbours.binary_search(&a.party).is_err() {
                 continue;
             }
-            let key = directory.get(a.party as usize).ok_or(SecAggError::UnknownParty(a.party))?;
-            a.verify(&self.round_id, key)?;
-            let keys = PeerKeys { enc_pk: a.enc_pk, mask_pk: a.mask_pk };
-            if let Some(seen) = self.peers.insert(a.party, keys)
-                && (seen.enc_pk != a.enc_pk || seen.mask_pk != a.mask_pk)
-            {
-                return Err(SecAggError::Equivocation { party: a.party, what: "two different key advertisements" });
+            if a.verify(&self.round_id, &directory[a.party as usize]).is_err() {
+                continue;
             }
+            self.peers.entry(a.party).or_insert(PeerKeys { enc_pk: a.enc_pk, mask_pk: a.mask_pk });
         }
+        self.directory = directory.to_vec();
         let recipients: Vec<u32> = self.peers.keys().copied().collect();
         let need = self.cfg.threshold as usize;
         if recipients.len() + 1 < need {
@@ -140,7 +167,15 @@ impl Client {
             plain.extend_from_slice(&s.to_bytes());
             let shared = agree(&self.enc_sk, &self.peers[&to].enc_pk, to)?;
             let ciphertext = seal(&shared, &share_context(&self.round_id, self.me, to), &plain);
-            out.push(EncryptedShare { from: self.me, to, ciphertext });
+            let commitments = [
+                share_commitment(&self.round_id, self.me, to, Secret::SelfMaskSeed, b),
+                share_commitment(&self.round_id, self.me, to, Secret::MaskKey, s),
+            ];
+            let signature = self
+                .identity
+                .sign(&EncryptedShare::signed_bytes(&self.round_id, self.me, to, &commitments, &ciphertext))
+                .to_bytes();
+            out.push(EncryptedShare { from: self.me, to, ciphertext, commitments, signature });
         }
         let own = recipients.len();
         self.held.insert(self.me, (b_shares[own].clone(), s_shares[own].clone()));
@@ -148,28 +183,53 @@ impl Client {
         Ok(out)
     }
 
-    /// Step 3: takes the shares addressed to this party (others are skipped).
+    /// Step 3: takes the shares addressed to this party (others are skipped). A record that
+    /// is not signed by the neighbour it names is ignored (someone else wrote it). A signed
+    /// share that does not decrypt, is malformed or does not match its dealer's commitments
+    /// is the dealer's fault: it is ignored and noted in [`Client::complaints`], and this
+    /// party stays in the round. Of two valid shares from one dealer the first is kept.
     pub fn receive_shares(&mut self, shares: &[EncryptedShare]) -> Result<(), SecAggError> {
+        if !self.shared_keys {
+            return Err(SecAggError::OutOfOrder("receiving shares before sharing keys"));
+        }
         for msg in shares.iter().filter(|m| m.to == self.me) {
-            let peer = self.peers.get(&msg.from).ok_or(SecAggError::NotNeighbour { from: msg.from, to: self.me })?;
-            let shared = agree(&self.enc_sk, &peer.enc_pk, msg.from)?;
-            let plain = open(&shared, &share_context(&self.round_id, msg.from, self.me), &msg.ciphertext, msg.from)?;
-            if plain.len() != 2 * SHARE_LEN {
-                return Err(SecAggError::Undecryptable { from: msg.from });
-            }
-            let b = Share::from_bytes(&plain[..SHARE_LEN])?;
-            let s = Share::from_bytes(&plain[SHARE_LEN..])?;
-            if b.x() != self.me + 1 || s.x() != self.me + 1 {
-                return Err(SecAggError::Undecryptable { from: msg.from });
-            }
-            if let Some(seen) = self.held.get(&msg.from)
-                && (seen.0 != b || seen.1 != s)
+            let Some(peer) = self.peers.get(&msg.from) else { continue };
+            if self.held.contains_key(&msg.from)
+                || msg.verify(&self.round_id, &self.directory[msg.from as usize]).is_err()
             {
-                return Err(SecAggError::Equivocation { party: msg.from, what: "two different shares" });
+                continue;
             }
-            self.held.insert(msg.from, (b, s));
+            match self.open_share(peer.enc_pk, msg) {
+                Ok(pair) => {
+                    self.held.insert(msg.from, pair);
+                    self.complaints.remove(&msg.from);
+                }
+                Err(why) => {
+                    self.complaints.entry(msg.from).or_insert(why);
+                }
+            }
         }
         Ok(())
+    }
+
+    fn open_share(&self, enc_pk: [u8; 32], msg: &EncryptedShare) -> Result<(Share, Share), &'static str> {
+        let shared = agree(&self.enc_sk, &enc_pk, msg.from).map_err(|_| "low-order key")?;
+        let plain = open(&shared, &share_context(&self.round_id, msg.from, self.me), &msg.ciphertext, msg.from)
+            .map_err(|_| "does not decrypt")?;
+        if plain.len() != 2 * SHARE_LEN {
+            return Err("wrong length");
+        }
+        let b = Share::from_bytes(&plain[..SHARE_LEN]).map_err(|_| "malformed")?;
+        let s = Share::from_bytes(&plain[SHARE_LEN..]).map_err(|_| "malformed")?;
+        if b.x() != self.me + 1 || s.x() != self.me + 1 {
+            return Err("addressed to another holder");
+        }
+        if share_commitment(&self.round_id, msg.from, self.me, Secret::SelfMaskSeed, &b) != msg.commitments[0]
+            || share_commitment(&self.round_id, msg.from, self.me, Secret::MaskKey, &s) != msg.commitments[1]
+        {
+            return Err("does not match the dealer's commitment");
+        }
+        Ok((b, s))
     }
 
     /// Step 4: after the aggregator closes key sharing (the signed list of parties whose
@@ -197,16 +257,31 @@ impl Client {
             if closed.first.binary_search(&j).is_err() {
                 continue;
             }
+            // Holding j's share is not needed to mask with j: if j's share to us was bad,
+            // j's masks are recovered from the other holders' shares.
             let peer = self.peers.get(&j).ok_or(SecAggError::MissingShare { owner: j, holder: self.me })?;
-            if !self.held.contains_key(&j) {
-                return Err(SecAggError::MissingShare { owner: j, holder: self.me });
-            }
             let shared = agree(&self.mask_sk, &peer.mask_pk, j)?;
             let sign = if self.me < j { Sign::Add } else { Sign::Sub };
             terms.push((MaskKey::derive(&shared, &pair_context(&self.round_id, self.me, j)), sign));
         }
         self.survivors_of_sharing = Some(closed.first.clone());
         Ok(terms)
+    }
+
+    /// Cuts a masked vector into the round's chunks, each signed by this party.
+    pub fn chunks(&self, masked: &[u32]) -> Vec<MaskedChunk> {
+        (0..self.cfg.chunks())
+            .map(|index| {
+                let (start, len) = self.cfg.chunk_range(index);
+                let words = masked[start as usize..start as usize + len].to_vec();
+                MaskedChunk::sign(&self.cfg, &self.round_id, self.me, index, words, &self.identity)
+            })
+            .collect()
+    }
+
+    /// Signs one chunk of this party (the agent streams chunks without holding them all).
+    pub fn sign_chunk(&self, index: u32, words: Vec<u32>) -> MaskedChunk {
+        MaskedChunk::sign(&self.cfg, &self.round_id, self.me, index, words, &self.identity)
     }
 
     /// Masks a whole quantized vector in place (mask words from `offset`).
@@ -252,15 +327,15 @@ impl Client {
         if survivors.binary_search(&self.me).is_err() {
             return Err(SecAggError::Excluded(self.me));
         }
-        let mut response = UnmaskResponse { party: self.me, self_mask_shares: Vec::new(), key_shares: Vec::new() };
+        let (mut seeds, mut keys) = (Vec::new(), Vec::new());
         for (&owner, (b, s)) in &self.held {
             if survivors.binary_search(&owner).is_ok() {
-                response.self_mask_shares.push((owner, b.clone()));
+                seeds.push((owner, b.clone()));
             } else if dropped.binary_search(&owner).is_ok() {
-                response.key_shares.push((owner, s.clone()));
+                keys.push((owner, s.clone()));
             }
         }
         self.answered = Some(digest);
-        Ok(response)
+        Ok(UnmaskResponse::sign(&self.round_id, self.me, seeds, keys, &self.identity))
     }
 }

@@ -24,7 +24,9 @@ pub mod shamir;
 pub mod sim;
 
 pub use client::Client;
-pub use round::{EncryptedShare, KeyAdvert, MaskedChunk, RoundConfig, SetStage, SignedSets, UnmaskResponse};
+pub use round::{
+    EncryptedShare, Eviction, KeyAdvert, MaskedChunk, RoundConfig, Secret, SetStage, SignedSets, UnmaskResponse,
+};
 pub use server::{Accepted, RoundSum, Server};
 
 use thiserror::Error;

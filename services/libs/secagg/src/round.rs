@@ -123,48 +123,197 @@ impl RoundConfig {
     }
 }
 
-/// A party's two X25519 public keys (share encryption, pairwise masks), signed with its
-/// registered Ed25519 key.
+/// A party's two X25519 public keys (share encryption, pairwise masks) and a commitment
+/// to its self-mask seed, signed with its registered Ed25519 key. The commitment is what
+/// a reconstructed seed is checked against: shares that interpolate to anything else are
+/// the dealer's fault, never silently used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyAdvert {
     pub party: u32,
     pub enc_pk: [u8; 32],
     pub mask_pk: [u8; 32],
+    pub seed_commitment: [u8; 32],
     pub signature: [u8; 64],
 }
 
 impl KeyAdvert {
-    pub(crate) fn signed_bytes(round_id: &[u8; 32], party: u32, enc_pk: &[u8; 32], mask_pk: &[u8; 32]) -> Vec<u8> {
-        let mut m = Vec::with_capacity(120);
-        m.extend_from_slice(b"secagg/advert");
+    pub(crate) fn signed_bytes(
+        round_id: &[u8; 32],
+        party: u32,
+        enc_pk: &[u8; 32],
+        mask_pk: &[u8; 32],
+        seed_commitment: &[u8; 32],
+    ) -> Vec<u8> {
+        let mut m = Vec::with_capacity(160);
+        m.extend_from_slice(b"secagg/advert/v2");
         m.extend_from_slice(round_id);
         m.extend_from_slice(&party.to_be_bytes());
         m.extend_from_slice(enc_pk);
         m.extend_from_slice(mask_pk);
+        m.extend_from_slice(seed_commitment);
         m
     }
 
     pub fn verify(&self, round_id: &[u8; 32], key: &VerifyingKey) -> Result<(), SecAggError> {
-        let m = Self::signed_bytes(round_id, self.party, &self.enc_pk, &self.mask_pk);
-        key.verify(&m, &Signature::from_bytes(&self.signature))
-            .map_err(|_| SecAggError::BadSignature { what: "key advertisement", party: self.party })
+        let m = Self::signed_bytes(round_id, self.party, &self.enc_pk, &self.mask_pk, &self.seed_commitment);
+        verify(key, &m, &self.signature, "key advertisement", self.party)
     }
 }
 
-/// Shares of a party's self-mask seed and mask key, encrypted to one neighbour.
+fn verify(
+    key: &VerifyingKey,
+    message: &[u8],
+    signature: &[u8; 64],
+    what: &'static str,
+    party: u32,
+) -> Result<(), SecAggError> {
+    key.verify(message, &Signature::from_bytes(signature)).map_err(|_| SecAggError::BadSignature { what, party })
+}
+
+/// SHA-256 over a domain string and length-prefixed fields.
+pub(crate) fn digest(domain: &[u8], fields: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(domain);
+    for f in fields {
+        h.update((f.len() as u64).to_be_bytes());
+        h.update(f);
+    }
+    h.finalize().into()
+}
+
+/// The commitment to a party's self-mask seed published in its advertisement. The seed is
+/// 32 uniformly random bytes, so the hash reveals nothing about it.
+pub fn seed_commitment(round_id: &[u8; 32], party: u32, seed: &[u8; 32]) -> [u8; 32] {
+    digest(b"secagg/seed-commitment/v1", &[round_id, &party.to_be_bytes(), seed])
+}
+
+/// Which of a party's two secrets a share belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secret {
+    SelfMaskSeed,
+    MaskKey,
+}
+
+/// The commitment to one share, signed by its dealer in the share record: the recipient
+/// checks what it decrypts against it, and the aggregator checks what the recipient
+/// reveals at unmasking. A share's coordinates are uniform field elements (t ≥ 2), so the
+/// hash reveals nothing about the secret.
+pub fn share_commitment(round_id: &[u8; 32], owner: u32, holder: u32, secret: Secret, share: &Share) -> [u8; 32] {
+    let which: &[u8] = match secret {
+        Secret::SelfMaskSeed => b"seed",
+        Secret::MaskKey => b"key",
+    };
+    digest(
+        b"secagg/share-commitment/v1",
+        &[round_id, &owner.to_be_bytes(), &holder.to_be_bytes(), which, &share.to_bytes()],
+    )
+}
+
+/// Shares of a party's self-mask seed and mask key, encrypted to one neighbour, with the
+/// dealer's commitments to both shares, signed by the dealer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncryptedShare {
     pub from: u32,
     pub to: u32,
     pub ciphertext: Vec<u8>,
+    /// Commitments to the seed share and the mask-key share ([`share_commitment`]).
+    pub commitments: [[u8; 32]; 2],
+    pub signature: [u8; 64],
 }
 
-/// One chunk of a party's masked, quantized update.
+impl EncryptedShare {
+    pub(crate) fn signed_bytes(
+        round_id: &[u8; 32],
+        from: u32,
+        to: u32,
+        commitments: &[[u8; 32]; 2],
+        ciphertext: &[u8],
+    ) -> [u8; 32] {
+        let ct = Sha256::digest(ciphertext);
+        digest(
+            b"secagg/share/v1",
+            &[round_id, &from.to_be_bytes(), &to.to_be_bytes(), &commitments[0], &commitments[1], &ct],
+        )
+    }
+
+    pub fn verify(&self, round_id: &[u8; 32], dealer: &VerifyingKey) -> Result<(), SecAggError> {
+        let m = Self::signed_bytes(round_id, self.from, self.to, &self.commitments, &self.ciphertext);
+        verify(dealer, &m, &self.signature, "encrypted share", self.from)
+    }
+}
+
+/// One chunk of a party's masked, quantized update, signed by the party over its position
+/// (index, chunk count, dimension) and its words, bound to the round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaskedChunk {
     pub party: u32,
     pub index: u32,
     pub words: Vec<u32>,
+    pub signature: [u8; 64],
+}
+
+impl MaskedChunk {
+    /// SHA-256 of the words (little-endian), the chunk's identity for equivocation checks.
+    pub fn words_digest(words: &[u32]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"secagg/chunk-words/v1");
+        // Hash in blocks: one update call per word would dominate the cost.
+        let mut block = [0u8; 4096];
+        for ws in words.chunks(1024) {
+            for (b, w) in block.chunks_exact_mut(4).zip(ws) {
+                b.copy_from_slice(&w.to_le_bytes());
+            }
+            h.update(&block[..4 * ws.len()]);
+        }
+        h.finalize().into()
+    }
+
+    pub(crate) fn signed_bytes(
+        cfg: &RoundConfig,
+        round_id: &[u8; 32],
+        party: u32,
+        index: u32,
+        words: &[u32],
+    ) -> [u8; 32] {
+        digest(
+            b"secagg/chunk/v1",
+            &[
+                round_id,
+                &party.to_be_bytes(),
+                &index.to_be_bytes(),
+                &cfg.chunks().to_be_bytes(),
+                &cfg.dimension.to_be_bytes(),
+                &Self::words_digest(words),
+            ],
+        )
+    }
+
+    /// Signs chunk `index` of `party` (what a client does; also for tests of forgeries).
+    pub fn sign(
+        cfg: &RoundConfig,
+        round_id: &[u8; 32],
+        party: u32,
+        index: u32,
+        words: Vec<u32>,
+        key: &SigningKey,
+    ) -> Self {
+        let signature = key.sign(&Self::signed_bytes(cfg, round_id, party, index, &words)).to_bytes();
+        MaskedChunk { party, index, words, signature }
+    }
+
+    pub fn verify(&self, cfg: &RoundConfig, round_id: &[u8; 32], key: &VerifyingKey) -> Result<(), SecAggError> {
+        let m = Self::signed_bytes(cfg, round_id, self.party, self.index, &self.words);
+        verify(key, &m, &self.signature, "update chunk", self.party)
+    }
+}
+
+/// Why the aggregator put a party out of a round: a record signed by that party that
+/// contradicts another it signed for the same slot, or that breaks the round's rules.
+/// Listed in the aggregator's signed lists, so the evidence is part of the round's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eviction {
+    pub party: u32,
+    pub reason: String,
 }
 
 /// A list of parties the aggregator commits to, signed by it: who shared keys (U2), or who
@@ -174,6 +323,8 @@ pub struct SignedSets {
     pub stage: SetStage,
     pub first: Vec<u32>,
     pub second: Vec<u32>,
+    /// Parties put out of the round so far, and why.
+    pub evicted: Vec<Eviction>,
     pub signature: [u8; 64],
 }
 
@@ -186,11 +337,11 @@ pub enum SetStage {
 }
 
 impl SignedSets {
-    fn bytes(round_id: &[u8; 32], stage: SetStage, first: &[u32], second: &[u32]) -> Vec<u8> {
+    fn bytes(round_id: &[u8; 32], stage: SetStage, first: &[u32], second: &[u32], evicted: &[Eviction]) -> Vec<u8> {
         let mut m = Vec::with_capacity(64 + 4 * (first.len() + second.len()));
         m.extend_from_slice(match stage {
-            SetStage::SharesClosed => b"secagg/shares-closed",
-            SetStage::Unmask => b"secagg/unmask-request",
+            SetStage::SharesClosed => b"secagg/shares-closed/v2",
+            SetStage::Unmask => b"secagg/unmask-request/v2",
         });
         m.extend_from_slice(round_id);
         for list in [first, second] {
@@ -199,25 +350,38 @@ impl SignedSets {
                 m.extend_from_slice(&p.to_be_bytes());
             }
         }
+        m.extend_from_slice(&(evicted.len() as u32).to_be_bytes());
+        for e in evicted {
+            m.extend_from_slice(&e.party.to_be_bytes());
+            m.extend_from_slice(&(e.reason.len() as u64).to_be_bytes());
+            m.extend_from_slice(e.reason.as_bytes());
+        }
         m
     }
 
-    pub fn sign(round_id: &[u8; 32], stage: SetStage, first: Vec<u32>, second: Vec<u32>, key: &SigningKey) -> Self {
-        let signature = key.sign(&Self::bytes(round_id, stage, &first, &second)).to_bytes();
-        SignedSets { stage, first, second, signature }
+    pub fn sign(
+        round_id: &[u8; 32],
+        stage: SetStage,
+        first: Vec<u32>,
+        second: Vec<u32>,
+        evicted: Vec<Eviction>,
+        key: &SigningKey,
+    ) -> Self {
+        let signature = key.sign(&Self::bytes(round_id, stage, &first, &second, &evicted)).to_bytes();
+        SignedSets { stage, first, second, evicted, signature }
     }
 
     pub fn verify(&self, round_id: &[u8; 32], stage: SetStage, key: &VerifyingKey) -> Result<(), SecAggError> {
         if self.stage != stage {
             return Err(SecAggError::WrongStage { expected: stage_name(stage), got: stage_name(self.stage) });
         }
-        key.verify(&Self::bytes(round_id, stage, &self.first, &self.second), &Signature::from_bytes(&self.signature))
-            .map_err(|_| SecAggError::BadAggregatorSignature)
+        let m = Self::bytes(round_id, stage, &self.first, &self.second, &self.evicted);
+        key.verify(&m, &Signature::from_bytes(&self.signature)).map_err(|_| SecAggError::BadAggregatorSignature)
     }
 
     /// Digest of the signed content, to recognise the same request seen twice.
     pub(crate) fn digest(&self, round_id: &[u8; 32]) -> [u8; 32] {
-        Sha256::digest(Self::bytes(round_id, self.stage, &self.first, &self.second)).into()
+        Sha256::digest(Self::bytes(round_id, self.stage, &self.first, &self.second, &self.evicted)).into()
     }
 }
 
@@ -230,12 +394,52 @@ fn stage_name(s: SetStage) -> &'static str {
 
 /// A survivor's answer to the unmask request: for each neighbour that survived, its share
 /// of that neighbour's self-mask seed; for each neighbour that dropped, its share of that
-/// neighbour's mask key. Never both for one neighbour.
+/// neighbour's mask key. Never both for one neighbour. Signed by the survivor, bound to the
+/// round (a survivor answers one unmask request per round).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnmaskResponse {
     pub party: u32,
     pub self_mask_shares: Vec<(u32, Share)>,
     pub key_shares: Vec<(u32, Share)>,
+    pub signature: [u8; 64],
+}
+
+impl UnmaskResponse {
+    pub(crate) fn signed_bytes(
+        round_id: &[u8; 32],
+        party: u32,
+        self_mask_shares: &[(u32, Share)],
+        key_shares: &[(u32, Share)],
+    ) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"secagg/unmask-response/v1");
+        h.update(round_id);
+        h.update(party.to_be_bytes());
+        for list in [self_mask_shares, key_shares] {
+            h.update((list.len() as u32).to_be_bytes());
+            for (owner, share) in list {
+                h.update(owner.to_be_bytes());
+                h.update(share.to_bytes());
+            }
+        }
+        h.finalize().into()
+    }
+
+    pub fn sign(
+        round_id: &[u8; 32],
+        party: u32,
+        self_mask_shares: Vec<(u32, Share)>,
+        key_shares: Vec<(u32, Share)>,
+        key: &SigningKey,
+    ) -> Self {
+        let signature = key.sign(&Self::signed_bytes(round_id, party, &self_mask_shares, &key_shares)).to_bytes();
+        UnmaskResponse { party, self_mask_shares, key_shares, signature }
+    }
+
+    pub fn verify(&self, round_id: &[u8; 32], key: &VerifyingKey) -> Result<(), SecAggError> {
+        let m = Self::signed_bytes(round_id, self.party, &self.self_mask_shares, &self.key_shares);
+        verify(key, &m, &self.signature, "unmask response", self.party)
+    }
 }
 
 /// Context strings of the key derivations.

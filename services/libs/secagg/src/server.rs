@@ -2,25 +2,35 @@
 //! masked chunks and, at the end, exactly the shares needed to remove the masks: the sum
 //! is all it learns.
 //!
+//! Every record it takes is signed by the party it names, over the round and the record's
+//! slot; a record that does not verify is refused and changes nothing. A party that signs
+//! two different records for one slot, or a chunk that breaks the round's shape, is
+//! evicted: it leaves the round like a dropout (its masks are recovered from the other
+//! parties' shares) and the reason is listed in the aggregator's next signed list. Shares
+//! revealed at unmasking are checked against their dealer's signed commitments, and a
+//! reconstructed secret against the dealer's advertisement, so no party can change
+//! another's secret.
+//!
 //! Memory is O(model size): chunks are added to one running sum as they arrive. A party
-//! that delivered only part of its chunks is dropped, and its partial chunks must be
-//! subtracted again ([`Server::subtract_chunk`], fed from the topic) before the round
-//! can finish.
+//! that is dropped after some of its chunks were added (it stopped part-way, or it was
+//! evicted) must have those chunks subtracted again ([`Server::subtract_chunk`], fed from
+//! the topic) before the round can finish.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::Zeroizing;
 
 use crate::SecAggError;
 use crate::keys::agree;
 use crate::prg::{MaskKey, Sign, apply_all};
 use crate::round::{
-    EncryptedShare, KeyAdvert, MaskedChunk, RoundConfig, SetStage, SignedSets, UnmaskResponse, pair_context,
-    self_context,
+    EncryptedShare, Eviction, KeyAdvert, MaskedChunk, RoundConfig, Secret, SetStage, SignedSets, UnmaskResponse,
+    pair_context, seed_commitment, self_context, share_commitment,
 };
-use crate::shamir::{Share, combine};
+use crate::shamir::{ShamirError, Share, combine};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Stage {
@@ -37,14 +47,24 @@ pub struct RoundSum {
     pub sum: Vec<u32>,
     pub survivors: Vec<u32>,
     pub dropped: Vec<u32>,
+    /// Parties put out of the round for records that contradict each other or break its
+    /// rules (they are among `dropped`, or never reached the shares-closed list).
+    pub evicted: Vec<Eviction>,
+    /// Survivors that misbehaved at unmasking (their bad shares were left out; their
+    /// input had been summed by then and stays).
+    pub faults: Vec<Eviction>,
 }
 
-/// Whether a message changed the state or was a duplicate of one already taken (replays
-/// and redeliveries are ignored, never double-counted).
+/// What a record did to the round. Replays and redeliveries are duplicates, never
+/// double-counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepted {
     New,
     Duplicate,
+    /// The record put its (signing) sender out of the round.
+    Evicted,
+    /// The sender was already out of the round: the record changes nothing.
+    Ignored,
 }
 
 pub struct Server {
@@ -58,22 +78,61 @@ pub struct Server {
     stage: Stage,
     adverts: BTreeMap<u32, KeyAdvert>,
     advertised: Vec<u32>,
-    share_routes: BTreeMap<u32, BTreeSet<u32>>,
+    /// Per (dealer, holder): the share record taken.
+    shares: BTreeMap<(u32, u32), Relayed>,
     shares_closed: Vec<u32>,
     sum: Vec<u32>,
-    /// Per party of the shares-closed list: which chunks were added to the sum.
-    chunks: BTreeMap<u32, Vec<bool>>,
+    /// Per party of the shares-closed list: the digest of each chunk added to the sum.
+    chunks: BTreeMap<u32, Vec<Option<[u8; 32]>>>,
+    evicted: BTreeMap<u32, String>,
+    faults: Vec<Eviction>,
     survivors: Vec<u32>,
     dropped: Vec<u32>,
-    responded: BTreeSet<u32>,
+    /// Per survivor that answered: the signature of its response.
+    responded: BTreeMap<u32, [u8; 64]>,
+    /// Shares checked against their dealer's commitment, by owner.
     seed_shares: BTreeMap<u32, Vec<Share>>,
     key_shares: BTreeMap<u32, Vec<Share>>,
+    /// A survivor's own share of its seed (no record commits to it; the reconstructed
+    /// seed is checked against the advertised commitment instead).
+    own_seed_shares: BTreeMap<u32, Share>,
+}
+
+/// What the aggregator keeps of a relayed share: its signature (to tell a redelivery from
+/// a different record) and the dealer's commitments to the two shares.
+struct Relayed {
+    signature: [u8; 64],
+    commitments: [[u8; 32]; 2],
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server").field("round", &self.cfg.round).field("stage", &self.stage).finish_non_exhaustive()
     }
+}
+
+/// Reconstructs a secret from shares checked against commitments (`own`, the dealer's
+/// own share, only if they are too few), then checks it against the dealer's public
+/// commitment. A mismatch can only come from the dealer: every share used is one it
+/// signed a commitment to.
+fn reconstruct(
+    verified: &[Share],
+    own: Option<&Share>,
+    t: u32,
+    matches: impl Fn(&[u8; 32]) -> bool,
+) -> Result<Zeroizing<[u8; 32]>, ShamirError> {
+    let need = t as usize;
+    let mut pick: Vec<Share> = verified.iter().take(need).cloned().collect();
+    if pick.len() < need
+        && let Some(o) = own
+    {
+        pick.push(o.clone());
+    }
+    let secret = combine(&pick, t)?;
+    if !matches(&secret) {
+        return Err(ShamirError::Inconsistent);
+    }
+    Ok(secret)
 }
 
 impl Server {
@@ -121,14 +180,17 @@ impl Server {
             stage: Stage::Keys,
             adverts: BTreeMap::new(),
             advertised: Vec::new(),
-            share_routes: BTreeMap::new(),
+            shares: BTreeMap::new(),
             shares_closed: Vec::new(),
             chunks: BTreeMap::new(),
+            evicted: BTreeMap::new(),
+            faults: Vec::new(),
             survivors: Vec::new(),
             dropped: Vec::new(),
-            responded: BTreeSet::new(),
+            responded: BTreeMap::new(),
             seed_shares: BTreeMap::new(),
             key_shares: BTreeMap::new(),
+            own_seed_shares: BTreeMap::new(),
         })
     }
 
@@ -170,15 +232,35 @@ impl Server {
     /// neighbours cannot share (its client refuses), and with none to send to, "sent all"
     /// would otherwise hold for a party that never took part in the stage.
     fn sent_all_shares(&self, i: u32) -> bool {
-        let sent = self.share_routes.get(&i);
+        if self.evicted.contains_key(&i) {
+            return false;
+        }
         let holders: Vec<&u32> =
             self.graph[i as usize].iter().filter(|j| self.advertised.binary_search(j).is_ok()).collect();
-        holders.len() + 1 >= self.cfg.threshold as usize && holders.iter().all(|j| sent.is_some_and(|s| s.contains(j)))
+        holders.len() + 1 >= self.cfg.threshold as usize && holders.iter().all(|&&j| self.shares.contains_key(&(i, j)))
+    }
+
+    /// Parties evicted so far, with the reason.
+    pub fn evictions(&self) -> Vec<Eviction> {
+        self.evicted.iter().map(|(&party, reason)| Eviction { party, reason: reason.clone() }).collect()
+    }
+
+    fn evict(&mut self, party: u32, reason: String) -> Accepted {
+        self.evicted.entry(party).or_insert(reason);
+        if self.stage == Stage::Keys {
+            self.adverts.remove(&party);
+        }
+        Accepted::Evicted
+    }
+
+    fn key_of(&self, party: u32) -> Result<&VerifyingKey, SecAggError> {
+        self.directory.get(party as usize).ok_or(SecAggError::UnknownParty(party))
     }
 
     /// True when every party on the shares-closed list has sent all its chunks.
     pub fn inputs_complete(&self) -> bool {
-        self.stage == Stage::Inputs && self.chunks.values().all(|seen| seen.iter().all(|&s| s))
+        self.stage == Stage::Inputs
+            && self.chunks.iter().all(|(p, seen)| self.evicted.contains_key(p) || seen.iter().all(Option::is_some))
     }
 
     /// True when every survivor has answered the unmask request.
@@ -214,7 +296,7 @@ impl Server {
         }
         self.need("key sharing", closed.first.len())?;
         let chunks = self.cfg.chunks() as usize;
-        self.chunks = closed.first.iter().map(|&p| (p, vec![false; chunks])).collect();
+        self.chunks = closed.first.iter().map(|&p| (p, vec![None; chunks])).collect();
         self.shares_closed = closed.first.clone();
         self.stage = Stage::Inputs;
         Ok(())
@@ -234,12 +316,12 @@ impl Server {
         }
         for (p, seen) in &self.chunks {
             let survivor = request.first.binary_search(p).is_ok();
-            if survivor && !seen.iter().all(|&s| s) {
+            if survivor && !seen.iter().all(Option::is_some) {
                 return Err(SecAggError::Violation(format!(
                     "survivor {p}'s input is incomplete in the replayed topic"
                 )));
             }
-            if !survivor && seen.iter().any(|&s| s) {
+            if !survivor && seen.iter().any(Option::is_some) {
                 return Err(SecAggError::Violation(format!("dropped party {p}'s chunks were fed to the replay")));
             }
         }
@@ -267,13 +349,17 @@ impl Server {
         if have < need { Err(SecAggError::TooFew { stage, have, need }) } else { Ok(()) }
     }
 
+    /// Takes a key advertisement signed by the party it names. A second, different one of
+    /// the same party evicts it (it is left off the keys-closed list).
     pub fn receive_advert(&mut self, advert: &KeyAdvert) -> Result<Accepted, SecAggError> {
         self.expect(Stage::Keys)?;
-        let key = self.directory.get(advert.party as usize).ok_or(SecAggError::UnknownParty(advert.party))?;
-        advert.verify(&self.round_id, key)?;
+        advert.verify(&self.round_id, self.key_of(advert.party)?)?;
+        if self.evicted.contains_key(&advert.party) {
+            return Ok(Accepted::Ignored);
+        }
         match self.adverts.get(&advert.party) {
             Some(seen) if seen == advert => Ok(Accepted::Duplicate),
-            Some(_) => Err(SecAggError::Equivocation { party: advert.party, what: "two different key advertisements" }),
+            Some(_) => Ok(self.evict(advert.party, "signed two different key advertisements".into())),
             None => {
                 self.adverts.insert(advert.party, advert.clone());
                 Ok(Accepted::New)
@@ -291,7 +377,8 @@ impl Server {
     }
 
     /// Records an encrypted share on its way from one party to a neighbour (the transport
-    /// delivers it; the aggregator cannot read it).
+    /// delivers it; the aggregator cannot read it, it keeps the dealer's commitments). A
+    /// second, different share record for the same recipient evicts the dealer.
     pub fn receive_share(&mut self, share: &EncryptedShare) -> Result<Accepted, SecAggError> {
         self.expect(Stage::Shares)?;
         for p in [share.from, share.to] {
@@ -302,56 +389,90 @@ impl Server {
         if self.graph[share.from as usize].binary_search(&share.to).is_err() {
             return Err(SecAggError::NotNeighbour { from: share.from, to: share.to });
         }
-        let fresh = self.share_routes.entry(share.from).or_default().insert(share.to);
-        Ok(if fresh { Accepted::New } else { Accepted::Duplicate })
+        share.verify(&self.round_id, self.key_of(share.from)?)?;
+        if self.evicted.contains_key(&share.from) {
+            return Ok(Accepted::Ignored);
+        }
+        match self.shares.get(&(share.from, share.to)) {
+            Some(seen) if seen.signature == share.signature => Ok(Accepted::Duplicate),
+            Some(_) => Ok(self.evict(share.from, format!("signed two different shares for party {}", share.to))),
+            None => {
+                self.shares.insert(
+                    (share.from, share.to),
+                    Relayed { signature: share.signature, commitments: share.commitments },
+                );
+                Ok(Accepted::New)
+            }
+        }
     }
 
     /// Ends key sharing: the parties that delivered a share to every advertised neighbour
-    /// may contribute. Returns the signed list the parties mask against.
+    /// (and were not evicted) may contribute. Returns the signed list the parties mask
+    /// against.
     pub fn close_shares(&mut self) -> Result<SignedSets, SecAggError> {
         self.expect(Stage::Shares)?;
         let signer = self.signer()?.clone();
         let complete: Vec<u32> = self.advertised.iter().copied().filter(|&i| self.sent_all_shares(i)).collect();
         self.need("key sharing", complete.len())?;
         let chunks = self.cfg.chunks() as usize;
-        self.chunks = complete.iter().map(|&p| (p, vec![false; chunks])).collect();
+        self.chunks = complete.iter().map(|&p| (p, vec![None; chunks])).collect();
         self.shares_closed = complete.clone();
         self.stage = Stage::Inputs;
-        Ok(SignedSets::sign(&self.round_id, SetStage::SharesClosed, complete, Vec::new(), &signer))
+        Ok(SignedSets::sign(&self.round_id, SetStage::SharesClosed, complete, Vec::new(), self.evictions(), &signer))
     }
 
-    fn check_chunk(&self, chunk: &MaskedChunk) -> Result<std::ops::Range<usize>, SecAggError> {
+    /// What is wrong with the shape of a chunk, if anything.
+    fn misshapen(&self, chunk: &MaskedChunk) -> Option<&'static str> {
+        if chunk.index >= self.cfg.chunks() {
+            return Some("index past the end");
+        }
+        let (_, len) = self.cfg.chunk_range(chunk.index);
+        (chunk.words.len() != len).then_some("wrong length")
+    }
+
+    /// Checks that a chunk is signed by the party it names and that the party is on the
+    /// shares-closed list.
+    fn authentic(&self, chunk: &MaskedChunk) -> Result<(), SecAggError> {
+        chunk.verify(&self.cfg, &self.round_id, self.key_of(chunk.party)?)?;
         if !self.chunks.contains_key(&chunk.party) {
             return Err(SecAggError::Excluded(chunk.party));
         }
-        if chunk.index >= self.cfg.chunks() {
-            return Err(SecAggError::BadChunk { party: chunk.party, index: chunk.index, why: "index past the end" });
-        }
-        let (start, len) = self.cfg.chunk_range(chunk.index);
-        if chunk.words.len() != len {
-            return Err(SecAggError::BadChunk { party: chunk.party, index: chunk.index, why: "wrong length" });
-        }
-        Ok(start as usize..start as usize + len)
+        Ok(())
     }
 
-    /// Adds a masked chunk to the running sum (once per party and chunk).
+    /// Adds a masked chunk to the running sum (once per party and chunk). A chunk not
+    /// signed by the party it names is refused. A signed chunk of the wrong shape, or a
+    /// second, different chunk for the same index, evicts its party.
     pub fn receive_chunk(&mut self, chunk: &MaskedChunk) -> Result<Accepted, SecAggError> {
         self.expect(Stage::Inputs)?;
-        let range = self.check_chunk(chunk)?;
-        let seen = &mut self.chunks.get_mut(&chunk.party).expect("checked")[chunk.index as usize];
-        if *seen {
-            return Ok(Accepted::Duplicate);
+        self.authentic(chunk)?;
+        let p = chunk.party;
+        if self.evicted.contains_key(&p) {
+            return Ok(Accepted::Ignored);
         }
-        *seen = true;
-        for (s, &w) in self.sum[range].iter_mut().zip(&chunk.words) {
+        if let Some(why) = self.misshapen(chunk) {
+            return Ok(self.evict(p, format!("signed a malformed chunk {}: {why}", chunk.index)));
+        }
+        let digest = MaskedChunk::words_digest(&chunk.words);
+        match self.chunks[&p][chunk.index as usize] {
+            Some(seen) if seen == digest => return Ok(Accepted::Duplicate),
+            Some(_) => {
+                return Ok(self.evict(p, format!("signed two different chunks for index {}", chunk.index)));
+            }
+            None => {}
+        }
+        self.chunks.get_mut(&p).expect("checked")[chunk.index as usize] = Some(digest);
+        let (start, len) = self.cfg.chunk_range(chunk.index);
+        for (s, &w) in self.sum[start as usize..start as usize + len].iter_mut().zip(&chunk.words) {
             *s = s.wrapping_add(w);
         }
         Ok(Accepted::New)
     }
 
-    /// Ends input collection. Returns the signed unmask request and the parties whose
-    /// chunks arrived only in part: each of their chunks must go through
-    /// [`Server::subtract_chunk`] before [`Server::finish`].
+    /// Ends input collection. Returns the signed unmask request and the parties some of
+    /// whose chunks are in the sum although they are dropped (they stopped part-way or
+    /// were evicted): each of their chunks must go through [`Server::subtract_chunk`]
+    /// before [`Server::finish`].
     pub fn close_inputs(&mut self) -> Result<(SignedSets, Vec<u32>), SecAggError> {
         self.expect(Stage::Inputs)?;
         let signer = self.signer()?.clone();
@@ -359,11 +480,11 @@ impl Server {
         let mut dropped = Vec::new();
         let mut partial = Vec::new();
         for (&p, seen) in &self.chunks {
-            if seen.iter().all(|&s| s) {
+            if !self.evicted.contains_key(&p) && seen.iter().all(Option::is_some) {
                 survivors.push(p);
             } else {
                 dropped.push(p);
-                if seen.iter().any(|&s| s) {
+                if seen.iter().any(Option::is_some) {
                     partial.push(p);
                 }
             }
@@ -372,36 +493,52 @@ impl Server {
         self.survivors = survivors.clone();
         self.dropped = dropped.clone();
         self.stage = Stage::Unmask;
-        Ok((SignedSets::sign(&self.round_id, SetStage::Unmask, survivors, dropped, &signer), partial))
+        let request = SignedSets::sign(&self.round_id, SetStage::Unmask, survivors, dropped, self.evictions(), &signer);
+        Ok((request, partial))
     }
 
-    /// Takes back a chunk of a party that dropped after sending part of its input.
+    /// Takes back a chunk of a dropped party: only the very chunk that was added (same
+    /// signature check, same words), once.
     pub fn subtract_chunk(&mut self, chunk: &MaskedChunk) -> Result<Accepted, SecAggError> {
         self.expect(Stage::Unmask)?;
         if self.dropped.binary_search(&chunk.party).is_err() {
             return Err(SecAggError::Violation(format!("party {} is not dropped: its input stays", chunk.party)));
         }
-        let range = self.check_chunk(chunk)?;
-        let seen = &mut self.chunks.get_mut(&chunk.party).expect("checked")[chunk.index as usize];
-        if !*seen {
+        self.authentic(chunk)?;
+        if self.misshapen(chunk).is_some() {
+            return Ok(Accepted::Ignored);
+        }
+        let slot = &mut self.chunks.get_mut(&chunk.party).expect("checked")[chunk.index as usize];
+        if *slot != Some(MaskedChunk::words_digest(&chunk.words)) {
             return Ok(Accepted::Duplicate);
         }
-        *seen = false;
-        for (s, &w) in self.sum[range].iter_mut().zip(&chunk.words) {
+        *slot = None;
+        let (start, len) = self.cfg.chunk_range(chunk.index);
+        for (s, &w) in self.sum[start as usize..start as usize + len].iter_mut().zip(&chunk.words) {
             *s = s.wrapping_sub(w);
         }
         Ok(Accepted::New)
     }
 
-    /// Takes a survivor's unmask shares. The whole response is refused if it offers a
-    /// self-mask share of a dropped party or a key share of a survivor (the two sets are
-    /// disjoint, so no party ever has both revealed), a share for a party that is not the
-    /// responder's neighbour, or a share not held by the responder.
+    /// Takes a survivor's signed unmask shares. The whole response is refused if it offers
+    /// a self-mask share of a dropped party or a key share of a survivor (the two sets are
+    /// disjoint, so no party ever has both revealed), or a share for a party that is not
+    /// the responder's neighbour. Each share is then checked against its dealer's signed
+    /// commitment: one that does not match is left out and noted as the responder's fault.
+    /// A second, different response of the same party is noted and ignored.
     pub fn receive_unmask(&mut self, response: &UnmaskResponse) -> Result<Accepted, SecAggError> {
         self.expect(Stage::Unmask)?;
         let from = response.party;
+        response.verify(&self.round_id, self.key_of(from)?)?;
         if self.survivors.binary_search(&from).is_err() {
             return Err(SecAggError::Excluded(from));
+        }
+        if let Some(seen) = self.responded.get(&from) {
+            if *seen == response.signature {
+                return Ok(Accepted::Duplicate);
+            }
+            self.faults.push(Eviction { party: from, reason: "signed two different unmask responses".into() });
+            return Ok(Accepted::Ignored);
         }
         let related = |owner: u32| owner == from || self.graph[from as usize].binary_search(&owner).is_ok();
         for (owner, share) in &response.self_mask_shares {
@@ -424,14 +561,31 @@ impl Server {
                 return Err(SecAggError::Violation(format!("party {from} offered a share of {owner} it cannot hold")));
             }
         }
-        if !self.responded.insert(from) {
-            return Ok(Accepted::Duplicate);
-        }
-        for (owner, share) in &response.self_mask_shares {
-            self.seed_shares.entry(*owner).or_default().push(share.clone());
-        }
-        for (owner, share) in &response.key_shares {
-            self.key_shares.entry(*owner).or_default().push(share.clone());
+        self.responded.insert(from, response.signature);
+        let lists = [(Secret::SelfMaskSeed, &response.self_mask_shares), (Secret::MaskKey, &response.key_shares)];
+        for (secret, list) in lists {
+            for (owner, share) in list {
+                if *owner == from {
+                    self.own_seed_shares.insert(from, share.clone());
+                    continue;
+                }
+                let committed = self.shares.get(&(*owner, from)).map(|r| match secret {
+                    Secret::SelfMaskSeed => r.commitments[0],
+                    Secret::MaskKey => r.commitments[1],
+                });
+                if committed != Some(share_commitment(&self.round_id, *owner, from, secret, share)) {
+                    self.faults.push(Eviction {
+                        party: from,
+                        reason: format!("revealed a share of party {owner} that its dealer did not commit to"),
+                    });
+                    continue;
+                }
+                let into = match secret {
+                    Secret::SelfMaskSeed => &mut self.seed_shares,
+                    Secret::MaskKey => &mut self.key_shares,
+                };
+                into.entry(*owner).or_default().push(share.clone());
+            }
         }
         Ok(Accepted::New)
     }
@@ -441,37 +595,36 @@ impl Server {
         self.responded.len()
     }
 
-    /// Reconstructs the secrets, removes every mask and returns the sum.
+    /// Reconstructs the secrets from verified shares, checks each against its dealer's
+    /// commitment, removes every mask and returns the sum.
     pub fn finish(mut self) -> Result<RoundSum, SecAggError> {
         self.expect(Stage::Unmask)?;
-        if let Some((&p, _)) =
-            self.chunks.iter().find(|(p, seen)| self.dropped.binary_search(p).is_ok() && seen.iter().any(|&s| s))
+        if let Some((&p, _)) = self
+            .chunks
+            .iter()
+            .find(|(p, seen)| self.dropped.binary_search(p).is_ok() && seen.iter().any(Option::is_some))
         {
             return Err(SecAggError::Violation(format!("partial input of dropped party {p} was not subtracted")));
         }
         let t = self.cfg.threshold;
+        let none: &[Share] = &[];
         let mut terms: Vec<(MaskKey, Sign)> = Vec::new();
         for &p in &self.survivors {
-            let shares = self.seed_shares.get(&p).map_or(&[][..], Vec::as_slice);
-            let seed = combine(shares, t).map_err(|e| SecAggError::Reconstruct {
-                party: p,
-                secret: "self-mask seed",
-                source: e,
-            })?;
+            let shares = self.seed_shares.get(&p).map_or(none, Vec::as_slice);
+            let committed = self.adverts[&p].seed_commitment;
+            let seed = reconstruct(shares, self.own_seed_shares.get(&p), t, |s| {
+                seed_commitment(&self.round_id, p, s) == committed
+            })
+            .map_err(|e| SecAggError::Reconstruct { party: p, secret: "self-mask seed", source: e })?;
             terms.push((MaskKey::derive(&seed, &self_context(&self.round_id, p)), Sign::Sub));
         }
         for &d in &self.dropped {
-            let shares = self.key_shares.get(&d).map_or(&[][..], Vec::as_slice);
+            let shares = self.key_shares.get(&d).map_or(none, Vec::as_slice);
+            let mask_pk = self.adverts[&d].mask_pk;
             let bytes =
-                combine(shares, t).map_err(|e| SecAggError::Reconstruct { party: d, secret: "mask key", source: e })?;
+                reconstruct(shares, None, t, |s| PublicKey::from(&StaticSecret::from(*s)).to_bytes() == mask_pk)
+                    .map_err(|e| SecAggError::Reconstruct { party: d, secret: "mask key", source: e })?;
             let sk = StaticSecret::from(*bytes);
-            if PublicKey::from(&sk).to_bytes() != self.adverts[&d].mask_pk {
-                return Err(SecAggError::Reconstruct {
-                    party: d,
-                    secret: "mask key",
-                    source: crate::shamir::ShamirError::Inconsistent,
-                });
-            }
             for &k in &self.graph[d as usize] {
                 if self.survivors.binary_search(&k).is_err() {
                     continue;
@@ -484,6 +637,7 @@ impl Server {
             }
         }
         apply_all(&terms, 0, &mut self.sum);
-        Ok(RoundSum { sum: self.sum, survivors: self.survivors, dropped: self.dropped })
+        let evicted = self.evictions();
+        Ok(RoundSum { sum: self.sum, survivors: self.survivors, dropped: self.dropped, evicted, faults: self.faults })
     }
 }

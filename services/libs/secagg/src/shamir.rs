@@ -73,6 +73,17 @@ impl Share {
         out
     }
 
+    /// The same share with its value changed (a valid field element still): what a
+    /// dishonest holder would reveal. For tests and simulations.
+    pub fn altered(&self) -> Share {
+        let mut y = self.y;
+        // The top byte of a field element below p = 2^192 − 2^64 − 1 can be cleared
+        // without leaving the field; flip a low bit too so the value always changes.
+        y[0][0] = 0;
+        y[0][FE_LEN - 1] ^= 1;
+        Share { x: self.x, y }
+    }
+
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ShamirError> {
         if bytes.len() != SHARE_LEN {
             return Err(ShamirError::Malformed);

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use rand::CryptoRng;
 
-use crate::{Client, MaskedChunk, RoundConfig, RoundSum, SecAggError, Server};
+use crate::{Client, EncryptedShare, MaskedChunk, RoundConfig, RoundSum, SecAggError, Server, UnmaskResponse};
 
 /// When a party stops answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,26 @@ fn timed<T>(slot: &mut Duration, f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// How a dishonest party misbehaves. Each one is something a hospital can do with its own
+/// key; none of it may change the honest parties' result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehave {
+    /// Besides its own input, sends chunk 0 in `victim`'s name (signed with its own key).
+    ForgeChunk { victim: u32 },
+    /// After its input, sends a second, different chunk 0 (signed).
+    Equivocate,
+    /// Sends a chunk one word longer than the round's chunks (signed) before its input.
+    OversizedChunk,
+    /// Sends undecryptable shares (signed) to its first `count` neighbours.
+    GarbageShares { count: u32 },
+    /// Sends a share record in `victim`'s name to one of the victim's neighbours.
+    ForgeShare { victim: u32 },
+    /// Sends a second, different share record to its first neighbour (signed).
+    EquivocateShares,
+    /// Reveals altered shares at unmasking (signed).
+    ForgeUnmask,
+}
+
 /// Runs a whole round. `inputs[i]` is party i's quantized vector; `dropouts` says who stops
 /// where. Returns the server's result, or the error that failed the round.
 pub fn run_round(
@@ -80,16 +100,31 @@ pub fn run_round_timed(
     dropouts: &[(u32, Dropout)],
     rng: &mut impl CryptoRng,
 ) -> Result<(RoundSum, ServerTimings), SecAggError> {
+    run_round_adversarial(cfg, inputs, dropouts, &[], rng)
+}
+
+/// [`run_round_timed`] with dishonest parties. Records the server refuses (forgeries)
+/// are dropped as the aggregator service dead-letters them; everything else must go
+/// through.
+pub fn run_round_adversarial(
+    cfg: &Arc<RoundConfig>,
+    inputs: &[Vec<u32>],
+    dropouts: &[(u32, Dropout)],
+    dishonest: &[(u32, Misbehave)],
+    rng: &mut impl CryptoRng,
+) -> Result<(RoundSum, ServerTimings), SecAggError> {
     let mut time = ServerTimings::default();
     let n = cfg.parties();
+    let round_id = cfg.round_id();
     let (ids, agg) = identities(n, rng);
     let directory: Vec<VerifyingKey> = ids.iter().map(SigningKey::verifying_key).collect();
     let agg_pk = agg.verifying_key();
     let mut server = Server::new(cfg.clone(), agg, directory.clone())?;
     let drop_of = |p: u32| dropouts.iter().find(|(q, _)| *q == p).map(|(_, d)| *d);
+    let fault_of = |p: u32| dishonest.iter().find(|(q, _)| *q == p).map(|(_, m)| *m);
     let mut clients: Vec<Client> = Vec::new();
-    for (p, id) in ids.into_iter().enumerate() {
-        clients.push(Client::new(cfg.clone(), p as u32, id, rng)?);
+    for (p, id) in ids.iter().enumerate() {
+        clients.push(Client::new(cfg.clone(), p as u32, id.clone(), rng)?);
     }
     let active = |c: &Client, stage: Dropout| match (drop_of(c.party()), stage) {
         (None, _) => true,
@@ -104,34 +139,99 @@ pub fn run_round_timed(
         }
         server.close_keys()
     })?;
-    let mut shares = Vec::new();
+    // (record, whether an honest party sent it)
+    let mut shares: Vec<(EncryptedShare, bool)> = Vec::new();
     for c in clients.iter_mut().filter(|c| active(c, Dropout::BeforeShares)) {
-        shares.extend(c.share_keys(&adverts, &directory, rng)?);
+        let p = c.party();
+        let mut own = c.share_keys(&adverts, &directory, rng)?;
+        let key = &ids[p as usize];
+        let resign = |s: &mut EncryptedShare| {
+            s.signature = key
+                .sign(&EncryptedShare::signed_bytes(&round_id, s.from, s.to, &s.commitments, &s.ciphertext))
+                .to_bytes();
+        };
+        let mut extra = Vec::new();
+        match fault_of(p) {
+            Some(Misbehave::GarbageShares { count }) => {
+                for s in own.iter_mut().take(count as usize) {
+                    rng.fill_bytes(&mut s.ciphertext);
+                    resign(s);
+                }
+            }
+            Some(Misbehave::EquivocateShares) if !own.is_empty() => {
+                let mut other = own[0].clone();
+                other.ciphertext[0] ^= 1;
+                resign(&mut other);
+                extra.push(other);
+            }
+            Some(Misbehave::ForgeShare { victim }) if victim != p => {
+                if let Some(&to) = cfg.graph()[victim as usize].first() {
+                    let mut forged = EncryptedShare {
+                        from: victim,
+                        to,
+                        ciphertext: vec![0; 2 * crate::shamir::SHARE_LEN + 16],
+                        commitments: [[0; 32]; 2],
+                        signature: [0; 64],
+                    };
+                    resign(&mut forged);
+                    extra.push(forged);
+                }
+            }
+            _ => {}
+        }
+        let honest = fault_of(p).is_none();
+        shares.extend(own.into_iter().map(|s| (s, honest)));
+        shares.extend(extra.into_iter().map(|s| (s, false)));
     }
     let closed = timed(&mut time.shares, || {
-        for s in &shares {
-            server.receive_share(s)?;
+        for (s, honest) in &shares {
+            let taken = server.receive_share(s);
+            if *honest {
+                taken?;
+            }
         }
         server.close_shares()
     })?;
+    let relayed: Vec<EncryptedShare> = shares.into_iter().map(|(s, _)| s).collect();
     for c in clients.iter_mut().filter(|c| closed.first.binary_search(&c.party()).is_ok()) {
-        c.receive_shares(&shares)?;
+        c.receive_shares(&relayed)?;
     }
+    // Chunks of parties that may have to be taken out again (stopped part-way, dishonest).
     let mut sent: Vec<MaskedChunk> = Vec::new();
     for c in clients.iter_mut().filter(|c| closed.first.binary_search(&c.party()).is_ok()) {
-        let limit = match drop_of(c.party()) {
+        let p = c.party();
+        let limit = match drop_of(p) {
             Some(Dropout::BeforeInput) => continue,
             Some(Dropout::MidInput(k)) => k,
             _ => u32::MAX,
         };
-        let mut v = inputs[c.party() as usize].clone();
+        let keep = limit != u32::MAX || fault_of(p).is_some();
+        let key = &ids[p as usize];
+        let mut v = inputs[p as usize].clone();
         c.mask(&closed, &agg_pk, &mut v)?;
-        for index in 0..cfg.chunks().min(limit) {
-            let (start, len) = cfg.chunk_range(index);
-            let chunk =
-                MaskedChunk { party: c.party(), index, words: v[start as usize..start as usize + len].to_vec() };
-            timed(&mut time.sum, || server.receive_chunk(&chunk))?;
-            if limit != u32::MAX {
+        let mut chunks: Vec<MaskedChunk> = c.chunks(&v).into_iter().take(limit as usize).collect();
+        match fault_of(p) {
+            Some(Misbehave::ForgeChunk { victim }) => {
+                let (_, len) = cfg.chunk_range(0);
+                chunks.push(MaskedChunk::sign(cfg, &round_id, victim, 0, vec![7; len], key));
+            }
+            Some(Misbehave::Equivocate) if !chunks.is_empty() => {
+                let mut words = chunks[0].words.clone();
+                words[0] = words[0].wrapping_add(1);
+                chunks.push(MaskedChunk::sign(cfg, &round_id, p, 0, words, key));
+            }
+            Some(Misbehave::OversizedChunk) => {
+                let (_, len) = cfg.chunk_range(0);
+                chunks.insert(0, MaskedChunk::sign(cfg, &round_id, p, 0, vec![1; len + 1], key));
+            }
+            _ => {}
+        }
+        for chunk in chunks {
+            let taken = timed(&mut time.sum, || server.receive_chunk(&chunk));
+            if chunk.party == p && fault_of(p).is_none() {
+                taken?;
+            }
+            if keep {
                 sent.push(chunk);
             }
         }
@@ -144,10 +244,18 @@ pub fn run_round_timed(
         Ok::<_, SecAggError>(())
     })?;
     for c in clients.iter_mut().filter(|c| request.first.binary_search(&c.party()).is_ok()) {
-        if drop_of(c.party()) == Some(Dropout::BeforeUnmask) {
+        let p = c.party();
+        if drop_of(p) == Some(Dropout::BeforeUnmask) {
             continue;
         }
-        let response = c.unmask(&request, &agg_pk)?;
+        let mut response = c.unmask(&request, &agg_pk)?;
+        if fault_of(p) == Some(Misbehave::ForgeUnmask) {
+            for (_, share) in response.self_mask_shares.iter_mut().chain(response.key_shares.iter_mut()) {
+                *share = share.altered();
+            }
+            response =
+                UnmaskResponse::sign(&round_id, p, response.self_mask_shares, response.key_shares, &ids[p as usize]);
+        }
         timed(&mut time.unmask, || server.receive_unmask(&response))?;
     }
     let sum = timed(&mut time.unmask, || server.finish())?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 use guardian_secagg::shamir::{self, split_at};
-use guardian_secagg::sim::{Dropout, identities, run_round};
+use guardian_secagg::sim::{Dropout, Misbehave, identities, run_round, run_round_adversarial};
 use guardian_secagg::{Client, MaskedChunk, RoundConfig, SecAggError, Server, SetStage, SignedSets};
 use proptest::prelude::*;
 use rand::{Rng, RngCore, SeedableRng};
@@ -124,6 +124,69 @@ proptest! {
         let err = run_round(&cfg, &inputs, &dropouts, &mut rng).unwrap_err();
         prop_assert!(matches!(err, SecAggError::TooFew { need, .. } if need == t as usize), "{err}");
         prop_assert!(err.fails_round());
+    }
+
+    /// Up to n − t parties drop out or misbehave (forged chunks and shares, equivocation,
+    /// oversized chunks, garbage shares, altered unmask shares). The round either finishes
+    /// with exactly the sum of the inputs of its survivors, where every honest party that
+    /// did not drop is a survivor and no evicted party is, or fails naming a dishonest
+    /// dealer whose secret its own bad shares made unrecoverable.
+    #[test]
+    fn dishonest_parties_never_change_the_honest_sum(
+        n in 4u32..11,
+        seed in any::<u64>(),
+        codes in proptest::collection::vec(any::<u8>(), 24),
+    ) {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let t = rng.random_range(2..n);
+        let cfg = config(n, n - 1, t, 29, 8, seed as u8);
+        let inputs: Vec<Vec<u32>> = (0..n).map(|_| (0..29).map(|_| rng.random()).collect()).collect();
+        let mut order: Vec<u32> = (0..n).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.random_range(0..=i));
+        }
+        let bad = 1 + (codes[0] as usize) % (n - t) as usize;
+        let (mut dropouts, mut dishonest) = (Vec::new(), Vec::new());
+        for (i, &p) in order.iter().take(bad).enumerate() {
+            let code = codes[i + 1];
+            let other = order[(i + 1 + code as usize) % n as usize];
+            match code % 9 {
+                0 => dropouts.push((p, dropout_kind(codes[i + 12], cfg.chunks()))),
+                1 => dishonest.push((p, Misbehave::ForgeChunk { victim: if other == p { (p + 1) % n } else { other } })),
+                2 => dishonest.push((p, Misbehave::Equivocate)),
+                3 => dishonest.push((p, Misbehave::OversizedChunk)),
+                4 => dishonest.push((p, Misbehave::GarbageShares { count: 1 + u32::from(codes[i + 12]) % (n - 1) })),
+                5 => dishonest.push((p, Misbehave::ForgeShare { victim: if other == p { (p + 1) % n } else { other } })),
+                6 => dishonest.push((p, Misbehave::EquivocateShares)),
+                _ => dishonest.push((p, Misbehave::ForgeUnmask)),
+            }
+        }
+        let garbage_dealers: Vec<u32> =
+            dishonest.iter().filter(|(_, m)| matches!(m, Misbehave::GarbageShares { .. })).map(|(p, _)| *p).collect();
+        match run_round_adversarial(&cfg, &inputs, &dropouts, &dishonest, &mut rng) {
+            Ok((result, _)) => {
+                prop_assert_eq!(&result.sum, &plain_sum(&inputs, &result.survivors));
+                for p in 0..n {
+                    let dropped = dropouts.iter().any(|(q, d)| *q == p && removes_input(*d));
+                    if !dropped && dishonest.iter().all(|(q, _)| *q != p) {
+                        prop_assert!(result.survivors.contains(&p), "honest party {} left out: {:?}", p, result);
+                    }
+                }
+                for e in &result.evicted {
+                    prop_assert!(!result.survivors.contains(&e.party));
+                    prop_assert!(dishonest.iter().any(|(q, _)| *q == e.party), "honest party evicted: {:?}", e);
+                }
+                for (p, m) in &dishonest {
+                    if matches!(m, Misbehave::Equivocate | Misbehave::OversizedChunk | Misbehave::EquivocateShares) {
+                        prop_assert!(result.evicted.iter().any(|e| e.party == *p), "{:?} of {} not evicted", m, p);
+                    }
+                }
+            }
+            Err(SecAggError::Reconstruct { party, .. }) => {
+                prop_assert!(garbage_dealers.contains(&party), "party {} named, dealers {:?}", party, garbage_dealers);
+            }
+            Err(e) => prop_assert!(false, "unexpected failure: {}", e),
+        }
     }
 
     #[test]
@@ -257,8 +320,8 @@ fn masked_round() -> (Server, Vec<Client>, SigningKey, Vec<Vec<u32>>) {
     (server, clients, agg, masked)
 }
 
-fn chunk(party: u32, index: u32, v: &[u32]) -> MaskedChunk {
-    MaskedChunk { party, index, words: v[index as usize * 4..index as usize * 4 + 4].to_vec() }
+fn chunk(c: &Client, index: u32, v: &[u32]) -> MaskedChunk {
+    c.sign_chunk(index, v[index as usize * 4..index as usize * 4 + 4].to_vec())
 }
 
 fn harness(drop_input_of: &[u32]) -> Harness {
@@ -266,13 +329,19 @@ fn harness(drop_input_of: &[u32]) -> Harness {
     for (p, v) in masked.iter().enumerate() {
         if !drop_input_of.contains(&(p as u32)) {
             for index in 0..2 {
-                server.receive_chunk(&chunk(p as u32, index, v)).unwrap();
+                server.receive_chunk(&chunk(&clients[p], index, v)).unwrap();
             }
         }
     }
     let (request, _) = server.close_inputs().unwrap();
     let round_id = server.round_id();
     Harness { server, clients, agg, request, round_id }
+}
+
+/// A response changed by its party and signed again (the party's key is seed 17's).
+fn resign(h: &Harness, party: u32, r: guardian_secagg::UnmaskResponse) -> guardian_secagg::UnmaskResponse {
+    let key = identities(5, &mut ChaCha20Rng::seed_from_u64(17)).0.swap_remove(party as usize);
+    guardian_secagg::UnmaskResponse::sign(&h.round_id, party, r.self_mask_shares, r.key_shares, &key)
 }
 
 #[test]
@@ -284,12 +353,14 @@ fn aggregator_never_takes_a_seed_share_and_a_key_share_of_one_party() {
     // Party 0 tries to slip in its share of dropped party 4's self-mask seed as well.
     let (_, key_share) = response.key_shares[0].clone();
     response.self_mask_shares.push((4, key_share));
+    let response = resign(&h, 0, response);
     let err = h.server.receive_unmask(&response).unwrap_err();
     assert!(matches!(err, SecAggError::Violation(ref m) if m.contains("not a survivor")), "{err}");
     // And a mask-key share of a survivor.
     let mut response = h.clients[1].unmask(&h.request, &agg_pk).unwrap();
     let (_, seed_share) = response.self_mask_shares[0].clone();
     response.key_shares.push((2, seed_share));
+    let response = resign(&h, 1, response);
     let err = h.server.receive_unmask(&response).unwrap_err();
     assert!(matches!(err, SecAggError::Violation(ref m) if m.contains("not dropped")), "{err}");
 }
@@ -299,17 +370,17 @@ fn parties_refuse_overlapping_unsigned_or_changed_requests() {
     let mut h = harness(&[4]);
     let agg_pk = h.agg.verifying_key();
     // Survivor and dropped sets that overlap, properly signed by the aggregator.
-    let overlap = SignedSets::sign(&h.round_id, SetStage::Unmask, vec![0, 1, 2, 3, 4], vec![4], &h.agg);
+    let overlap = SignedSets::sign(&h.round_id, SetStage::Unmask, vec![0, 1, 2, 3, 4], vec![4], vec![], &h.agg);
     let err = h.clients[0].unmask(&overlap, &agg_pk).unwrap_err();
     assert!(matches!(err, SecAggError::Violation(_)), "{err}");
     // A request signed by someone else.
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let (_, other) = identities(1, &mut rng);
-    let forged = SignedSets::sign(&h.round_id, SetStage::Unmask, vec![0, 1, 2, 3], vec![4], &other);
+    let forged = SignedSets::sign(&h.round_id, SetStage::Unmask, vec![0, 1, 2, 3], vec![4], vec![], &other);
     assert!(matches!(h.clients[0].unmask(&forged, &agg_pk).unwrap_err(), SecAggError::BadAggregatorSignature));
     // The honest request is answered; a different story afterwards is refused.
     h.clients[0].unmask(&h.request, &agg_pk).unwrap();
-    let other_story = SignedSets::sign(&h.round_id, SetStage::Unmask, vec![0, 1, 2], vec![3, 4], &h.agg);
+    let other_story = SignedSets::sign(&h.round_id, SetStage::Unmask, vec![0, 1, 2], vec![3, 4], vec![], &h.agg);
     let err = h.clients[0].unmask(&other_story, &agg_pk).unwrap_err();
     assert!(matches!(err, SecAggError::Equivocation { .. }), "{err}");
 }
@@ -325,33 +396,39 @@ fn forged_advertisements_and_foreign_chunks_are_refused() {
     let impostor = Client::new(cfg.clone(), 1, ids[2].clone(), &mut rng).unwrap();
     let err = server.receive_advert(&impostor.advertise()).unwrap_err();
     assert!(matches!(err, SecAggError::BadSignature { party: 1, .. }), "{err}");
-    // A second, different advertisement of one party.
+    // A second, different advertisement of one party evicts it.
     let honest = Client::new(cfg.clone(), 0, ids[0].clone(), &mut rng).unwrap();
     let again = Client::new(cfg.clone(), 0, ids[0].clone(), &mut rng).unwrap();
     server.receive_advert(&honest.advertise()).unwrap();
     assert_eq!(server.receive_advert(&honest.advertise()).unwrap(), guardian_secagg::Accepted::Duplicate);
-    assert!(matches!(server.receive_advert(&again.advertise()).unwrap_err(), SecAggError::Equivocation { .. }));
+    assert_eq!(server.receive_advert(&again.advertise()).unwrap(), guardian_secagg::Accepted::Evicted);
+    assert_eq!(server.evictions()[0].party, 0);
+    assert!(server.advertised().is_empty());
     // Chunks before input collection are out of order.
-    let err = server.receive_chunk(&MaskedChunk { party: 0, index: 0, words: vec![0; 8] }).unwrap_err();
+    let err = server.receive_chunk(&honest.sign_chunk(0, vec![0; 8])).unwrap_err();
     assert!(matches!(err, SecAggError::OutOfOrder(_)), "{err}");
 }
 
 #[test]
-fn duplicate_chunks_count_once_and_bad_chunks_are_refused() {
+fn duplicate_chunks_count_once_and_forged_chunks_change_nothing() {
     let (mut server, mut clients, agg, masked) = masked_round();
     use guardian_secagg::Accepted::{Duplicate, New};
     for (p, v) in masked.iter().enumerate() {
-        let p = p as u32;
-        assert_eq!(server.receive_chunk(&chunk(p, 0, v)).unwrap(), New);
-        assert_eq!(server.receive_chunk(&chunk(p, 0, v)).unwrap(), Duplicate);
+        assert_eq!(server.receive_chunk(&chunk(&clients[p], 0, v)).unwrap(), New);
+        assert_eq!(server.receive_chunk(&chunk(&clients[p], 0, v)).unwrap(), Duplicate);
         if p != 4 {
-            assert_eq!(server.receive_chunk(&chunk(p, 1, v)).unwrap(), New);
+            assert_eq!(server.receive_chunk(&chunk(&clients[p], 1, v)).unwrap(), New);
         }
     }
-    let err = server.receive_chunk(&MaskedChunk { party: 0, index: 2, words: vec![0; 4] }).unwrap_err();
-    assert!(matches!(err, SecAggError::BadChunk { why: "index past the end", .. }), "{err}");
-    let err = server.receive_chunk(&MaskedChunk { party: 0, index: 1, words: vec![0; 3] }).unwrap_err();
-    assert!(matches!(err, SecAggError::BadChunk { why: "wrong length", .. }), "{err}");
+    // Party 0 writes chunk 1 in party 4's name, with its own key, and with a copied
+    // signature of party 4 over other words.
+    let mut forged = chunk(&clients[0], 1, &masked[4]);
+    forged.party = 4;
+    let err = server.receive_chunk(&forged).unwrap_err();
+    assert!(matches!(err, SecAggError::BadSignature { party: 4, .. }), "{err}");
+    let mut copied = chunk(&clients[4], 0, &masked[4]);
+    copied.index = 1;
+    assert!(matches!(server.receive_chunk(&copied).unwrap_err(), SecAggError::BadSignature { .. }));
     // Party 4 sent half its input: it is dropped, and the round cannot finish until its
     // half is taken back out.
     let (request, partial) = server.close_inputs().unwrap();
@@ -359,18 +436,82 @@ fn duplicate_chunks_count_once_and_bad_chunks_are_refused() {
     for c in clients.iter_mut().take(4) {
         server.receive_unmask(&c.unmask(&request, &agg.verifying_key()).unwrap()).unwrap();
     }
-    assert_eq!(server.subtract_chunk(&chunk(4, 0, &masked[4])).unwrap(), New);
-    assert_eq!(server.subtract_chunk(&chunk(4, 0, &masked[4])).unwrap(), Duplicate);
+    assert_eq!(server.subtract_chunk(&chunk(&clients[4], 0, &masked[4])).unwrap(), New);
+    assert_eq!(server.subtract_chunk(&chunk(&clients[4], 0, &masked[4])).unwrap(), Duplicate);
     assert_eq!(server.finish().unwrap().sum, vec![28u32; 8]);
+}
+
+#[test]
+fn a_party_that_signs_two_chunks_for_one_slot_or_a_misshapen_chunk_is_evicted() {
+    use guardian_secagg::Accepted::{Evicted, Ignored, New};
+    let (mut server, mut clients, agg, masked) = masked_round();
+    for (p, v) in masked.iter().enumerate() {
+        for index in 0..2 {
+            assert_eq!(server.receive_chunk(&chunk(&clients[p], index, v)).unwrap(), New);
+        }
+    }
+    let mut other = masked[1].clone();
+    other[0] ^= 1;
+    assert_eq!(server.receive_chunk(&chunk(&clients[1], 0, &other)).unwrap(), Evicted);
+    assert_eq!(server.receive_chunk(&chunk(&clients[1], 0, &masked[1])).unwrap(), Ignored);
+    assert_eq!(server.receive_chunk(&clients[2].sign_chunk(0, vec![0; 5])).unwrap(), Evicted);
+    let (request, partial) = server.close_inputs().unwrap();
+    assert_eq!((request.first.clone(), request.second.clone()), (vec![0, 3, 4], vec![1, 2]));
+    assert_eq!(partial, vec![1, 2]);
+    let reasons: Vec<(u32, String)> = request.evicted.iter().map(|e| (e.party, e.reason.clone())).collect();
+    assert_eq!(reasons[0], (1, "signed two different chunks for index 0".to_string()));
+    assert!(reasons[1].0 == 2 && reasons[1].1.contains("wrong length"), "{reasons:?}");
+    // Only the chunks that were added come back out: the altered one is not subtracted.
+    assert_eq!(server.subtract_chunk(&chunk(&clients[1], 0, &other)).unwrap(), guardian_secagg::Accepted::Duplicate);
+    for p in 1..3 {
+        for index in 0..2 {
+            assert_eq!(server.subtract_chunk(&chunk(&clients[p], index, &masked[p])).unwrap(), New);
+        }
+    }
+    // The evicted parties' masks are recovered from shares like any dropout's.
+    for c in [0, 3, 4] {
+        server.receive_unmask(&clients[c].unmask(&request, &agg.verifying_key()).unwrap()).unwrap();
+    }
+    let result = server.finish().unwrap();
+    assert_eq!(result.sum, vec![21u32; 8]);
+    assert_eq!(result.evicted.len(), 2);
+    // A chunk index past the end evicts too.
+    let (mut server, clients, _, _) = masked_round();
+    assert_eq!(server.receive_chunk(&clients[3].sign_chunk(9, vec![0; 4])).unwrap(), Evicted);
+    assert!(server.evictions()[0].reason.contains("index past the end"));
+}
+
+#[test]
+fn forged_unmask_shares_are_left_out_and_the_secret_is_unchanged() {
+    let mut h = harness(&[4]);
+    let agg_pk = h.agg.verifying_key();
+    // Party 0 reveals altered shares of every survivor's seed and of party 4's mask key.
+    let honest = h.clients[0].unmask(&h.request, &agg_pk).unwrap();
+    let alter = |list: &[(u32, shamir::Share)]| list.iter().map(|(o, s)| (*o, s.altered())).collect::<Vec<_>>();
+    let lying = guardian_secagg::UnmaskResponse {
+        self_mask_shares: alter(&honest.self_mask_shares),
+        key_shares: alter(&honest.key_shares),
+        ..honest.clone()
+    };
+    let lying = resign(&h, 0, lying);
+    assert_eq!(h.server.receive_unmask(&lying).unwrap(), guardian_secagg::Accepted::New);
+    // A second, different response of party 0 changes nothing either.
+    assert_eq!(h.server.receive_unmask(&honest).unwrap(), guardian_secagg::Accepted::Ignored);
+    for c in h.clients.iter_mut().skip(1).take(3) {
+        h.server.receive_unmask(&c.unmask(&h.request, &agg_pk).unwrap()).unwrap();
+    }
+    let sum = h.server.finish().unwrap();
+    assert_eq!(sum.sum, vec![28u32; 8], "the forged shares changed a reconstructed secret");
+    assert!(sum.faults.iter().all(|f| f.party == 0) && sum.faults.len() >= 2, "{:?}", sum.faults);
 }
 
 #[test]
 fn a_partial_input_left_in_the_sum_stops_the_round() {
     let (mut server, mut clients, agg, masked) = masked_round();
     for (p, v) in masked.iter().enumerate() {
-        server.receive_chunk(&chunk(p as u32, 0, v)).unwrap();
+        server.receive_chunk(&chunk(&clients[p], 0, v)).unwrap();
         if p != 4 {
-            server.receive_chunk(&chunk(p as u32, 1, v)).unwrap();
+            server.receive_chunk(&chunk(&clients[p], 1, v)).unwrap();
         }
     }
     let (request, _) = server.close_inputs().unwrap();
