@@ -171,11 +171,9 @@ impl Client {
                 share_commitment(&self.round_id, self.me, to, Secret::SelfMaskSeed, b),
                 share_commitment(&self.round_id, self.me, to, Secret::MaskKey, s),
             ];
-            let signature = self
-                .identity
-                .sign(&EncryptedShare::signed_bytes(&self.round_id, self.me, to, &commitments, &ciphertext))
-                .to_bytes();
-            out.push(EncryptedShare { from: self.me, to, ciphertext, commitments, signature });
+            let mut share = EncryptedShare { from: self.me, to, ciphertext, commitments, signature: [0; 64] };
+            share.sign(&self.round_id, &self.identity);
+            out.push(share);
         }
         let own = recipients.len();
         self.held.insert(self.me, (b_shares[own].clone(), s_shares[own].clone()));

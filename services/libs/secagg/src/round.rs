@@ -236,6 +236,13 @@ impl EncryptedShare {
         )
     }
 
+    /// Signs the record as it stands with `key` (a dealer after building it; tests and
+    /// fault injection after changing it).
+    pub fn sign(&mut self, round_id: &[u8; 32], key: &SigningKey) {
+        let m = Self::signed_bytes(round_id, self.from, self.to, &self.commitments, &self.ciphertext);
+        self.signature = key.sign(&m).to_bytes();
+    }
+
     pub fn verify(&self, round_id: &[u8; 32], dealer: &VerifyingKey) -> Result<(), SecAggError> {
         let m = Self::signed_bytes(round_id, self.from, self.to, &self.commitments, &self.ciphertext);
         verify(dealer, &m, &self.signature, "encrypted share", self.from)

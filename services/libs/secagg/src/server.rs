@@ -440,12 +440,33 @@ impl Server {
         Ok(())
     }
 
+    /// The participant other than the named party whose key signed `chunk`, if any.
+    fn signer_of(&self, chunk: &MaskedChunk) -> Option<u32> {
+        let m = MaskedChunk::signed_bytes(&self.cfg, &self.round_id, chunk.party, chunk.index, &chunk.words);
+        let signature = ed25519_dalek::Signature::from_bytes(&chunk.signature);
+        (0..self.directory.len() as u32)
+            .filter(|&p| p != chunk.party)
+            .find(|&p| ed25519_dalek::Verifier::verify(&self.directory[p as usize], &m, &signature).is_ok())
+    }
+
     /// Adds a masked chunk to the running sum (once per party and chunk). A chunk not
     /// signed by the party it names is refused. A signed chunk of the wrong shape, or a
     /// second, different chunk for the same index, evicts its party.
+    ///
+    /// A chunk in one party's name that another participant signed is that participant's
+    /// forgery, proven by its own signature: the forger is evicted.
     pub fn receive_chunk(&mut self, chunk: &MaskedChunk) -> Result<Accepted, SecAggError> {
         self.expect(Stage::Inputs)?;
-        self.authentic(chunk)?;
+        if let Err(e) = self.authentic(chunk) {
+            if matches!(e, SecAggError::BadSignature { .. })
+                && let Some(forger) = self.signer_of(chunk)
+                && self.chunks.contains_key(&forger)
+                && !self.evicted.contains_key(&forger)
+            {
+                return Ok(self.evict(forger, format!("signed a chunk in party {}'s name", chunk.party)));
+            }
+            return Err(e);
+        }
         let p = chunk.party;
         if self.evicted.contains_key(&p) {
             return Ok(Accepted::Ignored);

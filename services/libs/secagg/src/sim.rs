@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand::CryptoRng;
 
 use crate::{Client, EncryptedShare, MaskedChunk, RoundConfig, RoundSum, SecAggError, Server, UnmaskResponse};
@@ -145,23 +145,18 @@ pub fn run_round_adversarial(
         let p = c.party();
         let mut own = c.share_keys(&adverts, &directory, rng)?;
         let key = &ids[p as usize];
-        let resign = |s: &mut EncryptedShare| {
-            s.signature = key
-                .sign(&EncryptedShare::signed_bytes(&round_id, s.from, s.to, &s.commitments, &s.ciphertext))
-                .to_bytes();
-        };
         let mut extra = Vec::new();
         match fault_of(p) {
             Some(Misbehave::GarbageShares { count }) => {
                 for s in own.iter_mut().take(count as usize) {
                     rng.fill_bytes(&mut s.ciphertext);
-                    resign(s);
+                    s.sign(&round_id, key);
                 }
             }
             Some(Misbehave::EquivocateShares) if !own.is_empty() => {
                 let mut other = own[0].clone();
                 other.ciphertext[0] ^= 1;
-                resign(&mut other);
+                other.sign(&round_id, key);
                 extra.push(other);
             }
             Some(Misbehave::ForgeShare { victim }) if victim != p => {
@@ -173,7 +168,7 @@ pub fn run_round_adversarial(
                         commitments: [[0; 32]; 2],
                         signature: [0; 64],
                     };
-                    resign(&mut forged);
+                    forged.sign(&round_id, key);
                     extra.push(forged);
                 }
             }
@@ -197,7 +192,7 @@ pub fn run_round_adversarial(
         c.receive_shares(&relayed)?;
     }
     // Chunks of parties that may have to be taken out again (stopped part-way, dishonest).
-    let mut sent: Vec<MaskedChunk> = Vec::new();
+    let mut sent: Vec<(MaskedChunk, bool)> = Vec::new();
     for c in clients.iter_mut().filter(|c| closed.first.binary_search(&c.party()).is_ok()) {
         let p = c.party();
         let limit = match drop_of(p) {
@@ -232,14 +227,17 @@ pub fn run_round_adversarial(
                 taken?;
             }
             if keep {
-                sent.push(chunk);
+                sent.push((chunk, fault_of(p).is_none()));
             }
         }
     }
     let (request, partial) = timed(&mut time.sum, || server.close_inputs())?;
     timed(&mut time.unmask, || {
-        for chunk in sent.iter().filter(|c| partial.contains(&c.party)) {
-            server.subtract_chunk(chunk)?;
+        for (chunk, honest) in sent.iter().filter(|(c, _)| partial.contains(&c.party)) {
+            let taken = server.subtract_chunk(chunk);
+            if *honest {
+                taken?;
+            }
         }
         Ok::<_, SecAggError>(())
     })?;

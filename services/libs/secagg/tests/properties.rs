@@ -177,7 +177,14 @@ proptest! {
                     prop_assert!(dishonest.iter().any(|(q, _)| *q == e.party), "honest party evicted: {:?}", e);
                 }
                 for (p, m) in &dishonest {
-                    if matches!(m, Misbehave::Equivocate | Misbehave::OversizedChunk | Misbehave::EquivocateShares) {
+                    let proven = matches!(
+                        m,
+                        Misbehave::Equivocate
+                            | Misbehave::OversizedChunk
+                            | Misbehave::EquivocateShares
+                            | Misbehave::ForgeChunk { .. }
+                    );
+                    if proven {
                         prop_assert!(result.evicted.iter().any(|e| e.party == *p), "{:?} of {} not evicted", m, p);
                     }
                 }
@@ -422,23 +429,28 @@ fn duplicate_chunks_count_once_and_forged_chunks_change_nothing() {
     }
     // Party 0 writes chunk 1 in party 4's name, with its own key, and with a copied
     // signature of party 4 over other words.
-    let mut forged = chunk(&clients[0], 1, &masked[4]);
-    forged.party = 4;
-    let err = server.receive_chunk(&forged).unwrap_err();
-    assert!(matches!(err, SecAggError::BadSignature { party: 4, .. }), "{err}");
     let mut copied = chunk(&clients[4], 0, &masked[4]);
     copied.index = 1;
-    assert!(matches!(server.receive_chunk(&copied).unwrap_err(), SecAggError::BadSignature { .. }));
+    let err = server.receive_chunk(&copied).unwrap_err();
+    assert!(matches!(err, SecAggError::BadSignature { party: 4, .. }), "{err}");
+    let key0 = identities(5, &mut ChaCha20Rng::seed_from_u64(17)).0.swap_remove(0);
+    let cfg = config(5, 4, 3, 8, 4, 2);
+    let forged = MaskedChunk::sign(&cfg, &server.round_id(), 4, 1, masked[4][4..8].to_vec(), &key0);
+    // Party 0's own signature proves the forgery: party 0 is evicted, party 4 untouched.
+    assert_eq!(server.receive_chunk(&forged).unwrap(), guardian_secagg::Accepted::Evicted);
+    assert_eq!(server.evictions()[0].party, 0);
     // Party 4 sent half its input: it is dropped, and the round cannot finish until its
     // half is taken back out.
     let (request, partial) = server.close_inputs().unwrap();
-    assert_eq!((request.first.clone(), request.second.clone(), partial), (vec![0, 1, 2, 3], vec![4], vec![4]));
-    for c in clients.iter_mut().take(4) {
+    assert_eq!((request.first.clone(), request.second.clone(), partial), (vec![1, 2, 3], vec![0, 4], vec![0, 4]));
+    for c in clients.iter_mut().skip(1).take(3) {
         server.receive_unmask(&c.unmask(&request, &agg.verifying_key()).unwrap()).unwrap();
     }
-    assert_eq!(server.subtract_chunk(&chunk(&clients[4], 0, &masked[4])).unwrap(), New);
+    for (p, index) in [(4, 0), (0, 0), (0, 1)] {
+        assert_eq!(server.subtract_chunk(&chunk(&clients[p], index, &masked[p])).unwrap(), New);
+    }
     assert_eq!(server.subtract_chunk(&chunk(&clients[4], 0, &masked[4])).unwrap(), Duplicate);
-    assert_eq!(server.finish().unwrap().sum, vec![28u32; 8]);
+    assert_eq!(server.finish().unwrap().sum, vec![21u32; 8]);
 }
 
 #[test]
