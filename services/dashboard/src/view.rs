@@ -423,6 +423,7 @@ mod tests {
             second: vec![],
             signature: None,
             reason: None,
+            evicted: vec![],
         };
         let mut view = FlView::default();
         for _ in 0..2 {

@@ -22,7 +22,7 @@ use guardian_schemas::records::{
     BudgetLevel, BudgetSpend, BudgetStatus, DpUnit, Mechanism, RoundControl, RoundControlKind, RoundMessage,
     RoundMessageKind, RoundSettings,
 };
-use guardian_secagg::{Client, EncryptedShare, KeyAdvert, RoundConfig, SignedSets};
+use guardian_secagg::{Client, EncryptedShare, KeyAdvert, MaskedChunk, RoundConfig, SignedSets};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use tracing::{info, warn};
@@ -39,6 +39,41 @@ pub enum UpdateSource {
     Data(Dataset),
     /// A precomputed update (`.npy`), e.g. from PyTorch; HOSPITAL-unit rounds only.
     File(Vec<f32>),
+}
+
+/// What a dishonest agent does (tests of the aggregator only: the CLI refuses it unless
+/// [`MISBEHAVE_ENV`] is set to 1). Each is done with the agent's own key, as a hospital
+/// that lies would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehave {
+    /// Besides its own input, sends chunk 0 in the next participant's name.
+    ForgeChunk,
+    /// Right after its chunk 0, sends a second, different chunk 0.
+    Equivocate,
+    /// Sends an undecryptable share to its first neighbour.
+    GarbageShares,
+    /// Sends a chunk one word longer than the round's before its input.
+    OversizedChunk,
+}
+
+/// The variable that must be 1 for `--misbehave` to be accepted.
+pub const MISBEHAVE_ENV: &str = "GUARDIAN_ALLOW_MISBEHAVE";
+
+impl std::str::FromStr for Misbehave {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "forge-chunk" => Misbehave::ForgeChunk,
+            "equivocate" => Misbehave::Equivocate,
+            "garbage-shares" => Misbehave::GarbageShares,
+            "oversized-chunk" => Misbehave::OversizedChunk,
+            _ => {
+                return Err(format!(
+                    "unknown misbehaviour {s:?} (known: forge-chunk, equivocate, garbage-shares, oversized-chunk)"
+                ));
+            }
+        })
+    }
 }
 
 /// A point at which the agent aborts on purpose (chaos and dropout tests).
@@ -73,6 +108,8 @@ pub struct Agent {
     /// The agent's own ε limit (the accountant's limit applies too).
     pub epsilon_limit: f64,
     pub fault: Option<Fault>,
+    /// Misbehaviours, one per joined round in turn (tests only).
+    pub misbehave: Vec<Misbehave>,
 }
 
 /// Summary of what the agent did, for its exit report and tests.
@@ -88,7 +125,10 @@ struct Round {
     round: i64,
     settings: RoundSettings,
     cfg: std::sync::Arc<RoundConfig>,
+    /// Registered keys of the round's participants.
+    directory: Vec<ed25519_dalek::VerifyingKey>,
     client: Client,
+    misbehave: Option<Misbehave>,
     quantized: Vec<u32>,
     spend: BudgetSpend,
     adverts: BTreeMap<u32, KeyAdvert>,
@@ -185,7 +225,12 @@ impl Agent {
                         warn!(session = %old.session, round = old.round, "a new round opened before the last one ended: leaving it");
                     }
                     match self.join(&c, settings, &ledger).await {
-                        Ok(r) => {
+                        Ok(mut r) => {
+                            if !self.misbehave.is_empty() {
+                                let m = self.misbehave[report.rounds_joined.len() % self.misbehave.len()];
+                                warn!(round = c.round, misbehaviour = ?m, "misbehaving in this round (test mode)");
+                                r.misbehave = Some(m);
+                            }
                             report.rounds_joined.push(c.round);
                             current = Some(r);
                         }
@@ -218,14 +263,22 @@ impl Agent {
                     continue;
                 }
                 match msg.kind {
+                    // The first advertisement of a party that verifies, as the aggregator
+                    // takes it (records of a round share a partition: same order).
                     RoundMessageKind::KeyAdvert => {
-                        if let Ok(a) = wire::advert_of(&msg) {
-                            r.adverts.insert(a.party, a);
+                        if let Ok(a) = wire::advert_of(&msg)
+                            && let Some(key) = r.directory.get(a.party as usize)
+                            && a.verify(&r.client.round_id(), key).is_ok()
+                        {
+                            r.adverts.entry(a.party).or_insert(a);
                         }
                     }
                     RoundMessageKind::EncryptedShare => {
+                        // Only shares signed by the neighbour they name count as its.
                         if let Ok(s) = wire::share_of(&msg)
                             && s.to == r.client.party()
+                            && let Some(key) = r.directory.get(s.from as usize)
+                            && s.verify(&r.client.round_id(), key).is_ok()
                         {
                             r.shares.push(s);
                         }
@@ -322,6 +375,7 @@ impl Agent {
         let mut quantized = vec![0u32; update.len()];
         cfg.quantizer()?.quantize(&update, &mut quantized, &mut rng)?;
         let client = Client::new(cfg.clone(), me, self.identity.clone(), &mut rng)?;
+        let directory = self.registry.directory(&settings.participants)?;
         let advert = client.advertise();
         let key = round_key(&c.session_id, c.round);
         self.producer
@@ -345,7 +399,9 @@ impl Agent {
             round: c.round,
             settings,
             cfg,
+            directory,
             client,
+            misbehave: None,
             quantized,
             spend,
             adverts: BTreeMap::new(),
@@ -359,6 +415,35 @@ impl Agent {
         })
     }
 
+    /// The signed chunks of the masked update, each with the hospital its record names;
+    /// with a misbehaviour, what a lying hospital would send instead.
+    fn chunks_to_send(&self, r: &Round, masked: &[u32]) -> Vec<(String, MaskedChunk)> {
+        let me = r.client.party();
+        let mut out: Vec<(String, MaskedChunk)> =
+            r.client.chunks(masked).into_iter().map(|c| (self.hospital.clone(), c)).collect();
+        let round_id = r.client.round_id();
+        let (_, first_len) = r.cfg.chunk_range(0);
+        match r.misbehave {
+            Some(Misbehave::ForgeChunk) => {
+                let victim = (me + 1) % r.cfg.parties();
+                let forged = MaskedChunk::sign(&r.cfg, &round_id, victim, 0, vec![7; first_len], &self.identity);
+                out.insert(0, (r.cfg.participants[victim as usize].clone(), forged));
+            }
+            Some(Misbehave::Equivocate) => {
+                let mut words = out[0].1.words.clone();
+                words[0] = words[0].wrapping_add(1);
+                // Before the last genuine chunk: once an input is complete the stage may
+                // close, and a record after that changes nothing.
+                out.insert(1, (self.hospital.clone(), r.client.sign_chunk(0, words)));
+            }
+            Some(Misbehave::OversizedChunk) => {
+                out.insert(0, (self.hospital.clone(), r.client.sign_chunk(0, vec![1; first_len + 1])));
+            }
+            Some(Misbehave::GarbageShares) | None => {}
+        }
+        out
+    }
+
     /// Takes every step the round's state allows.
     async fn progress(&self, r: &mut Round, ledger: &mut RdpAccountant, spent: &mut BTreeSet<String>) -> Result<()> {
         let key = round_key(&r.session, r.round);
@@ -370,9 +455,14 @@ impl Agent {
                 r.client.neighbours().iter().copied().filter(|j| u1.binary_search(j).is_ok()).collect();
             if wanted.iter().all(|j| r.adverts.contains_key(j)) {
                 let adverts: Vec<KeyAdvert> = wanted.iter().map(|j| r.adverts[j].clone()).collect();
-                let directory = self.registry.directory(&r.settings.participants)?;
                 let mut rng = ChaCha20Rng::from_os_rng();
-                let shares = r.client.share_keys(&adverts, &directory, &mut rng)?;
+                let mut shares = r.client.share_keys(&adverts, &r.directory, &mut rng)?;
+                if r.misbehave == Some(Misbehave::GarbageShares)
+                    && let Some(s) = shares.first_mut()
+                {
+                    rand::RngCore::fill_bytes(&mut rng, &mut s.ciphertext);
+                    s.sign(&r.client.round_id(), &self.identity);
+                }
                 for s in &shares {
                     self.producer
                         .send(&self.topics.keys, &key, &wire::share_record(&r.session, r.round, &self.hospital, s))
@@ -414,8 +504,10 @@ impl Agent {
                         count: r.spend.steps as u64,
                     })?;
                 }
-                for chunk in wire::chunk_records(&r.cfg, &self.hospital, &masked) {
-                    self.producer.send(&self.topics.updates, &format!("{key}/{}", self.hospital), &chunk).await?;
+                let chunks = self.chunks_to_send(r, &masked);
+                for (hospital, chunk) in &chunks {
+                    let record = wire::chunk_record(&r.cfg, hospital, chunk);
+                    self.producer.send(&self.topics.updates, &format!("{key}/{hospital}"), &record).await?;
                 }
                 r.masked = true;
             }

@@ -177,6 +177,11 @@ pub struct FlAgentArgs {
     /// Fault injection for chaos tests: before-input:<round> aborts before sending that round's update
     #[arg(long, env = "GUARDIAN_FL_FAULT", hide = true)]
     pub fault: Option<String>,
+    /// Misbehaviour for tests of the aggregator, comma-separated, one per round in turn:
+    /// forge-chunk, equivocate, garbage-shares, oversized-chunk. Refused unless
+    /// GUARDIAN_ALLOW_MISBEHAVE=1 is set
+    #[arg(long, value_delimiter = ',', hide = true)]
+    pub misbehave: Vec<String>,
 }
 
 impl Default for FlAgentArgs {
@@ -195,6 +200,7 @@ impl Default for FlAgentArgs {
             epsilon_limit: 2.0,
             listen: DEFAULT_AGENT_LISTEN.parse().expect("a socket address"),
             fault: None,
+            misbehave: Vec::new(),
         }
     }
 }

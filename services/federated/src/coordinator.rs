@@ -21,6 +21,7 @@ use guardian_schemas::records::{
     BudgetLevel, BudgetStatus, DpUnit, GradientUpdateChunk, ModelVersion, RoundControl, RoundControlKind, RoundMessage,
     RoundMessageKind, RoundSettings, UnmaskShares,
 };
+use guardian_secagg::shamir::ShamirError;
 use guardian_secagg::{Accepted, RoundConfig, SecAggError, Server};
 use rand::TryRngCore;
 use tracing::{info, warn};
@@ -57,8 +58,18 @@ pub struct SessionPlan {
 /// What happened to one round.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RoundOutcome {
-    Finished { version: i64, survivors: Vec<String>, dropped: Vec<String>, accuracy: Option<f64>, sha256: String },
-    Failed { reason: String },
+    Finished {
+        version: i64,
+        survivors: Vec<String>,
+        dropped: Vec<String>,
+        /// Hospitals put out of the round, with the reason ("h003: signed two ...").
+        evicted: Vec<String>,
+        accuracy: Option<f64>,
+        sha256: String,
+    },
+    /// `named`: hospitals whose own records made the round fail; the session goes on
+    /// without them.
+    Failed { reason: String, named: Vec<String> },
 }
 
 /// Everything the coordinator talks to.
@@ -80,6 +91,35 @@ struct Current {
     /// (URI, SHA-256) once stored.
     stored: Option<(String, String)>,
     version: i64,
+}
+
+/// Dead-letter kinds of round records: a record that is not its named hospital's, one
+/// that put its (signing) sender out of the round, any other refusal.
+pub const FORGED: &str = guardian_kafka::signing::FORGED;
+pub const EVICTED: &str = "evicted";
+pub const REFUSED: &str = "round-record";
+
+/// A round record the aggregator did not take, and the dead-letter kind.
+struct Refused {
+    kind: &'static str,
+    error: String,
+}
+
+impl Refused {
+    fn malformed(e: impl std::fmt::Display) -> Self {
+        Refused { kind: REFUSED, error: e.to_string() }
+    }
+
+    fn forged(error: String) -> Self {
+        Refused { kind: FORGED, error }
+    }
+}
+
+impl From<SecAggError> for Refused {
+    fn from(e: SecAggError) -> Self {
+        let kind = if matches!(e, SecAggError::BadSignature { .. }) { FORGED } else { REFUSED };
+        Refused { kind, error: e.to_string() }
+    }
 }
 
 /// Why the coordinator stopped reading a stage.
@@ -114,44 +154,49 @@ impl RoundRun<'_> {
         }
     }
 
-    /// Feeds one record to the server. Records of other rounds are skipped; bad records
-    /// are dead-lettered and the round goes on.
+    /// Feeds one record to the server. Records of other rounds are skipped. A record that
+    /// is not signed by the hospital it names is dead-lettered (kind `forged`), any other
+    /// refused record with its reason (kind `round-record`); neither changes the round.
+    /// A signed record that puts its sender out of the round is dead-lettered too (kind
+    /// `evicted`): the round goes on without that hospital.
     async fn handle(&mut self, m: &Incoming) -> Result<()> {
         let t = &self.c.topics;
-        let outcome: Result<Option<Accepted>, String> = if m.topic == t.keys {
+        let outcome: Result<Option<Accepted>, Refused> = if m.topic == t.keys {
             match self.codec.decode::<RoundMessage>(&m.payload) {
-                Err(e) => Err(format!("undecodable round message: {e}")),
+                Err(e) => Err(Refused::malformed(format!("undecodable round message: {e}"))),
                 Ok(r) if r.session_id != self.session || r.round != self.round => Ok(None),
-                Ok(r) => self.party_of(&r.hospital_id, Some(r.party)).and_then(|_| match r.kind {
-                    RoundMessageKind::KeyAdvert => wire::advert_of(&r)
-                        .map_err(|e| e.to_string())
-                        .and_then(|a| self.server.receive_advert(&a).map_err(|e| e.to_string()))
-                        .map(Some),
-                    RoundMessageKind::EncryptedShare => wire::share_of(&r)
-                        .map_err(|e| e.to_string())
-                        .and_then(|s| self.server.receive_share(&s).map_err(|e| e.to_string()))
-                        .map(Some),
-                }),
+                Ok(r) => {
+                    self.party_of(&r.hospital_id, Some(r.party)).map_err(Refused::forged).and_then(|_| match r.kind {
+                        RoundMessageKind::KeyAdvert => wire::advert_of(&r)
+                            .map_err(Refused::malformed)
+                            .and_then(|a| self.server.receive_advert(&a).map_err(Refused::from))
+                            .map(Some),
+                        RoundMessageKind::EncryptedShare => wire::share_of(&r)
+                            .map_err(Refused::malformed)
+                            .and_then(|s| self.server.receive_share(&s).map_err(Refused::from))
+                            .map(Some),
+                    })
+                }
             }
         } else if m.topic == t.updates {
             match self.codec.decode::<GradientUpdateChunk>(&m.payload) {
-                Err(e) => Err(format!("undecodable update chunk: {e}")),
+                Err(e) => Err(Refused::malformed(format!("undecodable update chunk: {e}"))),
                 Ok(c) if c.session_id != self.session || c.round != self.round => Ok(None),
-                Ok(c) => self.party_of(&c.hospital_id, None).and_then(|p| {
+                Ok(c) => self.party_of(&c.hospital_id, None).map_err(Refused::forged).and_then(|p| {
                     wire::chunk_of(&self.cfg, p, &c)
-                        .map_err(|e| e.to_string())
-                        .and_then(|chunk| self.server.receive_chunk(&chunk).map_err(|e| e.to_string()))
+                        .map_err(Refused::malformed)
+                        .and_then(|chunk| self.server.receive_chunk(&chunk).map_err(Refused::from))
                         .map(Some)
                 }),
             }
         } else if m.topic == t.unmask {
             match self.codec.decode::<UnmaskShares>(&m.payload) {
-                Err(e) => Err(format!("undecodable unmask shares: {e}")),
+                Err(e) => Err(Refused::malformed(format!("undecodable unmask shares: {e}"))),
                 Ok(u) if u.session_id != self.session || u.round != self.round => Ok(None),
-                Ok(u) => self.party_of(&u.hospital_id, Some(u.party)).and_then(|_| {
+                Ok(u) => self.party_of(&u.hospital_id, Some(u.party)).map_err(Refused::forged).and_then(|_| {
                     wire::unmask_of(&u)
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| self.server.receive_unmask(&r).map_err(|e| e.to_string()))
+                        .map_err(Refused::malformed)
+                        .and_then(|r| self.server.receive_unmask(&r).map_err(Refused::from))
                         .map(Some)
                 }),
             }
@@ -167,8 +212,21 @@ impl RoundRun<'_> {
         } else {
             Ok(None)
         };
-        if let Err(error) = outcome {
-            warn!(topic = %m.topic, offset = m.offset, %error, "refused a round record");
+        let (kind, error) = match outcome {
+            Ok(Some(Accepted::Evicted)) => {
+                let why = self.server.evictions().last().map(|e| (e.party, e.reason.clone()));
+                let (party, reason) = why.unwrap_or((u32::MAX, "evicted".into()));
+                let hospital = self.cfg.participants.get(party as usize).cloned().unwrap_or_default();
+                warn!(session = %self.session, round = self.round, %hospital, %reason, "a hospital is out of the round");
+                (EVICTED, format!("hospital {hospital} (party {party}) {reason}"))
+            }
+            Ok(_) => return Ok(()),
+            Err(Refused { kind, error }) => {
+                warn!(topic = %m.topic, offset = m.offset, %error, "refused a round record");
+                (kind, error)
+            }
+        };
+        {
             let msg = rdkafka::message::OwnedMessage::new(
                 Some(m.payload.clone()),
                 m.key.clone(),
@@ -178,7 +236,7 @@ impl RoundRun<'_> {
                 m.offset,
                 None,
             );
-            self.c.dead_letters.send(&msg, "round-record", &error).await.context("dead-lettering a round record")?;
+            self.c.dead_letters.send(&msg, kind, &error).await.context("dead-lettering a round record")?;
         }
         Ok(())
     }
@@ -210,13 +268,26 @@ impl Coordinator {
     }
 
     async fn fail(&self, session: &str, round: i64, reason: String) -> Result<RoundOutcome> {
+        self.fail_naming(session, round, reason, Vec::new()).await
+    }
+
+    /// Publishes FAILED with the reason and the hospitals the failure names.
+    async fn fail_naming(
+        &self,
+        session: &str,
+        round: i64,
+        reason: String,
+        named: Vec<guardian_schemas::records::Eviction>,
+    ) -> Result<RoundOutcome> {
         warn!(session, round, %reason, "round failed");
+        let names = named.iter().map(|e| e.hospital_id.clone()).collect();
         self.publish(&RoundControl {
             reason: Some(reason.clone()),
+            evicted: named,
             ..wire::control(session, round, RoundControlKind::Failed)
         })
         .await?;
-        Ok(RoundOutcome::Failed { reason })
+        Ok(RoundOutcome::Failed { reason, named: names })
     }
 
     /// Hospitals whose budget allows another round, from the compacted status topic.
@@ -251,13 +322,16 @@ impl Coordinator {
         let mut current = Current { weights: plan.initial_model.clone(), stored: None, version: 0 };
         let mut outcomes = Vec::new();
         let mut stop = false;
+        // Hospitals whose own records failed a round of this session.
+        let mut excluded: Vec<String> = Vec::new();
         for round in 1..=i64::from(plan.rounds) {
             if stop || shutdown.is_triggered() {
                 info!(session = %plan.session, round, "session stopped before this round");
                 break;
             }
             let t0 = Instant::now();
-            let (participants, refused) = self.eligible(&plan.hospitals).await?;
+            let (mut participants, refused) = self.eligible(&plan.hospitals).await?;
+            participants.retain(|h| !excluded.contains(h));
             tracing::debug!(elapsed = ?t0.elapsed(), "budget statuses read");
             if !refused.is_empty() {
                 warn!(?refused, "privacy budget exhausted: these hospitals sit the round out");
@@ -274,6 +348,12 @@ impl Coordinator {
             let (outcome, next) = self.run_round(plan, round, participants, &current, &tail, &codec, &mut stop).await?;
             if let Some(next) = next {
                 current = next;
+            }
+            if let RoundOutcome::Failed { named, .. } = &outcome
+                && !named.is_empty()
+            {
+                warn!(session = %plan.session, ?named, "left out of the rest of the session: their records failed a round");
+                excluded.extend(named.iter().cloned());
             }
             outcomes.push(outcome);
         }
@@ -347,7 +427,7 @@ impl Coordinator {
             Ok(c) => c,
             Err(e) => return Ok((self.fail(session, round, e.to_string()).await?, None)),
         };
-        self.publish(&wire::signed_control(session, round, &closed)).await?;
+        self.publish(&wire::signed_control(session, round, &closed, &participants)).await?;
 
         run.collect(Instant::now() + timeout, Server::inputs_complete).await?;
         let (request, partial) = match run.server.close_inputs() {
@@ -363,15 +443,16 @@ impl Coordinator {
                 if c.session_id != session || c.round != round {
                     continue;
                 }
+                // Forged records and chunks other than the ones summed change nothing.
                 if let Ok(p) = run.party_of(&c.hospital_id, None)
                     && partial.contains(&p)
                     && let Ok(chunk) = wire::chunk_of(&cfg, p, &c)
                 {
-                    run.server.subtract_chunk(&chunk)?;
+                    let _ = run.server.subtract_chunk(&chunk);
                 }
             }
         }
-        self.publish(&wire::signed_control(session, round, &request)).await?;
+        self.publish(&wire::signed_control(session, round, &request, &participants)).await?;
         let dropped_names: Vec<String> = request.second.iter().map(|&p| participants[p as usize].clone()).collect();
         if !dropped_names.is_empty() {
             info!(session, round, dropped = ?dropped_names, "recovering the dropped parties' masks from shares");
@@ -379,8 +460,26 @@ impl Coordinator {
 
         run.collect(Instant::now() + timeout, Server::unmask_complete).await?;
         let server = run.server;
+        let complaints: std::collections::BTreeMap<u32, usize> =
+            (0..n).map(|p| (p, server.complaints_about(p).len())).collect();
         let sum = match server.finish() {
             Ok(sum) => sum,
+            Err(e @ SecAggError::Reconstruct { party, source: ShamirError::Inconsistent, .. }) => {
+                // Every share used matched its dealer's signed commitment: the dealer's
+                // own shares do not open to what it advertised.
+                let named = wire::eviction_records(
+                    &[guardian_secagg::Eviction { party, reason: "its shares do not open to its commitment".into() }],
+                    &participants,
+                );
+                return Ok((self.fail_naming(session, round, e.to_string(), named).await?, None));
+            }
+            Err(e @ SecAggError::Reconstruct { party, .. }) if complaints.get(&party).is_some_and(|&c| c > 0) => {
+                let named = wire::eviction_records(
+                    &[guardian_secagg::Eviction { party, reason: "sent shares its neighbours could not use".into() }],
+                    &participants,
+                );
+                return Ok((self.fail_naming(session, round, e.to_string(), named).await?, None));
+            }
             Err(e @ (SecAggError::TooFew { .. } | SecAggError::Reconstruct { .. })) => {
                 return Ok((self.fail(session, round, e.to_string()).await?, None));
             }
@@ -407,12 +506,18 @@ impl Coordinator {
             .send(&self.topics.models, &format!("{session}/{version}"), &record)
             .await
             .context("publishing the model version")?;
-        self.publish(&wire::control(session, round, RoundControlKind::Finished)).await?;
+        // The round's record names every hospital that misbehaved: those evicted (also in
+        // the signed UNMASK list) and survivors whose unmask shares were refused.
+        let named = wire::eviction_records(&[sum.evicted.clone(), sum.faults.clone()].concat(), &participants);
+        let evicted: Vec<String> = named.iter().map(|e| format!("{}: {}", e.hospital_id, e.reason)).collect();
+        self.publish(&RoundControl { evicted: named, ..wire::control(session, round, RoundControlKind::Finished) })
+            .await?;
         info!(session, round, version, survivors = survivors.len(), accuracy, sha256 = %stored.sha256, "round finished");
         let outcome = RoundOutcome::Finished {
             version,
             survivors,
             dropped: dropped_names,
+            evicted,
             accuracy,
             sha256: stored.sha256.clone(),
         };

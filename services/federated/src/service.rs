@@ -16,7 +16,7 @@ use guardian_schemas::records::ModelVersion;
 use guardian_topics::{ServiceId, hospital_client};
 
 use crate::FlTopics;
-use crate::agent::{Agent, AgentReport, Fault, UpdateSource};
+use crate::agent::{Agent, AgentReport, Fault, MISBEHAVE_ENV, Misbehave, UpdateSource};
 use crate::config::{FlAgentArgs, FlStartArgs, plan, plan_json};
 use crate::coordinator::{Coordinator, RoundOutcome, SessionPlan};
 use crate::registry::{self, Registry};
@@ -96,6 +96,15 @@ pub async fn agent(args: FlAgentArgs, shutdown: &Shutdown) -> Result<(String, Ag
         (None, None, None) => bail!("give the agent --demo-shard, --data or --update"),
     };
     let fault = args.fault.as_deref().map(str::parse::<Fault>).transpose().map_err(crate::error::FlError::Invalid)?;
+    let misbehave: Vec<Misbehave> = args
+        .misbehave
+        .iter()
+        .map(|m| m.parse())
+        .collect::<Result<_, String>>()
+        .map_err(crate::error::FlError::Invalid)?;
+    if !misbehave.is_empty() && std::env::var(MISBEHAVE_ENV).as_deref() != Ok("1") {
+        bail!("--misbehave is for tests of the aggregator only: set {MISBEHAVE_ENV}=1 to use it");
+    }
     let ops = guardian_runtime::http::serve_ops(args.listen, None, shutdown).await?;
     let t = topics(&args.kafka, ServiceId::Aggregator).await?;
     let kafka = args.kafka.settings(&hospital_client(&hospital, "fl-agent"));
@@ -110,6 +119,7 @@ pub async fn agent(args: FlAgentArgs, shutdown: &Shutdown) -> Result<(String, Ag
         source,
         epsilon_limit: args.epsilon_limit,
         fault,
+        misbehave,
     };
     tracing::info!(hospital = %hospital, metrics = %format!("http://{}/metrics", ops.bound), "agent starting");
     let report = agent.run(shutdown, || ops.readiness.set_ready(true)).await?;
@@ -173,6 +183,7 @@ pub async fn demo_session(kafka: KafkaArgs, s3: S3Args, rounds: u32, shutdown: S
             source: UpdateSource::Data(shard),
             epsilon_limit: 2.0,
             fault: None,
+            misbehave: Vec::new(),
         };
         let (shutdown, ready) = (shutdown.clone(), ready_tx.clone());
         agents.push(tokio::spawn(async move {
@@ -227,7 +238,7 @@ pub async fn demo_session(kafka: KafkaArgs, s3: S3Args, rounds: u32, shutdown: S
                 accuracy.map_or("-".into(), |a| format!("{a:.3}")),
                 &sha256[..16]
             ),
-            RoundOutcome::Failed { reason } => println!("federated: round {} failed: {reason}", i + 1),
+            RoundOutcome::Failed { reason, .. } => println!("federated: round {} failed: {reason}", i + 1),
         }
     }
     let checks =

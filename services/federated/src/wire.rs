@@ -2,11 +2,13 @@
 
 use crate::error::{Context, Result, bail, ensure};
 use guardian_schemas::records::{
-    GradientUpdateChunk, RoundControl, RoundControlKind, RoundMessage, RoundMessageKind, RoundSettings, ShareOf,
-    UnmaskShares,
+    Eviction as EvictionRecord, GradientUpdateChunk, RoundControl, RoundControlKind, RoundMessage, RoundMessageKind,
+    RoundSettings, ShareOf, UnmaskShares,
 };
 use guardian_secagg::shamir::Share;
-use guardian_secagg::{EncryptedShare, KeyAdvert, MaskedChunk, RoundConfig, SetStage, SignedSets, UnmaskResponse};
+use guardian_secagg::{
+    EncryptedShare, Eviction, KeyAdvert, MaskedChunk, RoundConfig, SetStage, SignedSets, UnmaskResponse,
+};
 
 /// Kafka key of every record of a round: its messages stay in one partition, in order.
 pub fn round_key(session: &str, round: i64) -> String {
@@ -60,6 +62,8 @@ pub fn advert_record(session: &str, round: i64, hospital: &str, a: &KeyAdvert) -
         signature: Some(a.signature.to_vec()),
         to_party: None,
         ciphertext: None,
+        seed_commitment: Some(a.seed_commitment.to_vec()),
+        commitments: None,
     }
 }
 
@@ -69,6 +73,7 @@ pub fn advert_of(m: &RoundMessage) -> Result<KeyAdvert> {
         party: party(m.party)?,
         enc_pk: array32(m.enc_pk.as_ref(), "enc_pk")?,
         mask_pk: array32(m.mask_pk.as_ref(), "mask_pk")?,
+        seed_commitment: array32(m.seed_commitment.as_ref(), "seed_commitment")?,
         signature: array64(m.signature.as_ref(), "signature")?,
     })
 }
@@ -82,39 +87,42 @@ pub fn share_record(session: &str, round: i64, hospital: &str, s: &EncryptedShar
         kind: RoundMessageKind::EncryptedShare,
         enc_pk: None,
         mask_pk: None,
-        signature: None,
+        signature: Some(s.signature.to_vec()),
         to_party: Some(s.to as i32),
         ciphertext: Some(s.ciphertext.clone()),
+        seed_commitment: None,
+        commitments: Some(s.commitments.concat()),
     }
 }
 
 pub fn share_of(m: &RoundMessage) -> Result<EncryptedShare> {
     ensure!(m.kind == RoundMessageKind::EncryptedShare, "not an encrypted share");
+    let c = m.commitments.as_ref().context("commitments are missing")?;
+    ensure!(c.len() == 64, "commitments must be 64 bytes, got {}", c.len());
     Ok(EncryptedShare {
         from: party(m.party)?,
         to: party(m.to_party.context("to_party is missing")?)?,
         ciphertext: m.ciphertext.clone().context("ciphertext is missing")?,
+        commitments: [c[..32].try_into().expect("32 bytes"), c[32..].try_into().expect("32 bytes")],
+        signature: array64(m.signature.as_ref(), "signature")?,
     })
 }
 
-/// A masked vector cut into the round's chunks.
-pub fn chunk_records(cfg: &RoundConfig, hospital: &str, masked: &[u32]) -> impl Iterator<Item = GradientUpdateChunk> {
-    (0..cfg.chunks()).map(move |index| {
-        let (start, len) = cfg.chunk_range(index);
-        let words = &masked[start as usize..start as usize + len];
-        GradientUpdateChunk {
-            session_id: cfg.session.clone(),
-            round: cfg.round as i64,
-            hospital_id: hospital.to_string(),
-            model_version: cfg.model_version as i64,
-            dimension: cfg.dimension as i64,
-            chunk_index: index as i32,
-            chunk_count: cfg.chunks() as i32,
-            first_parameter: start as i64,
-            ring_bits: 32,
-            values: words.iter().flat_map(|w| w.to_le_bytes()).collect(),
-        }
-    })
+/// A signed masked chunk as a record.
+pub fn chunk_record(cfg: &RoundConfig, hospital: &str, chunk: &MaskedChunk) -> GradientUpdateChunk {
+    GradientUpdateChunk {
+        session_id: cfg.session.clone(),
+        round: cfg.round as i64,
+        hospital_id: hospital.to_string(),
+        model_version: cfg.model_version as i64,
+        dimension: cfg.dimension as i64,
+        chunk_index: chunk.index as i32,
+        chunk_count: cfg.chunks() as i32,
+        first_parameter: u64::from(chunk.index) as i64 * i64::from(cfg.chunk_len),
+        ring_bits: 32,
+        values: chunk.words.iter().flat_map(|w| w.to_le_bytes()).collect(),
+        signature: Some(chunk.signature.to_vec()),
+    }
 }
 
 /// A chunk record back into a masked chunk of party `party`, checked against the round.
@@ -134,8 +142,9 @@ pub fn chunk_of(cfg: &RoundConfig, party: u32, c: &GradientUpdateChunk) -> Resul
     );
     ensure!(c.values.len().is_multiple_of(4), "values are not whole 32-bit words");
     let index = u32::try_from(c.chunk_index).context("negative chunk index")?;
+    let signature = array64(c.signature.as_ref(), "signature")?;
     let words = c.values.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    Ok(MaskedChunk { party, index, words })
+    Ok(MaskedChunk { party, index, words, signature })
 }
 
 fn shares(list: &[(u32, Share)]) -> Vec<ShareOf> {
@@ -154,6 +163,8 @@ pub fn unmask_record(session: &str, round: i64, hospital: &str, r: &UnmaskRespon
         party: r.party as i32,
         self_mask_shares: shares(&r.self_mask_shares),
         key_shares: shares(&r.key_shares),
+        complaints: to_i32(&r.complaints),
+        signature: Some(r.signature.to_vec()),
     }
 }
 
@@ -162,6 +173,8 @@ pub fn unmask_of(u: &UnmaskShares) -> Result<UnmaskResponse> {
         party: party(u.party)?,
         self_mask_shares: shares_of(&u.self_mask_shares)?,
         key_shares: shares_of(&u.key_shares)?,
+        complaints: parties_of(&u.complaints)?,
+        signature: array64(u.signature.as_ref(), "signature")?,
     })
 }
 
@@ -176,6 +189,7 @@ pub fn control(session: &str, round: i64, kind: RoundControlKind) -> RoundContro
         second: Vec::new(),
         signature: None,
         reason: None,
+        evicted: Vec::new(),
     }
 }
 
@@ -183,8 +197,20 @@ fn to_i32(list: &[u32]) -> Vec<i32> {
     list.iter().map(|&p| p as i32).collect()
 }
 
+/// Evictions with the hospitals' names (`participants` is the round's list).
+pub fn eviction_records(evicted: &[Eviction], participants: &[String]) -> Vec<EvictionRecord> {
+    evicted
+        .iter()
+        .map(|e| EvictionRecord {
+            party: e.party as i32,
+            hospital_id: participants.get(e.party as usize).cloned().unwrap_or_default(),
+            reason: e.reason.clone(),
+        })
+        .collect()
+}
+
 /// A control record carrying a signed list.
-pub fn signed_control(session: &str, round: i64, sets: &SignedSets) -> RoundControl {
+pub fn signed_control(session: &str, round: i64, sets: &SignedSets, participants: &[String]) -> RoundControl {
     let kind = match sets.stage {
         SetStage::SharesClosed => RoundControlKind::SharesClosed,
         SetStage::Unmask => RoundControlKind::Unmask,
@@ -193,6 +219,7 @@ pub fn signed_control(session: &str, round: i64, sets: &SignedSets) -> RoundCont
         first: to_i32(&sets.first),
         second: to_i32(&sets.second),
         signature: Some(sets.signature.to_vec()),
+        evicted: eviction_records(&sets.evicted, participants),
         ..control(session, round, kind)
     }
 }
@@ -212,6 +239,11 @@ pub fn signed_sets_of(c: &RoundControl) -> Result<SignedSets> {
         stage,
         first: parties_of(&c.first)?,
         second: parties_of(&c.second)?,
+        evicted: c
+            .evicted
+            .iter()
+            .map(|e| Ok(Eviction { party: party(e.party)?, reason: e.reason.clone() }))
+            .collect::<Result<_>>()?,
         signature: array64(c.signature.as_ref(), "signature")?,
     })
 }

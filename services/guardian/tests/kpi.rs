@@ -329,6 +329,7 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
             second: vec![],
             signature: None,
             reason: None,
+            evicted: vec![],
         };
         producer.send(&format!("{prefix}fl.rounds"), "it-session", &control).await.unwrap();
     }

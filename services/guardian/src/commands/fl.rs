@@ -105,22 +105,25 @@ async fn start(args: FlStartArgs) -> Result<ExitCode> {
     let shutdown = Shutdown::on_signals();
     let (plan, outcomes) = guardian_federated::service::aggregate(args, &shutdown).await?;
     println!("session {}: {} rounds", plan.session, outcomes.len());
-    println!("| round | outcome | version | survivors | dropped | accuracy |");
-    println!("|---:|---|---:|---|---|---:|");
+    println!("| round | outcome | version | survivors | dropped | accuracy | misbehaved |");
+    println!("|---:|---|---:|---|---|---:|---|");
     let mut finished = 0;
     for (i, o) in outcomes.iter().enumerate() {
         match o {
-            RoundOutcome::Finished { version, survivors, dropped, accuracy, .. } => {
+            RoundOutcome::Finished { version, survivors, dropped, evicted, accuracy, .. } => {
                 finished += 1;
                 println!(
-                    "| {} | finished | {version} | {} | {} | {} |",
+                    "| {} | finished | {version} | {} | {} | {} | {} |",
                     i + 1,
                     survivors.join(","),
                     dropped.join(","),
-                    accuracy.map_or("-".into(), |a| format!("{a:.3}"))
+                    accuracy.map_or("-".into(), |a| format!("{a:.3}")),
+                    evicted.join("; ")
                 );
             }
-            RoundOutcome::Failed { reason } => println!("| {} | failed: {reason} | | | | |", i + 1),
+            RoundOutcome::Failed { reason, named } => {
+                println!("| {} | failed: {reason} | | | | | {} |", i + 1, named.join(","))
+            }
         }
     }
     Ok(if finished > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -61,6 +61,8 @@ pub struct GradientUpdateChunk {
     pub ring_bits: i32,
     #[serde(with = "serde_bytes_compat")]
     pub values: Vec<u8>,
+    #[serde(with = "serde_bytes_compat::option")]
+    pub signature: Option<Vec<u8>>,
 }
 record!(GradientUpdateChunk, "com.phoenixguardian.fl.GradientUpdateChunk");
 
@@ -246,6 +248,14 @@ pub struct RoundSettings {
     pub learning_rate: f32,
 }
 
+/// A party put out of a round, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Eviction {
+    pub party: i32,
+    pub hospital_id: String,
+    pub reason: String,
+}
+
 /// A round's control message from the aggregator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoundControl {
@@ -259,6 +269,7 @@ pub struct RoundControl {
     #[serde(with = "serde_bytes_compat::option")]
     pub signature: Option<Vec<u8>>,
     pub reason: Option<String>,
+    pub evicted: Vec<Eviction>,
 }
 record!(RoundControl, "com.phoenixguardian.fl.RoundControl");
 
@@ -286,6 +297,10 @@ pub struct RoundMessage {
     pub to_party: Option<i32>,
     #[serde(with = "serde_bytes_compat::option")]
     pub ciphertext: Option<Vec<u8>>,
+    #[serde(with = "serde_bytes_compat::option")]
+    pub seed_commitment: Option<Vec<u8>>,
+    #[serde(with = "serde_bytes_compat::option")]
+    pub commitments: Option<Vec<u8>>,
 }
 record!(RoundMessage, "com.phoenixguardian.fl.RoundMessage");
 
@@ -305,6 +320,9 @@ pub struct UnmaskShares {
     pub party: i32,
     pub self_mask_shares: Vec<ShareOf>,
     pub key_shares: Vec<ShareOf>,
+    pub complaints: Vec<i32>,
+    #[serde(with = "serde_bytes_compat::option")]
+    pub signature: Option<Vec<u8>>,
 }
 record!(UnmaskShares, "com.phoenixguardian.fl.UnmaskShares");
 
@@ -444,6 +462,7 @@ mod tests {
             first_parameter: 0,
             ring_bits: 32,
             values: vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+            signature: Some(vec![4; 64]),
         };
         assert_eq!(codec.decode::<GradientUpdateChunk>(&codec.encode(&chunk).unwrap()).unwrap(), chunk);
         let control = RoundControl {
@@ -477,6 +496,7 @@ mod tests {
             second: vec![],
             signature: Some(vec![3; 64]),
             reason: None,
+            evicted: vec![Eviction { party: 1, hospital_id: "h002".into(), reason: "two chunks".into() }],
         };
         assert_eq!(codec.decode::<RoundControl>(&codec.encode(&control).unwrap()).unwrap(), control);
         let message = RoundMessage {
@@ -490,6 +510,8 @@ mod tests {
             signature: None,
             to_party: Some(1),
             ciphertext: Some(vec![9; 120]),
+            seed_commitment: None,
+            commitments: Some(vec![5; 64]),
         };
         assert_eq!(codec.decode::<RoundMessage>(&codec.encode(&message).unwrap()).unwrap(), message);
         let unmask = UnmaskShares {
@@ -499,6 +521,8 @@ mod tests {
             party: 1,
             self_mask_shares: vec![ShareOf { owner: 1, share: vec![1; 52] }],
             key_shares: vec![ShareOf { owner: 0, share: vec![2; 52] }],
+            complaints: vec![3],
+            signature: Some(vec![6; 64]),
         };
         assert_eq!(codec.decode::<UnmaskShares>(&codec.encode(&unmask).unwrap()).unwrap(), unmask);
         let slo = SloEvent {

@@ -334,6 +334,7 @@ impl Client {
             }
         }
         self.answered = Some(digest);
-        Ok(UnmaskResponse::sign(&self.round_id, self.me, seeds, keys, &self.identity))
+        let complaints = self.complaints.keys().copied().collect();
+        Ok(UnmaskResponse::sign(&self.round_id, self.me, seeds, keys, complaints, &self.identity))
     }
 }

@@ -408,6 +408,8 @@ pub struct UnmaskResponse {
     pub party: u32,
     pub self_mask_shares: Vec<(u32, Share)>,
     pub key_shares: Vec<(u32, Share)>,
+    /// Neighbours whose share to this party was unusable (see [`crate::Client::complaints`]).
+    pub complaints: Vec<u32>,
     pub signature: [u8; 64],
 }
 
@@ -417,6 +419,7 @@ impl UnmaskResponse {
         party: u32,
         self_mask_shares: &[(u32, Share)],
         key_shares: &[(u32, Share)],
+        complaints: &[u32],
     ) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"secagg/unmask-response/v1");
@@ -429,6 +432,10 @@ impl UnmaskResponse {
                 h.update(share.to_bytes());
             }
         }
+        h.update((complaints.len() as u32).to_be_bytes());
+        for c in complaints {
+            h.update(c.to_be_bytes());
+        }
         h.finalize().into()
     }
 
@@ -437,14 +444,16 @@ impl UnmaskResponse {
         party: u32,
         self_mask_shares: Vec<(u32, Share)>,
         key_shares: Vec<(u32, Share)>,
+        complaints: Vec<u32>,
         key: &SigningKey,
     ) -> Self {
-        let signature = key.sign(&Self::signed_bytes(round_id, party, &self_mask_shares, &key_shares)).to_bytes();
-        UnmaskResponse { party, self_mask_shares, key_shares, signature }
+        let m = Self::signed_bytes(round_id, party, &self_mask_shares, &key_shares, &complaints);
+        let signature = key.sign(&m).to_bytes();
+        UnmaskResponse { party, self_mask_shares, key_shares, complaints, signature }
     }
 
     pub fn verify(&self, round_id: &[u8; 32], key: &VerifyingKey) -> Result<(), SecAggError> {
-        let m = Self::signed_bytes(round_id, self.party, &self.self_mask_shares, &self.key_shares);
+        let m = Self::signed_bytes(round_id, self.party, &self.self_mask_shares, &self.key_shares, &self.complaints);
         verify(key, &m, &self.signature, "unmask response", self.party)
     }
 }

@@ -51,7 +51,8 @@ pub struct RoundSum {
     /// rules (they are among `dropped`, or never reached the shares-closed list).
     pub evicted: Vec<Eviction>,
     /// Survivors that misbehaved at unmasking (their bad shares were left out; their
-    /// input had been summed by then and stays).
+    /// input had been summed by then and stays), and dealers whose shares a survivor
+    /// reported unusable (unproven: only the recipient sees a share).
     pub faults: Vec<Eviction>,
 }
 
@@ -96,6 +97,8 @@ pub struct Server {
     /// A survivor's own share of its seed (no record commits to it; the reconstructed
     /// seed is checked against the advertised commitment instead).
     own_seed_shares: BTreeMap<u32, Share>,
+    /// Per dealer: the survivors that said its share to them was unusable.
+    complaints: BTreeMap<u32, Vec<u32>>,
 }
 
 /// What the aggregator keeps of a relayed share: its signature (to tell a redelivery from
@@ -191,6 +194,7 @@ impl Server {
             seed_shares: BTreeMap::new(),
             key_shares: BTreeMap::new(),
             own_seed_shares: BTreeMap::new(),
+            complaints: BTreeMap::new(),
         })
     }
 
@@ -583,6 +587,11 @@ impl Server {
             }
         }
         self.responded.insert(from, response.signature);
+        for &dealer in &response.complaints {
+            if self.shares.contains_key(&(dealer, from)) {
+                self.complaints.entry(dealer).or_default().push(from);
+            }
+        }
         let lists = [(Secret::SelfMaskSeed, &response.self_mask_shares), (Secret::MaskKey, &response.key_shares)];
         for (secret, list) in lists {
             for (owner, share) in list {
@@ -609,6 +618,13 @@ impl Server {
             }
         }
         Ok(Accepted::New)
+    }
+
+    /// Survivors that said `dealer`'s share to them was unusable. Unproven (a share's
+    /// plaintext is only its recipient's to see): use it to explain a failure, not to
+    /// decide a round.
+    pub fn complaints_about(&self, dealer: u32) -> &[u32] {
+        self.complaints.get(&dealer).map_or(&[], Vec::as_slice)
     }
 
     /// How many survivors have answered the unmask request.
@@ -658,6 +674,14 @@ impl Server {
             }
         }
         apply_all(&terms, 0, &mut self.sum);
+        for (dealer, holders) in &self.complaints {
+            for holder in holders {
+                self.faults.push(Eviction {
+                    party: *dealer,
+                    reason: format!("sent party {holder} a share it could not use (reported by party {holder})"),
+                });
+            }
+        }
         let evicted = self.evictions();
         Ok(RoundSum { sum: self.sum, survivors: self.survivors, dropped: self.dropped, evicted, faults: self.faults })
     }

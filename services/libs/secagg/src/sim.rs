@@ -251,8 +251,8 @@ pub fn run_round_adversarial(
             for (_, share) in response.self_mask_shares.iter_mut().chain(response.key_shares.iter_mut()) {
                 *share = share.altered();
             }
-            response =
-                UnmaskResponse::sign(&round_id, p, response.self_mask_shares, response.key_shares, &ids[p as usize]);
+            let UnmaskResponse { self_mask_shares, key_shares, complaints, .. } = response;
+            response = UnmaskResponse::sign(&round_id, p, self_mask_shares, key_shares, complaints, &ids[p as usize]);
         }
         timed(&mut time.unmask, || server.receive_unmask(&response))?;
     }

@@ -348,7 +348,7 @@ fn harness(drop_input_of: &[u32]) -> Harness {
 /// A response changed by its party and signed again (the party's key is seed 17's).
 fn resign(h: &Harness, party: u32, r: guardian_secagg::UnmaskResponse) -> guardian_secagg::UnmaskResponse {
     let key = identities(5, &mut ChaCha20Rng::seed_from_u64(17)).0.swap_remove(party as usize);
-    guardian_secagg::UnmaskResponse::sign(&h.round_id, party, r.self_mask_shares, r.key_shares, &key)
+    guardian_secagg::UnmaskResponse::sign(&h.round_id, party, r.self_mask_shares, r.key_shares, r.complaints, &key)
 }
 
 #[test]

@@ -1,0 +1,188 @@
+//! A federation with a dishonest hospital, on the real local stack: six agents with
+//! update files (hospital unit), h006 lying in a different way each round (a chunk
+//! forged in h001's name, two different chunks for one slot, an undecryptable share, an
+//! oversized chunk). Every round finishes with the five honest hospitals, the final model
+//! equals the one recomputed from the honest hospitals' own updates (up to the DP noise),
+//! h006 is named in each round's record, its lies are dead-lettered, and the replay of the
+//! topics gives every model bit for bit.
+
+mod common;
+
+use common::*;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use guardian_testkit::{Stack, unique};
+use guardian_topics::TopicId;
+
+fn guardian(stack: &Stack, prefix: &str, args: &[&str]) -> Command {
+    let mut c = guardian_on(stack, prefix, args);
+    c.env("GUARDIAN_S3_ENDPOINT", &stack.s3_endpoint)
+        .env("GUARDIAN_S3_ACCESS_KEY", &stack.s3_access_key)
+        .env("GUARDIAN_S3_SECRET_KEY", &stack.s3_secret_key)
+        .env("GUARDIAN_MODEL_BUCKET", "guardian-it-models")
+        .env_remove("GUARDIAN_FL_FAULT")
+        .env_remove("GUARDIAN_ALLOW_MISBEHAVE");
+    c
+}
+
+/// Hospital `h`'s update (h = 1..=6): distinct per hospital, norm under the clip norm 1.
+fn update_of(h: u32) -> Vec<f32> {
+    (0..31).map(|i| 0.02 * h as f32 + 0.001 * i as f32 - 0.05).collect()
+}
+
+/// (round, outcome, survivors, misbehaved) of the session table.
+fn rows(table: &str) -> Vec<(u32, String, String, String)> {
+    table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| round"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            (cells[0].parse().unwrap(), cells[1].to_string(), cells[3].to_string(), cells[6].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_lying_hospital_changes_nothing_for_the_honest_ones() {
+    let stack = Stack::get();
+    let prefix = format!("{}.", unique("fld"));
+    let session = unique("session");
+    let keys = std::env::temp_dir().join(unique("fl-keys"));
+    let hospitals = ["h001", "h002", "h003", "h004", "h005", "h006"];
+    run_ok(guardian(&stack, &prefix, &["topics", "apply"]));
+    run_ok(guardian(
+        &stack,
+        &prefix,
+        &["fl", "keygen", "--dir", keys.to_str().unwrap(), "--hospitals", &hospitals.join(",")],
+    ));
+    let registry = keys.join("registry.toml");
+
+    // The misbehaviour flag is refused without the test switch.
+    let refused = guardian(
+        &stack,
+        &prefix,
+        &["fl", "agent", "--hospital", "h006", "--identity", keys.join("h006.key").to_str().unwrap()],
+    )
+    .args(["--registry", registry.to_str().unwrap(), "--demo-shard", "0", "--misbehave", "equivocate"])
+    .output()
+    .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("GUARDIAN_ALLOW_MISBEHAVE"));
+
+    let mut agents = Vec::new();
+    for (i, h) in hospitals.iter().enumerate() {
+        let file = keys.join(format!("{h}-update.npy"));
+        std::fs::write(&file, guardian_fl::npy::write(&update_of(i as u32 + 1))).unwrap();
+        let listen = format!("127.0.0.1:{}", free_port());
+        let key = keys.join(format!("{h}.key"));
+        let mut c = guardian(
+            &stack,
+            &prefix,
+            &[
+                "fl",
+                "agent",
+                "--hospital",
+                h,
+                "--identity",
+                key.to_str().unwrap(),
+                "--registry",
+                registry.to_str().unwrap(),
+                "--update",
+                file.to_str().unwrap(),
+                "--listen",
+                &listen,
+                // The point is the sum, not the budget: tiny noise, a loose limit.
+                "--epsilon-limit",
+                "1e12",
+            ],
+        );
+        if *h == "h006" {
+            c.args(["--misbehave", "forge-chunk,equivocate,garbage-shares,oversized-chunk"])
+                .env("GUARDIAN_ALLOW_MISBEHAVE", "1");
+        }
+        agents.push((KillOnDrop(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()), listen));
+    }
+    let started = Instant::now();
+    while !agents.iter().all(|(_, l)| ready(l)) {
+        assert!(started.elapsed() < Duration::from_secs(60), "agents did not become ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let table = run_ok(guardian(
+        &stack,
+        &prefix,
+        &[
+            "fl",
+            "start",
+            "--identity",
+            keys.join("aggregator.key").to_str().unwrap(),
+            "--registry",
+            registry.to_str().unwrap(),
+            "--session",
+            &session,
+            "--rounds",
+            "4",
+            "--dp-unit",
+            "hospital",
+            "--noise-multiplier",
+            "0.001",
+            "--chunk-len",
+            "8",
+            "--stage-timeout-secs",
+            "10",
+        ],
+    ));
+    println!("{table}");
+    let rows = rows(&table);
+    assert_eq!(rows.len(), 4, "{table}");
+    let honest = "h001,h002,h003,h004,h005";
+    for (round, outcome, survivors, misbehaved) in &rows {
+        assert_eq!(outcome, "finished", "round {round}: {table}");
+        let expected = match round {
+            1 => (honest.to_string(), "h006: signed a chunk in party 0's name"),
+            2 => (honest.to_string(), "h006: signed two different chunks for index 0"),
+            // The undecryptable share is ignored by its recipient, which stays; h006's
+            // own input is well formed and counts.
+            3 => (format!("{honest},h006"), "h006: sent party 0 a share it could not use"),
+            _ => (honest.to_string(), "h006: signed a malformed chunk 0: wrong length"),
+        };
+        assert_eq!(survivors, &expected.0, "round {round}: {table}");
+        assert!(misbehaved.starts_with(expected.1), "round {round}: {misbehaved}");
+    }
+
+    // The final model, recomputed: each round adds the mean of its survivors' updates
+    // (clipped under the norm already; the noise in the mean has σ ≈ 2·10⁻⁴).
+    let mut expected = vec![0f64; 31];
+    for (_, _, survivors, _) in &rows {
+        let who: Vec<u32> = survivors.split(',').map(|h| h[1..].parse().unwrap()).collect();
+        for (i, e) in expected.iter_mut().enumerate() {
+            *e += who.iter().map(|&h| f64::from(update_of(h)[i])).sum::<f64>() / who.len() as f64;
+        }
+    }
+    let out = keys.join("model.npy");
+    run_ok(guardian(&stack, &prefix, &["fl", "export", "--session", &session, "--out", out.to_str().unwrap()]));
+    let model = guardian_fl::npy::read(&std::fs::read(&out).unwrap()).unwrap();
+    let worst = model.iter().zip(&expected).map(|(m, e)| (f64::from(*m) - e).abs()).fold(0.0, f64::max);
+    // One honest input missing or one lie summed moves a coordinate by 0.003 or more
+    // (updates differ by 0.02 between hospitals; masks are uniform in the ring).
+    assert!(worst < 0.002, "the model is off the honest recomputation by {worst}: {model:?} vs {expected:?}");
+
+    // The lies that put h006 out are dead letters of kind `evicted`.
+    let dlq = topic_name(&prefix, TopicId::DeadLetter);
+    let letters = tokio::runtime::Runtime::new().unwrap().block_on(dead_letters(&stack, &dlq, 3));
+    let evicted: Vec<_> = letters.iter().filter(|l| l.error_kind == "evicted").collect();
+    assert_eq!(evicted.len(), 3, "{letters:?}");
+    assert!(evicted.iter().all(|l| l.error.contains("hospital h006")), "{evicted:?}");
+
+    let replay = run_ok(guardian(
+        &stack,
+        &prefix,
+        &["fl", "replay", "--session", &session, "--registry", registry.to_str().unwrap()],
+    ));
+    assert!(replay.contains("all 4 model versions"), "{replay}");
+    for (child, _) in agents.iter_mut() {
+        let _ = Command::new("kill").arg("-TERM").arg(child.0.id().to_string()).status();
+    }
+    let _ = std::fs::remove_dir_all(&keys);
+}
