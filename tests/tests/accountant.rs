@@ -44,7 +44,8 @@ async fn the_ledger_budgets_and_alerts_equal_a_recomputation_across_duplicates_a
     let stack = Stack::get();
     let (spends, status, alerts, dlq) =
         (unique("it-spend"), unique("it-status"), unique("it-alerts"), unique("it-acc-dlq"));
-    create_topics(&stack, &[&spends, &status, &alerts, &dlq], 3).await;
+    let decisions = unique("it-decisions");
+    create_topics(&stack, &[&spends, &status, &alerts, &dlq, &decisions], 3).await;
     // Each test gets a database schema of its own, so the accountant's tables are fresh.
     let schema = unique("it_acc").replace('-', "_");
     let admin_pool = guardian_pg::connect(&stack.database_url, 1).await.unwrap();
@@ -75,7 +76,11 @@ async fn the_ledger_budgets_and_alerts_equal_a_recomputation_across_duplicates_a
         group: group.to_string(),
         spend_topic: spends.clone(),
         dead_letter_topic: dlq.clone(),
-        destinations: Destinations { status_topic: status.clone(), alerts_topic: alerts.clone() },
+        destinations: Destinations {
+            status_topic: status.clone(),
+            alerts_topic: alerts.clone(),
+            decisions_topic: decisions.clone(),
+        },
         limits,
         signers: None,
         max_skew_ms: guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS,
@@ -87,11 +92,13 @@ async fn the_ledger_budgets_and_alerts_equal_a_recomputation_across_duplicates_a
     let (mut hospitals, mut global) = (BTreeMap::<String, Budget>::new(), Budget::new(None));
     let mut expected_alerts: BTreeSet<String> = BTreeSet::new();
     let mut expected_accepted = 0;
+    let mut expected_decisions: BTreeMap<String, bool> = BTreeMap::new();
     for s in &sent {
         let h = hospitals.entry(s.hospital_id.clone()).or_insert_with(|| Budget::new(Some(s.hospital_id.clone())));
         let step = budget::validate(s).unwrap();
         let out = budget::account(h, &mut global, s, &step, &limits).unwrap();
         expected_accepted += i64::from(out.accepted);
+        expected_decisions.insert(s.event_id.clone(), out.accepted);
         expected_alerts.extend(out.alerts.into_iter().map(|a| a.alert_id));
     }
     assert_eq!(expected_accepted, 4 * 10 + 14, "the scenario: h005 has 6 refused rounds");
@@ -192,6 +199,17 @@ async fn the_ledger_budgets_and_alerts_equal_a_recomputation_across_duplicates_a
         assert_eq!((s.epsilon_spent, s.level, s.events), (b.epsilon_spent, b.level, b.events), "{h}");
     }
     assert_eq!(latest["hospital/h005"].rounds_left, Some(0));
+    // One decision per distinct event, exactly once, equal to the recomputation's; a
+    // refused one says why.
+    let on_topic: Vec<guardian_schemas::records::SpendDecision> = read_all(&stack, &decisions, "read_committed")
+        .await
+        .iter()
+        .map(|m| codec.decode(m.payload().unwrap()).unwrap())
+        .collect();
+    assert_eq!(on_topic.len(), expected_decisions.len(), "one decision per distinct spend");
+    let got: BTreeMap<String, bool> = on_topic.iter().map(|d| (d.event_id.clone(), d.accepted)).collect();
+    assert_eq!(got, expected_decisions);
+    assert!(on_topic.iter().filter(|d| !d.accepted).all(|d| d.reason.as_deref().is_some_and(|r| r.contains("limit"))));
 
     // The poison record was dead-lettered (once by each run that reached it).
     let dead = read_all(&stack, &dlq, "read_committed").await;

@@ -45,7 +45,8 @@ fn seen(messages: &[OwnedMessage]) -> Seen {
 /// Budgets the accountant computes from `spends`, in a database schema of its own.
 async fn budgets(stack: &Stack, spends: &str, expected_events: i64) -> Vec<(String, String, i64, String)> {
     let (status, alerts, dlq) = (unique("it-ar-status"), unique("it-ar-alerts"), unique("it-ar-dlq"));
-    create_topics(stack, &[&status, &alerts, &dlq], 1).await;
+    let decisions = unique("it-ar-decisions");
+    create_topics(stack, &[&status, &alerts, &dlq, &decisions], 1).await;
     let url = guardian_pg::with_new_schema(&stack.database_url, &unique("it_ar").replace('-', "_")).await.unwrap();
     let pool = guardian_pg::connect(&url, 4).await.unwrap();
     let config = Config {
@@ -53,7 +54,7 @@ async fn budgets(stack: &Stack, spends: &str, expected_events: i64) -> Vec<(Stri
         group: unique("it-ar-acc"),
         spend_topic: spends.to_string(),
         dead_letter_topic: dlq,
-        destinations: Destinations { status_topic: status, alerts_topic: alerts },
+        destinations: Destinations { status_topic: status, alerts_topic: alerts, decisions_topic: decisions },
         limits: Limits::default(),
         signers: None,
         max_skew_ms: guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS,

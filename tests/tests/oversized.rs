@@ -119,7 +119,8 @@ async fn a_record_at_the_size_limit_is_dead_lettered_as_a_stub_and_the_accountan
     let stack = Stack::get();
     let (spends, status, alerts, dlq) =
         (unique("it-big-spend"), unique("it-big-status"), unique("it-big-alerts"), unique("it-big-adlq"));
-    create_topics(&stack, &[&spends, &status, &alerts, &dlq], 1).await;
+    let decisions = unique("it-big-decisions");
+    create_topics(&stack, &[&spends, &status, &alerts, &dlq, &decisions], 1).await;
     let original = send_oversized(&stack, &spends, "h002").await;
     let producer = Producer::new(&settings(&stack)).unwrap();
     for i in 0..2 {
@@ -133,7 +134,7 @@ async fn a_record_at_the_size_limit_is_dead_lettered_as_a_stub_and_the_accountan
         group: unique("it-big-acc"),
         spend_topic: spends.clone(),
         dead_letter_topic: dlq.clone(),
-        destinations: Destinations { status_topic: status, alerts_topic: alerts },
+        destinations: Destinations { status_topic: status, alerts_topic: alerts, decisions_topic: decisions },
         limits: guardian_accountant::Limits::default(),
         signers: None,
         max_skew_ms: guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS,

@@ -12,7 +12,7 @@
 
 use guardian_privacy::inverse::{UNBOUNDED_ROUNDS, rounds_left};
 use guardian_privacy::{PrivacyError, RdpAccountant, SampledGaussian};
-use guardian_schemas::records::{BudgetLevel, BudgetScope, BudgetSpend, BudgetStatus, PrivacyAlert};
+use guardian_schemas::records::{BudgetLevel, BudgetScope, BudgetSpend, BudgetStatus, PrivacyAlert, SpendDecision};
 
 /// Limits of the budgets, the same for every hospital.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -123,7 +123,29 @@ pub struct Outcome {
     pub accepted: bool,
     /// The hospital's ε after the spend (unchanged when refused).
     pub hospital_epsilon: f64,
+    /// The federation's ε after the spend (unchanged when refused).
+    pub global_epsilon: f64,
+    /// Why a refused spend was refused.
+    pub reason: Option<String>,
     pub alerts: Vec<PrivacyAlert>,
+}
+
+impl Outcome {
+    /// The decision record the aggregator waits for.
+    pub fn decision(&self, spend: &BudgetSpend, delta: f64, decided_at: i64) -> SpendDecision {
+        SpendDecision {
+            event_id: spend.event_id.clone(),
+            hospital_id: spend.hospital_id.clone(),
+            session_id: spend.session_id.clone(),
+            round: spend.round,
+            accepted: self.accepted,
+            reason: self.reason.clone(),
+            hospital_epsilon: self.hospital_epsilon,
+            global_epsilon: self.global_epsilon,
+            delta,
+            decided_at,
+        }
+    }
 }
 
 /// Accounts `spend` against the hospital's and the global budget, in place.
@@ -161,7 +183,20 @@ pub fn account(
                 trigger_event_id: spend.event_id.clone(),
             });
         }
-        return Ok(Outcome { accepted, hospital_epsilon: hospital.epsilon_spent, alerts });
+        let mut why = Vec::new();
+        if h_eps > limits.hospital_epsilon {
+            why.push(format!("the hospital's ε to {h_eps:.4} (limit {})", limits.hospital_epsilon));
+        }
+        if g_eps > limits.global_epsilon {
+            why.push(format!("the federation's ε to {g_eps:.4} (limit {})", limits.global_epsilon));
+        }
+        return Ok(Outcome {
+            accepted,
+            hospital_epsilon: hospital.epsilon_spent,
+            global_epsilon: global.epsilon_spent,
+            reason: Some(format!("would take {} at δ = {}", why.join(" and "), limits.delta)),
+            alerts,
+        });
     }
     // The next round is assumed to look like this one (one step's worth).
     let next = SampledGaussian { count: 1, ..*step };
@@ -193,7 +228,7 @@ pub fn account(
         budget.last_event_id = Some(spend.event_id.clone());
         budget.rounds_left = left;
     }
-    Ok(Outcome { accepted, hospital_epsilon: h_eps, alerts })
+    Ok(Outcome { accepted, hospital_epsilon: h_eps, global_epsilon: g_eps, reason: None, alerts })
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //!
 //! Consumes budget-spend events and keeps, in PostgreSQL, a ledger of every spend (once
 //! per event id), the RDP of each hospital's budget and of the federation's, and the
-//! alerts; publishes each scope's budget status to a compacted topic and every alert to
-//! the alerts topic. The budget rules are in [`budget`]: a spend that would exceed a
+//! alerts; publishes each scope's budget status to a compacted topic, every alert to
+//! the alerts topic and its decision on each spend (accepted or refused, once per event
+//! id) to the decisions topic, which the aggregator waits for before it sums an update. The budget rules are in [`budget`]: a spend that would exceed a
 //! budget is recorded and alerted, and counted in none (the aggregator must not use its
 //! update).
 //!
@@ -81,8 +82,8 @@ impl Limits {
 }
 
 /// The topics the service reads and writes: it refuses to start without them.
-pub const NEEDED: [TopicId; 4] =
-    [TopicId::BudgetSpend, TopicId::BudgetStatus, TopicId::PrivacyAlerts, TopicId::DeadLetter];
+pub const NEEDED: [TopicId; 5] =
+    [TopicId::BudgetSpend, TopicId::BudgetStatus, TopicId::PrivacyAlerts, TopicId::SpendDecisions, TopicId::DeadLetter];
 
 /// The service process: the ops endpoint on `config.listen`, the topic check, the
 /// database, then [`run`] until `shutdown`.
@@ -100,6 +101,7 @@ pub async fn serve(config: AccountantConfig, shutdown: Shutdown) -> Result<(), A
         destinations: publish::Destinations {
             status_topic: catalogue.topic(TopicId::BudgetStatus)?,
             alerts_topic: catalogue.topic(TopicId::PrivacyAlerts)?,
+            decisions_topic: catalogue.topic(TopicId::SpendDecisions)?,
         },
         limits: config.limits,
         signers,

@@ -1,4 +1,4 @@
-//! The outbox publisher: budget statuses and alerts committed by the ledger are sent to
+//! The outbox publisher: budget statuses, alerts and spend decisions committed by the ledger are sent to
 //! Kafka after the fact, in the order they were written, then deleted, exactly once
 //! (`Outbox::run_exactly_once`: Kafka transactions, each record carrying its row id; a
 //! publisher that starts lets go of the rows its predecessor committed to the topics).
@@ -12,13 +12,14 @@ use guardian_pg::outbox::Outbox;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
-use crate::store::{OUTBOX_ALERT, OUTBOX_STATUS};
+use crate::store::{OUTBOX_ALERT, OUTBOX_DECISION, OUTBOX_STATUS};
 
 /// Where the outbox goes.
 #[derive(Debug, Clone)]
 pub struct Destinations {
     pub status_topic: String,
     pub alerts_topic: String,
+    pub decisions_topic: String,
 }
 
 pub use guardian_pg::outbox::OutboxError as PublishError;
@@ -27,7 +28,11 @@ fn outbox(to: &Destinations) -> Outbox {
     Outbox {
         table: "privacy_outbox",
         // Statuses first: rows of any other kind (none are written) would go there.
-        routes: vec![(OUTBOX_STATUS, to.status_topic.clone()), (OUTBOX_ALERT, to.alerts_topic.clone())],
+        routes: vec![
+            (OUTBOX_STATUS, to.status_topic.clone()),
+            (OUTBOX_ALERT, to.alerts_topic.clone()),
+            (OUTBOX_DECISION, to.decisions_topic.clone()),
+        ],
     }
 }
 

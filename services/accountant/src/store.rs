@@ -123,6 +123,7 @@ pub use crate::metrics::{BUDGET_LEVEL, EPSILON_LIMIT, EPSILON_SPENT, SCOPE};
 /// Outbox kinds.
 pub const OUTBOX_STATUS: &str = "status";
 pub const OUTBOX_ALERT: &str = "alert";
+pub const OUTBOX_DECISION: &str = "decision";
 
 /// One decoded, validated spend with where it came from.
 #[derive(Debug)]
@@ -202,6 +203,10 @@ impl PgEffect for Ledger {
             } else {
                 tracing::warn!(event_id = %item.spend.event_id, hospital = %item.spend.hospital_id, "spend refused: over budget");
             }
+            // The decision, once per event id: the aggregator sums an update only after it.
+            let decision = outcome.decision(&item.spend, self.limits.delta, guardian_runtime::now_ms());
+            let payload = self.codec.encode(&decision).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            outbox(tx, OUTBOX_DECISION, &item.spend.event_id, &payload).await?;
             alerts.extend(outcome.alerts);
             insert_ledger_row(tx, item, outcome.accepted, outcome.hospital_epsilon).await?;
         }

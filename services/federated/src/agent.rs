@@ -54,6 +54,9 @@ pub enum Misbehave {
     GarbageShares,
     /// Sends a chunk one word longer than the round's before its input.
     OversizedChunk,
+    /// Joins and sends its update whatever its budget says (the accountant refuses the
+    /// spend once it is over a limit; the aggregator must then leave the update out).
+    RefusedSpend,
 }
 
 /// The variable that must be 1 for `--misbehave` to be accepted.
@@ -67,9 +70,10 @@ impl std::str::FromStr for Misbehave {
             "equivocate" => Misbehave::Equivocate,
             "garbage-shares" => Misbehave::GarbageShares,
             "oversized-chunk" => Misbehave::OversizedChunk,
+            "refused-spend" => Misbehave::RefusedSpend,
             _ => {
                 return Err(format!(
-                    "unknown misbehaviour {s:?} (known: forge-chunk, equivocate, garbage-shares, oversized-chunk)"
+                    "unknown misbehaviour {s:?} (known: forge-chunk, equivocate, garbage-shares, oversized-chunk, refused-spend)"
                 ));
             }
         })
@@ -169,18 +173,21 @@ impl Agent {
         Ok((acc, seen))
     }
 
-    async fn status(&self) -> Result<Option<BudgetStatus>> {
+    /// The accountant's latest status of this hospital's budget and of the federation's.
+    async fn status(&self) -> Result<(Option<BudgetStatus>, Option<BudgetStatus>)> {
         let codec = self.producer.codec();
-        let mut latest = None;
+        let (mut own, mut federation) = (None, None);
         let name = format!("fl-agent-{}-status", self.hospital);
         for m in read_range(&self.kafka, &name, &[&self.topics.status], None).await? {
-            if let Ok(s) = codec.decode::<BudgetStatus>(&m.payload)
-                && s.hospital_id.as_deref() == Some(self.hospital.as_str())
-            {
-                latest = Some(s);
+            if let Ok(s) = codec.decode::<BudgetStatus>(&m.payload) {
+                match s.hospital_id.as_deref() {
+                    Some(h) if h == self.hospital => own = Some(s),
+                    None => federation = Some(s),
+                    Some(_) => {}
+                }
             }
         }
-        Ok(latest)
+        Ok((own, federation))
     }
 
     /// The spend a round costs this hospital.
@@ -224,10 +231,11 @@ impl Agent {
                     if let Some(old) = current.take() {
                         warn!(session = %old.session, round = old.round, "a new round opened before the last one ended: leaving it");
                     }
-                    match self.join(&c, settings, &ledger).await {
+                    let misbehave = (!self.misbehave.is_empty())
+                        .then(|| self.misbehave[report.rounds_joined.len() % self.misbehave.len()]);
+                    match self.join(&c, settings, &ledger, misbehave).await {
                         Ok(mut r) => {
-                            if !self.misbehave.is_empty() {
-                                let m = self.misbehave[report.rounds_joined.len() % self.misbehave.len()];
+                            if let Some(m) = misbehave {
                                 warn!(round = c.round, misbehaviour = ?m, "misbehaving in this round (test mode)");
                                 r.misbehave = Some(m);
                             }
@@ -297,7 +305,13 @@ impl Agent {
     }
 
     /// Checks a newly opened round, computes the quantized update and advertises keys.
-    async fn join(&self, c: &RoundControl, settings: RoundSettings, ledger: &RdpAccountant) -> Result<Round> {
+    async fn join(
+        &self,
+        c: &RoundControl,
+        settings: RoundSettings,
+        ledger: &RdpAccountant,
+        misbehave: Option<Misbehave>,
+    ) -> Result<Round> {
         if verifying(&settings.aggregator_key)? != self.registry.aggregator {
             bail!("the round is signed by a key that is not the registered aggregator's");
         }
@@ -307,14 +321,21 @@ impl Agent {
         let event = self.mechanism(&settings);
         let mut after = ledger.clone();
         after.compose(&event)?;
-        let (eps_after, _) = after.epsilon(settings.delta)?;
-        let status = self.status().await?;
-        let limit = status.as_ref().map_or(self.epsilon_limit, |s| s.epsilon_limit.min(self.epsilon_limit));
-        if status.as_ref().is_some_and(|s| s.level == BudgetLevel::Exhausted) {
+        // At the accountant's δ and limit when it has published them (it decides), else at
+        // the round's δ and this agent's own limit.
+        let (own, federation) = self.status().await?;
+        let delta = own.as_ref().or(federation.as_ref()).map_or(settings.delta, |s| s.delta);
+        let (eps_after, _) = after.epsilon(delta)?;
+        let limit = own.as_ref().map_or(self.epsilon_limit, |s| s.epsilon_limit.min(self.epsilon_limit));
+        let honest = misbehave != Some(Misbehave::RefusedSpend);
+        if honest && own.as_ref().is_some_and(|s| s.level == BudgetLevel::Exhausted) {
             bail!("privacy budget exhausted (accountant status)");
         }
-        if eps_after > limit {
-            bail!("the round would spend ε to {eps_after:.3} at δ={}, past the limit {limit}", settings.delta);
+        if honest && federation.as_ref().is_some_and(|s| s.level == BudgetLevel::Exhausted) {
+            bail!("the federation's privacy budget is exhausted (accountant status)");
+        }
+        if honest && eps_after > limit {
+            bail!("the round would spend ε to {eps_after:.3} at δ={delta}, past the limit {limit}");
         }
         // The model to train from, checked against its recorded checksum.
         let global = match (&settings.model_uri, &settings.model_sha256) {
@@ -439,7 +460,7 @@ impl Agent {
             Some(Misbehave::OversizedChunk) => {
                 out.insert(0, (self.hospital.clone(), r.client.sign_chunk(0, vec![1; first_len + 1])));
             }
-            Some(Misbehave::GarbageShares) | None => {}
+            Some(Misbehave::GarbageShares | Misbehave::RefusedSpend) | None => {}
         }
         out
     }

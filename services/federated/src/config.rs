@@ -98,6 +98,20 @@ pub struct FlStartArgs {
     /// Initial weights (.npy); default: the demo logistic-regression model, all zeros
     #[arg(long)]
     pub initial_model: Option<PathBuf>,
+    /// Whether a hospital's update is summed only once the privacy accountant accepted
+    /// its spend for the round (`wait`, within the stage timeout; refused or undecided
+    /// hospitals are dropped), or without asking (`off`: only where no accountant runs,
+    /// e.g. development; the budget is then enforced by the agents alone)
+    #[arg(long, value_enum, default_value_t = SpendGate::Wait)]
+    pub spend_decisions: SpendGate,
+}
+
+/// Whether the aggregator waits for the accountant's decision on each spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpendGate {
+    Wait,
+    Off,
 }
 
 impl Default for FlStartArgs {
@@ -125,6 +139,7 @@ impl Default for FlStartArgs {
             clipping_range: 8.0,
             stage_timeout_secs: 30,
             initial_model: None,
+            spend_decisions: SpendGate::Wait,
         }
     }
 }
@@ -178,7 +193,7 @@ pub struct FlAgentArgs {
     #[arg(long, env = "GUARDIAN_FL_FAULT", hide = true)]
     pub fault: Option<String>,
     /// Misbehaviour for tests of the aggregator, comma-separated, one per round in turn:
-    /// forge-chunk, equivocate, garbage-shares, oversized-chunk. Refused unless
+    /// forge-chunk, equivocate, garbage-shares, oversized-chunk, refused-spend. Refused unless
     /// GUARDIAN_ALLOW_MISBEHAVE=1 is set
     #[arg(long, value_delimiter = ',', hide = true)]
     pub misbehave: Vec<String>,
@@ -286,6 +301,7 @@ pub fn plan(args: &FlStartArgs, registry: Option<&Registry>) -> Result<(SessionP
         stage_timeout: Duration::from_secs(args.stage_timeout_secs.max(1)),
         initial_model,
         evaluate_on,
+        spend_gate: args.spend_decisions == SpendGate::Wait,
     };
     // Catch bad combinations (threshold, neighbours, ranges) before touching anything.
     let probe = guardian_secagg::RoundConfig {

@@ -19,7 +19,7 @@ use guardian_runtime::Shutdown;
 use guardian_schemas::Codec;
 use guardian_schemas::records::{
     BudgetLevel, BudgetStatus, DpUnit, GradientUpdateChunk, ModelVersion, RoundControl, RoundControlKind, RoundMessage,
-    RoundMessageKind, RoundSettings, UnmaskShares,
+    RoundMessageKind, RoundSettings, SpendDecision, UnmaskShares,
 };
 use guardian_secagg::shamir::ShamirError;
 use guardian_secagg::{Accepted, RoundConfig, SecAggError, Server};
@@ -53,6 +53,8 @@ pub struct SessionPlan {
     pub initial_model: Vec<f32>,
     /// Held-out data to report each version's accuracy on (the demo's test split).
     pub evaluate_on: Option<Dataset>,
+    /// Sum a hospital's update only once the accountant accepted its spend.
+    pub spend_gate: bool,
 }
 
 /// What happened to one round.
@@ -138,6 +140,8 @@ struct RoundRun<'a> {
     session: String,
     round: i64,
     stop: &'a mut bool,
+    /// The accountant's decision on each party's spend for this round: (accepted, reason).
+    decisions: std::collections::BTreeMap<u32, (bool, Option<String>)>,
 }
 
 impl RoundRun<'_> {
@@ -200,6 +204,16 @@ impl RoundRun<'_> {
                         .map(Some)
                 }),
             }
+        } else if m.topic == t.decisions {
+            // Written by the accountant only (ACLs); the first decision per event id counts.
+            if let Ok(d) = self.codec.decode::<SpendDecision>(&m.payload)
+                && d.session_id == self.session
+                && d.round == self.round
+                && let Ok(p) = self.party_of(&d.hospital_id, None)
+            {
+                self.decisions.entry(p).or_insert((d.accepted, d.reason));
+            }
+            Ok(None)
         } else if m.topic == t.rounds {
             if let Ok(ctl) = self.codec.decode::<RoundControl>(&m.payload)
                 && ctl.kind == RoundControlKind::Stop
@@ -290,17 +304,25 @@ impl Coordinator {
         Ok(RoundOutcome::Failed { reason, named: names })
     }
 
-    /// Hospitals whose budget allows another round, from the compacted status topic.
+    /// Hospitals whose budget allows another round, from the compacted status topic (none
+    /// once the federation's budget is exhausted).
     async fn eligible(&self, hospitals: &[String]) -> Result<(Vec<String>, Vec<String>)> {
         let codec = self.producer.codec();
         let records = read_range(&self.kafka, "fl-aggregator-status", &[&self.topics.status], None).await?;
         let mut latest = std::collections::BTreeMap::new();
+        let mut federation_exhausted = false;
         for m in records {
-            if let Ok(s) = codec.decode::<BudgetStatus>(&m.payload)
-                && let Some(h) = s.hospital_id.clone()
-            {
-                latest.insert(h, s);
+            if let Ok(s) = codec.decode::<BudgetStatus>(&m.payload) {
+                match s.hospital_id.clone() {
+                    Some(h) => {
+                        latest.insert(h, s);
+                    }
+                    None => federation_exhausted = s.level == BudgetLevel::Exhausted,
+                }
             }
+        }
+        if federation_exhausted {
+            return Ok((Vec::new(), hospitals.to_vec()));
         }
         let (mut ok, mut refused) = (Vec::new(), Vec::new());
         for h in hospitals {
@@ -316,8 +338,13 @@ impl Coordinator {
     pub async fn run(&self, plan: &SessionPlan, shutdown: &Shutdown) -> Result<Vec<RoundOutcome>> {
         self.store.ensure_bucket().await?;
         let t = &self.topics;
-        let tail =
-            Tail::open(&self.kafka, "fl-aggregator", &[&t.keys, &t.updates, &t.unmask, &t.rounds], Start::End).await?;
+        let tail = Tail::open(
+            &self.kafka,
+            "fl-aggregator",
+            &[&t.keys, &t.updates, &t.unmask, &t.rounds, &t.decisions],
+            Start::End,
+        )
+        .await?;
         let codec = self.producer.codec().clone();
         let mut current = Current { weights: plan.initial_model.clone(), stored: None, version: 0 };
         let mut outcomes = Vec::new();
@@ -408,7 +435,17 @@ impl Coordinator {
         })
         .await?;
         info!(session, round, parties = n, threshold = plan.threshold, "round open");
-        let mut run = RoundRun { c: self, tail, codec, cfg: cfg.clone(), server, session: session.into(), round, stop };
+        let mut run = RoundRun {
+            c: self,
+            tail,
+            codec,
+            cfg: cfg.clone(),
+            server,
+            session: session.into(),
+            round,
+            stop,
+            decisions: Default::default(),
+        };
         let timeout = plan.stage_timeout;
 
         run.collect(Instant::now() + timeout, Server::keys_complete).await?;
@@ -429,7 +466,38 @@ impl Coordinator {
         };
         self.publish(&wire::signed_control(session, round, &closed, &participants)).await?;
 
-        run.collect(Instant::now() + timeout, Server::inputs_complete).await?;
+        // Inputs close when every contributor's input is in and, with the spend gate, the
+        // accountant has decided on every contributor's spend (or at the deadline).
+        let gate = plan.spend_gate;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let decided =
+                |r: &RoundRun<'_>| !gate || r.server.contributors().iter().all(|p| r.decisions.contains_key(p));
+            if matches!(run.collect(deadline, Server::inputs_complete).await?, StageEnd::Deadline | StageEnd::Stopped)
+                || decided(&run)
+                || Instant::now() >= deadline
+            {
+                break;
+            }
+            // Inputs are in, decisions are not: read on until they are or the deadline.
+            let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
+            if let Some(m) = tail.next(wait).await? {
+                run.handle(&m).await?;
+            }
+        }
+        if gate {
+            for p in run.server.contributors() {
+                let reason = match run.decisions.get(&p) {
+                    Some((true, _)) => continue,
+                    Some((false, why)) => {
+                        format!("its privacy spend was refused: {}", why.as_deref().unwrap_or("no reason given"))
+                    }
+                    None => "no decision on its privacy spend by the deadline".to_string(),
+                };
+                warn!(session, round, hospital = %participants[p as usize], %reason, "update left out of the sum");
+                run.server.exclude(p, reason)?;
+            }
+        }
         let (request, partial) = match run.server.close_inputs() {
             Ok(r) => r,
             Err(e) => return Ok((self.fail(session, round, e.to_string()).await?, None)),

@@ -30,6 +30,7 @@ pub struct FlTopics {
     pub models: String,
     pub spend: String,
     pub status: String,
+    pub decisions: String,
     pub dead_letter: String,
 }
 
@@ -44,11 +45,12 @@ impl FlTopics {
             models: c.topic(T::ModelVersions)?,
             spend: c.topic(T::BudgetSpend)?,
             status: c.topic(T::BudgetStatus)?,
+            decisions: c.topic(T::SpendDecisions)?,
             dead_letter: c.topic(T::DeadLetter)?,
         })
     }
 
-    pub const NEEDED: [guardian_topics::TopicId; 8] = [
+    pub const NEEDED: [guardian_topics::TopicId; 9] = [
         guardian_topics::TopicId::RoundControl,
         guardian_topics::TopicId::RoundKeys,
         guardian_topics::TopicId::GradientUpdates,
@@ -56,6 +58,7 @@ impl FlTopics {
         guardian_topics::TopicId::ModelVersions,
         guardian_topics::TopicId::BudgetSpend,
         guardian_topics::TopicId::BudgetStatus,
+        guardian_topics::TopicId::SpendDecisions,
         guardian_topics::TopicId::DeadLetter,
     ];
 }

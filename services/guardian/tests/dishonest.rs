@@ -58,6 +58,7 @@ fn a_lying_hospital_changes_nothing_for_the_honest_ones() {
         &["fl", "keygen", "--dir", keys.to_str().unwrap(), "--hospitals", &hospitals.join(",")],
     ));
     let registry = keys.join("registry.toml");
+    let _accountant = accountant(&stack, &prefix, &["--hospital-epsilon", "1e12", "--global-epsilon", "1e13"]);
 
     // The misbehaviour flag is refused without the test switch.
     let refused = guardian(

@@ -56,6 +56,9 @@ fn five_hospitals_ten_rounds_one_killed_mid_round_and_the_replay_matches() {
         &["fl", "keygen", "--dir", keys.to_str().unwrap(), "--hospitals", &hospitals.join(",")],
     ));
     let registry = keys.join("registry.toml");
+    // The aggregator sums an update only once the accountant accepted its spend; the
+    // budget is not the point here.
+    let _accountant = accountant(&stack, &prefix, &["--hospital-epsilon", "1000", "--global-epsilon", "10000"]);
 
     let mut agents: Vec<(String, Child, String)> = Vec::new();
     for (i, h) in hospitals.iter().enumerate() {
@@ -183,6 +186,9 @@ fn an_update_file_in_a_hospital_unit_session_and_stop() {
         &["fl", "keygen", "--dir", keys.to_str().unwrap(), "--hospitals", &hospitals.join(",")],
     ));
     let registry = keys.join("registry.toml");
+    // The aggregator sums an update only once the accountant accepted its spend; the
+    // budget is not the point here.
+    let _accountant = accountant(&stack, &prefix, &["--hospital-epsilon", "1000", "--global-epsilon", "10000"]);
     // An "externally trained" update: float64, 2-D, as NumPy would save it.
     let update = keys.join("update.npy");
     let mut npy = b"\x93NUMPY\x01\x00".to_vec();

@@ -43,6 +43,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         destinations: guardian_accountant::publish::Destinations {
             status_topic: catalogue.topic(TopicId::BudgetStatus)?,
             alerts_topic: catalogue.topic(TopicId::PrivacyAlerts)?,
+            decisions_topic: catalogue.topic(TopicId::SpendDecisions)?,
         },
         limits: guardian_accountant::Limits::default(),
         signers: None,

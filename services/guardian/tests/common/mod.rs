@@ -96,3 +96,32 @@ pub async fn dead_letters(
     })
     .await
 }
+
+/// A privacy accountant (`guardian accountant`) on the stack under `prefix`, in a database
+/// schema of its own, ready; `limits` are its limit flags. Returns it and that schema's URL.
+pub fn accountant(stack: &guardian_testkit::Stack, prefix: &str, limits: &[&str]) -> (KillOnDrop, String) {
+    let schema = guardian_testkit::unique("it_acc").replace('-', "_");
+    let url = tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(guardian_pg::with_new_schema(&stack.database_url, &schema))
+        .expect("a schema for the accountant");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let log = std::env::temp_dir().join(format!("{schema}.log"));
+    // A consumer group of its own: a shared one would wait out the members of earlier
+    // tests' accountants before it gets the partitions.
+    let group = guardian_topics::ServiceId::Accountant.group_for(&schema);
+    let child = guardian_on(stack, prefix, &["accountant", "--database-url", &url, "--listen", &listen])
+        .args(["--group", &group])
+        .args(limits)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("the accountant's log file"))
+        .spawn()
+        .expect("start the accountant");
+    let child = KillOnDrop(child);
+    let started = Instant::now();
+    while !ready(&listen) {
+        assert!(started.elapsed() < Duration::from_secs(60), "the accountant did not become ready: {}", log.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (child, url)
+}

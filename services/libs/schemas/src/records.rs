@@ -157,6 +157,22 @@ pub enum BudgetLevel {
     Exhausted,
 }
 
+/// The accountant's decision on one spend event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpendDecision {
+    pub event_id: String,
+    pub hospital_id: String,
+    pub session_id: String,
+    pub round: i64,
+    pub accepted: bool,
+    pub reason: Option<String>,
+    pub hospital_epsilon: f64,
+    pub global_epsilon: f64,
+    pub delta: f64,
+    pub decided_at: i64,
+}
+record!(SpendDecision, "com.phoenixguardian.privacy.SpendDecision");
+
 /// Budget of one scope after the last accounted spend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BudgetStatus {

@@ -19,6 +19,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("slo_event.avsc", include_str!("../../../../schemas/slo_event.avsc")),
     ("kpi_rollup.avsc", include_str!("../../../../schemas/kpi_rollup.avsc")),
     ("budget_status.avsc", include_str!("../../../../schemas/budget_status.avsc")),
+    ("spend_decision.avsc", include_str!("../../../../schemas/spend_decision.avsc")),
     ("privacy_alert.avsc", include_str!("../../../../schemas/privacy_alert.avsc")),
     ("model_version.avsc", include_str!("../../../../schemas/model_version.avsc")),
     ("dead_letter.avsc", include_str!("../../../../schemas/dead_letter.avsc")),

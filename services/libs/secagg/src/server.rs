@@ -425,6 +425,23 @@ impl Server {
         Ok(SignedSets::sign(&self.round_id, SetStage::SharesClosed, complete, Vec::new(), self.evictions(), &signer))
     }
 
+    /// Parties on the shares-closed list that are still in the round.
+    pub fn contributors(&self) -> Vec<u32> {
+        self.shares_closed.iter().copied().filter(|p| !self.evicted.contains_key(p)).collect()
+    }
+
+    /// Puts a party out of the round before inputs close, for a reason decided outside
+    /// the protocol (its privacy spend was refused): it is dropped like an evicted party,
+    /// its chunks taken back out, and the reason listed in the signed unmask request.
+    pub fn exclude(&mut self, party: u32, reason: String) -> Result<(), SecAggError> {
+        self.expect(Stage::Inputs)?;
+        if !self.chunks.contains_key(&party) {
+            return Err(SecAggError::Excluded(party));
+        }
+        self.evict(party, reason);
+        Ok(())
+    }
+
     /// What is wrong with the shape of a chunk, if anything.
     fn misshapen(&self, chunk: &MaskedChunk) -> Option<&'static str> {
         if chunk.index >= self.cfg.chunks() {

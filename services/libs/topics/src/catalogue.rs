@@ -66,10 +66,11 @@ pub enum TopicId {
     RoundKeys,
     UnmaskShares,
     DrAudit,
+    SpendDecisions,
 }
 
 impl TopicId {
-    pub const ALL: [TopicId; 13] = [
+    pub const ALL: [TopicId; 14] = [
         TopicId::Encounters,
         TopicId::GradientUpdates,
         TopicId::BudgetSpend,
@@ -83,6 +84,7 @@ impl TopicId {
         TopicId::RoundKeys,
         TopicId::UnmaskShares,
         TopicId::DrAudit,
+        TopicId::SpendDecisions,
     ];
 
     /// The `role` field of the topic's file.
@@ -101,6 +103,7 @@ impl TopicId {
             TopicId::RoundKeys => "round-keys",
             TopicId::UnmaskShares => "unmask-shares",
             TopicId::DrAudit => "dr-audit",
+            TopicId::SpendDecisions => "spend-decisions",
         }
     }
 }
@@ -275,6 +278,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("round-keys.toml", include_str!("../../../../topics/round-keys.toml")),
     ("unmask-shares.toml", include_str!("../../../../topics/unmask-shares.toml")),
     ("dr-audit.toml", include_str!("../../../../topics/dr-audit.toml")),
+    ("spend-decisions.toml", include_str!("../../../../topics/spend-decisions.toml")),
 ];
 
 fn parse_topic(file: &Path, text: &str, registry: &Registry) -> Result<TopicSpec, CatalogueError> {
