@@ -59,6 +59,20 @@ pub enum Misbehave {
     RefusedSpend,
 }
 
+/// The spend a round costs a hospital that takes part: DP-SGD's steps at the record
+/// sampling rate (patient unit), or one full Gaussian step (hospital unit: a sampled
+/// round is charged in full, the sample being public; see [`crate::sampling`]).
+pub fn charge(s: &RoundSettings) -> SampledGaussian {
+    match s.dp_unit {
+        DpUnit::Patient => SampledGaussian {
+            sampling_rate: s.sampling_rate,
+            noise_multiplier: s.noise_multiplier,
+            count: s.local_steps.max(0) as u64,
+        },
+        DpUnit::Hospital => SampledGaussian { sampling_rate: 1.0, noise_multiplier: s.noise_multiplier, count: 1 },
+    }
+}
+
 /// The variable that must be 1 for `--misbehave` to be accepted.
 pub const MISBEHAVE_ENV: &str = "GUARDIAN_ALLOW_MISBEHAVE";
 
@@ -192,16 +206,7 @@ impl Agent {
 
     /// The spend a round costs this hospital.
     fn mechanism(&self, s: &RoundSettings) -> SampledGaussian {
-        match s.dp_unit {
-            DpUnit::Patient => SampledGaussian {
-                sampling_rate: s.sampling_rate,
-                noise_multiplier: s.noise_multiplier,
-                count: s.local_steps.max(0) as u64,
-            },
-            DpUnit::Hospital => {
-                SampledGaussian { sampling_rate: s.sampling_rate, noise_multiplier: s.noise_multiplier, count: 1 }
-            }
-        }
+        charge(s)
     }
 
     /// Follows the round topics until `shutdown`.
@@ -317,6 +322,16 @@ impl Agent {
         }
         let cfg = std::sync::Arc::new(wire::config_of(&c.session_id, c.round, &settings)?);
         let me = settings.participants.iter().position(|h| *h == self.hospital).context("not a participant")? as u32;
+        if settings.dp_unit == DpUnit::Hospital {
+            let model = settings.model_sha256.as_deref();
+            if let Some(h) = settings
+                .participants
+                .iter()
+                .find(|h| !crate::sampling::sampled(&c.session_id, c.round, model, settings.sampling_rate, h))
+            {
+                bail!("hospital {h} is listed but not sampled for this round at rate {}", settings.sampling_rate);
+            }
+        }
         // Budget: refuse a round that would take this hospital past its limit.
         let event = self.mechanism(&settings);
         let mut after = ledger.clone();

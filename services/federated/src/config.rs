@@ -81,6 +81,11 @@ pub struct FlStartArgs {
     /// Record sampling rate per DP-SGD step (patient unit)
     #[arg(long, default_value_t = 0.1)]
     pub sampling_rate: f64,
+    /// Hospital unit: each round takes each eligible hospital with this probability, by a
+    /// rule every agent checks (1: every eligible hospital, every round). A hospital is
+    /// charged a full round each time it is sampled (the sample is public)
+    #[arg(long, default_value_t = 1.0)]
+    pub hospital_sampling_rate: f64,
     /// DP-SGD steps per round (patient) or local epochs (hospital)
     #[arg(long, default_value_t = 20)]
     pub local_steps: u32,
@@ -133,6 +138,7 @@ impl Default for FlStartArgs {
             neighbours: None,
             clip_norm: 1.0,
             sampling_rate: 0.1,
+            hospital_sampling_rate: 1.0,
             local_steps: 20,
             learning_rate: 0.5,
             chunk_len: 65_536,
@@ -253,16 +259,20 @@ pub fn plan(args: &FlStartArgs, registry: Option<&Registry>) -> Result<(SessionP
     let neighbours = args.neighbours.unwrap_or_else(|| default_neighbours(n));
     let (dp_unit, q, steps_per_round) = match args.dp_unit {
         DpUnitArg::Patient => (DpUnit::Patient, args.sampling_rate, u64::from(args.local_steps)),
-        DpUnitArg::Hospital => {
-            let total = registry.map_or(n as usize, |r| r.hospitals.len()).max(n as usize);
-            (DpUnit::Hospital, f64::from(n) / total as f64, 1)
-        }
+        // The rate hospitals are sampled at; each sampled round is charged in full (see
+        // `sampling`), so the noise is sized for a hospital sampled in every round.
+        DpUnitArg::Hospital => (DpUnit::Hospital, args.hospital_sampling_rate, 1),
     };
-    ensure!(q > 0.0 && q <= 1.0, "--sampling-rate must be in (0, 1]");
+    ensure!(q > 0.0 && q <= 1.0, "--sampling-rate and --hospital-sampling-rate must be in (0, 1]");
+    ensure!(
+        args.dp_unit == DpUnitArg::Hospital || args.hospital_sampling_rate == 1.0,
+        "--hospital-sampling-rate is for hospital-unit sessions (patient-unit rounds sample records: --sampling-rate)"
+    );
+
     let noise_multiplier = match args.noise_multiplier {
         Some(z) => z,
         None => guardian_privacy::inverse::noise_for_target(
-            q,
+            if dp_unit == DpUnit::Hospital { 1.0 } else { q },
             steps_per_round * u64::from(args.rounds),
             args.delta,
             args.epsilon,

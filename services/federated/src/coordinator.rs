@@ -359,18 +359,32 @@ impl Coordinator {
             let t0 = Instant::now();
             let (mut participants, refused) = self.eligible(&plan.hospitals).await?;
             participants.retain(|h| !excluded.contains(h));
-            tracing::debug!(elapsed = ?t0.elapsed(), "budget statuses read");
-            if !refused.is_empty() {
-                warn!(?refused, "privacy budget exhausted: these hospitals sit the round out");
-            }
-            if (participants.len() as u32) < plan.threshold {
+            let eligible = participants.len();
+            if (eligible as u32) < plan.threshold {
                 let reason = format!(
-                    "only {} hospitals may still spend privacy budget, the threshold is {}: the session ends",
-                    participants.len(),
+                    "only {eligible} hospitals may still spend privacy budget, the threshold is {}: the session ends",
                     plan.threshold
                 );
                 outcomes.push(self.fail(&plan.session, round, reason).await?);
                 break;
+            }
+            if plan.dp_unit == DpUnit::Hospital && plan.sampling_rate < 1.0 {
+                let model = current.stored.as_ref().map(|(_, sha)| sha.as_str());
+                participants.retain(|h| crate::sampling::sampled(&plan.session, round, model, plan.sampling_rate, h));
+                if (participants.len() as u32) < plan.threshold {
+                    let reason = format!(
+                        "{} of {eligible} eligible hospitals sampled at rate {}, fewer than the threshold {}",
+                        participants.len(),
+                        plan.sampling_rate,
+                        plan.threshold
+                    );
+                    outcomes.push(self.fail(&plan.session, round, reason).await?);
+                    continue;
+                }
+            }
+            tracing::debug!(elapsed = ?t0.elapsed(), "budget statuses read");
+            if !refused.is_empty() {
+                warn!(?refused, "privacy budget exhausted: these hospitals sit the round out");
             }
             let (outcome, next) = self.run_round(plan, round, participants, &current, &tail, &codec, &mut stop).await?;
             if let Some(next) = next {

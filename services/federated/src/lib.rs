@@ -15,6 +15,7 @@ pub mod coordinator;
 pub mod error;
 pub mod registry;
 pub mod replay;
+pub mod sampling;
 pub mod service;
 pub mod wire;
 
