@@ -332,8 +332,16 @@ impl Agent {
                 bail!("hospital {h} is listed but not sampled for this round at rate {}", settings.sampling_rate);
             }
         }
+        // Hospital unit: the distributed discrete Gaussian, charged at what t parties'
+        // noise actually gives (see `noise`).
+        let distributed = (settings.dp_unit == DpUnit::Hospital)
+            .then(|| crate::noise::DistributedNoise::for_round(&cfg))
+            .transpose()?;
         // Budget: refuse a round that would take this hospital past its limit.
-        let event = self.mechanism(&settings);
+        let mut event = self.mechanism(&settings);
+        if let Some(d) = &distributed {
+            event.noise_multiplier = d.charged_multiplier;
+        }
         let mut after = ledger.clone();
         after.compose(&event)?;
         // At the accountant's δ and limit when it has published them (it decides), else at
@@ -384,9 +392,7 @@ impl Agent {
                     ..LocalTraining::default()
                 };
                 let mut u = local_update(&global, ds, &lt, &mut rng);
-                let std =
-                    guardian_fl::dp::party_noise_std(settings.clip_norm, settings.noise_multiplier, cfg.threshold);
-                guardian_fl::dp::privatize(&mut u, settings.clip_norm, std, &mut rng);
+                guardian_secagg::quantize::clip_l2(&mut u, settings.clip_norm);
                 u
             }
             (UpdateSource::File(u), DpUnit::Hospital) => {
@@ -397,9 +403,7 @@ impl Agent {
                     cfg.dimension
                 );
                 let mut u = u.clone();
-                let std =
-                    guardian_fl::dp::party_noise_std(settings.clip_norm, settings.noise_multiplier, cfg.threshold);
-                guardian_fl::dp::privatize(&mut u, settings.clip_norm, std, &mut rng);
+                guardian_secagg::quantize::clip_l2(&mut u, settings.clip_norm);
                 u
             }
             (UpdateSource::File(_), DpUnit::Patient) => {
@@ -410,6 +414,9 @@ impl Agent {
         };
         let mut quantized = vec![0u32; update.len()];
         cfg.quantizer()?.quantize(&update, &mut quantized, &mut rng)?;
+        if let Some(d) = &distributed {
+            d.add(&mut quantized, &mut rng);
+        }
         let client = Client::new(cfg.clone(), me, self.identity.clone(), &mut rng)?;
         let directory = self.registry.directory(&settings.participants)?;
         let advert = client.advertise();

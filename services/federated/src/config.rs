@@ -279,16 +279,28 @@ pub fn plan(args: &FlStartArgs, registry: Option<&Registry>) -> Result<(SessionP
         )
         .context("deriving the noise multiplier from --epsilon")?,
     };
-    // The widest quantization that keeps the sum of n updates exact in Z/2^32.
-    let mut levels = 1u32 << 22;
-    while u64::from(n) * u64::from(levels - 1) >= 1 << 32 {
-        levels /= 2;
-    }
     let initial_model = match &args.initial_model {
         Some(p) => guardian_fl::npy::read(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
             .with_context(|| format!("{}: not a float .npy file", p.display()))?,
         None => vec![0f32; DEMO_PARAMETERS],
     };
+    // The widest quantization that keeps the sum of n updates exact in Z/2^32; in the
+    // hospital unit, with room for the parties' integer noise on either side of the sum
+    // (20 standard deviations of n parties' noise, read back around the middle).
+    let mut levels = 1u32 << 22;
+    let headroom = |levels: u32| -> f64 {
+        if dp_unit != DpUnit::Hospital {
+            return 0.0;
+        }
+        let scale = f64::from(levels - 1) / (2.0 * f64::from(args.clipping_range));
+        let sensitivity = scale * args.clip_norm + 2.0 * (initial_model.len() as f64).sqrt();
+        20.0 * noise_multiplier * sensitivity * (f64::from(n) / f64::from(threshold.max(1))).sqrt()
+    };
+    while u64::from(n) * u64::from(levels - 1) >= 1 << 32
+        || f64::from(n) * f64::from(levels - 1) / 2.0 + headroom(levels) >= 2_147_483_648.0
+    {
+        levels /= 2;
+    }
     let evaluate_on = (initial_model.len() == DEMO_PARAMETERS)
         .then(|| DemoFederation::new(n as usize).ok().map(|d| d.test))
         .flatten();

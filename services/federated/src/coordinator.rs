@@ -487,7 +487,8 @@ impl Coordinator {
         loop {
             let decided =
                 |r: &RoundRun<'_>| !gate || r.server.contributors().iter().all(|p| r.decisions.contains_key(p));
-            if matches!(run.collect(deadline, Server::inputs_complete).await?, StageEnd::Deadline | StageEnd::Stopped)
+            // A stop request ends the session after this round: it still waits for decisions.
+            if matches!(run.collect(deadline, Server::inputs_complete).await?, StageEnd::Deadline)
                 || decided(&run)
                 || Instant::now() >= deadline
             {

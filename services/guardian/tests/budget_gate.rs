@@ -186,7 +186,9 @@ fn a_refused_spend_leaves_its_update_out_and_the_budgets_match_the_models() {
         events.insert(r.get(0), r.get(1));
         if r.get::<String, _>(0) == "global" {
             let spent: f64 = r.get(2);
-            assert!((spent - epsilon(10)).abs() < 1e-9, "global ε {spent}, 10 spends cost {}", epsilon(10));
+            // Charged at the noise the parties' discrete Gaussians give: σ² is rounded
+            // up, so a hair under ten Gaussian steps at the nominal σ.
+            assert!(spent <= epsilon(10) + 1e-12 && spent > epsilon(10) * (1.0 - 1e-6), "global ε {spent}");
         }
     }
     for h in hospitals {

@@ -1,9 +1,9 @@
 //! Federated learning without I/O: the demo data set and its non-IID split across
-//! hospitals, a logistic-regression model, the agent's differential-privacy step (clip and
-//! noise) and update files (`.npy`).
+//! hospitals, a logistic-regression model with DP-SGD, and update files (`.npy`). The
+//! hospital-unit noise is integer noise added after quantization (`guardian-federated`'s
+//! `noise`).
 
 pub mod data;
 pub mod demo;
-pub mod dp;
 pub mod model;
 pub mod npy;

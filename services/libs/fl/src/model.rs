@@ -100,14 +100,28 @@ pub struct DpSgd {
     pub l2: f32,
 }
 
+/// One Gaussian sample of standard deviation `std`, drawn as Opacus's secure mode does
+/// (Holohan & Braghin, "Secure Random Sampling in Differential Privacy", ESORICS 2021):
+/// the sum of four independent standard-normal draws, halved, times `std`. Mironov's
+/// floating-point attack (CCS 2012) reads the input off the gaps between the doubles a
+/// single draw can produce next to it; a sum of several draws has no such gaps to read.
+/// With a CSPRNG (the agent's is ChaCha20 seeded from the OS) the draws are
+/// unpredictable too. DP-SGD adds this noise to floating-point gradients, which a
+/// discrete mechanism would have to snap to a grid first; hospital-unit rounds, whose
+/// updates are integers after quantization, use the exact discrete Gaussian instead.
+pub fn secure_normal(std: f64, rng: &mut impl Rng) -> f64 {
+    use rand_distr::{Distribution, StandardNormal};
+    let sum: f64 = (0..4).map(|_| <StandardNormal as Distribution<f64>>::sample(&StandardNormal, rng)).sum();
+    sum / 2.0 * std
+}
+
 /// Trains from `global` with DP-SGD on `ds`; returns the update (local − global).
 pub fn dp_sgd_update(global: &[f32], ds: &Dataset, cfg: &DpSgd, rng: &mut impl Rng) -> Vec<f32> {
-    use rand_distr::{Distribution, Normal};
     let mut w = global.to_vec();
     let mut grad = vec![0f64; w.len()];
     let mut g = vec![0f64; w.len()];
     let expected_batch = (cfg.sampling_rate * ds.len() as f64).max(1.0);
-    let noise = Normal::new(0.0, (cfg.noise_multiplier * cfg.clip_norm).max(0.0)).expect("finite std");
+    let std = (cfg.noise_multiplier * cfg.clip_norm).max(0.0);
     let last = w.len() - 1;
     for _ in 0..cfg.steps {
         grad.iter_mut().for_each(|v| *v = 0.0);
@@ -128,7 +142,7 @@ pub fn dp_sgd_update(global: &[f32], ds: &Dataset, cfg: &DpSgd, rng: &mut impl R
         }
         if cfg.noise_multiplier > 0.0 {
             for acc in grad.iter_mut() {
-                *acc += noise.sample(rng);
+                *acc += secure_normal(std, rng);
             }
         }
         let lr = f64::from(cfg.learning_rate);

@@ -9,11 +9,14 @@
 //!   pessimistic; matches dp_accounting's PLDAccountant to its discretization error.
 //! - [`inverse`]: rounds left under a budget, noise for a target, both consistent with
 //!   the forward computation by construction (they search it).
+//! - [`discrete`]: the discrete Gaussian sampled exactly (no floating point), and the
+//!   guarantee of a sum of parties' discrete Gaussian noise.
 //! - [`special`]: log-space helpers and special functions accurate in the tails.
 //!
 //! No I/O, no allocation beyond small vectors, no panics on bad input: every invalid
 //! parameter is a [`PrivacyError`].
 
+pub mod discrete;
 pub mod inverse;
 pub mod pld;
 pub mod rdp;

@@ -60,12 +60,21 @@ impl Quantizer {
         Ok(())
     }
 
-    /// Turns a ring sum of `parties` quantized vectors back into real values.
+    /// Turns a ring sum of `parties` quantized vectors back into real values. The ring
+    /// value is read as the integer nearest the middle of the data's range, [0, n(L−1)]:
+    /// integer noise added by the parties (distributed DP) may take a sum below 0 or
+    /// above the range, and it is recovered as long as it stays within 2^31 of the middle.
     pub fn dequantize_sum(&self, sum: &[u32], parties: u64) -> Vec<f64> {
         let r = f64::from(self.range);
         let step = 2.0 * r / f64::from(self.levels - 1);
         let offset = parties as f64 * r;
-        sum.iter().map(|&s| f64::from(s) * step - offset).collect()
+        let middle = (parties * u64::from(self.levels - 1) / 2) as u32;
+        sum.iter()
+            .map(|&s| {
+                let v = i64::from(s.wrapping_sub(middle) as i32) + i64::from(middle);
+                v as f64 * step - offset
+            })
+            .collect()
     }
 }
 
