@@ -79,7 +79,7 @@ pub async fn run(args: BenchKpiArgs) -> Result<ExitCode> {
 
     let python = match args.python.as_deref().filter(|p| !p.is_empty()) {
         Some(py) => {
-            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
             let out = Command::new(py)
                 .arg(format!("{dir}/tests/kpi/bench_python_rollup.py"))
                 .args([

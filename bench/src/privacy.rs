@@ -43,7 +43,7 @@ pub fn run(args: crate::BenchPrivacyArgs) -> Result<ExitCode> {
     if args.events == 0 || args.pld_events == 0 {
         bail!("--events and --pld-events must be at least 1");
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/privacy/bench_dp_accounting.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/privacy/bench_dp_accounting.py");
     eprintln!("bench: guardian-privacy, {} events per workload", args.events);
     let rows = [
         ("identical", ours(identical(args.events))?),

@@ -241,7 +241,7 @@ pub fn run(args: crate::BenchSecaggArgs) -> Result<ExitCode> {
 
     let peer = match &args.flower_python {
         Some(python) => {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/secagg/bench_flower.py");
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/secagg/bench_flower.py");
             eprintln!("bench: Flower SecAgg+, the same settings (minutes: its Shamir is pure Python)");
             let out = Command::new(python)
                 .arg(script)

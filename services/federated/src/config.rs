@@ -364,6 +364,7 @@ pub fn plan_json(p: &SessionPlan) -> String {
         "quantization_levels": p.quantization_levels,
         "stage_timeout_secs": p.stage_timeout.as_secs(),
         "parameters": p.initial_model.len(),
+        "spend_decisions": if p.spend_gate { "wait" } else { "off" },
     })
     .to_string()
 }

@@ -11,7 +11,6 @@ use common::*;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use guardian_privacy::{RdpAccountant, SampledGaussian};
 use guardian_testkit::{Stack, unique};
@@ -20,16 +19,6 @@ use sqlx::Row;
 
 const SIGMA: f64 = 0.8;
 const DELTA: f64 = 1e-5;
-
-fn guardian(stack: &Stack, prefix: &str, args: &[&str]) -> Command {
-    let mut c = guardian_on(stack, prefix, args);
-    c.env("GUARDIAN_S3_ENDPOINT", &stack.s3_endpoint)
-        .env("GUARDIAN_S3_ACCESS_KEY", &stack.s3_access_key)
-        .env("GUARDIAN_S3_SECRET_KEY", &stack.s3_secret_key)
-        .env("GUARDIAN_MODEL_BUCKET", "guardian-it-models")
-        .env_remove("GUARDIAN_FL_FAULT");
-    c
-}
 
 /// ε of `spends` hospital-unit spends (q = 1: every hospital of the registry takes part).
 fn epsilon(spends: u64) -> f64 {
@@ -43,15 +32,8 @@ fn a_refused_spend_leaves_its_update_out_and_the_budgets_match_the_models() {
     let stack = Stack::get();
     let prefix = format!("{}.", unique("flb"));
     let session = unique("session");
-    let keys = std::env::temp_dir().join(unique("fl-keys"));
     let hospitals = ["h001", "h002", "h003", "h004"];
-    run_ok(guardian(&stack, &prefix, &["topics", "apply"]));
-    run_ok(guardian(
-        &stack,
-        &prefix,
-        &["fl", "keygen", "--dir", keys.to_str().unwrap(), "--hospitals", &hospitals.join(",")],
-    ));
-    let registry = keys.join("registry.toml");
+    let fed = Federation::new(&stack, &prefix, &hospitals);
     let limit = (epsilon(10) + epsilon(11)) / 2.0;
     let (_accountant, url) = accountant(
         &stack,
@@ -61,54 +43,17 @@ fn a_refused_spend_leaves_its_update_out_and_the_budgets_match_the_models() {
 
     let mut agents = Vec::new();
     for (i, h) in hospitals.iter().enumerate() {
-        let file = keys.join(format!("{h}-update.npy"));
+        let file = fed.file(&format!("{h}-update.npy"));
         let update: Vec<f32> = (0..31).map(|j| 0.01 * (i + 1) as f32 - 0.0005 * j as f32).collect();
         std::fs::write(&file, guardian_fl::npy::write(&update)).unwrap();
-        let listen = format!("127.0.0.1:{}", free_port());
-        let key = keys.join(format!("{h}.key"));
-        let c = guardian(
-            &stack,
-            &prefix,
-            &[
-                "fl",
-                "agent",
-                "--hospital",
-                h,
-                "--identity",
-                key.to_str().unwrap(),
-                "--registry",
-                registry.to_str().unwrap(),
-                "--update",
-                file.to_str().unwrap(),
-                "--listen",
-                &listen,
-                "--epsilon-limit",
-                "1e9",
-            ],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-        agents.push((KillOnDrop(c), listen));
+        let (mut c, listen) = fed.agent(&stack, h, &["--update", file.to_str().unwrap(), "--epsilon-limit", "1e9"]);
+        agents.push((KillOnDrop(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()), listen));
     }
-    let started = Instant::now();
-    while !agents.iter().all(|(_, l)| ready(l)) {
-        assert!(started.elapsed() < Duration::from_secs(60), "agents did not become ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let table = run_ok(guardian(
+    wait_ready(agents.iter().map(|(_, l)| l), "the agents");
+    let table = run_ok(fed.start(
         &stack,
-        &prefix,
+        &session,
         &[
-            "fl",
-            "start",
-            "--identity",
-            keys.join("aggregator.key").to_str().unwrap(),
-            "--registry",
-            registry.to_str().unwrap(),
-            "--session",
-            &session,
             "--rounds",
             "5",
             "--dp-unit",
@@ -199,5 +144,4 @@ fn a_refused_spend_leaves_its_update_out_and_the_budgets_match_the_models() {
     for (child, _) in agents.iter_mut() {
         let _ = Command::new("kill").arg("-TERM").arg(child.0.id().to_string()).status();
     }
-    let _ = std::fs::remove_dir_all(&keys);
 }

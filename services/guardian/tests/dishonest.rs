@@ -11,21 +11,9 @@ mod common;
 use common::*;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use guardian_testkit::{Stack, unique};
 use guardian_topics::TopicId;
-
-fn guardian(stack: &Stack, prefix: &str, args: &[&str]) -> Command {
-    let mut c = guardian_on(stack, prefix, args);
-    c.env("GUARDIAN_S3_ENDPOINT", &stack.s3_endpoint)
-        .env("GUARDIAN_S3_ACCESS_KEY", &stack.s3_access_key)
-        .env("GUARDIAN_S3_SECRET_KEY", &stack.s3_secret_key)
-        .env("GUARDIAN_MODEL_BUCKET", "guardian-it-models")
-        .env_remove("GUARDIAN_FL_FAULT")
-        .env_remove("GUARDIAN_ALLOW_MISBEHAVE");
-    c
-}
 
 /// Hospital `h`'s update (h = 1..=6): distinct per hospital, norm under the clip norm 1.
 fn update_of(h: u32) -> Vec<f32> {
@@ -49,79 +37,33 @@ fn a_lying_hospital_changes_nothing_for_the_honest_ones() {
     let stack = Stack::get();
     let prefix = format!("{}.", unique("fld"));
     let session = unique("session");
-    let keys = std::env::temp_dir().join(unique("fl-keys"));
     let hospitals = ["h001", "h002", "h003", "h004", "h005", "h006"];
-    run_ok(guardian(&stack, &prefix, &["topics", "apply"]));
-    run_ok(guardian(
-        &stack,
-        &prefix,
-        &["fl", "keygen", "--dir", keys.to_str().unwrap(), "--hospitals", &hospitals.join(",")],
-    ));
-    let registry = keys.join("registry.toml");
+    let fed = Federation::new(&stack, &prefix, &hospitals);
     let _accountant = accountant(&stack, &prefix, &["--hospital-epsilon", "1e12", "--global-epsilon", "1e13"]);
 
     // The misbehaviour flag is refused without the test switch.
-    let refused = guardian(
-        &stack,
-        &prefix,
-        &["fl", "agent", "--hospital", "h006", "--identity", keys.join("h006.key").to_str().unwrap()],
-    )
-    .args(["--registry", registry.to_str().unwrap(), "--demo-shard", "0", "--misbehave", "equivocate"])
-    .output()
-    .unwrap();
+    let (mut c, _) = fed.agent(&stack, "h006", &["--demo-shard", "0", "--misbehave", "equivocate"]);
+    let refused = c.output().unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("GUARDIAN_ALLOW_MISBEHAVE"));
 
     let mut agents = Vec::new();
     for (i, h) in hospitals.iter().enumerate() {
-        let file = keys.join(format!("{h}-update.npy"));
+        let file = fed.file(&format!("{h}-update.npy"));
         std::fs::write(&file, guardian_fl::npy::write(&update_of(i as u32 + 1))).unwrap();
-        let listen = format!("127.0.0.1:{}", free_port());
-        let key = keys.join(format!("{h}.key"));
-        let mut c = guardian(
-            &stack,
-            &prefix,
-            &[
-                "fl",
-                "agent",
-                "--hospital",
-                h,
-                "--identity",
-                key.to_str().unwrap(),
-                "--registry",
-                registry.to_str().unwrap(),
-                "--update",
-                file.to_str().unwrap(),
-                "--listen",
-                &listen,
-                // The point is the sum, not the budget: tiny noise, a loose limit.
-                "--epsilon-limit",
-                "1e12",
-            ],
-        );
+        // The point is the sum, not the budget: tiny noise, a loose limit.
+        let (mut c, listen) = fed.agent(&stack, h, &["--update", file.to_str().unwrap(), "--epsilon-limit", "1e12"]);
         if *h == "h006" {
             c.args(["--misbehave", "forge-chunk,equivocate,garbage-shares,oversized-chunk"])
                 .env("GUARDIAN_ALLOW_MISBEHAVE", "1");
         }
         agents.push((KillOnDrop(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()), listen));
     }
-    let started = Instant::now();
-    while !agents.iter().all(|(_, l)| ready(l)) {
-        assert!(started.elapsed() < Duration::from_secs(60), "agents did not become ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let table = run_ok(guardian(
+    wait_ready(agents.iter().map(|(_, l)| l), "the agents");
+    let table = run_ok(fed.start(
         &stack,
-        &prefix,
+        &session,
         &[
-            "fl",
-            "start",
-            "--identity",
-            keys.join("aggregator.key").to_str().unwrap(),
-            "--registry",
-            registry.to_str().unwrap(),
-            "--session",
-            &session,
             "--rounds",
             "4",
             "--dp-unit",
@@ -161,8 +103,8 @@ fn a_lying_hospital_changes_nothing_for_the_honest_ones() {
             *e += who.iter().map(|&h| f64::from(update_of(h)[i])).sum::<f64>() / who.len() as f64;
         }
     }
-    let out = keys.join("model.npy");
-    run_ok(guardian(&stack, &prefix, &["fl", "export", "--session", &session, "--out", out.to_str().unwrap()]));
+    let out = fed.file("model.npy");
+    run_ok(fed.guardian(&stack, &["fl", "export", "--session", &session, "--out", out.to_str().unwrap()]));
     let model = guardian_fl::npy::read(&std::fs::read(&out).unwrap()).unwrap();
     let worst = model.iter().zip(&expected).map(|(m, e)| (f64::from(*m) - e).abs()).fold(0.0, f64::max);
     // One honest input missing or one lie summed moves a coordinate by 0.003 or more
@@ -176,14 +118,11 @@ fn a_lying_hospital_changes_nothing_for_the_honest_ones() {
     assert_eq!(evicted.len(), 3, "{letters:?}");
     assert!(evicted.iter().all(|l| l.error.contains("hospital h006")), "{evicted:?}");
 
-    let replay = run_ok(guardian(
-        &stack,
-        &prefix,
-        &["fl", "replay", "--session", &session, "--registry", registry.to_str().unwrap()],
-    ));
+    let replay = run_ok(
+        fed.guardian(&stack, &["fl", "replay", "--session", &session, "--registry", fed.registry.to_str().unwrap()]),
+    );
     assert!(replay.contains("all 4 model versions"), "{replay}");
     for (child, _) in agents.iter_mut() {
         let _ = Command::new("kill").arg("-TERM").arg(child.0.id().to_string()).status();
     }
-    let _ = std::fs::remove_dir_all(&keys);
 }

@@ -14,16 +14,6 @@ use std::time::{Duration, Instant};
 
 use guardian_testkit::{Stack, unique};
 
-fn guardian(stack: &Stack, prefix: &str, args: &[&str]) -> Command {
-    let mut c = guardian_on(stack, prefix, args);
-    c.env("GUARDIAN_S3_ENDPOINT", &stack.s3_endpoint)
-        .env("GUARDIAN_S3_ACCESS_KEY", &stack.s3_access_key)
-        .env("GUARDIAN_S3_SECRET_KEY", &stack.s3_secret_key)
-        .env("GUARDIAN_MODEL_BUCKET", "guardian-it-models")
-        .env_remove("GUARDIAN_FL_FAULT");
-    c
-}
-
 /// Rows of the session table `fl start` prints: (round, outcome, survivors, dropped, accuracy).
 fn rows(table: &str) -> Vec<(u32, String, String, String, Option<f64>)> {
     table
@@ -47,64 +37,28 @@ fn five_hospitals_ten_rounds_one_killed_mid_round_and_the_replay_matches() {
     let stack = Stack::get();
     let prefix = format!("{}.", unique("fl"));
     let session = unique("session");
-    let keys = std::env::temp_dir().join(unique("fl-keys"));
     let hospitals = ["h001", "h002", "h003", "h004", "h005"];
-    run_ok(guardian(&stack, &prefix, &["topics", "apply"]));
-    run_ok(guardian(
-        &stack,
-        &prefix,
-        &["fl", "keygen", "--dir", keys.to_str().unwrap(), "--hospitals", &hospitals.join(",")],
-    ));
-    let registry = keys.join("registry.toml");
+    let fed = Federation::new(&stack, &prefix, &hospitals);
+    let registry = fed.registry.clone();
     // The aggregator sums an update only once the accountant accepted its spend; the
     // budget is not the point here.
     let _accountant = accountant(&stack, &prefix, &["--hospital-epsilon", "1000", "--global-epsilon", "10000"]);
 
     let mut agents: Vec<(String, Child, String)> = Vec::new();
     for (i, h) in hospitals.iter().enumerate() {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let mut c = guardian(
-            &stack,
-            &prefix,
-            &[
-                "fl",
-                "agent",
-                "--hospital",
-                h,
-                "--identity",
-                keys.join(format!("{h}.key")).to_str().unwrap(),
-                "--registry",
-                registry.to_str().unwrap(),
-                "--demo-shard",
-                &i.to_string(),
-                "--listen",
-                &listen,
-            ],
-        );
+        let (mut c, listen) = fed.agent(&stack, h, &["--demo-shard", &i.to_string()]);
         if *h == "h003" {
             c.env("GUARDIAN_FL_FAULT", "before-input:5");
         }
         let child = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start an agent");
         agents.push((h.to_string(), child, listen));
     }
-    let started = Instant::now();
-    while !agents.iter().all(|(_, _, l)| ready(l)) {
-        assert!(started.elapsed() < Duration::from_secs(60), "agents did not become ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_ready(agents.iter().map(|(_, _, l)| l), "the agents");
 
-    let table = run_ok(guardian(
+    let table = run_ok(fed.start(
         &stack,
-        &prefix,
+        &session,
         &[
-            "fl",
-            "start",
-            "--identity",
-            keys.join("aggregator.key").to_str().unwrap(),
-            "--registry",
-            registry.to_str().unwrap(),
-            "--session",
-            &session,
             "--rounds",
             "10",
             "--epsilon",
@@ -142,17 +96,14 @@ fn five_hospitals_ten_rounds_one_killed_mid_round_and_the_replay_matches() {
     let best = accuracies.iter().cloned().fold(0.0, f64::max);
     assert!(mean > 0.8 && best > 0.9, "accuracy did not rise above the zero model's 0.63: {accuracies:?}");
 
-    let replay = run_ok(guardian(
-        &stack,
-        &prefix,
-        &["fl", "replay", "--session", &session, "--registry", registry.to_str().unwrap()],
-    ));
+    let replay = run_ok(
+        fed.guardian(&stack, &["fl", "replay", "--session", &session, "--registry", registry.to_str().unwrap()]),
+    );
     assert!(replay.contains("all 10 model versions"), "{replay}");
     assert_eq!(replay.matches("| yes |").count(), 10, "{replay}");
 
-    let out = keys.join("model.npy");
-    let export =
-        run_ok(guardian(&stack, &prefix, &["fl", "export", "--session", &session, "--out", out.to_str().unwrap()]));
+    let out = fed.file("model.npy");
+    let export = run_ok(fed.guardian(&stack, &["fl", "export", "--session", &session, "--out", out.to_str().unwrap()]));
     assert!(export.starts_with("version 10 of"), "{export}");
     let bytes = std::fs::read(&out).unwrap();
     assert_eq!(guardian_fl::npy::read(&bytes).unwrap().len(), 31);
@@ -166,7 +117,6 @@ fn five_hospitals_ten_rounds_one_killed_mid_round_and_the_replay_matches() {
             assert!(status.success(), "agent {h} did not stop cleanly on SIGTERM: {status:?}");
         }
     }
-    let _ = std::fs::remove_dir_all(&keys);
 }
 
 /// A hospital-unit session (distributed DP: clipped, noised updates) in which one hospital
@@ -177,20 +127,14 @@ fn an_update_file_in_a_hospital_unit_session_and_stop() {
     let stack = Stack::get();
     let prefix = format!("{}.", unique("flh"));
     let session = unique("session");
-    let keys = std::env::temp_dir().join(unique("fl-keys"));
     let hospitals = ["h001", "h002", "h003"];
-    run_ok(guardian(&stack, &prefix, &["topics", "apply"]));
-    run_ok(guardian(
-        &stack,
-        &prefix,
-        &["fl", "keygen", "--dir", keys.to_str().unwrap(), "--hospitals", &hospitals.join(",")],
-    ));
-    let registry = keys.join("registry.toml");
+    let fed = Federation::new(&stack, &prefix, &hospitals);
+    let registry = fed.registry.clone();
     // The aggregator sums an update only once the accountant accepted its spend; the
     // budget is not the point here.
     let _accountant = accountant(&stack, &prefix, &["--hospital-epsilon", "1000", "--global-epsilon", "10000"]);
     // An "externally trained" update: float64, 2-D, as NumPy would save it.
-    let update = keys.join("update.npy");
+    let update = fed.file("update.npy");
     let mut npy = b"\x93NUMPY\x01\x00".to_vec();
     let mut header = "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 31), }".to_string();
     while !(10 + header.len() + 1).is_multiple_of(64) {
@@ -206,64 +150,33 @@ fn an_update_file_in_a_hospital_unit_session_and_stop() {
 
     let mut agents = Vec::new();
     for (i, h) in hospitals.iter().enumerate() {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let key = keys.join(format!("{h}.key"));
         let shard = i.to_string();
-        let mut args = vec![
-            "fl",
-            "agent",
-            "--hospital",
-            h,
-            "--identity",
-            key.to_str().unwrap(),
-            "--registry",
-            registry.to_str().unwrap(),
-        ];
         // The point here is the update file and stop, not the budget: a loose limit.
-        args.extend_from_slice(&["--listen", &listen, "--demo-hospitals", "3", "--epsilon-limit", "1000"]);
+        let mut args = vec!["--demo-hospitals", "3", "--epsilon-limit", "1000"];
         if *h == "h003" {
             args.extend_from_slice(&["--update", update.to_str().unwrap()]);
         } else {
             args.extend_from_slice(&["--demo-shard", &shard]);
         }
-        let child = guardian(&stack, &prefix, &args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let (mut c, listen) = fed.agent(&stack, h, &args);
+        let child = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         agents.push((child, listen));
     }
-    let started = Instant::now();
-    while !agents.iter().all(|(_, l)| ready(l)) {
-        assert!(started.elapsed() < Duration::from_secs(60), "agents did not become ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let start = guardian(
-        &stack,
-        &prefix,
-        &[
-            "fl",
-            "start",
-            "--identity",
-            keys.join("aggregator.key").to_str().unwrap(),
-            "--registry",
-            registry.to_str().unwrap(),
-            "--session",
+    wait_ready(agents.iter().map(|(_, l)| l), "the agents");
+    let start = fed
+        .start(
+            &stack,
             &session,
-            "--rounds",
-            "200",
-            "--dp-unit",
-            "hospital",
-            "--noise-multiplier",
-            "0.5",
-            "--local-steps",
-            "1",
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+            &["--rounds", "200", "--dp-unit", "hospital", "--noise-multiplier", "0.5", "--local-steps", "1"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     // Once two versions exist, ask the session to stop.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = run_ok(guardian(&stack, &prefix, &["fl", "status", "--session", &session, "--json"]));
+        let out = run_ok(fed.guardian(&stack, &["fl", "status", "--session", &session, "--json"]));
         let finished = out
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -275,7 +188,7 @@ fn an_update_file_in_a_hospital_unit_session_and_stop() {
         assert!(Instant::now() < deadline, "no two rounds finished: {out}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    run_ok(guardian(&stack, &prefix, &["fl", "stop", "--session", &session]));
+    run_ok(fed.guardian(&stack, &["fl", "stop", "--session", &session]));
     let out = start.wait_with_output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{table}");
@@ -283,15 +196,12 @@ fn an_update_file_in_a_hospital_unit_session_and_stop() {
     assert!(rows.len() >= 2 && rows.len() < 200, "the session should stop early: {table}");
     assert!(rows.iter().all(|r| r.1 == "finished" && r.2 == "h001,h002,h003"), "{table}");
 
-    let replay = run_ok(guardian(
-        &stack,
-        &prefix,
-        &["fl", "replay", "--session", &session, "--registry", registry.to_str().unwrap()],
-    ));
+    let replay = run_ok(
+        fed.guardian(&stack, &["fl", "replay", "--session", &session, "--registry", registry.to_str().unwrap()]),
+    );
     assert!(replay.contains(&format!("all {} model versions", rows.len())), "{replay}");
     for (child, _) in agents.iter_mut() {
         let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         let _ = child.wait();
     }
-    let _ = std::fs::remove_dir_all(&keys);
 }

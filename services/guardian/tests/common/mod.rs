@@ -118,10 +118,89 @@ pub fn accountant(stack: &guardian_testkit::Stack, prefix: &str, limits: &[&str]
         .spawn()
         .expect("start the accountant");
     let child = KillOnDrop(child);
+    wait_ready([&listen], &format!("the accountant (log: {})", log.display()));
+    (child, url)
+}
+
+/// A federation for a test: the topics applied under `prefix`, keys for the hospitals and
+/// the aggregator (with their registry) in a temporary folder, removed on drop.
+pub struct Federation {
+    pub prefix: String,
+    pub keys: std::path::PathBuf,
+    pub registry: std::path::PathBuf,
+}
+
+impl Federation {
+    pub fn new(stack: &guardian_testkit::Stack, prefix: &str, hospitals: &[&str]) -> Self {
+        let keys = std::env::temp_dir().join(guardian_testkit::unique("fl-keys"));
+        let fed = Federation { prefix: prefix.to_string(), registry: keys.join("registry.toml"), keys };
+        run_ok(fed.guardian(stack, &["topics", "apply"]));
+        let dir = fed.keys.to_str().expect("a UTF-8 temp path").to_string();
+        run_ok(fed.guardian(stack, &["fl", "keygen", "--dir", &dir, "--hospitals", &hospitals.join(",")]));
+        fed
+    }
+
+    /// `guardian` under the prefix with the stack's S3 settings and the models' bucket, and
+    /// none of the caller's fault-injection variables.
+    pub fn guardian(&self, stack: &guardian_testkit::Stack, args: &[&str]) -> std::process::Command {
+        let mut c = guardian_on(stack, &self.prefix, args);
+        c.env("GUARDIAN_S3_ENDPOINT", &stack.s3_endpoint)
+            .env("GUARDIAN_S3_ACCESS_KEY", &stack.s3_access_key)
+            .env("GUARDIAN_S3_SECRET_KEY", &stack.s3_secret_key)
+            .env("GUARDIAN_MODEL_BUCKET", "guardian-it-models")
+            .env_remove("GUARDIAN_FL_FAULT")
+            .env_remove("GUARDIAN_ALLOW_MISBEHAVE");
+        c
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.keys.join(file).to_str().expect("a UTF-8 temp path").to_string()
+    }
+
+    /// `fl agent` for `hospital` with its key, on a free port, plus `extra` flags; returns
+    /// the command and the address its probes listen on.
+    pub fn agent(
+        &self,
+        stack: &guardian_testkit::Stack,
+        hospital: &str,
+        extra: &[&str],
+    ) -> (std::process::Command, String) {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let (key, registry) = (self.path(&format!("{hospital}.key")), self.path("registry.toml"));
+        let mut c = self.guardian(
+            stack,
+            &["fl", "agent", "--hospital", hospital, "--identity", &key, "--registry", &registry, "--listen", &listen],
+        );
+        c.args(extra);
+        (c, listen)
+    }
+
+    /// `fl start` of `session` with the aggregator's key, plus `extra` flags.
+    pub fn start(&self, stack: &guardian_testkit::Stack, session: &str, extra: &[&str]) -> std::process::Command {
+        let (key, registry) = (self.path("aggregator.key"), self.path("registry.toml"));
+        let mut c =
+            self.guardian(stack, &["fl", "start", "--identity", &key, "--registry", &registry, "--session", session]);
+        c.args(extra);
+        c
+    }
+
+    /// A file in the keys folder (removed with it).
+    pub fn file(&self, name: &str) -> std::path::PathBuf {
+        self.keys.join(name)
+    }
+}
+
+impl Drop for Federation {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.keys);
+    }
+}
+
+/// Waits until every address's `/readyz` answers 200 (a minute at most).
+pub fn wait_ready<'a>(addresses: impl IntoIterator<Item = &'a String> + Clone, what: &str) {
     let started = Instant::now();
-    while !ready(&listen) {
-        assert!(started.elapsed() < Duration::from_secs(60), "the accountant did not become ready: {}", log.display());
+    while !addresses.clone().into_iter().all(|a| ready(a)) {
+        assert!(started.elapsed() < Duration::from_secs(60), "{what} did not become ready");
         std::thread::sleep(Duration::from_millis(100));
     }
-    (child, url)
 }
