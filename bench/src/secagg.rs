@@ -273,7 +273,11 @@ pub fn run(args: crate::BenchSecaggArgs) -> Result<ExitCode> {
         let met = row.target.is_none_or(|t| ours <= t);
         all_met &= met;
         let (theirs, speedup) = match peer.as_ref().and_then(|p| p[row.key]["median"].as_f64()) {
-            Some(s) => (fmt(Duration::from_secs_f64(s)), format!("{:.0}×", s / ours.as_secs_f64())),
+            Some(s) => {
+                let ratio = s / ours.as_secs_f64();
+                let shown = if ratio < 10.0 { format!("{ratio:.2}×") } else { format!("{ratio:.0}×") };
+                (fmt(Duration::from_secs_f64(s)), shown)
+            }
             None => ("not run".into(), "".into()),
         };
         println!(
