@@ -88,6 +88,10 @@ fn federated_session(stack: &Stack, prefix: &str, bootstrap: &str, keys: &std::p
             "3",
             "--stage-timeout-secs",
             "10",
+            // No accountant runs yet at this point of the test: the session is the
+            // replay's input here, not a budget check.
+            "--spend-decisions",
+            "off",
         ],
     ));
     for (child, _) in agents.iter_mut() {
