@@ -204,11 +204,6 @@ impl Agent {
         Ok((own, federation))
     }
 
-    /// The spend a round costs this hospital.
-    fn mechanism(&self, s: &RoundSettings) -> SampledGaussian {
-        charge(s)
-    }
-
     /// Follows the round topics until `shutdown`.
     pub async fn run(&self, shutdown: &Shutdown, ready: impl Fn()) -> Result<AgentReport> {
         let t = &self.topics;
@@ -338,7 +333,7 @@ impl Agent {
             .then(|| crate::noise::DistributedNoise::for_round(&cfg))
             .transpose()?;
         // Budget: refuse a round that would take this hospital past its limit.
-        let mut event = self.mechanism(&settings);
+        let mut event = charge(&settings);
         if let Some(d) = &distributed {
             event.noise_multiplier = d.charged_multiplier;
         }

@@ -118,7 +118,7 @@ pub fn chunk_record(cfg: &RoundConfig, hospital: &str, chunk: &MaskedChunk) -> G
         dimension: cfg.dimension as i64,
         chunk_index: chunk.index as i32,
         chunk_count: cfg.chunks() as i32,
-        first_parameter: u64::from(chunk.index) as i64 * i64::from(cfg.chunk_len),
+        first_parameter: cfg.chunk_range(chunk.index).0 as i64,
         ring_bits: 32,
         values: chunk.words.iter().flat_map(|w| w.to_le_bytes()).collect(),
         signature: Some(chunk.signature.to_vec()),

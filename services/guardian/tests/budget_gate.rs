@@ -43,10 +43,8 @@ fn a_refused_spend_leaves_its_update_out_and_the_budgets_match_the_models() {
 
     let mut agents = Vec::new();
     for (i, h) in hospitals.iter().enumerate() {
-        let file = fed.file(&format!("{h}-update.npy"));
         let update: Vec<f32> = (0..31).map(|j| 0.01 * (i + 1) as f32 - 0.0005 * j as f32).collect();
-        std::fs::write(&file, guardian_fl::npy::write(&update)).unwrap();
-        let (mut c, listen) = fed.agent(&stack, h, &["--update", file.to_str().unwrap(), "--epsilon-limit", "1e9"]);
+        let (mut c, listen) = fed.update_agent(&stack, h, &update, "1e9");
         agents.push((KillOnDrop(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()), listen));
     }
     wait_ready(agents.iter().map(|(_, l)| l), "the agents");

@@ -22,14 +22,7 @@ fn update_of(h: u32) -> Vec<f32> {
 
 /// (round, outcome, survivors, misbehaved) of the session table.
 fn rows(table: &str) -> Vec<(u32, String, String, String)> {
-    table
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| round"))
-        .map(|l| {
-            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
-            (cells[0].parse().unwrap(), cells[1].to_string(), cells[3].to_string(), cells[6].to_string())
-        })
-        .collect()
+    session_rows(table).into_iter().map(|c| (c[0].parse().unwrap(), c[1].clone(), c[3].clone(), c[6].clone())).collect()
 }
 
 #[test]
@@ -49,10 +42,8 @@ fn a_lying_hospital_changes_nothing_for_the_honest_ones() {
 
     let mut agents = Vec::new();
     for (i, h) in hospitals.iter().enumerate() {
-        let file = fed.file(&format!("{h}-update.npy"));
-        std::fs::write(&file, guardian_fl::npy::write(&update_of(i as u32 + 1))).unwrap();
         // The point is the sum, not the budget: tiny noise, a loose limit.
-        let (mut c, listen) = fed.agent(&stack, h, &["--update", file.to_str().unwrap(), "--epsilon-limit", "1e12"]);
+        let (mut c, listen) = fed.update_agent(&stack, h, &update_of(i as u32 + 1), "1e12");
         if *h == "h006" {
             c.args(["--misbehave", "forge-chunk,equivocate,garbage-shares,oversized-chunk"])
                 .env("GUARDIAN_ALLOW_MISBEHAVE", "1");

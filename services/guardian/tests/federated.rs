@@ -16,19 +16,9 @@ use guardian_testkit::{Stack, unique};
 
 /// Rows of the session table `fl start` prints: (round, outcome, survivors, dropped, accuracy).
 fn rows(table: &str) -> Vec<(u32, String, String, String, Option<f64>)> {
-    table
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| round"))
-        .map(|l| {
-            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
-            (
-                cells[0].parse().unwrap(),
-                cells[1].to_string(),
-                cells[3].to_string(),
-                cells[4].to_string(),
-                cells[5].parse().ok(),
-            )
-        })
+    session_rows(table)
+        .into_iter()
+        .map(|c| (c[0].parse().unwrap(), c[1].clone(), c[3].clone(), c[4].clone(), c[5].parse().ok()))
         .collect()
 }
 

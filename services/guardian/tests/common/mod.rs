@@ -175,6 +175,20 @@ impl Federation {
         (c, listen)
     }
 
+    /// `fl agent` for `hospital` sending `update` (written to an `.npy` file in the keys
+    /// folder) in hospital-unit rounds, under its own ε limit `epsilon_limit`.
+    pub fn update_agent(
+        &self,
+        stack: &guardian_testkit::Stack,
+        hospital: &str,
+        update: &[f32],
+        epsilon_limit: &str,
+    ) -> (std::process::Command, String) {
+        let file = self.path(&format!("{hospital}-update.npy"));
+        std::fs::write(&file, guardian_fl::npy::write(update)).expect("write the update file");
+        self.agent(stack, hospital, &["--update", &file, "--epsilon-limit", epsilon_limit])
+    }
+
     /// `fl start` of `session` with the aggregator's key, plus `extra` flags.
     pub fn start(&self, stack: &guardian_testkit::Stack, session: &str, extra: &[&str]) -> std::process::Command {
         let (key, registry) = (self.path("aggregator.key"), self.path("registry.toml"));
@@ -203,4 +217,14 @@ pub fn wait_ready<'a>(addresses: impl IntoIterator<Item = &'a String> + Clone, w
         assert!(started.elapsed() < Duration::from_secs(60), "{what} did not become ready");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The rows of the session table `fl start` prints, as cells: round, outcome, version,
+/// survivors, dropped, accuracy, misbehaved.
+pub fn session_rows(table: &str) -> Vec<Vec<String>> {
+    table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| round"))
+        .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect())
+        .collect()
 }
