@@ -459,23 +459,24 @@ impl Agent {
         let me = r.client.party();
         let mut out: Vec<(String, MaskedChunk)> =
             r.client.chunks(masked).into_iter().map(|c| (self.hospital.clone(), c)).collect();
-        let round_id = r.client.round_id();
-        let (_, first_len) = r.cfg.chunk_range(0);
         match r.misbehave {
             Some(Misbehave::ForgeChunk) => {
                 let victim = (me + 1) % r.cfg.parties();
-                let forged = MaskedChunk::sign(&r.cfg, &round_id, victim, 0, vec![7; first_len], &self.identity);
-                out.insert(0, (r.cfg.participants[victim as usize].clone(), forged));
+                let fake = r.cfg.chunk_words(&vec![7; r.cfg.dimension as usize]);
+                let forged = MaskedChunk::sign_input(&r.cfg, &r.client.round_id(), victim, fake, &self.identity);
+                out.insert(0, (r.cfg.participants[victim as usize].clone(), forged[0].clone()));
             }
             Some(Misbehave::Equivocate) => {
-                let mut words = out[0].1.words.clone();
-                words[0] = words[0].wrapping_add(1);
+                let mut other = masked.to_vec();
+                other[0] = other[0].wrapping_add(1);
                 // Before the last genuine chunk: once an input is complete the stage may
                 // close, and a record after that changes nothing.
-                out.insert(1, (self.hospital.clone(), r.client.sign_chunk(0, words)));
+                out.insert(1, (self.hospital.clone(), r.client.chunks(&other).swap_remove(0)));
             }
             Some(Misbehave::OversizedChunk) => {
-                out.insert(0, (self.hospital.clone(), r.client.sign_chunk(0, vec![1; first_len + 1])));
+                let mut words = r.cfg.chunk_words(masked);
+                words[0].push(1);
+                out.insert(0, (self.hospital.clone(), r.client.sign_chunks(words).swap_remove(0)));
             }
             Some(Misbehave::GarbageShares | Misbehave::RefusedSpend) | None => {}
         }

@@ -101,6 +101,10 @@ pub const FORGED: &str = guardian_kafka::signing::FORGED;
 pub const EVICTED: &str = "evicted";
 pub const REFUSED: &str = "round-record";
 
+/// The most update chunks read ahead and checked together (64 chunks of 2^16 words are
+/// 16 MiB).
+const CHUNK_BATCH: usize = 64;
+
 /// A round record the aggregator did not take, and the dead-letter kind.
 struct Refused {
     kind: &'static str,
@@ -183,16 +187,7 @@ impl RoundRun<'_> {
                 }
             }
         } else if m.topic == t.updates {
-            match self.codec.decode::<GradientUpdateChunk>(&m.payload) {
-                Err(e) => Err(Refused::malformed(format!("undecodable update chunk: {e}"))),
-                Ok(c) if c.session_id != self.session || c.round != self.round => Ok(None),
-                Ok(c) => self.party_of(&c.hospital_id, None).map_err(Refused::forged).and_then(|p| {
-                    wire::chunk_of(&self.cfg, p, &c)
-                        .map_err(Refused::malformed)
-                        .and_then(|chunk| self.server.receive_chunk(&chunk).map_err(Refused::from))
-                        .map(Some)
-                }),
-            }
+            self.take_chunks(std::slice::from_ref(m)).pop().expect("one outcome per record")
         } else if m.topic == t.unmask {
             match self.codec.decode::<UnmaskShares>(&m.payload) {
                 Err(e) => Err(Refused::malformed(format!("undecodable unmask shares: {e}"))),
@@ -226,10 +221,64 @@ impl RoundRun<'_> {
         } else {
             Ok(None)
         };
+        self.settle(m, outcome).await
+    }
+
+    /// Feeds a batch of records in order: each run of update chunks goes to the server
+    /// at once (their hashing spread over the cores), every other record on its own.
+    async fn handle_all(&mut self, batch: &[Incoming]) -> Result<()> {
+        let mut rest = batch;
+        while let Some(first) = rest.first() {
+            if first.topic != self.c.topics.updates {
+                self.handle(first).await?;
+                rest = &rest[1..];
+                continue;
+            }
+            let run = rest.iter().position(|m| m.topic != self.c.topics.updates).unwrap_or(rest.len());
+            let outcomes = self.take_chunks(&rest[..run]);
+            for (m, outcome) in rest[..run].iter().zip(outcomes) {
+                self.settle(m, outcome).await?;
+            }
+            rest = &rest[run..];
+        }
+        Ok(())
+    }
+
+    /// What becomes of each update chunk record: decoded, checked against the round and
+    /// given to the server together.
+    fn take_chunks(&mut self, records: &[Incoming]) -> Vec<Result<Option<Accepted>, Refused>> {
+        let mut outcomes = Vec::with_capacity(records.len());
+        let (mut chunks, mut at) = (Vec::new(), Vec::new());
+        for m in records {
+            let chunk = match self.codec.decode::<GradientUpdateChunk>(&m.payload) {
+                Err(e) => Err(Refused::malformed(format!("undecodable update chunk: {e}"))),
+                Ok(c) if c.session_id != self.session || c.round != self.round => Ok(None),
+                Ok(c) => self
+                    .party_of(&c.hospital_id, None)
+                    .map_err(Refused::forged)
+                    .and_then(|p| wire::chunk_of(&self.cfg, p, &c).map_err(Refused::malformed).map(Some)),
+            };
+            match chunk {
+                Ok(Some(chunk)) => {
+                    at.push(outcomes.len());
+                    chunks.push(chunk);
+                    outcomes.push(Ok(None));
+                }
+                other => outcomes.push(other.map(|_| None)),
+            }
+        }
+        for (i, taken) in at.into_iter().zip(self.server.receive_chunks(&chunks)) {
+            outcomes[i] = taken.map(Some).map_err(Refused::from);
+        }
+        outcomes
+    }
+
+    /// Dead-letters a record the round did not take, or that evicted its sender.
+    async fn settle(&mut self, m: &Incoming, outcome: Result<Option<Accepted>, Refused>) -> Result<()> {
         let (kind, error) = match outcome {
-            Ok(Some(Accepted::Evicted)) => {
-                let why = self.server.evictions().last().map(|e| (e.party, e.reason.clone()));
-                let (party, reason) = why.unwrap_or((u32::MAX, "evicted".into()));
+            Ok(Some(Accepted::Evicted(party))) => {
+                let why = self.server.evictions().into_iter().find(|e| e.party == party);
+                let reason = why.map_or_else(|| "evicted".to_string(), |e| e.reason);
                 let hospital = self.cfg.participants.get(party as usize).cloned().unwrap_or_default();
                 warn!(session = %self.session, round = self.round, %hospital, %reason, "a hospital is out of the round");
                 (EVICTED, format!("hospital {hospital} (party {party}) {reason}"))
@@ -266,7 +315,15 @@ impl RoundRun<'_> {
             }
             let wait = (deadline - now).min(Duration::from_millis(200));
             if let Some(m) = self.tail.next(wait).await? {
-                self.handle(&m).await?;
+                // Update chunks already fetched are taken together.
+                let mut batch = vec![m];
+                while batch.len() < CHUNK_BATCH && batch.last().is_some_and(|m| m.topic == self.c.topics.updates) {
+                    match self.tail.next(Duration::ZERO).await? {
+                        Some(m) => batch.push(m),
+                        None => break,
+                    }
+                }
+                self.handle_all(&batch).await?;
             }
             if *self.stop && done(&self.server) {
                 return Ok(StageEnd::Stopped);

@@ -122,6 +122,7 @@ pub fn chunk_record(cfg: &RoundConfig, hospital: &str, chunk: &MaskedChunk) -> G
         ring_bits: 32,
         values: chunk.words.iter().flat_map(|w| w.to_le_bytes()).collect(),
         signature: Some(chunk.signature.to_vec()),
+        proof: chunk.proof.iter().map(|d| d.to_vec()).collect(),
     }
 }
 
@@ -143,8 +144,15 @@ pub fn chunk_of(cfg: &RoundConfig, party: u32, c: &GradientUpdateChunk) -> Resul
     ensure!(c.values.len().is_multiple_of(4), "values are not whole 32-bit words");
     let index = u32::try_from(c.chunk_index).context("negative chunk index")?;
     let signature = array64(c.signature.as_ref(), "signature")?;
+    // A tree of 2^32 leaves is 32 deep: a longer proof cannot verify.
+    ensure!(c.proof.len() <= 32, "proof of {} digests", c.proof.len());
+    let proof = c
+        .proof
+        .iter()
+        .map(|d| <[u8; 32]>::try_from(d.as_slice()).context("a proof digest is not 32 bytes"))
+        .collect::<Result<_>>()?;
     let words = c.values.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    Ok(MaskedChunk { party, index, words, signature })
+    Ok(MaskedChunk { party, index, words, proof, signature })
 }
 
 fn shares(list: &[(u32, Share)]) -> Vec<ShareOf> {

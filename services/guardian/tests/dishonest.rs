@@ -1,6 +1,6 @@
 //! A federation with a dishonest hospital, on the real local stack: six agents with
 //! update files (hospital unit), h006 lying in a different way each round (a chunk
-//! forged in h001's name, two different chunks for one slot, an undecryptable share, an
+//! forged in h001's name, a chunk of a second signed update, an undecryptable share, an
 //! oversized chunk). Every round finishes with the five honest hospitals, the final model
 //! equals the one recomputed from the honest hospitals' own updates (up to the DP noise),
 //! h006 is named in each round's record, its lies are dead-lettered, and the replay of the
@@ -75,7 +75,7 @@ fn a_lying_hospital_changes_nothing_for_the_honest_ones() {
         assert_eq!(outcome, "finished", "round {round}: {table}");
         let expected = match round {
             1 => (honest.to_string(), "h006: signed a chunk in party 0's name"),
-            2 => (honest.to_string(), "h006: signed two different chunks for index 0"),
+            2 => (honest.to_string(), "h006: signed two different inputs"),
             // The undecryptable share is ignored by its recipient, which stays; h006's
             // own input is well formed and counts.
             3 => (format!("{honest},h006"), "h006: sent party 0 a share it could not use"),

@@ -63,6 +63,9 @@ pub struct GradientUpdateChunk {
     pub values: Vec<u8>,
     #[serde(with = "serde_bytes_compat::option")]
     pub signature: Option<Vec<u8>>,
+    /// Sibling digests from this chunk's leaf to the root its signature covers.
+    #[serde(default, with = "serde_bytes_compat::list")]
+    pub proof: Vec<Vec<u8>>,
 }
 record!(GradientUpdateChunk, "com.phoenixguardian.fl.GradientUpdateChunk");
 
@@ -429,6 +432,24 @@ mod serde_bytes_compat {
         }
     }
 
+    /// Avro `array` of `bytes`.
+    pub mod list {
+        use serde::ser::SerializeSeq;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(v.len()))?;
+            for b in v {
+                seq.serialize_element(&super::option::Wrap(b))?;
+            }
+            seq.end()
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+            Ok(Vec::<super::option::Unwrap>::deserialize(d)?.into_iter().map(|u| u.0).collect())
+        }
+    }
+
     pub mod option {
         use serde::{Deserialize, Deserializer, Serializer};
 
@@ -443,14 +464,14 @@ mod serde_bytes_compat {
             Ok(Option::<Unwrap>::deserialize(d)?.map(|u| u.0))
         }
 
-        struct Wrap<'a>(&'a [u8]);
+        pub(super) struct Wrap<'a>(pub(super) &'a [u8]);
         impl serde::Serialize for Wrap<'_> {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_bytes(self.0)
             }
         }
 
-        struct Unwrap(Vec<u8>);
+        pub(super) struct Unwrap(pub(super) Vec<u8>);
         impl<'de> Deserialize<'de> for Unwrap {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 super::deserialize(d).map(Unwrap)
@@ -479,6 +500,7 @@ mod tests {
             ring_bits: 32,
             values: vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
             signature: Some(vec![4; 64]),
+            proof: vec![vec![5; 32], vec![6; 32]],
         };
         assert_eq!(codec.decode::<GradientUpdateChunk>(&codec.encode(&chunk).unwrap()).unwrap(), chunk);
         let control = RoundControl {

@@ -266,20 +266,15 @@ impl Client {
         Ok(terms)
     }
 
-    /// Cuts a masked vector into the round's chunks, each signed by this party.
+    /// Cuts a masked vector into the round's chunks, signed as one input by this party.
     pub fn chunks(&self, masked: &[u32]) -> Vec<MaskedChunk> {
-        (0..self.cfg.chunks())
-            .map(|index| {
-                let (start, len) = self.cfg.chunk_range(index);
-                let words = masked[start as usize..start as usize + len].to_vec();
-                MaskedChunk::sign(&self.cfg, &self.round_id, self.me, index, words, &self.identity)
-            })
-            .collect()
+        self.sign_chunks(self.cfg.chunk_words(masked))
     }
 
-    /// Signs one chunk of this party (the agent streams chunks without holding them all).
-    pub fn sign_chunk(&self, index: u32, words: Vec<u32>) -> MaskedChunk {
-        MaskedChunk::sign(&self.cfg, &self.round_id, self.me, index, words, &self.identity)
+    /// Signs chunks given as their words in index order, as one input of this party (also
+    /// how tests and the agent's misbehaviours build inputs the round does not expect).
+    pub fn sign_chunks(&self, words: Vec<Vec<u32>>) -> Vec<MaskedChunk> {
+        MaskedChunk::sign_input(&self.cfg, &self.round_id, self.me, words, &self.identity)
     }
 
     /// Masks a whole quantized vector in place (mask words from `offset`).

@@ -8,7 +8,8 @@
 //!    t), each share encrypted to its recipient (ChaCha20-Poly1305) and relayed;
 //! 3. the aggregator signs the list of parties whose shares were all delivered;
 //! 4. each party sends its quantized update plus its self mask plus ± one pairwise mask per
-//!    neighbour on that list (AES-128-CTR keystreams keyed through HKDF), in chunks;
+//!    neighbour on that list (AES-128-CTR keystreams keyed through HKDF), in chunks, signed
+//!    once over the root of a hash tree of the chunks ([`merkle`]);
 //! 5. the aggregator signs the lists of survivors and dropped parties (disjoint); each
 //!    survivor returns its shares of the survivors' seeds and of the dropped parties' mask
 //!    keys; the aggregator removes every mask and is left with the sum.
@@ -16,6 +17,7 @@
 pub mod client;
 pub mod graph;
 pub mod keys;
+pub mod merkle;
 pub mod prg;
 pub mod quantize;
 pub mod round;
@@ -25,7 +27,7 @@ pub mod sim;
 
 pub use client::Client;
 pub use round::{
-    EncryptedShare, Eviction, KeyAdvert, MaskedChunk, RoundConfig, Secret, SetStage, SignedSets, UnmaskResponse,
+    EncryptedShare, Eviction, KeyAdvert, MaskedChunk, Proven, RoundConfig, Secret, SetStage, SignedSets, UnmaskResponse,
 };
 pub use server::{Accepted, RoundSum, Server};
 

@@ -5,6 +5,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::SecAggError;
+use crate::merkle;
 use crate::quantize::Quantizer;
 use crate::shamir::Share;
 
@@ -48,6 +49,16 @@ impl RoundConfig {
         let start = u64::from(index) * u64::from(self.chunk_len);
         let len = (self.dimension - start).min(u64::from(self.chunk_len)) as usize;
         (start, len)
+    }
+
+    /// A whole vector cut into the round's chunks (`v` is `dimension` words long).
+    pub fn chunk_words(&self, v: &[u32]) -> Vec<Vec<u32>> {
+        (0..self.chunks())
+            .map(|index| {
+                let (start, len) = self.chunk_range(index);
+                v[start as usize..start as usize + len].to_vec()
+            })
+            .collect()
     }
 
     pub fn quantizer(&self) -> Result<Quantizer, SecAggError> {
@@ -249,67 +260,82 @@ impl EncryptedShare {
     }
 }
 
-/// One chunk of a party's masked, quantized update, signed by the party over its position
-/// (index, chunk count, dimension) and its words, bound to the round.
+/// One chunk of a party's masked, quantized update. The party signs its whole input once:
+/// the root of the hash tree over its chunks ([`crate::merkle`]), bound to the round, the
+/// party, the chunk count and the dimension. Each chunk carries that signature and the
+/// proof from its own leaf to the root, so it is checked on its own, in any order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaskedChunk {
     pub party: u32,
     pub index: u32,
     pub words: Vec<u32>,
+    /// Sibling digests from this chunk's leaf up to the root.
+    pub proof: Vec<merkle::Digest>,
     pub signature: [u8; 64],
 }
 
-impl MaskedChunk {
-    /// SHA-256 of the words (little-endian), the chunk's identity for equivocation checks.
-    pub fn words_digest(words: &[u32]) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(b"secagg/chunk-words/v1");
-        // Hash in blocks: one update call per word would dominate the cost.
-        let mut block = [0u8; 4096];
-        for ws in words.chunks(1024) {
-            for (b, w) in block.chunks_exact_mut(4).zip(ws) {
-                b.copy_from_slice(&w.to_le_bytes());
-            }
-            h.update(&block[..4 * ws.len()]);
-        }
-        h.finalize().into()
-    }
+/// What a chunk's words and proof hash to: its leaf, and the root its proof leads to
+/// (None when the proof cannot belong to the round's tree). Computed without the
+/// aggregator's state, so it can be done for many chunks at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proven {
+    pub leaf: merkle::Digest,
+    pub root: Option<merkle::Digest>,
+}
 
-    pub(crate) fn signed_bytes(
-        cfg: &RoundConfig,
-        round_id: &[u8; 32],
-        party: u32,
-        index: u32,
-        words: &[u32],
-    ) -> [u8; 32] {
+impl MaskedChunk {
+    /// What the party signs: the root of its input tree in the round's context.
+    pub(crate) fn signed_bytes(cfg: &RoundConfig, round_id: &[u8; 32], party: u32, root: &merkle::Digest) -> [u8; 32] {
         digest(
-            b"secagg/chunk/v1",
-            &[
-                round_id,
-                &party.to_be_bytes(),
-                &index.to_be_bytes(),
-                &cfg.chunks().to_be_bytes(),
-                &cfg.dimension.to_be_bytes(),
-                &Self::words_digest(words),
-            ],
+            b"secagg/input/v2",
+            &[round_id, &party.to_be_bytes(), &cfg.chunks().to_be_bytes(), &cfg.dimension.to_be_bytes(), root],
         )
     }
 
-    /// Signs chunk `index` of `party` (what a client does; also for tests of forgeries).
-    pub fn sign(
+    /// Signs a party's whole input, given as its chunks' words in index order (what a
+    /// client does; also how tests build forgeries and malformed inputs): one signature
+    /// over the root, a proof per chunk. A tree of another size than the round's chunk
+    /// count yields proofs the aggregator refuses.
+    pub fn sign_input(
         cfg: &RoundConfig,
         round_id: &[u8; 32],
         party: u32,
-        index: u32,
-        words: Vec<u32>,
+        chunks: Vec<Vec<u32>>,
         key: &SigningKey,
-    ) -> Self {
-        let signature = key.sign(&Self::signed_bytes(cfg, round_id, party, index, &words)).to_bytes();
-        MaskedChunk { party, index, words, signature }
+    ) -> Vec<Self> {
+        let leaves: Vec<merkle::Digest> = chunks.iter().map(|w| merkle::leaf(w)).collect();
+        let (root, proofs) = merkle::tree(&leaves);
+        let signature = key.sign(&Self::signed_bytes(cfg, round_id, party, &root)).to_bytes();
+        chunks
+            .into_iter()
+            .zip(proofs)
+            .enumerate()
+            .map(|(index, (words, proof))| MaskedChunk { party, index: index as u32, words, proof, signature })
+            .collect()
     }
 
+    /// Hashes the words and walks the proof (the costly part of checking a chunk).
+    pub fn prove(&self, cfg: &RoundConfig) -> Proven {
+        let leaf = merkle::leaf(&self.words);
+        Proven { leaf, root: merkle::root_from(self.index, cfg.chunks(), &leaf, &self.proof) }
+    }
+
+    /// Checks that the chunk belongs to an input signed by `key` for this round and party.
     pub fn verify(&self, cfg: &RoundConfig, round_id: &[u8; 32], key: &VerifyingKey) -> Result<(), SecAggError> {
-        let m = Self::signed_bytes(cfg, round_id, self.party, self.index, &self.words);
+        let root =
+            self.prove(cfg).root.ok_or(SecAggError::BadSignature { what: "update chunk proof", party: self.party })?;
+        self.verify_root(cfg, round_id, &root, key)
+    }
+
+    /// Checks the chunk's signature over `root` (from [`MaskedChunk::prove`]).
+    pub fn verify_root(
+        &self,
+        cfg: &RoundConfig,
+        round_id: &[u8; 32],
+        root: &merkle::Digest,
+        key: &VerifyingKey,
+    ) -> Result<(), SecAggError> {
+        let m = Self::signed_bytes(cfg, round_id, self.party, root);
         verify(key, &m, &self.signature, "update chunk", self.party)
     }
 }

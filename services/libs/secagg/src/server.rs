@@ -3,9 +3,9 @@
 //! is all it learns.
 //!
 //! Every record it takes is signed by the party it names, over the round and the record's
-//! slot; a record that does not verify is refused and changes nothing. A party that signs
-//! two different records for one slot, or a chunk that breaks the round's shape, is
-//! evicted: it leaves the round like a dropout (its masks are recovered from the other
+//! slot (a chunk through its proof up to its party's signed input root); a record that
+//! does not verify is refused and changes nothing. A party that signs two different
+//! records for one slot, or an input with a chunk of the wrong length, is evicted: it leaves the round like a dropout (its masks are recovered from the other
 //! parties' shares) and the reason is listed in the aggregator's next signed list. Shares
 //! revealed at unmasking are checked against their dealer's signed commitments, and a
 //! reconstructed secret against the dealer's advertisement, so no party can change
@@ -25,10 +25,11 @@ use zeroize::Zeroizing;
 
 use crate::SecAggError;
 use crate::keys::agree;
+use crate::merkle;
 use crate::prg::{MaskKey, Sign, apply_all};
 use crate::round::{
-    EncryptedShare, Eviction, KeyAdvert, MaskedChunk, RoundConfig, Secret, SetStage, SignedSets, UnmaskResponse,
-    pair_context, seed_commitment, self_context, share_commitment,
+    EncryptedShare, Eviction, KeyAdvert, MaskedChunk, Proven, RoundConfig, Secret, SetStage, SignedSets,
+    UnmaskResponse, pair_context, seed_commitment, self_context, share_commitment,
 };
 use crate::shamir::{ShamirError, Share, combine};
 
@@ -62,8 +63,8 @@ pub struct RoundSum {
 pub enum Accepted {
     New,
     Duplicate,
-    /// The record put its (signing) sender out of the round.
-    Evicted,
+    /// The record put this party, its signer, out of the round.
+    Evicted(u32),
     /// The sender was already out of the round: the record changes nothing.
     Ignored,
 }
@@ -83,8 +84,10 @@ pub struct Server {
     shares: BTreeMap<(u32, u32), Relayed>,
     shares_closed: Vec<u32>,
     sum: Vec<u32>,
-    /// Per party of the shares-closed list: the digest of each chunk added to the sum.
-    chunks: BTreeMap<u32, Vec<Option<[u8; 32]>>>,
+    /// Per party of the shares-closed list: the leaf of each chunk added to the sum.
+    chunks: BTreeMap<u32, Vec<Option<merkle::Digest>>>,
+    /// Per party: the root of the first input it signed (the one summed).
+    roots: BTreeMap<u32, merkle::Digest>,
     evicted: BTreeMap<u32, String>,
     faults: Vec<Eviction>,
     survivors: Vec<u32>,
@@ -186,6 +189,7 @@ impl Server {
             shares: BTreeMap::new(),
             shares_closed: Vec::new(),
             chunks: BTreeMap::new(),
+            roots: BTreeMap::new(),
             evicted: BTreeMap::new(),
             faults: Vec::new(),
             survivors: Vec::new(),
@@ -254,7 +258,7 @@ impl Server {
         if self.stage == Stage::Keys {
             self.adverts.remove(&party);
         }
-        Accepted::Evicted
+        Accepted::Evicted(party)
     }
 
     fn key_of(&self, party: u32) -> Result<&VerifyingKey, SecAggError> {
@@ -442,68 +446,87 @@ impl Server {
         Ok(())
     }
 
-    /// What is wrong with the shape of a chunk, if anything.
-    fn misshapen(&self, chunk: &MaskedChunk) -> Option<&'static str> {
-        if chunk.index >= self.cfg.chunks() {
-            return Some("index past the end");
+    /// Checks that `chunk` belongs to an input its party signed: its root is the one
+    /// already taken for the party, or the chunk's signature over it verifies. A valid
+    /// signature over a second root is the party's equivocation; a chunk signed by another
+    /// participant in the party's name is that participant's forgery, proven by its own
+    /// signature. `Ok(Some(_))` is the decision when the chunk goes no further.
+    fn authentic(&mut self, chunk: &MaskedChunk, proven: &Proven) -> Result<Option<Accepted>, SecAggError> {
+        let p = chunk.party;
+        let key = *self.key_of(p)?;
+        let root = proven.root.ok_or(SecAggError::BadSignature { what: "update chunk proof", party: p })?;
+        if self.roots.get(&p) == Some(&root) {
+            return Ok(None);
         }
-        let (_, len) = self.cfg.chunk_range(chunk.index);
-        (chunk.words.len() != len).then_some("wrong length")
+        if let Err(e) = chunk.verify_root(&self.cfg, &self.round_id, &root, &key) {
+            if let Some(forger) = self.signer_of(chunk, &root)
+                && self.chunks.contains_key(&forger)
+                && !self.evicted.contains_key(&forger)
+            {
+                return Ok(Some(self.evict(forger, format!("signed a chunk in party {p}'s name"))));
+            }
+            return Err(e);
+        }
+        if !self.chunks.contains_key(&p) {
+            return Err(SecAggError::Excluded(p));
+        }
+        if self.roots.contains_key(&p) {
+            if self.evicted.contains_key(&p) {
+                return Ok(Some(Accepted::Ignored));
+            }
+            return Ok(Some(self.evict(p, "signed two different inputs".into())));
+        }
+        self.roots.insert(p, root);
+        Ok(None)
     }
 
-    /// Checks that a chunk is signed by the party it names and that the party is on the
-    /// shares-closed list.
-    fn authentic(&self, chunk: &MaskedChunk) -> Result<(), SecAggError> {
-        chunk.verify(&self.cfg, &self.round_id, self.key_of(chunk.party)?)?;
-        if !self.chunks.contains_key(&chunk.party) {
-            return Err(SecAggError::Excluded(chunk.party));
-        }
-        Ok(())
-    }
-
-    /// The participant other than the named party whose key signed `chunk`, if any.
-    fn signer_of(&self, chunk: &MaskedChunk) -> Option<u32> {
-        let m = MaskedChunk::signed_bytes(&self.cfg, &self.round_id, chunk.party, chunk.index, &chunk.words);
+    /// The participant other than the named party whose key signed `root` for it, if any.
+    fn signer_of(&self, chunk: &MaskedChunk, root: &merkle::Digest) -> Option<u32> {
+        let m = MaskedChunk::signed_bytes(&self.cfg, &self.round_id, chunk.party, root);
         let signature = ed25519_dalek::Signature::from_bytes(&chunk.signature);
         (0..self.directory.len() as u32)
             .filter(|&p| p != chunk.party)
             .find(|&p| ed25519_dalek::Verifier::verify(&self.directory[p as usize], &m, &signature).is_ok())
     }
 
-    /// Adds a masked chunk to the running sum (once per party and chunk). A chunk not
-    /// signed by the party it names is refused. A signed chunk of the wrong shape, or a
-    /// second, different chunk for the same index, evicts its party.
-    ///
-    /// A chunk in one party's name that another participant signed is that participant's
-    /// forgery, proven by its own signature: the forger is evicted.
+    /// Adds a masked chunk to the running sum (once per party and chunk). A chunk whose
+    /// proof and signature do not lead to an input signed by the party it names is
+    /// refused. A party that signs two different inputs, or an input with a chunk of the
+    /// wrong length, is evicted; so is a participant that signs a chunk in another's name.
     pub fn receive_chunk(&mut self, chunk: &MaskedChunk) -> Result<Accepted, SecAggError> {
         self.expect(Stage::Inputs)?;
-        if let Err(e) = self.authentic(chunk) {
-            if matches!(e, SecAggError::BadSignature { .. })
-                && let Some(forger) = self.signer_of(chunk)
-                && self.chunks.contains_key(&forger)
-                && !self.evicted.contains_key(&forger)
-            {
-                return Ok(self.evict(forger, format!("signed a chunk in party {}'s name", chunk.party)));
-            }
-            return Err(e);
+        let proven = chunk.prove(&self.cfg);
+        self.receive_proven(chunk, &proven)
+    }
+
+    /// [`Server::receive_chunk`] for a batch, in order, with the chunks' hashing (most of
+    /// the work) spread over the machine's cores.
+    pub fn receive_chunks(&mut self, chunks: &[MaskedChunk]) -> Vec<Result<Accepted, SecAggError>> {
+        if self.stage != Stage::Inputs {
+            return chunks.iter().map(|c| self.receive_chunk(c)).collect();
+        }
+        let proven = prove_all(&self.cfg, chunks);
+        chunks.iter().zip(&proven).map(|(c, p)| self.receive_proven(c, p)).collect()
+    }
+
+    fn receive_proven(&mut self, chunk: &MaskedChunk, proven: &Proven) -> Result<Accepted, SecAggError> {
+        if let Some(decided) = self.authentic(chunk, proven)? {
+            return Ok(decided);
         }
         let p = chunk.party;
         if self.evicted.contains_key(&p) {
             return Ok(Accepted::Ignored);
         }
-        if let Some(why) = self.misshapen(chunk) {
-            return Ok(self.evict(p, format!("signed a malformed chunk {}: {why}", chunk.index)));
+        if chunk.words.len() != self.cfg.chunk_range(chunk.index).1 {
+            return Ok(self.evict(p, format!("signed a malformed chunk {}: wrong length", chunk.index)));
         }
-        let digest = MaskedChunk::words_digest(&chunk.words);
         match self.chunks[&p][chunk.index as usize] {
-            Some(seen) if seen == digest => return Ok(Accepted::Duplicate),
-            Some(_) => {
-                return Ok(self.evict(p, format!("signed two different chunks for index {}", chunk.index)));
-            }
+            Some(seen) if seen == proven.leaf => return Ok(Accepted::Duplicate),
+            // Unreachable without a hash collision: one root, one leaf per index.
+            Some(_) => return Ok(self.evict(p, format!("signed two different chunks for index {}", chunk.index))),
             None => {}
         }
-        self.chunks.get_mut(&p).expect("checked")[chunk.index as usize] = Some(digest);
+        self.chunks.get_mut(&p).expect("checked")[chunk.index as usize] = Some(proven.leaf);
         let (start, len) = self.cfg.chunk_range(chunk.index);
         for (s, &w) in self.sum[start as usize..start as usize + len].iter_mut().zip(&chunk.words) {
             *s = s.wrapping_add(w);
@@ -539,19 +562,20 @@ impl Server {
         Ok((request, partial))
     }
 
-    /// Takes back a chunk of a dropped party: only the very chunk that was added (same
-    /// signature check, same words), once.
+    /// Takes back a chunk of a dropped party: only a chunk of the input that was summed
+    /// for it (same root, same leaf), once. Anything else changes nothing.
     pub fn subtract_chunk(&mut self, chunk: &MaskedChunk) -> Result<Accepted, SecAggError> {
         self.expect(Stage::Unmask)?;
         if self.dropped.binary_search(&chunk.party).is_err() {
             return Err(SecAggError::Violation(format!("party {} is not dropped: its input stays", chunk.party)));
         }
-        self.authentic(chunk)?;
-        if self.misshapen(chunk).is_some() {
+        let proven = chunk.prove(&self.cfg);
+        if proven.root.is_none() || self.roots.get(&chunk.party) != proven.root.as_ref() {
             return Ok(Accepted::Ignored);
         }
-        let slot = &mut self.chunks.get_mut(&chunk.party).expect("checked")[chunk.index as usize];
-        if *slot != Some(MaskedChunk::words_digest(&chunk.words)) {
+        let slot = &mut self.chunks.get_mut(&chunk.party).expect("a root is only taken for listed parties")
+            [chunk.index as usize];
+        if *slot != Some(proven.leaf) {
             return Ok(Accepted::Duplicate);
         }
         *slot = None;
@@ -702,4 +726,19 @@ impl Server {
         let evicted = self.evictions();
         Ok(RoundSum { sum: self.sum, survivors: self.survivors, dropped: self.dropped, evicted, faults: self.faults })
     }
+}
+
+/// The proofs of a batch of chunks, hashed on every core.
+fn prove_all(cfg: &RoundConfig, chunks: &[MaskedChunk]) -> Vec<Proven> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(chunks.len());
+    if threads <= 1 {
+        return chunks.iter().map(|c| c.prove(cfg)).collect();
+    }
+    std::thread::scope(|s| {
+        let parts: Vec<_> = chunks
+            .chunks(chunks.len().div_ceil(threads))
+            .map(|part| s.spawn(move || part.iter().map(|c| c.prove(cfg)).collect::<Vec<_>>()))
+            .collect();
+        parts.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    })
 }

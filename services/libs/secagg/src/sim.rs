@@ -207,24 +207,25 @@ pub fn run_round_adversarial(
         let mut chunks: Vec<MaskedChunk> = c.chunks(&v).into_iter().take(limit as usize).collect();
         match fault_of(p) {
             Some(Misbehave::ForgeChunk { victim }) => {
-                let (_, len) = cfg.chunk_range(0);
-                chunks.push(MaskedChunk::sign(cfg, &round_id, victim, 0, vec![7; len], key));
+                let fake = cfg.chunk_words(&vec![7; cfg.dimension as usize]);
+                chunks.extend(MaskedChunk::sign_input(cfg, &round_id, victim, fake, key).into_iter().take(1));
             }
             Some(Misbehave::Equivocate) if !chunks.is_empty() => {
-                let mut words = chunks[0].words.clone();
-                words[0] = words[0].wrapping_add(1);
-                chunks.push(MaskedChunk::sign(cfg, &round_id, p, 0, words, key));
+                v[0] = v[0].wrapping_add(1);
+                chunks.extend(c.sign_chunks(cfg.chunk_words(&v)).into_iter().take(1));
             }
             Some(Misbehave::OversizedChunk) => {
-                let (_, len) = cfg.chunk_range(0);
-                chunks.insert(0, MaskedChunk::sign(cfg, &round_id, p, 0, vec![1; len + 1], key));
+                let mut words = cfg.chunk_words(&v);
+                words[0].push(1);
+                chunks.splice(0..0, c.sign_chunks(words).into_iter().take(1));
             }
             _ => {}
         }
-        for chunk in chunks {
-            let taken = timed(&mut time.sum, || server.receive_chunk(&chunk));
+        // One party's chunks as one batch, like a poll of the topic.
+        let taken = timed(&mut time.sum, || server.receive_chunks(&chunks));
+        for (chunk, result) in chunks.into_iter().zip(taken) {
             if chunk.party == p && fault_of(p).is_none() {
-                taken?;
+                result?;
             }
             if keep {
                 sent.push((chunk, fault_of(p).is_none()));

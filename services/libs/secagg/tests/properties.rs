@@ -327,8 +327,9 @@ fn masked_round() -> (Server, Vec<Client>, SigningKey, Vec<Vec<u32>>) {
     (server, clients, agg, masked)
 }
 
+/// Chunk `index` of the input `v` (two chunks of four words), signed by `c`.
 fn chunk(c: &Client, index: u32, v: &[u32]) -> MaskedChunk {
-    c.sign_chunk(index, v[index as usize * 4..index as usize * 4 + 4].to_vec())
+    c.chunks(v).swap_remove(index as usize)
 }
 
 fn harness(drop_input_of: &[u32]) -> Harness {
@@ -408,11 +409,11 @@ fn forged_advertisements_and_foreign_chunks_are_refused() {
     let again = Client::new(cfg.clone(), 0, ids[0].clone(), &mut rng).unwrap();
     server.receive_advert(&honest.advertise()).unwrap();
     assert_eq!(server.receive_advert(&honest.advertise()).unwrap(), guardian_secagg::Accepted::Duplicate);
-    assert_eq!(server.receive_advert(&again.advertise()).unwrap(), guardian_secagg::Accepted::Evicted);
+    assert_eq!(server.receive_advert(&again.advertise()).unwrap(), guardian_secagg::Accepted::Evicted(0));
     assert_eq!(server.evictions()[0].party, 0);
     assert!(server.advertised().is_empty());
     // Chunks before input collection are out of order.
-    let err = server.receive_chunk(&honest.sign_chunk(0, vec![0; 8])).unwrap_err();
+    let err = server.receive_chunk(&honest.chunks(&[0; 8])[0]).unwrap_err();
     assert!(matches!(err, SecAggError::OutOfOrder(_)), "{err}");
 }
 
@@ -435,9 +436,11 @@ fn duplicate_chunks_count_once_and_forged_chunks_change_nothing() {
     assert!(matches!(err, SecAggError::BadSignature { party: 4, .. }), "{err}");
     let key0 = identities(5, &mut ChaCha20Rng::seed_from_u64(17)).0.swap_remove(0);
     let cfg = config(5, 4, 3, 8, 4, 2);
-    let forged = MaskedChunk::sign(&cfg, &server.round_id(), 4, 1, masked[4][4..8].to_vec(), &key0);
+    let mut lie = masked[4].clone();
+    lie[5] ^= 1;
+    let forged = MaskedChunk::sign_input(&cfg, &server.round_id(), 4, cfg.chunk_words(&lie), &key0).swap_remove(1);
     // Party 0's own signature proves the forgery: party 0 is evicted, party 4 untouched.
-    assert_eq!(server.receive_chunk(&forged).unwrap(), guardian_secagg::Accepted::Evicted);
+    assert_eq!(server.receive_chunk(&forged).unwrap(), guardian_secagg::Accepted::Evicted(0));
     assert_eq!(server.evictions()[0].party, 0);
     // Party 4 sent half its input: it is dropped, and the round cannot finish until its
     // half is taken back out.
@@ -454,7 +457,7 @@ fn duplicate_chunks_count_once_and_forged_chunks_change_nothing() {
 }
 
 #[test]
-fn a_party_that_signs_two_chunks_for_one_slot_or_a_misshapen_chunk_is_evicted() {
+fn a_party_that_signs_two_inputs_or_a_misshapen_chunk_is_evicted() {
     use guardian_secagg::Accepted::{Evicted, Ignored, New};
     let (mut server, mut clients, agg, masked) = masked_round();
     for (p, v) in masked.iter().enumerate() {
@@ -464,17 +467,20 @@ fn a_party_that_signs_two_chunks_for_one_slot_or_a_misshapen_chunk_is_evicted() 
     }
     let mut other = masked[1].clone();
     other[0] ^= 1;
-    assert_eq!(server.receive_chunk(&chunk(&clients[1], 0, &other)).unwrap(), Evicted);
+    assert_eq!(server.receive_chunk(&chunk(&clients[1], 0, &other)).unwrap(), Evicted(1));
     assert_eq!(server.receive_chunk(&chunk(&clients[1], 0, &masked[1])).unwrap(), Ignored);
-    assert_eq!(server.receive_chunk(&clients[2].sign_chunk(0, vec![0; 5])).unwrap(), Evicted);
+    // Party 2 signs a second input with a chunk one word too long: a second input.
+    let mut misshapen = config(5, 4, 3, 8, 4, 2).chunk_words(&masked[2]);
+    misshapen[1].push(0);
+    assert_eq!(server.receive_chunk(&clients[2].sign_chunks(misshapen)[1]).unwrap(), Evicted(2));
     let (request, partial) = server.close_inputs().unwrap();
     assert_eq!((request.first.clone(), request.second.clone()), (vec![0, 3, 4], vec![1, 2]));
     assert_eq!(partial, vec![1, 2]);
     let reasons: Vec<(u32, String)> = request.evicted.iter().map(|e| (e.party, e.reason.clone())).collect();
-    assert_eq!(reasons[0], (1, "signed two different chunks for index 0".to_string()));
-    assert!(reasons[1].0 == 2 && reasons[1].1.contains("wrong length"), "{reasons:?}");
+    let two = "signed two different inputs".to_string();
+    assert_eq!(reasons, vec![(1, two.clone()), (2, two)]);
     // Only the chunks that were added come back out: the altered one is not subtracted.
-    assert_eq!(server.subtract_chunk(&chunk(&clients[1], 0, &other)).unwrap(), guardian_secagg::Accepted::Duplicate);
+    assert_eq!(server.subtract_chunk(&chunk(&clients[1], 0, &other)).unwrap(), Ignored);
     for p in 1..3 {
         for index in 0..2 {
             assert_eq!(server.subtract_chunk(&chunk(&clients[p], index, &masked[p])).unwrap(), New);
@@ -487,10 +493,19 @@ fn a_party_that_signs_two_chunks_for_one_slot_or_a_misshapen_chunk_is_evicted() 
     let result = server.finish().unwrap();
     assert_eq!(result.sum, vec![21u32; 8]);
     assert_eq!(result.evicted.len(), 2);
-    // A chunk index past the end evicts too.
-    let (mut server, clients, _, _) = masked_round();
-    assert_eq!(server.receive_chunk(&clients[3].sign_chunk(9, vec![0; 4])).unwrap(), Evicted);
-    assert!(server.evictions()[0].reason.contains("index past the end"));
+    // An input with a chunk of the wrong length evicts its party.
+    let (mut server, clients, _, masked) = masked_round();
+    let mut words = config(5, 4, 3, 8, 4, 2).chunk_words(&masked[3]);
+    words[0].push(0);
+    assert_eq!(server.receive_chunk(&clients[3].sign_chunks(words)[0]).unwrap(), Evicted(3));
+    assert!(server.evictions()[0].reason.contains("wrong length"), "{:?}", server.evictions());
+    // A chunk moved past the end belongs to no signed input: refused, its party untouched.
+    let mut past = chunk(&clients[4], 1, &masked[4]);
+    past.index = 9;
+    let err = server.receive_chunk(&past).unwrap_err();
+    assert!(matches!(err, SecAggError::BadSignature { party: 4, .. }), "{err}");
+    assert_eq!(server.receive_chunk(&chunk(&clients[4], 1, &masked[4])).unwrap(), New);
+    assert_eq!(server.evictions().len(), 1);
 }
 
 #[test]
