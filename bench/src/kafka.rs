@@ -10,6 +10,14 @@
 //! consumes them (counted) without decoding. Each measurement uses a fresh topic; the
 //! best and the median of `--repeat` runs are reported (this 2-core machine shares its
 //! cores with the broker: single runs vary by a factor of two).
+//!
+//! A producer's first rows include its start-up, as kcat's do (it is a process): an
+//! idempotent producer of librdkafka 2.x sends nothing until it holds a producer id, and
+//! it asks for one on a 500 ms timer started at creation (`rd_kafka_idemp_init` →
+//! `rd_kafka_idemp_start(rk, rd_false)` in `rdkafka_idempotence.c`). A service's producer
+//! lives for days, so the "producer ready" rows time the same records through a producer
+//! that already had a record acknowledged (on another topic), and the start-up is
+//! reported on its own line.
 
 use std::io::Write;
 use std::process::{ExitCode, Stdio};
@@ -71,14 +79,27 @@ pub(super) async fn fresh_topic(admin: &Admin, base: &str) -> Result<String> {
 
 /// Library, bulk: `Producer::send_batch` encodes and queues every record, then awaits
 /// the acknowledgements.
-async fn produce_library_batch(settings: &KafkaSettings, topic: &str, records: &[Encounter]) -> Result<Duration> {
+/// With `warm`, a first record goes to that topic and is acknowledged before the timing;
+/// the time from creation to that acknowledgement is returned beside.
+async fn produce_library_batch(
+    settings: &KafkaSettings,
+    topic: &str,
+    records: &[Encounter],
+    warm: Option<&str>,
+) -> Result<(Duration, Option<Duration>)> {
+    let created = Instant::now();
     let producer = Producer::new(settings)?;
+    let mut start_up = None;
+    if let Some(warm) = warm {
+        producer.send(warm, &records[0].hospital_id, &records[0]).await?;
+        start_up = Some(created.elapsed());
+    }
     let started = Instant::now();
     let delivered = producer.send_batch(topic, records.iter().map(|r| (r.hospital_id.as_str(), r))).await?;
     if delivered != records.len() as u64 {
         bail!("send_batch delivered {delivered} of {} records", records.len());
     }
-    Ok(started.elapsed())
+    Ok((started.elapsed(), start_up))
 }
 
 /// Library, record by record: `Producer::send` per record, `IN_FLIGHT` awaited at once.
@@ -138,11 +159,24 @@ async fn consume_library(settings: &KafkaSettings, topic: &str, dead_letters: &s
 }
 
 /// rust-rdkafka alone: the pre-encoded payloads through a `ThreadedProducer` with the
-/// library's producer settings, delivery reports ignored, then a flush.
-fn produce_raw(settings: &KafkaSettings, topic: &str, records: &[Encounter], payloads: &[Vec<u8>]) -> Result<Duration> {
+/// library's producer settings, delivery reports ignored, then a flush. With `warm`, one
+/// record goes to that topic and is flushed first, outside the timing.
+fn produce_raw(
+    settings: &KafkaSettings,
+    topic: &str,
+    records: &[Encounter],
+    payloads: &[Vec<u8>],
+    warm: Option<&str>,
+) -> Result<Duration> {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
-    let started = Instant::now();
+    let mut started = Instant::now();
     let producer: ThreadedProducer<DefaultProducerContext> = settings.producer().create()?;
+    if let Some(warm) = warm {
+        let first = BaseRecord::to(warm).key(records[0].hospital_id.as_str()).payload(payloads[0].as_slice());
+        producer.send(first).map_err(|(e, _)| e)?;
+        producer.flush(Duration::from_secs(60))?;
+        started = Instant::now();
+    }
     for (r, payload) in records.iter().zip(payloads) {
         let mut record = BaseRecord::to(topic).key(r.hospital_id.as_str()).payload(payload.as_slice());
         loop {
@@ -301,17 +335,21 @@ pub async fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
     let dead_letters = fresh_topic(&admin, "dead-letters").await?;
 
     // Rows of the table, each with the index of the row it is compared with.
-    let rows: [(&str, usize); 7] = [
+    let rows: [(&str, usize); 9] = [
         ("produce: guardian-kafka send_batch", 3),
         ("produce: guardian-kafka send, per record", 3),
         ("produce: rust-rdkafka ThreadedProducer, bare loop", 3),
         ("produce: kcat", 3),
-        ("consume: guardian-kafka", 6),
-        ("consume: rust-rdkafka StreamConsumer, bare loop", 6),
-        ("consume: kcat", 6),
+        ("produce: guardian-kafka send_batch, producer ready", 3),
+        ("produce: rust-rdkafka ThreadedProducer, bare loop, producer ready", 3),
+        ("consume: guardian-kafka", 8),
+        ("consume: rust-rdkafka StreamConsumer, bare loop", 8),
+        ("consume: kcat", 8),
     ];
+    let warm = fresh_topic(&admin, "warm-up").await?;
+    let mut start_ups = Vec::new();
     let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
-    let mut created = vec![dead_letters.clone()];
+    let mut created = vec![dead_letters.clone(), warm.clone()];
     let bootstrap = args.kafka.bootstrap_servers.as_str();
     for round in 1..=args.repeat {
         eprintln!("bench: round {round}/{}", args.repeat);
@@ -320,25 +358,33 @@ pub async fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
             fresh_topic(&admin, "each").await?,
             fresh_topic(&admin, "raw").await?,
             fresh_topic(&admin, "kcat").await?,
+            fresh_topic(&admin, "batch-ready").await?,
+            fresh_topic(&admin, "raw-ready").await?,
         ];
         created.extend(topics.iter().cloned());
         // The order rotates from round to round: whatever runs first after a topic is
         // created, or right after a heavy run, does not always fall on the same row.
-        let mut times = [Duration::ZERO; 7];
-        for k in 0..4 {
-            let row = (k + round as usize) % 4;
+        let mut times = [Duration::ZERO; 9];
+        for k in 0..6 {
+            let row = (k + round as usize) % 6;
             times[row] = match row {
-                0 => produce_library_batch(&settings, &topics[0], &records).await?,
+                0 => produce_library_batch(&settings, &topics[0], &records, None).await?.0,
                 1 => produce_library_each(&settings, &topics[1], &records).await?,
-                2 => produce_raw(&settings, &topics[2], &records, &encoded)?,
-                _ => produce_kcat(&kcat, bootstrap, &topics[3], &input)?,
+                2 => produce_raw(&settings, &topics[2], &records, &encoded, None)?,
+                3 => produce_kcat(&kcat, bootstrap, &topics[3], &input)?,
+                4 => {
+                    let (t, start_up) = produce_library_batch(&settings, &topics[4], &records, Some(&warm)).await?;
+                    start_ups.extend(start_up.map(|d| d.as_secs_f64()));
+                    t
+                }
+                _ => produce_raw(&settings, &topics[5], &records, &encoded, Some(&warm))?,
             };
         }
         for k in 0..3 {
-            let row = 4 + (k + round as usize) % 3;
+            let row = 6 + (k + round as usize) % 3;
             times[row] = match row {
-                4 => consume_library(&settings, &topics[0], &dead_letters, args.records).await?,
-                5 => consume_raw(&settings, &topics[1], args.records).await?,
+                6 => consume_library(&settings, &topics[0], &dead_letters, args.records).await?,
+                7 => consume_raw(&settings, &topics[1], args.records).await?,
                 _ => consume_kcat(&kcat, bootstrap, &topics[3], args.records)?,
             };
         }
@@ -374,6 +420,12 @@ pub async fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
         args.repeat,
         args.records as f64 / encode_secs,
         args.records as f64 / decode_secs,
+    );
+    start_ups.sort_by(f64::total_cmp);
+    println!(
+        "idempotent producer start-up (creation to its first acknowledgement): median {:.0} ms, best {:.0} ms",
+        1e3 * start_ups[start_ups.len() / 2],
+        1e3 * start_ups[0],
     );
     println!();
     println!("| measurement | best records/s | best MB/s | median records/s | best vs kcat | median vs kcat |");
