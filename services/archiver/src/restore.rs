@@ -3,7 +3,6 @@
 use std::time::Instant;
 
 use crate::error::{ArchiveError, Result};
-use futures::stream::{FuturesUnordered, StreamExt};
 use guardian_kafka::Producer;
 use guardian_objects::{ObjectStore, sha256_hex};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -12,7 +11,6 @@ use crate::segment::{self, Manifest, SegmentInfo};
 
 /// Header naming the archived origin of a restored record: `topic/partition/offset`.
 pub const RESTORE_SOURCE_HEADER: &str = "guardian.restore.source";
-const IN_FLIGHT: usize = 10_000;
 
 /// Which part of the archive to restore (offsets inclusive).
 #[derive(Debug, Clone, Default)]
@@ -70,7 +68,7 @@ pub async fn restore(
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     let mut report = RestoreReport::default();
-    let mut in_flight = FuturesUnordered::new();
+    let mut batch = producer.batch(to_topic);
     for s in segments {
         let bytes = store.get(&s.key).await?;
         let actual = sha256_hex(&bytes);
@@ -94,22 +92,10 @@ pub async fn restore(
                 headers = headers.insert(Header { key: &h.key, value: h.value.as_deref() });
             }
             headers = headers.insert(Header { key: RESTORE_SOURCE_HEADER, value: Some(source.as_bytes()) });
-            let producer = producer.clone();
-            in_flight.push(async move {
-                producer
-                    .send_bytes_to(to_topic, Some(r.partition), r.key.as_deref(), r.value.as_deref(), Some(headers))
-                    .await
-            });
-            while in_flight.len() >= IN_FLIGHT {
-                in_flight.next().await.expect("non-empty")?;
-                report.records += 1;
-            }
+            batch.push(Some(r.partition), r.key.as_deref(), r.value.as_deref(), Some(headers)).await?;
         }
-        progress(report.records + in_flight.len() as u64, started.elapsed().as_secs_f64());
+        progress(batch.delivered() + batch.outstanding(), started.elapsed().as_secs_f64());
     }
-    while let Some(r) = in_flight.next().await {
-        r?;
-        report.records += 1;
-    }
+    report.records = batch.finish().await?;
     Ok(report)
 }

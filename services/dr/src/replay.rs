@@ -17,8 +17,6 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use guardian_kafka::{KafkaSettings, Producer};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -38,8 +36,6 @@ macro_rules! refuse {
 pub const REPLAY_SOURCE_HEADER: &str = "guardian.replay.source";
 
 const TIMEOUT: Duration = Duration::from_secs(10);
-/// Sends awaited at once.
-const IN_FLIGHT: usize = 10_000;
 
 /// [start, end) of one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,8 +185,7 @@ pub async fn copy(
     consumer.assign(&tpl).map_err(|e| DrError::kafka("assigning partitions", e))?;
     let started = Instant::now();
     let mut last_report = Instant::now();
-    let mut written = 0i64;
-    let mut in_flight = FuturesUnordered::new();
+    let mut batch = producer.batch(to_topic);
     while !ends.is_empty() {
         let msg = match consumer.poll(Duration::from_millis(200)) {
             Some(Err(e)) => return Err(DrError::kafka("reading", e)),
@@ -225,22 +220,13 @@ pub async fn copy(
             }
         }
         headers = headers.insert(Header { key: REPLAY_SOURCE_HEADER, value: Some(source.as_bytes()) });
-        let (key, payload) = (msg.key().map(<[u8]>::to_vec), msg.payload().unwrap_or_default().to_vec());
-        let producer = producer.clone();
-        in_flight.push(async move { producer.send_bytes(to_topic, key.as_deref(), &payload, Some(headers)).await });
-        while in_flight.len() >= IN_FLIGHT {
-            in_flight.next().await.expect("non-empty")?;
-            written += 1;
-        }
+        batch.push(None, msg.key(), Some(msg.payload().unwrap_or_default()), Some(headers)).await?;
         if last_report.elapsed() >= Duration::from_secs(1) {
-            report(written + in_flight.len() as i64, total, started);
+            report((batch.delivered() + batch.outstanding()) as i64, total, started);
             last_report = Instant::now();
         }
     }
-    while let Some(done) = in_flight.next().await {
-        done?;
-        written += 1;
-    }
+    let written = batch.finish().await? as i64;
     report(written, total, started);
     Ok(written)
 }

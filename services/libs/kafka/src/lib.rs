@@ -44,7 +44,7 @@ pub use consumer::{AtLeastOnceConsumer, BatchPolicy, RecordHandler};
 pub use context::GuardianContext;
 pub use error::{KafkaClientError, ProcessError};
 pub use outbound::Outbound;
-pub use producer::Producer;
+pub use producer::{Batch, Producer};
 pub use txn::{TransactionalPipeline, Transform};
 
 /// Runs a blocking librdkafka call off the async workers.

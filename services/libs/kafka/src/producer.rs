@@ -221,42 +221,20 @@ impl Producer {
         records: impl IntoIterator<Item = (&'r str, &'r R)>,
         signer: Option<&crate::signing::EventSigner>,
     ) -> Result<u64, KafkaClientError> {
-        let trace_pairs = trace::current_pairs();
-        let tally = Arc::new(BatchTally::default());
-        let mut queued = 0u64;
+        let mut batch = self.batch(topic);
         for (key, record) in records {
             let payload = self.codec.encode(record)?;
-            if tally.outstanding.load(Ordering::Acquire) >= BATCH_HIGH_WATER {
-                tally.wait_down_to(BATCH_LOW_WATER).await;
-            }
-            tally.outstanding.fetch_add(1, Ordering::AcqRel);
-            let target = DeliveryTarget::Batch(tally.clone());
             let headers = signer.map(|s| s.headers(key.as_bytes(), &payload));
-            if let Err(e) = self
-                .enqueue(
-                    topic,
-                    None,
-                    Some(key.as_bytes()),
-                    Some(&payload),
-                    trace::with_pairs(headers, &trace_pairs),
-                    target,
-                )
-                .await
-            {
-                // Not queued: its report will never come.
-                tally.outstanding.fetch_sub(1, Ordering::AcqRel);
-                tally.wait_all_in().await;
-                return Err(e);
-            }
-            queued += 1;
+            batch.push(None, Some(key.as_bytes()), Some(&payload), headers).await?;
         }
-        tally.wait_all_in().await;
-        let delivered = tally.delivered.load(Ordering::Acquire);
-        if let Some(error) = tally.first_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            return self.acknowledged(topic, Err(error), delivered);
-        }
-        debug_assert_eq!(delivered, queued);
-        self.acknowledged(topic, Ok(delivered), delivered)
+        batch.finish().await
+    }
+
+    /// A batch of raw records to `topic`, queued one after another and acknowledged
+    /// together: what [`Producer::send_batch`] does, for callers that stream records
+    /// (replay, restore). At most 20,000 are outstanding at a time.
+    pub fn batch<'p>(&'p self, topic: &'p str) -> Batch<'p> {
+        Batch { producer: self, topic, tally: Arc::new(BatchTally::default()), trace_pairs: trace::current_pairs() }
     }
 
     /// Hands one record to librdkafka, waiting for room in its queue (up to
@@ -312,6 +290,74 @@ impl Producer {
     pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaClientError> {
         let inner = self.inner.clone();
         crate::blocking(move || inner.flush(timeout)).await?.map_err(|e| KafkaClientError::kafka("flush", e))
+    }
+}
+
+/// Records queued one after another and acknowledged together ([`Producer::batch`]).
+pub struct Batch<'p> {
+    producer: &'p Producer,
+    topic: &'p str,
+    tally: Arc<BatchTally>,
+    trace_pairs: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch").field("topic", &self.topic).finish_non_exhaustive()
+    }
+}
+
+impl Batch<'_> {
+    /// Queues one record (partition None: by key; payload None: a tombstone), waiting
+    /// while 20,000 are outstanding. Fails as soon as a record queued before it failed,
+    /// or when it cannot be queued (after the records queued before it are reported).
+    pub async fn push(
+        &mut self,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), KafkaClientError> {
+        let tally = &self.tally;
+        if tally.outstanding.load(Ordering::Acquire) >= BATCH_HIGH_WATER {
+            tally.wait_down_to(BATCH_LOW_WATER).await;
+        }
+        let failed = tally.first_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(error) = failed {
+            return self.producer.acknowledged(self.topic, Err(error), 0);
+        }
+        tally.outstanding.fetch_add(1, Ordering::AcqRel);
+        let target = DeliveryTarget::Batch(tally.clone());
+        let headers = trace::with_pairs(headers, &self.trace_pairs);
+        if let Err(e) = self.producer.enqueue(self.topic, partition, key, payload, headers, target).await {
+            // Not queued: its report will never come. The ones queued before are.
+            tally.outstanding.fetch_sub(1, Ordering::AcqRel);
+            tally.wait_all_in().await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Records acknowledged so far.
+    pub fn delivered(&self) -> u64 {
+        self.tally.delivered.load(Ordering::Acquire)
+    }
+
+    /// Records queued and not yet acknowledged.
+    pub fn outstanding(&self) -> u64 {
+        self.tally.outstanding.load(Ordering::Acquire)
+    }
+
+    /// Waits for every acknowledgement. Returns how many records were delivered, or the
+    /// first failure (records before a failed one in the same partition are delivered:
+    /// the producer is idempotent, order is kept per partition).
+    pub async fn finish(self) -> Result<u64, KafkaClientError> {
+        self.tally.wait_all_in().await;
+        let delivered = self.tally.delivered.load(Ordering::Acquire);
+        if let Some(error) = self.tally.first_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return self.producer.acknowledged(self.topic, Err(error), delivered);
+        }
+        self.producer.acknowledged(self.topic, Ok(delivered), delivered)
     }
 }
 
