@@ -32,6 +32,7 @@ use guardian_kafka::dlq::DeadLetterSink;
 use guardian_kafka::{AtLeastOnceConsumer, KafkaSettings, ProcessError, Producer, RecordHandler};
 use guardian_runtime::Shutdown;
 use guardian_schemas::Codec;
+use guardian_schemas::validate::MAX_ID;
 use guardian_schemas::records::{Encounter, EncounterType};
 use guardian_topics::{Change, Plan};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -57,9 +58,34 @@ pub(super) fn record(i: u64, size: usize) -> Encounter {
         physician_rating: Some(5),
         model_version: Some(1),
     };
-    let bare = Codec::embedded().encode(&e).map(|b| b.len()).unwrap_or(0);
-    e.encounter_ref = "x".repeat(size.saturating_sub(bare + 1));
+    // Padding goes into the two references, each kept within the bound every consumer
+    // checks (`validate::MAX_ID`): a longer one would be dead-lettered, not rolled up.
+    let codec = Codec::embedded();
+    let len = |e: &Encounter| codec.encode(e).map(|b| b.len()).unwrap_or(0);
+    let pad = size.saturating_sub(len(&e));
+    let first = pad.min(MAX_ID);
+    e.encounter_ref = "x".repeat(first);
+    let room = MAX_ID - e.clinician_ref.len();
+    e.clinician_ref.push_str(&"y".repeat((pad - first).min(room)));
+    // Each string's length prefix grew by a byte past 63 characters: trim to the size.
+    let over = len(&e).saturating_sub(size);
+    for _ in 0..over {
+        if e.clinician_ref.len() > 16 {
+            e.clinician_ref.pop();
+        } else {
+            e.encounter_ref.pop();
+        }
+    }
+    debug_assert!(guardian_schemas::validate::encounter(&e).is_ok());
     e
+}
+
+/// The largest record [`record`] builds within the references' bounds.
+pub(super) fn largest_record() -> usize {
+    let mut e = record(0, 0);
+    e.encounter_ref = "x".repeat(MAX_ID);
+    e.clinician_ref.push_str(&"y".repeat(MAX_ID - e.clinician_ref.len()));
+    Codec::embedded().encode(&e).map(|b| b.len()).unwrap_or(0)
 }
 
 pub(super) async fn fresh_topic(admin: &Admin, base: &str) -> Result<String> {
@@ -298,8 +324,11 @@ pub async fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
     if args.records == 0 || args.repeat == 0 {
         bail!("--records and --repeat must be at least 1");
     }
-    if args.record_size < 120 {
-        bail!("--record-size must be at least 120 bytes (the encounter record's fixed fields)");
+    if args.record_size < 120 || args.record_size > largest_record() {
+        bail!(
+            "--record-size must be between 120 bytes (the encounter record's fixed fields) and {} (its references at their bound)",
+            largest_record()
+        );
     }
     // Metrics recorded as in a service, so their cost is measured too.
     let _metrics = guardian_runtime::http::install_metrics();
@@ -441,4 +470,18 @@ pub async fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_have_the_size_asked_and_pass_the_consumers_checks() {
+        for size in [120, 300, 400, largest_record()] {
+            let e = record(7, size);
+            assert_eq!(Codec::embedded().encode(&e).unwrap().len(), size, "size {size}");
+            guardian_schemas::validate::encounter(&e).unwrap();
+        }
+    }
 }
