@@ -32,8 +32,8 @@ use guardian_kafka::dlq::DeadLetterSink;
 use guardian_kafka::{AtLeastOnceConsumer, KafkaSettings, ProcessError, Producer, RecordHandler};
 use guardian_runtime::Shutdown;
 use guardian_schemas::Codec;
-use guardian_schemas::validate::MAX_ID;
 use guardian_schemas::records::{Encounter, EncounterType};
+use guardian_schemas::validate::MAX_ID;
 use guardian_topics::{Change, Plan};
 use rdkafka::message::{BorrowedMessage, Message};
 
