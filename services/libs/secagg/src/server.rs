@@ -5,8 +5,9 @@
 //! Every record it takes is signed by the party it names, over the round and the record's
 //! slot (a chunk through its proof up to its party's signed input root); a record that
 //! does not verify is refused and changes nothing. A party that signs two different
-//! records for one slot, or an input with a chunk of the wrong length, is evicted: it leaves the round like a dropout (its masks are recovered from the other
-//! parties' shares) and the reason is listed in the aggregator's next signed list. Shares
+//! records for one slot, or an input with a chunk of the wrong length, is evicted: it
+//! leaves the round like a dropout (its masks are recovered from the other parties'
+//! shares) and the reason is listed in the aggregator's next signed list. Shares
 //! revealed at unmasking are checked against their dealer's signed commitments, and a
 //! reconstructed secret against the dealer's advertisement, so no party can change
 //! another's secret.
