@@ -103,7 +103,14 @@ pub struct Server {
     own_seed_shares: BTreeMap<u32, Share>,
     /// Per dealer: the survivors that said its share to them was unusable.
     complaints: BTreeMap<u32, Vec<u32>>,
+    /// Forged chunks whose signer was looked for (each look tries every key): at most
+    /// [`FORGER_SEARCHES_PER_PARTY`] × n per round, so a flood of forgeries costs the
+    /// aggregator one signature check each once that is spent.
+    forger_searches: u32,
 }
+
+/// How many forged chunks per participant the aggregator traces to their signer in a round.
+const FORGER_SEARCHES_PER_PARTY: u32 = 2;
 
 /// What the aggregator keeps of a relayed share: its signature (to tell a redelivery from
 /// a different record) and the dealer's commitments to the two shares.
@@ -200,6 +207,7 @@ impl Server {
             key_shares: BTreeMap::new(),
             own_seed_shares: BTreeMap::new(),
             complaints: BTreeMap::new(),
+            forger_searches: 0,
         })
     }
 
@@ -460,6 +468,10 @@ impl Server {
             return Ok(None);
         }
         if let Err(e) = chunk.verify_root(&self.cfg, &self.round_id, &root, &key) {
+            if self.forger_searches >= FORGER_SEARCHES_PER_PARTY * self.cfg.parties() {
+                return Err(e);
+            }
+            self.forger_searches += 1;
             if let Some(forger) = self.signer_of(chunk, &root)
                 && self.chunks.contains_key(&forger)
                 && !self.evicted.contains_key(&forger)

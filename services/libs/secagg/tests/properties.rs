@@ -457,6 +457,34 @@ fn duplicate_chunks_count_once_and_forged_chunks_change_nothing() {
 }
 
 #[test]
+fn a_flood_of_forged_chunks_is_traced_to_its_signer_only_so_many_times() {
+    use guardian_secagg::Accepted::{Evicted, New};
+    let (mut server, clients, _, masked) = masked_round();
+    let keys = identities(5, &mut ChaCha20Rng::seed_from_u64(17)).0;
+    let cfg = config(5, 4, 3, 8, 4, 2);
+    let forge = |by: usize, victim: u32, salt: u32| {
+        let mut lie = masked[victim as usize].clone();
+        lie[0] = lie[0].wrapping_add(salt);
+        MaskedChunk::sign_input(&cfg, &server.round_id(), victim, cfg.chunk_words(&lie), &keys[by]).swap_remove(0)
+    };
+    let forged: Vec<MaskedChunk> = (1..=10).map(|salt| forge(0, 4, salt)).collect();
+    let late = forge(1, 3, 99);
+    // The first forgery evicts party 0; the next nine are refused, each traced (5 parties:
+    // 10 traces per round).
+    assert_eq!(server.receive_chunk(&forged[0]).unwrap(), Evicted(0));
+    for f in &forged[1..] {
+        assert!(matches!(server.receive_chunk(f).unwrap_err(), SecAggError::BadSignature { party: 4, .. }));
+    }
+    // Traces spent: party 1's forgery is refused like any bad signature, not traced.
+    assert!(matches!(server.receive_chunk(&late).unwrap_err(), SecAggError::BadSignature { party: 3, .. }));
+    assert_eq!(server.evictions().len(), 1);
+    // The victims' own chunks are taken.
+    for p in [3usize, 4] {
+        assert_eq!(server.receive_chunk(&chunk(&clients[p], 0, &masked[p])).unwrap(), New);
+    }
+}
+
+#[test]
 fn a_party_that_signs_two_inputs_or_a_misshapen_chunk_is_evicted() {
     use guardian_secagg::Accepted::{Evicted, Ignored, New};
     let (mut server, mut clients, agg, masked) = masked_round();
