@@ -89,14 +89,18 @@ pub(super) fn largest_record() -> usize {
 }
 
 pub(super) async fn fresh_topic(admin: &Admin, base: &str) -> Result<String> {
+    fresh_topic_with(admin, base, Default::default()).await
+}
+
+/// [`fresh_topic`] with topic configuration (e.g. compaction).
+pub(super) async fn fresh_topic_with(
+    admin: &Admin,
+    base: &str,
+    config: std::collections::BTreeMap<String, String>,
+) -> Result<String> {
     let name = format!("bench.{base}.{:x}", rand::random::<u32>());
     let plan = Plan {
-        changes: vec![Change::Create {
-            name: name.clone(),
-            partitions: PARTITIONS,
-            replication_factor: 1,
-            config: Default::default(),
-        }],
+        changes: vec![Change::Create { name: name.clone(), partitions: PARTITIONS, replication_factor: 1, config }],
         ..Plan::default()
     };
     admin.apply(&plan).await?;

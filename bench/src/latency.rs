@@ -18,11 +18,13 @@ use futures::StreamExt;
 use guardian_kafka::Producer;
 use guardian_runtime::Shutdown;
 
-use crate::BenchLatencyArgs;
+use crate::{BenchLatencyArgs, KillOnDrop};
 use crate::kafka::record;
 use crate::kpi::RollupTopics;
 
 const HOSPITALS: u64 = 10;
+/// The p99 to stay under, at every rate up to 100,000 encounters/s.
+const P99_TARGET: Duration = Duration::from_millis(500);
 /// Records are handed to the producer every tick.
 const TICK: Duration = Duration::from_millis(5);
 
@@ -170,12 +172,13 @@ pub async fn run(args: BenchLatencyArgs) -> Result<ExitCode> {
     println!("| produce → dashboard-visible | p50 | p95 | p99 | max | target p99 | met |");
     println!("|---|---:|---:|---:|---:|---:|:---:|");
     println!(
-        "| guardian kpi + dashboard | {} | {} | {} | {} | < 1000 ms | {} |",
+        "| guardian kpi + dashboard | {} | {} | {} | {} | < {} ms | {} |",
         ms(q(0.50)),
         ms(q(0.95)),
         ms(p99),
         ms(l[l.len() - 1]),
-        if p99 < Duration::from_secs(1) { "yes" } else { "no" }
+        P99_TARGET.as_millis(),
+        if p99 < P99_TARGET { "yes" } else { "no" }
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -233,12 +236,3 @@ fn poll(listen: &str, token: &str) -> Option<BTreeMap<String, usize>> {
         .collect()
 }
 
-/// The dashboard process, stopped however the benchmark ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use guardian_kafka::KafkaArgs;
 use guardian_objects::S3Args;
 
+mod cpu;
 mod kafka;
 mod kpi;
 mod latency;
@@ -40,6 +41,28 @@ pub enum Command {
     Kpi(BenchKpiArgs),
     /// End-to-end latency from produce to dashboard-visible at a steady encounter rate
     Latency(BenchLatencyArgs),
+    /// The KPI rollup service on given topics until SIGTERM (`kpi` starts it as its own
+    /// process, so that its CPU time is its own)
+    #[command(hide = true)]
+    KpiService(BenchKpiServiceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchKpiServiceArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[arg(long)]
+    pub database_url: String,
+    #[arg(long)]
+    pub encounters: String,
+    #[arg(long)]
+    pub slo: String,
+    #[arg(long)]
+    pub rollups: String,
+    #[arg(long)]
+    pub dead_letter: String,
+    #[arg(long)]
+    pub group: String,
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +93,16 @@ pub struct BenchKpiArgs {
     /// Python with confluent-kafka and fastavro (the stack's venv); without it the Python row is skipped
     #[arg(long, env = "GUARDIAN_PYTHON")]
     pub python: Option<String>,
+    /// Class path of the Kafka Streams peer (`tests/stack/stack.sh bench-tools` builds it
+    /// and puts this variable in the stack's env file); without it the peer's row is skipped
+    #[arg(long, env = "GUARDIAN_KAFKA_STREAMS_CLASSPATH")]
+    pub kafka_streams_classpath: Option<String>,
+    /// Stream threads of the Kafka Streams peer (its default is 1)
+    #[arg(long, default_value_t = 1)]
+    pub kafka_streams_threads: u32,
+    /// The Java that runs the peer
+    #[arg(long, default_value = "java")]
+    pub java: String,
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +186,7 @@ fn main() -> ExitCode {
             Command::Secagg(args) => secagg::run(args),
             Command::Kpi(args) => kpi::run(args).await,
             Command::Latency(args) => latency::run(args).await,
+            Command::KpiService(args) => kpi::service(args).await,
         }
     });
     match result {
@@ -167,6 +201,16 @@ fn main() -> ExitCode {
 /// The client id of a benchmark's clients (under the ops principal).
 fn client(bench: &str) -> String {
     guardian_topics::ServiceId::Ops.client_for(&format!("bench-{bench}"))
+}
+
+/// A child process killed when dropped (on every early return).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The `guardian` binary the benchmarks start services from: `GUARDIAN_BIN`, else the one

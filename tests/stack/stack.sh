@@ -20,7 +20,8 @@
 #   stack.sh demo [ARGS]    up, then `guardian demo` (release build)
 #   stack.sh bench-tools    install the benchmark peers that tests do not need
 #                           (dp_accounting 0.6.0 for `guardian-bench privacy`,
-#                           flwr 1.42.0 for `guardian-bench secagg`)
+#                           flwr 1.42.0 for `guardian-bench secagg`, the Kafka
+#                           Streams peer in tests/peers/kpi-streams for `guardian-bench kpi`)
 #
 # Data, logs and the env file live under $GUARDIAN_STACK_DIR (default: <repo>/.stack).
 # Downloaded and built tools live under $GUARDIAN_TOOLS (default:
@@ -38,6 +39,10 @@ S3S_BIN=$TOOLS/s3s-fs-$S3S_VERSION/bin/s3s-fs
 VENV=$TOOLS/venv
 DP_VENV=$TOOLS/dpvenv
 FLWR_VENV=$TOOLS/flwrvenv-1.42.0
+# The Kafka Streams peer of the KPI rollup, built from tests/peers/kpi-streams into a
+# folder keyed by its sources (a changed peer builds afresh).
+KSTREAMS_SRC=$REPO/tests/peers/kpi-streams
+KSTREAMS_BUILD=$TOOLS/kpi-streams-$(cd "$KSTREAMS_SRC" && find pom.xml src -type f | sort | xargs cat | sha1sum | cut -c1-10)
 VALIDATORS_VENV=$TOOLS/validators
 HELM_VERSION=3.22.0
 KAFKA_HEAP=${GUARDIAN_KAFKA_HEAP:-512m}
@@ -147,6 +152,15 @@ install_bench_tools() {
   say "dp_accounting: GUARDIAN_DP_PYTHON=$DP_VENV/bin/python"
   make_venv "$FLWR_VENV" "Flower: secure aggregation benchmark peer" flwr==1.42.0
   say "flwr: GUARDIAN_FLWR_PYTHON=$FLWR_VENV/bin/python"
+  install_java_tools
+  if [ ! -f "$KSTREAMS_BUILD/.complete" ]; then
+    say "building the Kafka Streams peer (Kafka Streams 4.4.0 from Maven Central) into $KSTREAMS_BUILD"
+    rm -rf "$KSTREAMS_BUILD"
+    (cd "$KSTREAMS_SRC" && mvn -q -B compile dependency:copy-dependencies -Dpeer.build="$KSTREAMS_BUILD") \
+      || die "maven could not build the Kafka Streams peer"
+    touch "$KSTREAMS_BUILD/.complete"
+  fi
+  say "Kafka Streams peer: GUARDIAN_KAFKA_STREAMS_CLASSPATH=$KSTREAMS_BUILD/classes:$KSTREAMS_BUILD/dependency/*"
 }
 
 install_cli_tools() {
@@ -465,6 +479,7 @@ write_env() {
     echo "export GUARDIAN_PYTHON='$VENV/bin/python'"
     if [ -f "$DP_VENV/.complete" ]; then echo "export GUARDIAN_DP_PYTHON='$DP_VENV/bin/python'"; fi
     if [ -f "$FLWR_VENV/.complete" ]; then echo "export GUARDIAN_FLWR_PYTHON='$FLWR_VENV/bin/python'"; fi
+    if [ -f "$KSTREAMS_BUILD/.complete" ]; then echo "export GUARDIAN_KAFKA_STREAMS_CLASSPATH='$KSTREAMS_BUILD/classes:$KSTREAMS_BUILD/dependency/*'"; fi
   } >"$f.tmp"
   mv "$f.tmp" "$f"
 }
