@@ -191,7 +191,7 @@ async fn consume_library(settings: &KafkaSettings, topic: &str, dead_letters: &s
 /// rust-rdkafka alone: the pre-encoded payloads through a `ThreadedProducer` with the
 /// library's producer settings, delivery reports ignored, then a flush. With `warm`, one
 /// record goes to that topic and is flushed first, outside the timing.
-fn produce_raw(
+pub(super) fn produce_raw(
     settings: &KafkaSettings,
     topic: &str,
     records: &[Encounter],
@@ -375,13 +375,15 @@ pub async fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
         ("produce: kcat", 3),
         ("produce: guardian-kafka send_batch, producer ready", 3),
         ("produce: rust-rdkafka ThreadedProducer, bare loop, producer ready", 3),
-        ("consume: guardian-kafka", 8),
-        ("consume: rust-rdkafka StreamConsumer, bare loop", 8),
-        ("consume: kcat", 8),
+        ("consume: guardian-kafka", 7),
+        ("consume: rust-rdkafka StreamConsumer, bare loop", 7),
+        ("consume: kcat", 7),
     ];
     let warm = fresh_topic(&admin, "warm-up").await?;
     let mut start_ups = Vec::new();
     let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
+    // Cores the whole machine kept busy (broker included) during each measurement.
+    let mut cores: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
     let mut created = vec![dead_letters.clone(), warm.clone()];
     let bootstrap = args.kafka.bootstrap_servers.as_str();
     for round in 1..=args.repeat {
@@ -398,8 +400,10 @@ pub async fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
         // The order rotates from round to round: whatever runs first after a topic is
         // created, or right after a heavy run, does not always fall on the same row.
         let mut times = [Duration::ZERO; 9];
+        let mut busy = [Duration::ZERO; 9];
         for k in 0..6 {
             let row = (k + round as usize) % 6;
+            let cpu_before = crate::cpu::machine();
             times[row] = match row {
                 0 => produce_library_batch(&settings, &topics[0], &records, None).await?.0,
                 1 => produce_library_each(&settings, &topics[1], &records).await?,
@@ -412,17 +416,21 @@ pub async fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
                 }
                 _ => produce_raw(&settings, &topics[5], &records, &encoded, Some(&warm))?,
             };
+            busy[row] = crate::cpu::machine().zip(cpu_before).map_or(Duration::ZERO, |(a, b)| a.saturating_sub(b));
         }
         for k in 0..3 {
             let row = 6 + (k + round as usize) % 3;
+            let cpu_before = crate::cpu::machine();
             times[row] = match row {
                 6 => consume_library(&settings, &topics[0], &dead_letters, args.records).await?,
                 7 => consume_raw(&settings, &topics[1], args.records).await?,
                 _ => consume_kcat(&kcat, bootstrap, &topics[3], args.records)?,
             };
+            busy[row] = crate::cpu::machine().zip(cpu_before).map_or(Duration::ZERO, |(a, b)| a.saturating_sub(b));
         }
         for (row, t) in times.iter().enumerate() {
             seconds[row].push(t.as_secs_f64());
+            cores[row].push(busy[row].as_secs_f64() / t.as_secs_f64().max(1e-9));
         }
         let line: Vec<String> =
             rows.iter().zip(&times).map(|((name, _), t)| format!("{name} {:.2}s", t.as_secs_f64())).collect();
@@ -434,14 +442,13 @@ pub async fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
     }
 
     let best: Vec<f64> = seconds.iter().map(|s| s.iter().cloned().fold(f64::INFINITY, f64::min)).collect();
-    let median: Vec<f64> = seconds
-        .iter()
-        .map(|s| {
-            let mut s = s.clone();
-            s.sort_by(f64::total_cmp);
-            s[s.len() / 2]
-        })
-        .collect();
+    let middle = |s: &Vec<f64>| {
+        let mut s = s.clone();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
+    let median: Vec<f64> = seconds.iter().map(middle).collect();
+    let median_cores: Vec<f64> = cores.iter().map(middle).collect();
     let rate = |secs: f64| args.records as f64 / secs;
     println!();
     println!(
@@ -461,16 +468,23 @@ pub async fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
         1e3 * start_ups[0],
     );
     println!();
-    println!("| measurement | best records/s | best MB/s | median records/s | best vs kcat | median vs kcat |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "peers: kcat for producing, the bare rust-rdkafka loop for consuming; cores busy: the whole machine's (broker included), median"
+    );
+    println!();
+    println!(
+        "| measurement | best records/s | best MB/s | median records/s | best vs peer | median vs peer | cores busy |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (row, (name, peer)) in rows.iter().enumerate() {
         println!(
-            "| {name} | {:.0} | {:.1} | {:.0} | {:.0}% | {:.0}% |",
+            "| {name} | {:.0} | {:.1} | {:.0} | {:.0}% | {:.0}% | {:.2} |",
             rate(best[row]),
             bytes as f64 / 1e6 / best[row],
             rate(median[row]),
             100.0 * best[*peer] / best[row],
             100.0 * median[*peer] / median[row],
+            median_cores[row],
         );
     }
     Ok(ExitCode::SUCCESS)

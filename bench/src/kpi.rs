@@ -81,7 +81,9 @@ pub async fn run(args: BenchKpiArgs) -> Result<ExitCode> {
             Some(result?)
         }
         None => {
-            eprintln!("bench: no GUARDIAN_KAFKA_STREAMS_CLASSPATH (tests/stack/stack.sh bench-tools builds the peer): its row is skipped");
+            eprintln!(
+                "bench: no GUARDIAN_KAFKA_STREAMS_CLASSPATH (tests/stack/stack.sh bench-tools builds the peer): its row is skipped"
+            );
             None
         }
     };
@@ -123,7 +125,9 @@ pub async fn run(args: BenchKpiArgs) -> Result<ExitCode> {
         ours.windows.len()
     );
     println!();
-    println!("| measurement | records/s | vs raw consume | CPU-s per M records, process: steady / whole run | machine: steady / whole run | target |");
+    println!(
+        "| measurement | records/s | vs raw consume | CPU-s per M records, process: steady / whole run | machine: steady / whole run | target |"
+    );
     println!("|---|---:|---:|---:|---:|---|");
     let raw_rate = (n - 1.0) / raw.as_secs_f64().max(1e-6);
     println!("| raw consume (rust-rdkafka loop) | {raw_rate:.0} | 100% | | | |");
@@ -138,7 +142,10 @@ pub async fn run(args: BenchKpiArgs) -> Result<ExitCode> {
             r.cpu_whole.1
         )
     };
-    row("guardian kpi: decode → dedup → windows → PostgreSQL commit with offsets → outbox → compacted topic (exactly once)", &ours);
+    row(
+        "guardian kpi: decode → dedup → windows → PostgreSQL commit with offsets → outbox → compacted topic (exactly once)",
+        &ours,
+    );
     if let Some(peer) = &peer {
         row(
             &format!(
@@ -181,16 +188,21 @@ struct Run {
 
 /// Starts `command` and follows `output` until its windows of every size count `records`
 /// encounters; stops the process (SIGTERM) once they do.
-async fn measure(settings: &KafkaSettings, name: &str, mut command: Command, output: &str, records: u64) -> Result<Run> {
+async fn measure(
+    settings: &KafkaSettings,
+    name: &str,
+    mut command: Command,
+    output: &str,
+    records: u64,
+) -> Result<Run> {
     let codec = Codec::embedded();
     let tail = Tail::open(settings, "bench-kpi", &[output], Start::Beginning).await?;
     // Its log goes to a file (a pipe nobody reads would block it once full).
     let log_path = std::env::temp_dir().join(format!("bench-kpi-{:x}.log", rand::random::<u32>()));
     let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let started = Instant::now();
-    let mut child = KillOnDrop(
-        command.stdout(Stdio::null()).stderr(log).spawn().with_context(|| format!("starting the {name}"))?,
-    );
+    let mut child =
+        KillOnDrop(command.stdout(Stdio::null()).stderr(log).spawn().with_context(|| format!("starting the {name}"))?);
     let pid = child.0.id();
     let at_start = cpu::Sample::of(pid).context("reading /proc")?;
     let mut windows: BTreeMap<String, KpiRollup> = BTreeMap::new();

@@ -18,9 +18,9 @@ use futures::StreamExt;
 use guardian_kafka::Producer;
 use guardian_runtime::Shutdown;
 
-use crate::{BenchLatencyArgs, KillOnDrop};
 use crate::kafka::record;
 use crate::kpi::RollupTopics;
+use crate::{BenchLatencyArgs, KillOnDrop};
 
 const HOSPITALS: u64 = 10;
 /// The p99 to stay under, at every rate up to 100,000 encounters/s.
@@ -235,4 +235,3 @@ fn poll(listen: &str, token: &str) -> Option<BTreeMap<String, usize>> {
         .map(|h| Some((h["hospital_id"].as_str()?.to_string(), h["encounters"].as_u64()? as usize)))
         .collect()
 }
-

@@ -61,3 +61,59 @@ async fn a_batch_lands_every_record_once_in_order_and_stops_at_the_first_it_cann
     assert_eq!(batch.delivered(), 100);
     assert_eq!(read_all(&stack, &topic, "read_committed").await.len(), 100);
 }
+
+/// A transactional producer (what replays write through): records of a committed
+/// transaction are seen once by `read_committed` readers, those of an aborted one never,
+/// whatever a `read_uncommitted` reader saw; a second producer under the same id fences
+/// the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_batches_are_seen_when_committed_and_never_when_aborted() {
+    let stack = Stack::get();
+    let topic = unique("it-batch-txn");
+    create_topics(&stack, &[&topic], 3).await;
+    let id = unique("it-batch-txn-id");
+    let producer = Producer::transactional(&settings(&stack), &id).await.unwrap();
+
+    let push_all = async |producer: &Producer, from: i32, to: i32| {
+        let mut batch = producer.batch(&topic);
+        for i in from..to {
+            batch.push(None, Some(format!("k{i}").as_bytes()), Some(format!("v{i}").as_bytes()), None).await.unwrap();
+        }
+        batch.finish().await.unwrap()
+    };
+    producer.begin().unwrap();
+    assert_eq!(push_all(&producer, 0, 1000).await, 1000);
+    producer.commit().await.unwrap();
+    producer.begin().unwrap();
+    assert_eq!(push_all(&producer, 1000, 1500).await, 500, "delivered, not yet committed");
+    producer.abort().await.unwrap();
+    producer.begin().unwrap();
+    assert_eq!(push_all(&producer, 1500, 2000).await, 500);
+    producer.commit().await.unwrap();
+
+    let committed: Vec<String> = read_all(&stack, &topic, "read_committed")
+        .await
+        .iter()
+        .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
+        .collect();
+    let mut expected: Vec<String> = (0..1000).chain(1500..2000).map(|i| format!("v{i}")).collect();
+    let mut got = committed.clone();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected, "exactly the committed transactions' records");
+    assert_eq!(read_all(&stack, &topic, "read_uncommitted").await.len(), 2000, "the aborted ones are in the log");
+
+    // A newer producer under the same id fences the older: its next commit fails.
+    let newer = Producer::transactional(&settings(&stack), &id).await.unwrap();
+    producer.begin().unwrap();
+    let mut batch = producer.batch(&topic);
+    let _ = batch.push(None, Some(b"k"), Some(b"zombie"), None).await;
+    let _ = batch.finish().await;
+    assert!(producer.commit().await.is_err(), "a fenced producer committed");
+    newer.begin().unwrap();
+    assert_eq!(push_all(&newer, 2000, 2010).await, 10);
+    newer.commit().await.unwrap();
+    let after = read_all(&stack, &topic, "read_committed").await;
+    assert_eq!(after.len(), 1510, "the committed 1,500 and the newer producer's 10");
+    assert!(after.iter().all(|m| m.payload() != Some(b"zombie".as_slice())));
+}

@@ -366,18 +366,13 @@ fn privacy_audit_writes_every_format_and_gates_on_the_level() {
 }
 
 /// Records per partition of a topic (high − low watermark, summed).
+/// Records in `topic` as a `read_committed` reader sees them (offsets would also count the
+/// markers of transactions: replays are written in transactions).
 fn topic_records(bootstrap: &str, topic: &str) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
-    let md = c.fetch_metadata(Some(topic), std::time::Duration::from_secs(10)).unwrap();
-    md.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| {
-            let (lo, hi) = c.fetch_watermarks(topic, p.id(), std::time::Duration::from_secs(10)).unwrap();
-            hi - lo
-        })
-        .sum()
+    let settings = guardian_kafka::KafkaSettings::new(bootstrap, "it-cli-count");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(guardian_kafka::reader::read_range(&settings, "it-cli-count", &[topic], None)).unwrap().len()
+        as i64
 }
 
 #[test]
