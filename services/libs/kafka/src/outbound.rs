@@ -36,11 +36,15 @@ pub async fn enqueue_within<R>(
     deadline: Duration,
     mut send: impl FnMut(R) -> Result<(), (KafkaError, R)>,
 ) -> Result<(), KafkaError> {
-    let give_up = Instant::now() + deadline;
+    // The clock is read only once the queue is full: a read per record showed in profiles
+    // of bulk producing.
+    let mut give_up = None;
     loop {
         match send(record) {
             Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if Instant::now() < give_up => {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                if Instant::now() < *give_up.get_or_insert_with(|| Instant::now() + deadline) =>
+            {
                 record = back;
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }

@@ -55,11 +55,14 @@ pub struct Delivered {
     pub offset: i64,
 }
 
-/// Where a delivery report goes.
+/// Where a delivery report goes. Shared: every record of a batch carries a clone of the
+/// batch's one target (a reference count, not an allocation per record, which profiles of
+/// bulk producing showed, freed on the polling thread).
 #[derive(Debug)]
 pub enum DeliveryTarget {
-    One(oneshot::Sender<Result<Delivered, KafkaError>>),
-    Batch(Arc<BatchTally>),
+    /// Taken by the one report of a record sent on its own.
+    One(Mutex<Option<oneshot::Sender<Result<Delivered, KafkaError>>>>),
+    Batch(BatchTally),
 }
 
 /// The outcome of a batch's records, filled in by the delivery reports.
@@ -68,6 +71,8 @@ pub struct BatchTally {
     /// Records queued and not yet reported.
     outstanding: AtomicU64,
     delivered: AtomicU64,
+    /// Set with `first_error`: checked per record without taking the lock.
+    failed: std::sync::atomic::AtomicBool,
     first_error: Mutex<Option<KafkaError>>,
     /// Woken when `outstanding` falls to 0 or to `BATCH_LOW_WATER`.
     all_in: Notify,
@@ -81,6 +86,7 @@ impl BatchTally {
             }
             Err(e) => {
                 self.first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                self.failed.store(true, Ordering::Release);
             }
         }
         let left = self.outstanding.fetch_sub(1, Ordering::AcqRel) - 1;
@@ -126,16 +132,20 @@ impl ClientContext for DeliveryContext {
 }
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Box<DeliveryTarget>;
+    type DeliveryOpaque = Arc<DeliveryTarget>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, target: Box<DeliveryTarget>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, target: Arc<DeliveryTarget>) {
         let outcome = match result {
             Ok(msg) => Ok(Delivered { partition: msg.partition(), offset: msg.offset() }),
             Err((error, _)) => Err(error.clone()),
         };
-        match *target {
+        match &*target {
             // The receiver may be gone (its future dropped): nobody to tell.
-            DeliveryTarget::One(tx) => drop(tx.send(outcome)),
+            DeliveryTarget::One(tx) => {
+                if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    drop(tx.send(outcome));
+                }
+            }
             DeliveryTarget::Batch(tally) => tally.report(outcome.map(|_| ())),
         }
     }
@@ -237,7 +247,8 @@ impl Producer {
     ) -> Result<Delivered, KafkaClientError> {
         let (tx, rx) = oneshot::channel();
         let headers = trace::with_pairs(headers, &trace::current_pairs());
-        self.enqueue(topic, partition, key, payload, headers, DeliveryTarget::One(tx)).await?;
+        let target = Arc::new(DeliveryTarget::One(Mutex::new(Some(tx))));
+        self.enqueue(topic, partition, key, payload, headers, target).await?;
         let outcome = rx.await.unwrap_or(Err(KafkaError::Canceled));
         self.acknowledged(topic, outcome, 1)
     }
@@ -277,7 +288,12 @@ impl Producer {
     /// together: what [`Producer::send_batch`] does, for callers that stream records
     /// (replay, restore). At most 20,000 are outstanding at a time.
     pub fn batch<'p>(&'p self, topic: &'p str) -> Batch<'p> {
-        Batch { producer: self, topic, tally: Arc::new(BatchTally::default()), trace_pairs: trace::current_pairs() }
+        Batch {
+            producer: self,
+            topic,
+            target: Arc::new(DeliveryTarget::Batch(BatchTally::default())),
+            trace_pairs: trace::current_pairs(),
+        }
     }
 
     /// Hands one record to librdkafka, waiting for room in its queue (up to
@@ -291,10 +307,9 @@ impl Producer {
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
-        target: DeliveryTarget,
+        target: Arc<DeliveryTarget>,
     ) -> Result<(), KafkaClientError> {
-        let mut record: BaseRecord<'_, [u8], [u8], Box<DeliveryTarget>> =
-            BaseRecord::with_opaque_to(topic, Box::new(target));
+        let mut record: BaseRecord<'_, [u8], [u8], Arc<DeliveryTarget>> = BaseRecord::with_opaque_to(topic, target);
         if let Some(payload) = payload {
             record = record.payload(payload);
         }
@@ -340,7 +355,8 @@ impl Producer {
 pub struct Batch<'p> {
     producer: &'p Producer,
     topic: &'p str,
-    tally: Arc<BatchTally>,
+    /// Always [`DeliveryTarget::Batch`].
+    target: Arc<DeliveryTarget>,
     trace_pairs: Vec<(String, String)>,
 }
 
@@ -351,6 +367,13 @@ impl std::fmt::Debug for Batch<'_> {
 }
 
 impl Batch<'_> {
+    fn tally(&self) -> &BatchTally {
+        match &*self.target {
+            DeliveryTarget::Batch(tally) => tally,
+            DeliveryTarget::One(_) => unreachable!("a batch's target is a tally"),
+        }
+    }
+
     /// Queues one record (partition None: by key; payload None: a tombstone), waiting
     /// while 20,000 are outstanding. Fails as soon as a record queued before it failed,
     /// or when it cannot be queued (after the records queued before it are reported).
@@ -361,16 +384,18 @@ impl Batch<'_> {
         payload: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
     ) -> Result<(), KafkaClientError> {
-        let tally = &self.tally;
+        let tally = self.tally();
         if tally.outstanding.load(Ordering::Acquire) >= BATCH_HIGH_WATER {
             tally.wait_down_to(BATCH_LOW_WATER).await;
         }
-        let failed = tally.first_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(error) = failed {
-            return self.producer.acknowledged(self.topic, Err(error), 0);
+        if tally.failed.load(Ordering::Acquire) {
+            let failed = tally.first_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(error) = failed {
+                return self.producer.acknowledged(self.topic, Err(error), 0);
+            }
         }
         tally.outstanding.fetch_add(1, Ordering::AcqRel);
-        let target = DeliveryTarget::Batch(tally.clone());
+        let target = self.target.clone();
         let headers = trace::with_pairs(headers, &self.trace_pairs);
         if let Err(e) = self.producer.enqueue(self.topic, partition, key, payload, headers, target).await {
             // Not queued: its report will never come. The ones queued before are.
@@ -383,21 +408,22 @@ impl Batch<'_> {
 
     /// Records acknowledged so far.
     pub fn delivered(&self) -> u64 {
-        self.tally.delivered.load(Ordering::Acquire)
+        self.tally().delivered.load(Ordering::Acquire)
     }
 
     /// Records queued and not yet acknowledged.
     pub fn outstanding(&self) -> u64 {
-        self.tally.outstanding.load(Ordering::Acquire)
+        self.tally().outstanding.load(Ordering::Acquire)
     }
 
     /// Waits for every acknowledgement. Returns how many records were delivered, or the
     /// first failure (records before a failed one in the same partition are delivered:
     /// the producer is idempotent, order is kept per partition).
     pub async fn finish(self) -> Result<u64, KafkaClientError> {
-        self.tally.wait_all_in().await;
-        let delivered = self.tally.delivered.load(Ordering::Acquire);
-        if let Some(error) = self.tally.first_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let tally = self.tally();
+        tally.wait_all_in().await;
+        let delivered = tally.delivered.load(Ordering::Acquire);
+        if let Some(error) = tally.first_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return self.producer.acknowledged(self.topic, Err(error), delivered);
         }
         self.producer.acknowledged(self.topic, Ok(delivered), delivered)
