@@ -6,7 +6,9 @@ once it is ready: Python's confluent-kafka (its own librdkafka) on the local bro
 Each row: 300,000 records of 300 bytes (by default) into a fresh 3-partition topic,
 acks=all, linger.ms=5; "cold" times from the producer's creation, "ready" from after a
 first record was acknowledged (on another topic); the start-up is creation → that first
-acknowledgement. Needs GUARDIAN_KAFKA_BOOTSTRAP (tests/stack/stack.sh env).
+acknowledgement. Each round ends with a transactional producer's start-up: creation →
+init_transactions → one record committed (no throughput row: its records wait for
+commits). Needs GUARDIAN_KAFKA_BOOTSTRAP (tests/stack/stack.sh env).
 """
 
 import argparse
@@ -52,6 +54,21 @@ def run(boot, topic, warm_topic, records, idempotent, ready):
     return records / (time.monotonic() - started), start_up
 
 
+def transactional_start_up(boot, topic):
+    """Creation → first record acknowledged, for a transactional producer."""
+    acked = []
+    created = time.monotonic()
+    p = Producer({"bootstrap.servers": boot, "acks": "all", "linger.ms": 5,
+                  "transactional.id": f"startup-probe-{uuid.uuid4().hex}"})
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, b"x", key=b"w", on_delivery=lambda e, m: acked.append(time.monotonic()))
+    p.commit_transaction(30)
+    if not acked:
+        raise SystemExit("the transactional record was not acknowledged")
+    return acked[0] - created
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=300_000)
@@ -80,6 +97,8 @@ def main():
                     name = f"{'idempotent' if idempotent else 'not idempotent'}, {'ready' if ready else 'cold'}"
                     shown = f"{1000 * start_up:.0f} ms" if start_up is not None else ""
                     print(f"| {name} | {rate:.0f} | {shown} |", flush=True)
+            start_up = transactional_start_up(boot, warm)
+            print(f"| transactional (init_transactions), one record | | {1000 * start_up:.0f} ms |", flush=True)
     finally:
         admin.delete_topics(created)
 
