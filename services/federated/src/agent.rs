@@ -2,8 +2,8 @@
 //!
 //! On OPEN it checks its privacy budget (its own ledger of spends from `privacy.spend`,
 //! and the accountant's status) and refuses a round that would take it past its limit;
-//! otherwise it trains (DP-SGD on its data) or takes a precomputed update (HOSPITAL
-//! unit: clipped and noised here), quantizes, and runs the secure-aggregation client. Its
+//! otherwise it trains (DP-SGD on its data), runs the site's own trainer, or takes a
+//! precomputed update (both HOSPITAL unit: clipped and noised here), quantizes, and runs the secure-aggregation client. Its
 //! budget-spend event is published before the masked update leaves: a crash can only
 //! over-count a spend, never under-count it.
 
@@ -39,6 +39,9 @@ pub enum UpdateSource {
     Data(Dataset),
     /// A precomputed update (`.npy`), e.g. from PyTorch; HOSPITAL-unit rounds only.
     File(Vec<f32>),
+    /// The site's own trainer, run each round on the global model; HOSPITAL-unit rounds
+    /// only.
+    Command(crate::trainer::TrainCommand),
 }
 
 /// What a dishonest agent does (tests of the aggregator only: the CLI refuses it unless
@@ -400,6 +403,17 @@ impl Agent {
                 let mut u = u.clone();
                 guardian_secagg::quantize::clip_l2(&mut u, settings.clip_norm);
                 u
+            }
+            (UpdateSource::Command(trainer), DpUnit::Hospital) => {
+                let id = crate::trainer::RoundId { session: &c.session_id, round: c.round, hospital: &self.hospital };
+                let mut u = trainer.train(id, &global).await?;
+                guardian_secagg::quantize::clip_l2(&mut u, settings.clip_norm);
+                u
+            }
+            (UpdateSource::Command(_), DpUnit::Patient) => {
+                bail!(
+                    "a site's trainer cannot run DP-SGD for the agent: PATIENT-unit rounds need the agent's data (use a HOSPITAL-unit session with --train-cmd)"
+                )
             }
             (UpdateSource::File(_), DpUnit::Patient) => {
                 bail!(

@@ -179,16 +179,28 @@ pub struct FlAgentArgs {
     #[arg(long, env = "GUARDIAN_FL_REGISTRY")]
     pub registry: Option<PathBuf>,
     /// Train on shard N of the shipped demo data (split over --demo-hospitals)
-    #[arg(long, conflicts_with_all = ["data", "update"])]
+    #[arg(long, conflicts_with_all = ["data", "update", "train_cmd"])]
     pub demo_shard: Option<usize>,
     #[arg(long, default_value_t = 5)]
     pub demo_hospitals: usize,
     /// Train on this CSV (standardised features..., 0/1 label)
-    #[arg(long, conflicts_with = "update")]
+    #[arg(long, conflicts_with_all = ["update", "train_cmd"])]
     pub data: Option<PathBuf>,
     /// Send this precomputed update (.npy, float32/64) in hospital-unit sessions
-    #[arg(long)]
+    #[arg(long, conflicts_with = "train_cmd")]
     pub update: Option<PathBuf>,
+    /// Run this site's own trainer each round (hospital-unit sessions; through `sh -c`):
+    /// it reads the global model from $GUARDIAN_GLOBAL_MODEL and writes its update (new
+    /// weights minus the global model) to $GUARDIAN_UPDATE, in --train-format; the agent
+    /// clips, noises, quantizes, masks, signs and sends it
+    #[arg(long)]
+    pub train_cmd: Option<String>,
+    /// The file format the trainer reads and writes
+    #[arg(long, value_enum, default_value = "npy")]
+    pub train_format: crate::trainer::Format,
+    /// Seconds the trainer may run in a round before it is killed and the round sat out
+    #[arg(long, default_value_t = 600)]
+    pub train_timeout_secs: u64,
     /// This hospital's own epsilon limit (the accountant's applies too)
     #[arg(long, default_value_t = 2.0)]
     pub epsilon_limit: f64,
@@ -218,6 +230,9 @@ impl Default for FlAgentArgs {
             demo_hospitals: 5,
             data: None,
             update: None,
+            train_cmd: None,
+            train_format: crate::trainer::Format::Npy,
+            train_timeout_secs: 600,
             epsilon_limit: 2.0,
             listen: DEFAULT_AGENT_LISTEN.parse().expect("a socket address"),
             fault: None,

@@ -18,6 +18,7 @@ pub mod registry;
 pub mod replay;
 pub mod sampling;
 pub mod service;
+pub mod trainer;
 pub mod wire;
 
 pub use error::FlError;

@@ -59,6 +59,14 @@ pub async fn aggregate(args: FlStartArgs, shutdown: &Shutdown) -> Result<(Sessio
     Ok((plan, outcomes))
 }
 
+/// Shard `shard` of the demo data split over `hospitals`, as CSV (what `--demo-shard`
+/// trains on).
+pub fn demo_shard_csv(hospitals: usize, shard: usize) -> Result<String> {
+    let demo = DemoFederation::new(hospitals)?;
+    let data = demo.shards.get(shard).with_context(|| format!("shard {shard} of {hospitals} hospitals"))?;
+    Ok(guardian_fl::data::to_csv(data))
+}
+
 /// A hospital agent: checks its key against the registry, serves its probes on
 /// `args.listen`, and takes part in every round until `shutdown`.
 pub async fn agent(args: FlAgentArgs, shutdown: &Shutdown) -> Result<(String, AgentReport)> {
@@ -74,6 +82,12 @@ pub async fn agent(args: FlAgentArgs, shutdown: &Shutdown) -> Result<(String, Ag
         None => bail!("hospital {hospital} is not in the registry"),
     }
     let source = match (&args.demo_shard, &args.data, &args.update) {
+        (None, None, None) if args.train_cmd.is_some() => UpdateSource::Command(crate::trainer::TrainCommand {
+            command: args.train_cmd.clone().unwrap_or_default(),
+            format: args.train_format,
+            timeout: std::time::Duration::from_secs(args.train_timeout_secs.max(1)),
+            work_dir: std::env::temp_dir().join(format!("guardian-trainer-{hospital}-{}", std::process::id())),
+        }),
         (Some(i), _, _) => {
             let demo = DemoFederation::new(args.demo_hospitals)?;
             UpdateSource::Data(
@@ -93,7 +107,7 @@ pub async fn agent(args: FlAgentArgs, shutdown: &Shutdown) -> Result<(String, Ag
             guardian_fl::npy::read(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
                 .with_context(|| format!("{}", path.display()))?,
         ),
-        (None, None, None) => bail!("give the agent --demo-shard, --data or --update"),
+        (None, None, None) => bail!("give the agent --demo-shard, --data, --update or --train-cmd"),
     };
     let fault = args.fault.as_deref().map(str::parse::<Fault>).transpose().map_err(crate::error::FlError::Invalid)?;
     let misbehave: Vec<Misbehave> = args

@@ -163,6 +163,19 @@ pub enum FlCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a hospital's shard of the demo data as CSV (standardised features, then the
+    /// 0/1 label): what `agent --demo-shard` trains on, for `agent --data` or a trainer
+    DemoData {
+        /// Hospitals the demo data is split over
+        #[arg(long, default_value_t = 5)]
+        hospitals: usize,
+        /// Which hospital's shard (0-based)
+        #[arg(long)]
+        shard: usize,
+        /// Output file
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Recompute every model of a session from its topics; exit 1 if any differs
     Replay {
         #[command(flatten)]

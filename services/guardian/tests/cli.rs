@@ -512,7 +512,7 @@ fn federated_commands_refuse_bad_settings_and_never_overwrite_keys() {
         guardian(&args)
     };
     assert_one_clear_error(&agent("h001", "h002.key", &["--demo-shard", "0"]), &["not the key registered for h001"]);
-    assert_one_clear_error(&agent("h001", "h001.key", &[]), &["--demo-shard, --data or --update"]);
+    assert_one_clear_error(&agent("h001", "h001.key", &[]), &["--demo-shard, --data, --update or --train-cmd"]);
     assert_one_clear_error(&agent("h009", "h001.key", &["--demo-shard", "0"]), &["h009 is not in the registry"]);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -195,3 +195,108 @@ fn an_update_file_in_a_hospital_unit_session_and_stop() {
         let _ = child.wait();
     }
 }
+
+/// Each hospital runs its own trainer (`--train-cmd`, `tests/fl/trainer.py`: logistic
+/// regression in Python's standard library on its shard of the demo data, written by
+/// `fl demo-data`; the global model in, the update out), one in `.npy`, one in
+/// safetensors. The third hospital's trainer fails in round 1 (exit status 1) and lies in
+/// round 2 (one value short): it sits those rounds out with the reason in its log, the
+/// others' rounds finish without it, and it takes part again from round 3. Every trainer
+/// saw the whole model every round, the model learns (the all-zero model scores 0.63 on
+/// the held-out rows), and the replay recomputes every published model.
+#[test]
+fn a_sites_own_trainer_in_every_round_and_one_that_fails_or_lies() {
+    let stack = Stack::get();
+    let prefix = format!("{}.", unique("flt"));
+    let session = unique("session");
+    let hospitals = ["h001", "h002", "h003"];
+    let fed = Federation::new(&stack, &prefix, &hospitals);
+    let registry = fed.registry.clone();
+    let _accountant = accountant(&stack, &prefix, &["--hospital-epsilon", "1000", "--global-epsilon", "10000"]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fl/trainer.py");
+    let log = fed.file("trainer.log");
+    let h003_log = fed.file("h003.stderr");
+    let command = format!("python3 {script}");
+
+    let mut agents = Vec::new();
+    for (i, h) in hospitals.iter().enumerate() {
+        let shard = fed.file(&format!("{h}.csv"));
+        let out = run_ok(fed.guardian(
+            &stack,
+            &["fl", "demo-data", "--hospitals", "3", "--shard", &i.to_string(), "--out", shard.to_str().unwrap()],
+        ));
+        assert!(out.contains("wrote shard"), "{out}");
+        let format = if *h == "h002" { "safetensors" } else { "npy" };
+        let args = ["--epsilon-limit", "1000", "--train-cmd", &command, "--train-format", format];
+        let (mut c, listen) = fed.agent(&stack, h, &args);
+        c.env("TRAINER_LOG", &log).env("TRAINER_DATA", &shard);
+        let stderr = if *h == "h003" {
+            c.env("TRAINER_FAIL_ROUND", "1").env("TRAINER_SHORT_ROUND", "2");
+            Stdio::from(std::fs::File::create(&h003_log).unwrap())
+        } else {
+            Stdio::null()
+        };
+        let child = c.stdout(Stdio::null()).stderr(stderr).spawn().unwrap();
+        agents.push((child, listen));
+    }
+    wait_ready(agents.iter().map(|(_, l)| l), "the agents");
+    let out = fed
+        .start(
+            &stack,
+            &session,
+            &[
+                "--rounds",
+                "4",
+                "--dp-unit",
+                "hospital",
+                "--noise-multiplier",
+                "0.5",
+                "--local-steps",
+                "1",
+                "--stage-timeout-secs",
+                "5",
+            ],
+        )
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}\n{}", String::from_utf8_lossy(&out.stderr));
+    let rows = rows(&table);
+    assert_eq!(rows.len(), 4, "{table}");
+    assert!(rows.iter().all(|r| r.1 == "finished"), "{table}");
+    assert_eq!(rows[0].2, "h001,h002", "{table}");
+    assert_eq!(rows[1].2, "h001,h002", "{table}");
+    assert_eq!(rows[2].2, "h001,h002,h003", "{table}");
+    assert_eq!(rows[3].2, "h001,h002,h003", "{table}");
+    // What the sites' own training gives, round by round (held-out accuracy of the demo
+    // model; printed for the record).
+    let accuracy: Vec<f64> = rows.iter().map(|r| r.4.expect("the demo model's accuracy")).collect();
+    println!("held-out accuracy per round: {accuracy:?}");
+    assert!(accuracy.iter().cloned().fold(0.0, f64::max) > 0.8, "the model did not learn: {table}");
+
+    // Every trainer ran once per round, on the whole model (the demo model: 31 weights).
+    let calls = std::fs::read_to_string(&log).unwrap();
+    for h in hospitals {
+        let rounds: Vec<&str> = calls
+            .lines()
+            .filter(|l| l.starts_with(&format!("{h} ")))
+            .map(|l| {
+                assert!(l.ends_with(" 31"), "{l}");
+                l.split(' ').nth(1).unwrap()
+            })
+            .collect();
+        assert_eq!(rounds, ["1", "2", "3", "4"], "{h}: {calls}");
+    }
+    for (child, _) in agents.iter_mut() {
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = child.wait();
+    }
+    let h003 = std::fs::read_to_string(&h003_log).unwrap();
+    assert!(h003.contains("the trainer failed (exit status: 1)") && h003.contains("gives up in round 1"), "{h003}");
+    assert!(h003.contains("the trainer's update has 30 values, the model 31"), "{h003}");
+
+    let replay = run_ok(
+        fed.guardian(&stack, &["fl", "replay", "--session", &session, "--registry", registry.to_str().unwrap()]),
+    );
+    assert!(replay.contains("all 4 model versions"), "{replay}");
+}

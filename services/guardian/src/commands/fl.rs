@@ -37,6 +37,12 @@ pub async fn run(cmd: FlCommand) -> Result<ExitCode> {
             println!("{}", plan_json(&plan));
             Ok(ExitCode::SUCCESS)
         }
+        FlCommand::DemoData { hospitals, shard, out } => {
+            let csv = guardian_federated::service::demo_shard_csv(hospitals, shard)?;
+            std::fs::write(&out, csv).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote shard {shard} of {hospitals} to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         FlCommand::Start(args) => start(args).await,
         FlCommand::Agent(args) => agent(args).await,
         FlCommand::Status(args) => status(args, false).await,

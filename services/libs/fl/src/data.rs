@@ -50,6 +50,23 @@ impl Dataset {
     }
 }
 
+/// Writes rows as CSV (a header line `x1,...,xN,label`, then features and the 0/1 label),
+/// what [`parse_csv`] reads back.
+pub fn to_csv(ds: &Dataset) -> String {
+    let mut out: Vec<String> = (1..=ds.width()).map(|j| format!("x{j}")).collect();
+    out.push("label".into());
+    let mut text = out.join(",") + "\n";
+    for (x, y) in ds.features.iter().zip(&ds.labels) {
+        for v in x {
+            text.push_str(&v.to_string());
+            text.push(',');
+        }
+        text.push_str(&y.to_string());
+        text.push('\n');
+    }
+    text
+}
+
 /// Parses CSV rows of numeric features followed by a 0/1 label. A first line that is not
 /// numeric is taken as a header; every other bad line is an error naming its number.
 pub fn parse_csv(text: &str) -> Result<Dataset, DataError> {
@@ -205,6 +222,14 @@ impl Scaler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A shard written as CSV reads back the same (f32 prints the shortest string that
+    /// parses back to the same value).
+    #[test]
+    fn csv_round_trip() {
+        let shard = crate::demo::DemoFederation::new(3).unwrap().shards.remove(1);
+        assert_eq!(parse_csv(&to_csv(&shard)).unwrap(), shard);
+    }
 
     #[test]
     fn shipped_data_parses_and_splits_non_iid() {
