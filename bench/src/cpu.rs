@@ -37,6 +37,25 @@ pub fn machine() -> Option<Duration> {
     Some(Duration::from_secs_f64(busy as f64 / ticks_per_second()))
 }
 
+/// The machine's busy time from one moment on.
+#[derive(Debug, Clone, Copy)]
+pub struct Busy(Option<Duration>);
+
+impl Busy {
+    pub fn start() -> Self {
+        Busy(machine())
+    }
+
+    /// Cores kept busy on average since [`Busy::start`], over a measurement that took
+    /// `took` (0 when `/proc/stat` could not be read).
+    pub fn cores_over(&self, took: Duration) -> f64 {
+        match (machine(), self.0) {
+            (Some(now), Some(then)) => now.saturating_sub(then).as_secs_f64() / took.as_secs_f64().max(1e-9),
+            _ => 0.0,
+        }
+    }
+}
+
 /// A process's and the machine's CPU time at one moment.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
@@ -76,5 +95,13 @@ mod tests {
         assert!(after > before, "{before:?} then {after:?}");
         assert!(after - before <= Duration::from_millis(600), "{before:?} then {after:?}");
         assert!(machine().expect("/proc/stat") >= after - before);
+        // One core spinning keeps at least a good part of one core busy.
+        let busy = Busy::start();
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let cores = busy.cores_over(start.elapsed());
+        assert!(cores > 0.3, "{cores} cores busy while spinning");
     }
 }

@@ -400,10 +400,9 @@ pub async fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
         // The order rotates from round to round: whatever runs first after a topic is
         // created, or right after a heavy run, does not always fall on the same row.
         let mut times = [Duration::ZERO; 9];
-        let mut busy = [Duration::ZERO; 9];
         for k in 0..6 {
             let row = (k + round as usize) % 6;
-            let cpu_before = crate::cpu::machine();
+            let busy = crate::cpu::Busy::start();
             times[row] = match row {
                 0 => produce_library_batch(&settings, &topics[0], &records, None).await?.0,
                 1 => produce_library_each(&settings, &topics[1], &records).await?,
@@ -416,21 +415,20 @@ pub async fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
                 }
                 _ => produce_raw(&settings, &topics[5], &records, &encoded, Some(&warm))?,
             };
-            busy[row] = crate::cpu::machine().zip(cpu_before).map_or(Duration::ZERO, |(a, b)| a.saturating_sub(b));
+            cores[row].push(busy.cores_over(times[row]));
         }
         for k in 0..3 {
             let row = 6 + (k + round as usize) % 3;
-            let cpu_before = crate::cpu::machine();
+            let busy = crate::cpu::Busy::start();
             times[row] = match row {
                 6 => consume_library(&settings, &topics[0], &dead_letters, args.records).await?,
                 7 => consume_raw(&settings, &topics[1], args.records).await?,
                 _ => consume_kcat(&kcat, bootstrap, &topics[3], args.records)?,
             };
-            busy[row] = crate::cpu::machine().zip(cpu_before).map_or(Duration::ZERO, |(a, b)| a.saturating_sub(b));
+            cores[row].push(busy.cores_over(times[row]));
         }
         for (row, t) in times.iter().enumerate() {
             seconds[row].push(t.as_secs_f64());
-            cores[row].push(busy[row].as_secs_f64() / t.as_secs_f64().max(1e-9));
         }
         let line: Vec<String> =
             rows.iter().zip(&times).map(|((name, _), t)| format!("{name} {:.2}s", t.as_secs_f64())).collect();

@@ -306,19 +306,9 @@ fn compacted() -> BTreeMap<String, String> {
 pub async fn service(args: BenchKpiServiceArgs) -> Result<ExitCode> {
     let settings = args.kafka.settings(&crate::client("kpi"));
     let pool = guardian_pg::connect(&args.database_url, 4).await?;
-    let config = guardian_kpi::Config {
-        kafka: settings,
-        group: args.group,
-        encounters_topic: args.encounters,
-        slo_topic: args.slo,
-        rollups_topic: args.rollups,
-        dead_letter_topic: args.dead_letter,
-        signers: None,
-        lateness_ms: 300_000,
-        max_skew_ms: guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS,
-        dedup_cache_events: guardian_kpi::DEFAULT_DEDUP_CACHE_EVENTS,
-        dedup_horizon_days: guardian_kpi::DEFAULT_DEDUP_HORIZON_DAYS,
-    };
+    let topics =
+        RollupTopics { encounters: args.encounters, slo: args.slo, rollups: args.rollups, dlq: args.dead_letter };
+    let config = topics.config(&settings, &args.group);
     guardian_kpi::run(config, pool, Shutdown::on_signals()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -54,22 +54,19 @@ pub async fn run(args: BenchReplayArgs) -> Result<ExitCode> {
     let mut produced = Vec::new();
     // Cores busy per row, in the rows' order: raw consume, raw produce, replay, archive, restore.
     let mut cores: [Vec<f64>; 5] = Default::default();
-    let busy = |before: Option<Duration>, took: Duration| {
-        crate::cpu::machine().zip(before).map_or(0.0, |(a, b)| a.saturating_sub(b).as_secs_f64() / took.as_secs_f64())
-    };
     for round in 1..=args.repeat {
         let target = fresh_topic(&admin, "replay-target").await?;
         created.push(target.clone());
-        let cpu = crate::cpu::machine();
+        let busy = crate::cpu::Busy::start();
         let consume = consume_raw(&settings, &source, args.records).await?;
-        cores[0].push(busy(cpu, consume));
+        cores[0].push(busy.cores_over(consume));
         let produce_target = fresh_topic(&admin, "produce-target").await?;
         created.push(produce_target.clone());
-        let cpu = crate::cpu::machine();
+        let busy = crate::cpu::Busy::start();
         let produce = produce_raw(&settings, &produce_target, &records, &encoded, Some(&warm))?;
-        cores[1].push(busy(cpu, produce));
+        cores[1].push(busy.cores_over(produce));
         produced.push(produce);
-        let cpu = crate::cpu::machine();
+        let busy = crate::cpu::Busy::start();
         let started = Instant::now();
         let consumer = replay::consumer(&settings, &format!("bench-replay-{round}-{}", std::process::id()))?;
         let range =
@@ -82,8 +79,8 @@ pub async fn run(args: BenchReplayArgs) -> Result<ExitCode> {
         let written = replay::copy(&consumer, &producer, &source, &target, &spans, total).await?;
         // Timed to the commit of the last record; the clients close after (as in the raw rows).
         let copy = started.elapsed();
+        cores[2].push(busy.cores_over(copy));
         drop((consumer, producer));
-        cores[2].push(busy(cpu, copy));
         if written != args.records as i64 {
             bail!("replay wrote {written} of {} records", args.records);
         }
@@ -100,11 +97,11 @@ pub async fn run(args: BenchReplayArgs) -> Result<ExitCode> {
                 prefix: format!("bench-{}-{round}", std::process::id()),
                 segment_records: 50_000,
             };
-            let cpu = crate::cpu::machine();
+            let busy = crate::cpu::Busy::start();
             let started = Instant::now();
             let report = guardian_archiver::archive::archive_topic(&settings, store, &source, &settings_a).await?;
             let archive = started.elapsed();
-            cores[3].push(busy(cpu, archive));
+            cores[3].push(busy.cores_over(archive));
             if report.records != args.records {
                 bail!("archived {} of {} records", report.records, args.records);
             }
@@ -114,12 +111,12 @@ pub async fn run(args: BenchReplayArgs) -> Result<ExitCode> {
             let range = guardian_archiver::restore::RestoreRange::default();
             let plan = guardian_archiver::restore::plan(&manifest, &range);
             let producer = Producer::new(&settings)?;
-            let cpu = crate::cpu::machine();
+            let busy = crate::cpu::Busy::start();
             let started = Instant::now();
             let report =
                 guardian_archiver::restore::restore(&producer, store, &plan, &target, &range, |_, _| {}).await?;
             let restore = started.elapsed();
-            cores[4].push(busy(cpu, restore));
+            cores[4].push(busy.cores_over(restore));
             if report.records != args.records {
                 bail!("restored {} of {} records", report.records, args.records);
             }

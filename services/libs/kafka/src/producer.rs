@@ -7,7 +7,7 @@
 //! ([`Producer::send_batch`]) only count down a shared tally, and the caller is woken
 //! once, when the last one is in: no wake-up per record.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,8 +29,6 @@ use crate::{KafkaSettings, trace};
 /// A batch keeps at most this many records in librdkafka's queue: filling the queue up
 /// (100,000 records by default) and polling for room is slower than a steady window.
 const BATCH_HIGH_WATER: u64 = 20_000;
-/// How long the transaction calls of a transactional [`Producer`] may take.
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// ...and, once there, waits for acknowledgements down to this many.
 const BATCH_LOW_WATER: u64 = 18_000;
 
@@ -72,7 +70,7 @@ pub struct BatchTally {
     outstanding: AtomicU64,
     delivered: AtomicU64,
     /// Set with `first_error`: checked per record without taking the lock.
-    failed: std::sync::atomic::AtomicBool,
+    failed: AtomicBool,
     first_error: Mutex<Option<KafkaError>>,
     /// Woken when `outstanding` falls to 0 or to `BATCH_LOW_WATER`.
     all_in: Notify,
@@ -167,15 +165,7 @@ impl Producer {
     /// by `read_committed` readers only once committed.
     pub async fn transactional(settings: &KafkaSettings, transactional_id: &str) -> Result<Self, KafkaClientError> {
         let context = DeliveryContext { base: GuardianContext::new(format!("{}-producer", settings.client_id)) };
-        let inner: ThreadedProducer<DeliveryContext> = settings
-            .transactional_producer(transactional_id)
-            .create_with_context(context)
-            .map_err(|e| KafkaClientError::Config(e.to_string()))?;
-        let inner = Arc::new(inner);
-        let p = inner.clone();
-        crate::blocking(move || p.init_transactions(TXN_TIMEOUT))
-            .await?
-            .map_err(|e| KafkaClientError::kafka("init transactions", e))?;
+        let inner = crate::txn::init_producer(settings, transactional_id, context).await?;
         Ok(Producer { inner, codec: Codec::embedded(), produced: Default::default() })
     }
 
@@ -187,7 +177,7 @@ impl Producer {
     /// Commits the open transaction: every record sent in it is delivered first.
     pub async fn commit(&self) -> Result<(), KafkaClientError> {
         let p = self.inner.clone();
-        crate::blocking(move || p.commit_transaction(TXN_TIMEOUT))
+        crate::blocking(move || p.commit_transaction(crate::txn::TXN_TIMEOUT))
             .await?
             .map_err(|e| KafkaClientError::kafka("commit transaction", e))
     }
@@ -195,7 +185,7 @@ impl Producer {
     /// Aborts the open transaction: no `read_committed` reader sees its records.
     pub async fn abort(&self) -> Result<(), KafkaClientError> {
         let p = self.inner.clone();
-        crate::blocking(move || p.abort_transaction(TXN_TIMEOUT))
+        crate::blocking(move || p.abort_transaction(crate::txn::TXN_TIMEOUT))
             .await?
             .map_err(|e| KafkaClientError::kafka("abort transaction", e))
     }
