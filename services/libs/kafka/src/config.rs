@@ -16,6 +16,9 @@ pub struct KafkaSettings {
 }
 
 /// Keys whose value the library decides, per client kind.
+/// How long a transaction call (init, offsets, commit, abort) may take.
+pub(crate) const TXN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 const SAFETY_KEYS: &[&str] = &[
     "enable.idempotence",
     "acks",
@@ -108,6 +111,27 @@ impl KafkaSettings {
         }
         c.set("transactional.id", transactional_id);
         c
+    }
+
+    /// A transactional producer under `transactional_id` with `context`, its transactions
+    /// initialised off the async workers (an earlier holder of the id is fenced and its
+    /// open transaction aborted).
+    pub(crate) async fn init_transactional_producer<C: rdkafka::producer::ProducerContext + 'static>(
+        &self,
+        transactional_id: &str,
+        context: C,
+    ) -> Result<std::sync::Arc<rdkafka::producer::ThreadedProducer<C>>, crate::KafkaClientError> {
+        use rdkafka::producer::Producer as _;
+        let producer: rdkafka::producer::ThreadedProducer<C> = self
+            .transactional_producer(transactional_id)
+            .create_with_context(context)
+            .map_err(|e| crate::KafkaClientError::Config(e.to_string()))?;
+        let producer = std::sync::Arc::new(producer);
+        let p = producer.clone();
+        crate::blocking(move || p.init_transactions(TXN_TIMEOUT))
+            .await?
+            .map_err(|e| crate::KafkaClientError::kafka("init transactions", e))?;
+        Ok(producer)
     }
 
     /// A consumer that commits only offsets the application stored after the effect.

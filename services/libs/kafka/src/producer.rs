@@ -165,7 +165,7 @@ impl Producer {
     /// by `read_committed` readers only once committed.
     pub async fn transactional(settings: &KafkaSettings, transactional_id: &str) -> Result<Self, KafkaClientError> {
         let context = DeliveryContext { base: GuardianContext::new(format!("{}-producer", settings.client_id)) };
-        let inner = crate::txn::init_producer(settings, transactional_id, context).await?;
+        let inner = settings.init_transactional_producer(transactional_id, context).await?;
         Ok(Producer { inner, codec: Codec::embedded(), produced: Default::default() })
     }
 
@@ -177,7 +177,7 @@ impl Producer {
     /// Commits the open transaction: every record sent in it is delivered first.
     pub async fn commit(&self) -> Result<(), KafkaClientError> {
         let p = self.inner.clone();
-        crate::blocking(move || p.commit_transaction(crate::txn::TXN_TIMEOUT))
+        crate::blocking(move || p.commit_transaction(crate::config::TXN_TIMEOUT))
             .await?
             .map_err(|e| KafkaClientError::kafka("commit transaction", e))
     }
@@ -185,7 +185,7 @@ impl Producer {
     /// Aborts the open transaction: no `read_committed` reader sees its records.
     pub async fn abort(&self) -> Result<(), KafkaClientError> {
         let p = self.inner.clone();
-        crate::blocking(move || p.abort_transaction(crate::txn::TXN_TIMEOUT))
+        crate::blocking(move || p.abort_transaction(crate::config::TXN_TIMEOUT))
             .await?
             .map_err(|e| KafkaClientError::kafka("abort transaction", e))
     }

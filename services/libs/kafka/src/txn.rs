@@ -47,28 +47,7 @@ pub struct PipelineStats {
     pub aborted: u64,
 }
 
-/// How long a transaction call (init, offsets, commit, abort) may take.
-pub(crate) const TXN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A transactional producer of `settings` under `transactional_id` with `context`, its
-/// transactions initialised off the async workers (an earlier holder of the id is fenced
-/// and its open transaction aborted).
-pub(crate) async fn init_producer<C: rdkafka::producer::ProducerContext + 'static>(
-    settings: &KafkaSettings,
-    transactional_id: &str,
-    context: C,
-) -> Result<Arc<ThreadedProducer<C>>, KafkaClientError> {
-    let producer: ThreadedProducer<C> = settings
-        .transactional_producer(transactional_id)
-        .create_with_context(context)
-        .map_err(|e| KafkaClientError::Config(e.to_string()))?;
-    let producer = Arc::new(producer);
-    let p = producer.clone();
-    crate::blocking(move || p.init_transactions(TXN_TIMEOUT))
-        .await?
-        .map_err(|e| KafkaClientError::kafka("init transactions", e))?;
-    Ok(producer)
-}
+use crate::config::TXN_TIMEOUT;
 
 pub struct TransactionalPipeline {
     consumer: Arc<StreamConsumer<GuardianContext>>,
@@ -102,7 +81,7 @@ impl TransactionalPipeline {
             inputs,
         )?;
         let context = GuardianContext::new(format!("{}-txn-producer", settings.client_id));
-        let producer = init_producer(settings, transactional_id, context).await?;
+        let producer = settings.init_transactional_producer(transactional_id, context).await?;
         Ok(TransactionalPipeline {
             consumer: Arc::new(consumer),
             producer,
