@@ -102,6 +102,9 @@ impl std::str::FromStr for Misbehave {
 pub enum Fault {
     /// Abort after sharing keys, before sending the masked update of this round.
     BeforeInput(i64),
+    /// A hospital on a slow link: each of its answers (key advertisement, shares, masked
+    /// input, unmask shares) goes out this much later.
+    Slow(Duration),
 }
 
 impl std::str::FromStr for Fault {
@@ -111,7 +114,11 @@ impl std::str::FromStr for Fault {
             Some(("before-input", r)) => {
                 r.parse().map(Fault::BeforeInput).map_err(|_| format!("bad round number in fault {s:?}"))
             }
-            _ => Err(format!("unknown fault {s:?} (known: before-input:<round>)")),
+            Some(("slow", ms)) => ms
+                .parse()
+                .map(|ms| Fault::Slow(Duration::from_millis(ms)))
+                .map_err(|_| format!("bad milliseconds in fault {s:?}")),
+            _ => Err(format!("unknown fault {s:?} (known: before-input:<round>, slow:<ms>)")),
         }
     }
 }
@@ -430,6 +437,7 @@ impl Agent {
         let directory = self.registry.directory(&settings.participants)?;
         let advert = client.advertise();
         let key = round_key(&c.session_id, c.round);
+        self.lag().await;
         self.producer
             .send(&self.topics.keys, &key, &wire::advert_record(&c.session_id, c.round, &self.hospital, &advert))
             .await?;
@@ -498,6 +506,13 @@ impl Agent {
     }
 
     /// Takes every step the round's state allows.
+    /// The `slow` fault's delay before an answer.
+    async fn lag(&self) {
+        if let Some(Fault::Slow(d)) = self.fault {
+            tokio::time::sleep(d).await;
+        }
+    }
+
     async fn progress(&self, r: &mut Round, ledger: &mut RdpAccountant, spent: &mut BTreeSet<String>) -> Result<()> {
         let key = round_key(&r.session, r.round);
         let aggregator = verifying(&r.settings.aggregator_key)?;
@@ -516,6 +531,7 @@ impl Agent {
                     rand::RngCore::fill_bytes(&mut rng, &mut s.ciphertext);
                     s.sign(&r.client.round_id(), &self.identity);
                 }
+                self.lag().await;
                 for s in &shares {
                     self.producer
                         .send(&self.topics.keys, &key, &wire::share_record(&r.session, r.round, &self.hospital, s))
@@ -558,6 +574,7 @@ impl Agent {
                     })?;
                 }
                 let chunks = self.chunks_to_send(r, &masked);
+                self.lag().await;
                 for (hospital, chunk) in &chunks {
                     let record = wire::chunk_record(&r.cfg, hospital, chunk);
                     self.producer.send(&self.topics.updates, &format!("{key}/{hospital}"), &record).await?;
@@ -570,6 +587,7 @@ impl Agent {
             && let Some(request) = r.unmask.clone()
         {
             let response = r.client.unmask(&request, &aggregator)?;
+            self.lag().await;
             self.producer
                 .send(&self.topics.unmask, &key, &wire::unmask_record(&r.session, r.round, &self.hospital, &response))
                 .await?;

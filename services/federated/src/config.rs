@@ -51,9 +51,14 @@ pub struct FlStartArgs {
     /// The registry of public keys
     #[arg(long, env = "GUARDIAN_FL_REGISTRY")]
     pub registry: Option<PathBuf>,
-    /// Session id (default: s-<unix seconds>)
+    /// Session id (default: s-<unix seconds>). A session the topics already record and
+    /// that has not ended is resumed where it stopped
     #[arg(long)]
     pub session: Option<String>,
+    /// Resume this session from its topics, with the settings it was started with; fails
+    /// when nothing of it is recorded
+    #[arg(long, conflicts_with = "session", value_name = "SESSION")]
+    pub resume: Option<String>,
     /// Hospitals taking part, comma-separated (default: every hospital in the registry)
     #[arg(long, value_delimiter = ',')]
     pub hospitals: Vec<String>,
@@ -128,6 +133,7 @@ impl Default for FlStartArgs {
             identity: None,
             registry: None,
             session: None,
+            resume: None,
             hospitals: Vec::new(),
             rounds: 10,
             epsilon: 2.0,
@@ -207,7 +213,8 @@ pub struct FlAgentArgs {
     /// Where /metrics, /healthz and /readyz listen
     #[arg(long, default_value = DEFAULT_AGENT_LISTEN)]
     pub listen: SocketAddr,
-    /// Fault injection for chaos tests: before-input:<round> aborts before sending that round's update
+    /// Fault injection for chaos tests: before-input:<round> aborts before sending that round's
+    /// update; slow:<ms> sends each answer that much later
     #[arg(long, env = "GUARDIAN_FL_FAULT", hide = true)]
     pub fault: Option<String>,
     /// Misbehaviour for tests of the aggregator, comma-separated, one per round in turn:
@@ -320,7 +327,12 @@ pub fn plan(args: &FlStartArgs, registry: Option<&Registry>) -> Result<(SessionP
         .then(|| DemoFederation::new(n as usize).ok().map(|d| d.test))
         .flatten();
     let plan = SessionPlan {
-        session: args.session.clone().unwrap_or_else(|| format!("s-{}", guardian_runtime::now_ms() / 1000)),
+        session: args
+            .resume
+            .clone()
+            .or_else(|| args.session.clone())
+            .unwrap_or_else(|| format!("s-{}", guardian_runtime::now_ms() / 1000)),
+        resume_only: args.resume.is_some(),
         hospitals: hospitals.clone(),
         rounds: args.rounds,
         threshold,

@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::error::{Context, Result};
+use std::collections::BTreeMap;
+
+use crate::error::{Context, Result, bail};
 use ed25519_dalek::SigningKey;
 use guardian_fl::data::Dataset;
 use guardian_kafka::Producer;
@@ -26,15 +28,20 @@ use guardian_secagg::{Accepted, RoundConfig, SecAggError, Server};
 use rand::TryRngCore;
 use tracing::{info, warn};
 
+use crate::history::{RoundLog, SessionLog, published_models};
 use crate::registry::Registry;
 use crate::wire;
 use crate::{FlTopics, model_bytes, next_model};
-use guardian_kafka::reader::{Incoming, Positions, Start, Tail, read_range};
+use guardian_kafka::reader::{
+    Incoming, Positions, RangeReader, Start, Tail, positions_at_time, read_range, topic_watermarks,
+};
 
 /// A session's settings (the CLI's `fl start`).
 #[derive(Debug, Clone)]
 pub struct SessionPlan {
     pub session: String,
+    /// `--resume`: the session must already be recorded.
+    pub resume_only: bool,
     pub hospitals: Vec<String>,
     pub rounds: u32,
     pub threshold: u32,
@@ -127,6 +134,21 @@ impl From<SecAggError> for Refused {
         Refused { kind, error: e.to_string() }
     }
 }
+
+/// The stages of a round, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Keys,
+    Shares,
+    Inputs,
+    Unmask,
+}
+
+/// How long before a round's OPEN a resume starts reading the hospitals' records of the
+/// round: their timestamps come from the hospitals' clocks. A record stamped earlier than
+/// this by a hospital's clock may be missed by a resume (only that hospital's, as reading
+/// starts at the first record stamped after the bound).
+pub const RESUME_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 
 /// Why the coordinator stopped reading a stage.
 enum StageEnd {
@@ -391,24 +413,109 @@ impl Coordinator {
         Ok((ok, refused))
     }
 
-    /// Runs the session; returns each round's outcome.
+    /// The topics the aggregator follows during a round.
+    fn followed(&self) -> [&str; 5] {
+        let t = &self.topics;
+        [&t.keys, &t.updates, &t.unmask, &t.rounds, &t.decisions]
+    }
+
+    /// Runs the session; returns each round's outcome. A session the topics already
+    /// record is resumed: rounds that ended are reported from their records, the round in
+    /// flight carries on from the stage it was in, and the next round takes the next
+    /// number.
     pub async fn run(&self, plan: &SessionPlan, shutdown: &Shutdown) -> Result<Vec<RoundOutcome>> {
         self.store.ensure_bucket().await?;
-        let t = &self.topics;
-        let tail = Tail::open(
-            &self.kafka,
-            "fl-aggregator",
-            &[&t.keys, &t.updates, &t.unmask, &t.rounds, &t.decisions],
-            Start::End,
-        )
-        .await?;
         let codec = self.producer.codec().clone();
+        let log = SessionLog::read(&self.kafka, &self.topics, &codec, &plan.session).await?;
+        if plan.resume_only && log.is_empty() {
+            bail!(
+                "nothing is recorded of session {} on {}: there is nothing to resume",
+                plan.session,
+                self.topics.rounds
+            );
+        }
         let mut current = Current { weights: plan.initial_model.clone(), stored: None, version: 0 };
         let mut outcomes = Vec::new();
-        let mut stop = false;
+        let mut stop = log.stop_requested;
         // Hospitals whose own records failed a round of this session.
-        let mut excluded: Vec<String> = Vec::new();
-        for round in 1..=i64::from(plan.rounds) {
+        let mut excluded: Vec<String> = log.excluded();
+        let mut resumed = None;
+        let tail = if log.is_empty() {
+            Tail::open(&self.kafka, "fl-aggregator", &self.followed(), Start::End).await?
+        } else {
+            let models = published_models(&self.kafka, &self.topics, &codec, &plan.session).await?;
+            for (round, r) in &log.rounds {
+                if let Some(o) = recorded_outcome(r, models.get(round)) {
+                    outcomes.push(o);
+                }
+            }
+            if let Some((round, m)) = log
+                .rounds
+                .iter()
+                .filter(|(_, r)| r.finished.is_some())
+                .filter_map(|(n, _)| models.get(n).map(|m| (n, m)))
+                .next_back()
+            {
+                let weights = guardian_fl::npy::read(&self.store.get_verified(&m.object_uri, &m.sha256).await?)
+                    .with_context(|| format!("the model of round {round}"))?;
+                current =
+                    Current { weights, stored: Some((m.object_uri.clone(), m.sha256.clone())), version: m.version };
+            }
+            match log.in_flight() {
+                Some((round, r)) => {
+                    let opened = r.opened_at.unwrap_or(0);
+                    let from = opened.saturating_sub(RESUME_CLOCK_SKEW.as_millis() as i64);
+                    let followed = self.followed();
+                    let start = positions_at_time(&self.kafka, "fl-aggregator-resume", &followed, from).await?;
+                    let ends: Positions = topic_watermarks(&self.kafka, "fl-aggregator-resume", &followed)
+                        .await?
+                        .into_iter()
+                        .map(|(tp, (_, hi))| (tp, hi))
+                        .collect();
+                    info!(session = %plan.session, round, "resuming the session: the round in flight carries on");
+                    let tail = Tail::open_at(&self.kafka, "fl-aggregator", &ends)?;
+                    resumed = Some((round, r.clone(), start, ends, models.get(&round).cloned()));
+                    tail
+                }
+                None => {
+                    info!(session = %plan.session, next = log.last_round() + 1, "resuming the session: between rounds");
+                    Tail::open(&self.kafka, "fl-aggregator", &self.followed(), Start::End).await?
+                }
+            }
+        };
+        let settle = |outcome: RoundOutcome,
+                      next: Option<Current>,
+                      current: &mut Current,
+                      excluded: &mut Vec<String>,
+                      outcomes: &mut Vec<RoundOutcome>| {
+            if let Some(next) = next {
+                *current = next;
+            }
+            if let RoundOutcome::Failed { named, .. } = &outcome
+                && !named.is_empty()
+            {
+                warn!(session = %plan.session, ?named, "left out of the rest of the session: their records failed a round");
+                excluded.extend(named.iter().cloned());
+            }
+            outcomes.push(outcome);
+        };
+        if let Some((round, log, start, ends, published)) = resumed {
+            let (outcome, next) = self
+                .resume_round(
+                    plan,
+                    round,
+                    &log,
+                    &current,
+                    &tail,
+                    &codec,
+                    &mut stop,
+                    (&start, &ends),
+                    published.as_ref(),
+                )
+                .await?;
+            settle(outcome, next, &mut current, &mut excluded, &mut outcomes);
+        }
+        for round in log.last_round() + 1..=i64::from(plan.rounds) {
             if stop || shutdown.is_triggered() {
                 info!(session = %plan.session, round, "session stopped before this round");
                 break;
@@ -422,7 +529,13 @@ impl Coordinator {
                     "only {eligible} hospitals may still spend privacy budget, the threshold is {}: the session ends",
                     plan.threshold
                 );
-                outcomes.push(self.fail(&plan.session, round, reason).await?);
+                settle(
+                    self.fail(&plan.session, round, reason).await?,
+                    None,
+                    &mut current,
+                    &mut excluded,
+                    &mut outcomes,
+                );
                 break;
             }
             if plan.dp_unit == DpUnit::Hospital && plan.sampling_rate < 1.0 {
@@ -435,7 +548,13 @@ impl Coordinator {
                         plan.sampling_rate,
                         plan.threshold
                     );
-                    outcomes.push(self.fail(&plan.session, round, reason).await?);
+                    settle(
+                        self.fail(&plan.session, round, reason).await?,
+                        None,
+                        &mut current,
+                        &mut excluded,
+                        &mut outcomes,
+                    );
                     continue;
                 }
             }
@@ -444,20 +563,12 @@ impl Coordinator {
                 warn!(?refused, "privacy budget exhausted: these hospitals sit the round out");
             }
             let (outcome, next) = self.run_round(plan, round, participants, &current, &tail, &codec, &mut stop).await?;
-            if let Some(next) = next {
-                current = next;
-            }
-            if let RoundOutcome::Failed { named, .. } = &outcome
-                && !named.is_empty()
-            {
-                warn!(session = %plan.session, ?named, "left out of the rest of the session: their records failed a round");
-                excluded.extend(named.iter().cloned());
-            }
-            outcomes.push(outcome);
+            settle(outcome, next, &mut current, &mut excluded, &mut outcomes);
         }
         Ok(outcomes)
     }
 
+    /// Opens a new round and runs it.
     #[allow(clippy::too_many_arguments)]
     async fn run_round(
         &self,
@@ -506,6 +617,52 @@ impl Coordinator {
         })
         .await?;
         info!(session, round, parties = n, threshold = plan.threshold, "round open");
+        let run = RoundRun {
+            c: self,
+            tail,
+            codec,
+            cfg,
+            server,
+            session: session.into(),
+            round,
+            stop,
+            decisions: Default::default(),
+        };
+        self.drive(plan, run, Stage::Keys, &updates_from, current, None, Vec::new()).await
+    }
+
+    /// Carries on with a round the topics record as open: rebuilds the server from the
+    /// round's records (the stages already closed take their recorded, signed lists; the
+    /// open stage takes what was received through the live path) and runs it from there.
+    #[allow(clippy::too_many_arguments)]
+    async fn resume_round(
+        &self,
+        plan: &SessionPlan,
+        round: i64,
+        log: &RoundLog,
+        current: &Current,
+        tail: &Tail,
+        codec: &Codec,
+        stop: &mut bool,
+        (start, ends): (&Positions, &Positions),
+        published: Option<&ModelVersion>,
+    ) -> Result<(RoundOutcome, Option<Current>)> {
+        let session = plan.session.as_str();
+        let settings = log.settings.clone().with_context(|| format!("round {round}: no OPEN record"))?;
+        if settings.aggregator_key != self.identity.verifying_key().to_bytes() {
+            bail!("round {round} of session {session} was opened under another aggregator key");
+        }
+        let trained_from = current.stored.as_ref().map(|(_, sha)| sha.as_str());
+        if settings.model_sha256.as_deref() != trained_from || settings.model_version != current.version {
+            bail!(
+                "round {round} trains from version {} ({:?}), the last finished round left version {} ({trained_from:?})",
+                settings.model_version,
+                settings.model_sha256,
+                current.version
+            );
+        }
+        let cfg = Arc::new(wire::config_of(session, round, &settings)?);
+        let server = Server::new(cfg.clone(), self.identity.clone(), self.registry.directory(&settings.participants)?)?;
         let mut run = RoundRun {
             c: self,
             tail,
@@ -517,91 +674,219 @@ impl Coordinator {
             stop,
             decisions: Default::default(),
         };
-        let timeout = plan.stage_timeout;
-
-        run.collect(Instant::now() + timeout, Server::keys_complete).await?;
-        let advertised = match run.server.close_keys() {
-            Ok(a) => a,
-            Err(e) => return Ok((self.fail(session, round, e.to_string()).await?, None)),
+        let t = &self.topics;
+        let records = |topics: &[&str]| -> Result<RangeReader> {
+            let ranges: BTreeMap<(String, i32), (i64, i64)> = ends
+                .iter()
+                .filter(|((topic, _), _)| topics.contains(&topic.as_str()))
+                .map(|(tp, &end)| (tp.clone(), (start.get(tp).copied().unwrap_or(end).min(end), end)))
+                .collect();
+            Ok(RangeReader::open(&self.kafka, "fl-aggregator-resume", &ranges)?)
         };
-        self.publish(&RoundControl {
-            first: advertised.iter().map(|&p| p as i32).collect(),
-            ..wire::control(session, round, RoundControlKind::KeysClosed)
-        })
-        .await?;
-
-        run.collect(Instant::now() + timeout, Server::shares_complete).await?;
-        let closed = match run.server.close_shares() {
-            Ok(c) => c,
-            Err(e) => return Ok((self.fail(session, round, e.to_string()).await?, None)),
+        let this_round = |r: &RoundMessage| r.session_id == session && r.round == round;
+        // The stages the records close, each with the signed list the aggregator
+        // published: adopted, never decided again.
+        let mut stage = Stage::Keys;
+        let mut dropped = Vec::new();
+        if let Some(list) = &log.keys_closed {
+            let list = wire::parties_of(list)?;
+            let (mut adverts, mut shares) = (Vec::new(), Vec::new());
+            let mut reader = records(&[&t.keys])?;
+            while let Some(m) = reader.next().await? {
+                match codec.decode::<RoundMessage>(&m.payload) {
+                    Ok(r) if this_round(&r) && r.kind == RoundMessageKind::KeyAdvert => adverts.push(r),
+                    Ok(r) if this_round(&r) => shares.push(r),
+                    _ => {}
+                }
+            }
+            for r in &adverts {
+                if let Ok(a) = wire::advert_of(r)
+                    && list.contains(&a.party)
+                {
+                    let _ = run.server.receive_advert(&a);
+                }
+            }
+            run.server.adopt_keys_closed(&list)?;
+            stage = Stage::Shares;
+            if let Some(closed) = &log.shares_closed {
+                for r in &shares {
+                    if let Ok(s) = wire::share_of(r) {
+                        let _ = run.server.receive_share(&s);
+                    }
+                }
+                run.server.adopt_shares_closed(&wire::signed_sets_of(closed)?)?;
+                stage = Stage::Inputs;
+                if let Some(unmask) = &log.unmask {
+                    let request = wire::signed_sets_of(unmask)?;
+                    let mut reader = records(&[&t.updates])?;
+                    let mut batch = Vec::new();
+                    loop {
+                        let m = reader.next().await?;
+                        if let Some(m) = &m
+                            && let Ok(c) = codec.decode::<GradientUpdateChunk>(&m.payload)
+                            && c.session_id == session
+                            && c.round == round
+                            && let Some(p) = settings.participants.iter().position(|h| *h == c.hospital_id)
+                            && request.first.binary_search(&(p as u32)).is_ok()
+                            && let Ok(chunk) = wire::chunk_of(&cfg, p as u32, &c)
+                        {
+                            batch.push(chunk);
+                        }
+                        if batch.len() >= CHUNK_BATCH || (m.is_none() && !batch.is_empty()) {
+                            let _ = run.server.receive_chunks(&std::mem::take(&mut batch));
+                        }
+                        if m.is_none() {
+                            break;
+                        }
+                    }
+                    run.server.adopt_unmask(&request)?;
+                    dropped = request.second.iter().map(|&p| settings.participants[p as usize].clone()).collect();
+                    stage = Stage::Unmask;
+                }
+            }
+        }
+        info!(session, round, ?stage, "resuming the round in the stage it was in");
+        // What the open stage had received goes through the live path, as it would have.
+        let live: Vec<&str> = match stage {
+            Stage::Keys | Stage::Shares => vec![&t.keys, &t.updates, &t.unmask, &t.decisions],
+            Stage::Inputs => vec![&t.updates, &t.unmask, &t.decisions],
+            Stage::Unmask => vec![&t.unmask],
         };
-        self.publish(&wire::signed_control(session, round, &closed, &participants)).await?;
-
-        // Inputs close when every contributor's input is in and, with the spend gate, the
-        // accountant has decided on every contributor's spend (or at the deadline).
-        let gate = plan.spend_gate;
-        let deadline = Instant::now() + timeout;
+        let mut reader = records(&live)?;
+        let mut batch = Vec::new();
         loop {
-            let decided =
-                |r: &RoundRun<'_>| !gate || r.server.contributors().iter().all(|p| r.decisions.contains_key(p));
-            // A stop request ends the session after this round: it still waits for decisions.
-            if matches!(run.collect(deadline, Server::inputs_complete).await?, StageEnd::Deadline)
-                || decided(&run)
-                || Instant::now() >= deadline
-            {
+            let m = reader.next().await?;
+            let end = m.is_none();
+            if let Some(m) = m {
+                // Advertisements were adopted with the keys-closed list.
+                let adopted = stage > Stage::Keys
+                    && m.topic == t.keys
+                    && codec.decode::<RoundMessage>(&m.payload).is_ok_and(|r| r.kind == RoundMessageKind::KeyAdvert);
+                if !adopted {
+                    batch.push(m);
+                }
+            }
+            if batch.len() >= CHUNK_BATCH || (end && !batch.is_empty()) {
+                run.handle_all(&std::mem::take(&mut batch)).await?;
+            }
+            if end {
                 break;
             }
-            // Inputs are in, decisions are not: read on until they are or the deadline.
-            let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
-            if let Some(m) = tail.next(wait).await? {
-                run.handle(&m).await?;
-            }
         }
-        if gate {
-            for p in run.server.contributors() {
-                let reason = match run.decisions.get(&p) {
-                    Some((true, _)) => continue,
-                    Some((false, why)) => {
-                        format!("its privacy spend was refused: {}", why.as_deref().unwrap_or("no reason given"))
-                    }
-                    None => "no decision on its privacy spend by the deadline".to_string(),
-                };
-                warn!(session, round, hospital = %participants[p as usize], %reason, "update left out of the sum");
-                run.server.exclude(p, reason)?;
-            }
+        self.drive(plan, run, stage, start, current, published, dropped).await
+    }
+
+    /// Runs a round from `from` to its outcome: each stage collects until complete or its
+    /// deadline, closes and publishes its signed list; the last sums, stores the model
+    /// and publishes it (unless `published` already records it: then it must match).
+    #[allow(clippy::too_many_arguments)]
+    async fn drive(
+        &self,
+        plan: &SessionPlan,
+        mut run: RoundRun<'_>,
+        from: Stage,
+        updates_from: &Positions,
+        current: &Current,
+        published: Option<&ModelVersion>,
+        mut dropped_names: Vec<String>,
+    ) -> Result<(RoundOutcome, Option<Current>)> {
+        let session = plan.session.as_str();
+        let round = run.round;
+        let cfg = run.cfg.clone();
+        let participants = cfg.participants.clone();
+        let n = participants.len() as u32;
+        let codec = run.codec;
+        let timeout = plan.stage_timeout;
+
+        if from <= Stage::Keys {
+            run.collect(Instant::now() + timeout, Server::keys_complete).await?;
+            let advertised = match run.server.close_keys() {
+                Ok(a) => a,
+                Err(e) => return Ok((self.fail(session, round, e.to_string()).await?, None)),
+            };
+            self.publish(&RoundControl {
+                first: advertised.iter().map(|&p| p as i32).collect(),
+                ..wire::control(session, round, RoundControlKind::KeysClosed)
+            })
+            .await?;
         }
-        let (request, partial) = match run.server.close_inputs() {
-            Ok(r) => r,
-            Err(e) => return Ok((self.fail(session, round, e.to_string()).await?, None)),
-        };
-        if !partial.is_empty() {
-            warn!(?partial, "parties dropped in the middle of their input: taking their chunks back out");
-            let records =
-                read_range(&self.kafka, "fl-aggregator-partial", &[&self.topics.updates], Some(&updates_from)).await?;
-            for m in records {
-                let Ok(c) = codec.decode::<GradientUpdateChunk>(&m.payload) else { continue };
-                if c.session_id != session || c.round != round {
-                    continue;
-                }
-                // Forged records and chunks other than the ones summed change nothing.
-                if let Ok(p) = run.party_of(&c.hospital_id, None)
-                    && partial.contains(&p)
-                    && let Ok(chunk) = wire::chunk_of(&cfg, p, &c)
+
+        if from <= Stage::Shares {
+            run.collect(Instant::now() + timeout, Server::shares_complete).await?;
+            let closed = match run.server.close_shares() {
+                Ok(c) => c,
+                Err(e) => return Ok((self.fail(session, round, e.to_string()).await?, None)),
+            };
+            self.publish(&wire::signed_control(session, round, &closed, &participants)).await?;
+        }
+
+        if from <= Stage::Inputs {
+            // Inputs close when every contributor's input is in and, with the spend gate,
+            // the accountant has decided on every contributor's spend (or at the deadline).
+            let gate = plan.spend_gate;
+            let deadline = Instant::now() + timeout;
+            loop {
+                let decided =
+                    |r: &RoundRun<'_>| !gate || r.server.contributors().iter().all(|p| r.decisions.contains_key(p));
+                // A stop request ends the session after this round: it still waits for decisions.
+                if matches!(run.collect(deadline, Server::inputs_complete).await?, StageEnd::Deadline)
+                    || decided(&run)
+                    || Instant::now() >= deadline
                 {
-                    let _ = run.server.subtract_chunk(&chunk);
+                    break;
+                }
+                // Inputs are in, decisions are not: read on until they are or the deadline.
+                let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
+                if let Some(m) = run.tail.next(wait).await? {
+                    run.handle(&m).await?;
                 }
             }
+            if gate {
+                for p in run.server.contributors() {
+                    let reason = match run.decisions.get(&p) {
+                        Some((true, _)) => continue,
+                        Some((false, why)) => {
+                            format!("its privacy spend was refused: {}", why.as_deref().unwrap_or("no reason given"))
+                        }
+                        None => "no decision on its privacy spend by the deadline".to_string(),
+                    };
+                    warn!(session, round, hospital = %participants[p as usize], %reason, "update left out of the sum");
+                    run.server.exclude(p, reason)?;
+                }
+            }
+            let (request, partial) = match run.server.close_inputs() {
+                Ok(r) => r,
+                Err(e) => return Ok((self.fail(session, round, e.to_string()).await?, None)),
+            };
+            if !partial.is_empty() {
+                warn!(?partial, "parties dropped in the middle of their input: taking their chunks back out");
+                let records =
+                    read_range(&self.kafka, "fl-aggregator-partial", &[&self.topics.updates], Some(updates_from))
+                        .await?;
+                for m in records {
+                    let Ok(c) = codec.decode::<GradientUpdateChunk>(&m.payload) else { continue };
+                    if c.session_id != session || c.round != round {
+                        continue;
+                    }
+                    // Forged records and chunks other than the ones summed change nothing.
+                    if let Ok(p) = run.party_of(&c.hospital_id, None)
+                        && partial.contains(&p)
+                        && let Ok(chunk) = wire::chunk_of(&cfg, p, &c)
+                    {
+                        let _ = run.server.subtract_chunk(&chunk);
+                    }
+                }
+            }
+            self.publish(&wire::signed_control(session, round, &request, &participants)).await?;
+            dropped_names = request.second.iter().map(|&p| participants[p as usize].clone()).collect();
         }
-        self.publish(&wire::signed_control(session, round, &request, &participants)).await?;
-        let dropped_names: Vec<String> = request.second.iter().map(|&p| participants[p as usize].clone()).collect();
         if !dropped_names.is_empty() {
             info!(session, round, dropped = ?dropped_names, "recovering the dropped parties' masks from shares");
         }
 
         run.collect(Instant::now() + timeout, Server::unmask_complete).await?;
         let server = run.server;
-        let complaints: std::collections::BTreeMap<u32, usize> =
-            (0..n).map(|p| (p, server.complaints_about(p).len())).collect();
+        let complaints: BTreeMap<u32, usize> = (0..n).map(|p| (p, server.complaints_about(p).len())).collect();
         let sum = match server.finish() {
             Ok(sum) => sum,
             Err(e @ SecAggError::Reconstruct { party, source: ShamirError::Inconsistent, .. }) => {
@@ -631,21 +916,32 @@ impl Coordinator {
         let accuracy = plan.evaluate_on.as_ref().map(|test| guardian_fl::model::accuracy(&weights, test));
         let survivors: Vec<String> = sum.survivors.iter().map(|&p| participants[p as usize].clone()).collect();
         let version = current.version + 1;
-        let record = ModelVersion {
-            session_id: session.into(),
-            version,
-            round,
-            parent_version: (current.version > 0).then_some(current.version),
-            object_uri: stored.uri.clone(),
-            sha256: stored.sha256.clone(),
-            parameters: weights.len() as i64,
-            participants: survivors.clone(),
-            accuracy,
-        };
-        self.producer
-            .send(&self.topics.models, &format!("{session}/{version}"), &record)
-            .await
-            .context("publishing the model version")?;
+        match published {
+            Some(p) if p.sha256 != stored.sha256 || p.version != version => bail!(
+                "round {round} of session {session} published version {} ({}), resuming it computed version {version} ({})",
+                p.version,
+                p.sha256,
+                stored.sha256
+            ),
+            Some(_) => info!(session, round, version, "the model version was published before the restart"),
+            None => {
+                let record = ModelVersion {
+                    session_id: session.into(),
+                    version,
+                    round,
+                    parent_version: (current.version > 0).then_some(current.version),
+                    object_uri: stored.uri.clone(),
+                    sha256: stored.sha256.clone(),
+                    parameters: weights.len() as i64,
+                    participants: survivors.clone(),
+                    accuracy,
+                };
+                self.producer
+                    .send(&self.topics.models, &format!("{session}/{version}"), &record)
+                    .await
+                    .context("publishing the model version")?;
+            }
+        }
         // The round's record names every hospital that misbehaved: those evicted (also in
         // the signed UNMASK list) and survivors whose unmask shares were refused.
         let named = wire::eviction_records(&[sum.evicted.clone(), sum.faults.clone()].concat(), &participants);
@@ -663,4 +959,31 @@ impl Coordinator {
         };
         Ok((outcome, Some(Current { weights, stored: Some((stored.uri, stored.sha256)), version })))
     }
+}
+
+/// A round's outcome as its records tell it (a resumed session reports the rounds that
+/// ended before it started this way).
+fn recorded_outcome(r: &RoundLog, model: Option<&ModelVersion>) -> Option<RoundOutcome> {
+    if let Some(f) = &r.failed {
+        return Some(RoundOutcome::Failed {
+            reason: f.reason.clone().unwrap_or_default(),
+            named: f.evicted.iter().map(|e| e.hospital_id.clone()).collect(),
+        });
+    }
+    let (finished, model) = (r.finished.as_ref()?, model?);
+    let participants = r.settings.as_ref().map(|s| s.participants.as_slice()).unwrap_or_default();
+    let dropped = r
+        .unmask
+        .iter()
+        .flat_map(|u| &u.second)
+        .filter_map(|&p| participants.get(usize::try_from(p).ok()?).cloned())
+        .collect();
+    Some(RoundOutcome::Finished {
+        version: model.version,
+        survivors: model.participants.clone(),
+        dropped,
+        evicted: finished.evicted.iter().map(|e| format!("{}: {}", e.hospital_id, e.reason)).collect(),
+        accuracy: model.accuracy,
+        sha256: model.sha256.clone(),
+    })
 }

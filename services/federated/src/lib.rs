@@ -13,6 +13,7 @@ pub mod agent;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+pub mod history;
 pub mod noise;
 pub mod registry;
 pub mod replay;

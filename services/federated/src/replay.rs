@@ -11,12 +11,10 @@ use std::collections::BTreeMap;
 use crate::error::{Context, Result, bail};
 use guardian_objects::ObjectStore;
 use guardian_schemas::Codec;
-use guardian_schemas::records::{
-    GradientUpdateChunk, ModelVersion, RoundControl, RoundControlKind, RoundMessage, RoundMessageKind, RoundSettings,
-    UnmaskShares,
-};
+use guardian_schemas::records::{GradientUpdateChunk, RoundMessage, RoundMessageKind, UnmaskShares};
 use guardian_secagg::Server;
 
+use crate::history::{SessionLog, published_models};
 use crate::registry::Registry;
 use crate::wire;
 use crate::{FlTopics, model_bytes, next_model};
@@ -37,15 +35,6 @@ impl RoundCheck {
     }
 }
 
-#[derive(Default)]
-struct RoundLog {
-    settings: Option<RoundSettings>,
-    keys_closed: Option<Vec<i32>>,
-    shares_closed: Option<RoundControl>,
-    unmask: Option<RoundControl>,
-    finished: bool,
-}
-
 /// Replays `session` and returns one check per published model version.
 pub async fn replay_session(
     kafka: &guardian_kafka::KafkaSettings,
@@ -59,33 +48,11 @@ pub async fn replay_session(
         let topic = topic.to_string();
         async move { read_range(kafka, "fl-replay", &[&topic], None).await }
     };
-    let mut rounds: BTreeMap<i64, RoundLog> = BTreeMap::new();
-    for m in read(&topics.rounds).await? {
-        let Ok(c) = codec.decode::<RoundControl>(&m.payload) else { continue };
-        if c.session_id != session {
-            continue;
-        }
-        let log = rounds.entry(c.round).or_default();
-        match c.kind {
-            RoundControlKind::Open => log.settings = c.settings,
-            RoundControlKind::KeysClosed => log.keys_closed = Some(c.first),
-            RoundControlKind::SharesClosed => log.shares_closed = Some(c),
-            RoundControlKind::Unmask => log.unmask = Some(c),
-            RoundControlKind::Finished => log.finished = true,
-            RoundControlKind::Failed | RoundControlKind::Stop => {}
-        }
-    }
+    let rounds = SessionLog::read(kafka, topics, codec, session).await?.rounds;
     if rounds.is_empty() {
         bail!("no rounds of session {session} on {}", topics.rounds);
     }
-    let mut models: BTreeMap<i64, ModelVersion> = BTreeMap::new();
-    for m in read(&topics.models).await? {
-        if let Ok(v) = codec.decode::<ModelVersion>(&m.payload)
-            && v.session_id == session
-        {
-            models.insert(v.round, v);
-        }
-    }
+    let models = published_models(kafka, topics, codec, session).await?;
     let (mut adverts, mut shares): (BTreeMap<i64, Vec<RoundMessage>>, BTreeMap<i64, Vec<RoundMessage>>) =
         Default::default();
     for m in read(&topics.keys).await? {
@@ -118,7 +85,7 @@ pub async fn replay_session(
     let mut checks = Vec::new();
     let mut model: Option<Vec<f32>> = None;
     for (round, log) in &rounds {
-        if !log.finished {
+        if log.finished.is_none() {
             continue;
         }
         let settings = log.settings.as_ref().with_context(|| format!("round {round}: no OPEN record"))?;

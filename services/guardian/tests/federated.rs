@@ -300,3 +300,138 @@ fn a_sites_own_trainer_in_every_round_and_one_that_fails_or_lies() {
     );
     assert!(replay.contains("all 4 model versions"), "{replay}");
 }
+
+/// A ten-round session whose aggregator is SIGKILLed once in each stage (keys in round 2,
+/// shares in round 4, inputs in round 6, unmask in round 8) and started again: it resumes
+/// each round in the stage it was in. Every round finishes once under its own number, no
+/// stage is decided twice, and the replay of the topics recomputes every model bit for
+/// bit. Hospital h004 answers every stage 1.5 s late, so each kill lands inside its stage
+/// (checked: the stage's closing record is not on the topic when the process is gone).
+#[test]
+fn the_aggregator_killed_in_each_stage_resumes_every_round_and_the_replay_matches() {
+    use guardian_schemas::records::{ModelVersion, RoundControl, RoundControlKind as K};
+    let stack = Stack::get();
+    let prefix = format!("{}.", unique("flr"));
+    let session = unique("session");
+    let hospitals = ["h001", "h002", "h003", "h004"];
+    let fed = Federation::new(&stack, &prefix, &hospitals);
+    let registry = fed.registry.clone();
+    let _accountant = accountant(&stack, &prefix, &["--hospital-epsilon", "1000", "--global-epsilon", "10000"]);
+    let mut agents = Vec::new();
+    for (i, h) in hospitals.iter().enumerate() {
+        let (mut c, listen) = fed.agent(&stack, h, &["--demo-shard", &i.to_string(), "--demo-hospitals", "4"]);
+        if *h == "h004" {
+            c.env("GUARDIAN_FL_FAULT", "slow:1500");
+        }
+        agents.push((KillOnDrop(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()), listen));
+    }
+    wait_ready(agents.iter().map(|(_, l)| l), "the agents");
+
+    let settings = ["--rounds", "10", "--epsilon", "2.0", "--chunk-len", "8", "--stage-timeout-secs", "30"];
+    let starts = std::cell::Cell::new(0);
+    let start = |resume: bool| -> (Child, std::path::PathBuf) {
+        let log = fed.file(&format!("aggregator-{}.log", starts.get()));
+        starts.set(starts.get() + 1);
+        let mut c = if resume {
+            let (key, reg) = (fed.file("aggregator.key"), registry.clone());
+            let mut c = fed.guardian(
+                &stack,
+                &["fl", "start", "--identity", key.to_str().unwrap(), "--registry", reg.to_str().unwrap()],
+            );
+            c.args(["--resume", &session]).args(settings);
+            c
+        } else {
+            fed.start(&stack, &session, &settings)
+        };
+        let child = c.stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+        (child, log)
+    };
+    let rounds_topic = topic_name(&prefix, guardian_topics::TopicId::RoundControl);
+    let kafka = guardian_kafka::KafkaSettings::new(&stack.kafka_bootstrap, "it-fl-resume");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let codec = guardian_schemas::Codec::embedded();
+    let recorded = |round: i64| -> Vec<K> {
+        let records = rt.block_on(guardian_kafka::reader::read_range(&kafka, "it-fl-resume", &[&rounds_topic], None));
+        let records = records.unwrap();
+        records
+            .iter()
+            .filter_map(|m| codec.decode::<RoundControl>(&m.payload).ok())
+            .filter(|c| c.session_id == session && c.round == round)
+            .map(|c| c.kind)
+            .collect()
+    };
+    let tail = rt
+        .block_on(guardian_kafka::reader::Tail::open(
+            &kafka,
+            "it-fl-resume",
+            &[&rounds_topic],
+            guardian_kafka::reader::Start::Beginning,
+        ))
+        .unwrap();
+
+    // (round, the record that opens the stage, the record that closes it, restart with --resume)
+    let mut kills = vec![
+        (2, K::Open, K::KeysClosed, false),
+        (4, K::KeysClosed, K::SharesClosed, true),
+        (6, K::SharesClosed, K::Unmask, false),
+        (8, K::Unmask, K::Finished, false),
+    ]
+    .into_iter()
+    .peekable();
+    let (mut aggregator, mut log) = start(false);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        assert!(Instant::now() < deadline, "the session did not finish; last log {}", log.display());
+        let Some(m) = rt.block_on(tail.next(Duration::from_millis(200))).unwrap() else { continue };
+        let Ok(c) = codec.decode::<RoundControl>(&m.payload) else { continue };
+        if c.session_id != session {
+            continue;
+        }
+        if let Some(&(round, opened_by, closed_by, resume)) = kills.peek()
+            && c.round == round
+            && c.kind == opened_by
+        {
+            aggregator.kill().unwrap();
+            aggregator.wait().unwrap();
+            let kinds = recorded(round);
+            assert!(!kinds.contains(&closed_by), "round {round}: killed after the stage closed: {kinds:?}");
+            println!("round {round}: aggregator killed after {opened_by:?}, before {closed_by:?}");
+            (aggregator, log) = start(resume);
+            kills.next();
+        }
+        if c.round == 10 && matches!(c.kind, K::Finished | K::Failed) {
+            break;
+        }
+    }
+    assert!(kills.peek().is_none(), "every stage had its kill");
+    let out = aggregator.wait_with_output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{table}");
+    assert!(out.status.success(), "the last aggregator failed: {}", std::fs::read_to_string(&log).unwrap());
+    let rows = rows(&table);
+    assert_eq!(rows.len(), 10, "the resumed aggregator reports the whole session: {table}");
+    assert!(rows.iter().all(|r| r.1 == "finished" && r.2 == "h001,h002,h003,h004"), "{table}");
+
+    // One record of each kind per round: no round number reused, no stage decided twice.
+    for round in 1..=10 {
+        let mut kinds = recorded(round);
+        kinds.sort_by_key(|k| *k as u8);
+        assert_eq!(kinds, [K::Open, K::KeysClosed, K::SharesClosed, K::Unmask, K::Finished], "round {round}");
+    }
+    assert!(recorded(11).is_empty(), "no eleventh round");
+    let models_topic = topic_name(&prefix, guardian_topics::TopicId::ModelVersions);
+    let versions: Vec<i64> = rt
+        .block_on(guardian_kafka::reader::read_range(&kafka, "it-fl-resume", &[&models_topic], None))
+        .unwrap()
+        .iter()
+        .filter_map(|m| codec.decode::<ModelVersion>(&m.payload).ok())
+        .filter(|v| v.session_id == session)
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(versions, (1..=10).collect::<Vec<_>>(), "one model version per round, in order");
+
+    let replay = run_ok(
+        fed.guardian(&stack, &["fl", "replay", "--session", &session, "--registry", registry.to_str().unwrap()]),
+    );
+    assert!(replay.contains("all 10 model versions"), "{replay}");
+}

@@ -60,10 +60,8 @@ impl std::fmt::Debug for Tail {
     }
 }
 
-/// Low and high watermarks of every partition of `topics`, in two batched requests
-/// (per-partition watermark queries cost a round trip each). Blocking: see
-/// [`watermarks`] for the async form.
-fn watermarks_blocking(consumer: &StreamConsumer, topics: &[&str]) -> Result<BTreeMap<(String, i32), (i64, i64)>> {
+/// The partitions of `topics`, from the cluster's metadata.
+fn partitions_blocking(consumer: &StreamConsumer, topics: &[&str]) -> Result<TopicPartitionList> {
     let mut tpl = TopicPartitionList::new();
     for &topic in topics {
         let md = consumer
@@ -81,20 +79,37 @@ fn watermarks_blocking(consumer: &StreamConsumer, topics: &[&str]) -> Result<BTr
             tpl.add_partition(topic, p.id());
         }
     }
+    Ok(tpl)
+}
+
+/// One offsets-for-times request for every partition of `tpl`. `at` is a timestamp
+/// (`Offset::Offset(ms)`), or `Beginning` / `End` for the watermarks. A partition with no
+/// record at or after the timestamp answers `Offset::End`.
+fn look_up_blocking(
+    consumer: &StreamConsumer,
+    tpl: &TopicPartitionList,
+    at: Offset,
+) -> Result<BTreeMap<(String, i32), Offset>> {
+    let mut q = tpl.clone();
+    q.set_all_offsets(at).map_err(|e| KafkaClientError::kafka("offset query", e))?;
+    let found =
+        consumer.offsets_for_times(q, METADATA_TIMEOUT).map_err(|e| KafkaClientError::kafka("offset look-up", e))?;
+    Ok(found.elements().iter().map(|e| ((e.topic().to_string(), e.partition()), e.offset())).collect())
+}
+
+/// Low and high watermarks of every partition of `topics`, in two batched requests
+/// (per-partition watermark queries cost a round trip each). Blocking: see
+/// [`watermarks`] for the async form.
+fn watermarks_blocking(consumer: &StreamConsumer, topics: &[&str]) -> Result<BTreeMap<(String, i32), (i64, i64)>> {
+    let tpl = partitions_blocking(consumer, topics)?;
     let query = |at: Offset| -> Result<BTreeMap<(String, i32), i64>> {
-        let mut q = tpl.clone();
-        q.set_all_offsets(at).map_err(|e| KafkaClientError::kafka("offset query", e))?;
-        let found = consumer
-            .offsets_for_times(q, METADATA_TIMEOUT)
-            .map_err(|e| KafkaClientError::kafka("offset look-up", e))?;
-        found
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(o) => Ok(((e.topic().to_string(), e.partition()), o)),
+        look_up_blocking(consumer, &tpl, at)?
+            .into_iter()
+            .map(|(tp, offset)| match offset {
+                Offset::Offset(o) => Ok((tp, o)),
                 other => Err(KafkaClientError::Topic {
-                    topic: e.topic().to_string(),
-                    error: format!("partition {}: no offset ({other:?})", e.partition()),
+                    topic: tp.0.clone(),
+                    error: format!("partition {}: no offset ({other:?})", tp.1),
                 }),
             })
             .collect()
@@ -109,6 +124,37 @@ fn watermarks_blocking(consumer: &StreamConsumer, topics: &[&str]) -> Result<BTr
             (tp, (lo, hi))
         })
         .collect())
+}
+
+/// For each partition of `topics`, the first offset whose record timestamp is at or after
+/// `timestamp_ms`, or the partition's end when none is. Records after that offset may
+/// carry earlier timestamps (producers set them): this is where to start reading, not a
+/// filter.
+pub async fn positions_at_time(
+    settings: &KafkaSettings,
+    name: &str,
+    topics: &[&str],
+    timestamp_ms: i64,
+) -> Result<Positions> {
+    let consumer = Tail::consumer(settings, name)?;
+    let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    blocking(move || {
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let marks = watermarks_blocking(&consumer, &names)?;
+        let tpl = partitions_blocking(&consumer, &names)?;
+        let found = look_up_blocking(&consumer, &tpl, Offset::Offset(timestamp_ms.max(0)))?;
+        Ok(marks
+            .into_iter()
+            .map(|(tp, (lo, hi))| {
+                let at = match found.get(&tp) {
+                    Some(Offset::Offset(o)) => (*o).clamp(lo, hi),
+                    _ => hi,
+                };
+                (tp, at)
+            })
+            .collect())
+    })
+    .await?
 }
 
 /// [`watermarks_blocking`] off the async workers.
