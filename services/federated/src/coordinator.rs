@@ -25,6 +25,7 @@ use guardian_schemas::records::{
 };
 use guardian_secagg::shamir::ShamirError;
 use guardian_secagg::{Accepted, RoundConfig, SecAggError, Server};
+use guardian_topics::ServiceId;
 use rand::TryRngCore;
 use tracing::{info, warn};
 
@@ -101,6 +102,9 @@ struct Current {
     stored: Option<(String, String)>,
     version: i64,
 }
+
+/// What the aggregator's transactional id and lease group are scoped by: one session.
+pub const SESSION_SCOPE: &str = "fl-session";
 
 /// Dead-letter kinds of round records: a record that is not its named hospital's, one
 /// that put its (signing) sender out of the round, any other refusal.
@@ -355,9 +359,41 @@ impl RoundRun<'_> {
 }
 
 impl Coordinator {
-    async fn publish(&self, c: &RoundControl) -> Result<()> {
-        self.producer.send(&self.topics.rounds, &c.session_id, c).await.context("publishing round control")?;
+    /// The aggregator of `session`: its decisions go out through a transactional producer
+    /// under the session's transactional id, whose initialisation fences any earlier
+    /// aggregator of the session (its open transaction aborted, its later ones refused).
+    pub async fn new(
+        kafka: guardian_kafka::KafkaSettings,
+        topics: FlTopics,
+        store: ObjectStore,
+        identity: SigningKey,
+        registry: Registry,
+        session: &str,
+    ) -> Result<Self> {
+        let id = ServiceId::Aggregator.transactional_id(&format!("{SESSION_SCOPE}-{session}"));
+        let producer = Producer::transactional(&kafka, &id).await?;
+        let dead_letters =
+            DeadLetterSink::new(Producer::new(&kafka)?, topics.dead_letter.clone(), ServiceId::Aggregator.group());
+        Ok(Coordinator { kafka, topics, producer, dead_letters, store, identity, registry })
+    }
+
+    /// Publishes one record in a transaction of its own. A fenced aggregator (another
+    /// took the session over) fails here, and nothing it sent is seen.
+    async fn publish_to<T: guardian_schemas::records::Record>(&self, topic: &str, key: &str, record: &T) -> Result<()> {
+        self.producer.begin()?;
+        let sent = match self.producer.send(topic, key, record).await {
+            Ok(_) => self.producer.commit().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            let _ = self.producer.abort().await;
+            return Err(e.into());
+        }
         Ok(())
+    }
+
+    async fn publish(&self, c: &RoundControl) -> Result<()> {
+        self.publish_to(&self.topics.rounds, &c.session_id, c).await.context("publishing round control")
     }
 
     async fn fail(&self, session: &str, round: i64, reason: String) -> Result<RoundOutcome> {
@@ -936,8 +972,7 @@ impl Coordinator {
                     participants: survivors.clone(),
                     accuracy,
                 };
-                self.producer
-                    .send(&self.topics.models, &format!("{session}/{version}"), &record)
+                self.publish_to(&self.topics.models, &format!("{session}/{version}"), &record)
                     .await
                     .context("publishing the model version")?;
             }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::{Context, Result, bail};
 use guardian_fl::demo::DemoFederation;
-use guardian_kafka::dlq::DeadLetterSink;
+use guardian_kafka::lease::Lease;
 use guardian_kafka::reader::read_range;
 use guardian_kafka::{KafkaArgs, Producer};
 use guardian_objects::S3Args;
@@ -18,7 +18,7 @@ use guardian_topics::{ServiceId, hospital_client};
 use crate::FlTopics;
 use crate::agent::{Agent, AgentReport, Fault, MISBEHAVE_ENV, Misbehave, UpdateSource};
 use crate::config::{FlAgentArgs, FlStartArgs, plan, plan_json};
-use crate::coordinator::{Coordinator, RoundOutcome, SessionPlan};
+use crate::coordinator::{Coordinator, RoundOutcome, SESSION_SCOPE, SessionPlan};
 use crate::registry::{self, Registry};
 use crate::replay::replay_session;
 
@@ -43,19 +43,21 @@ pub async fn aggregate(args: FlStartArgs, shutdown: &Shutdown) -> Result<(Sessio
     registry.directory(&hospitals)?;
     let t = topics(&args.kafka, ServiceId::Aggregator).await?;
     let kafka = args.kafka.settings(&ServiceId::Aggregator.client_id());
-    let producer = Producer::new(&kafka)?;
-    let coordinator = Coordinator {
-        dead_letters: DeadLetterSink::new(Producer::new(&kafka)?, t.dead_letter.clone(), ServiceId::Aggregator.group()),
-        kafka,
-        topics: t,
-        producer,
-        store: args.s3.models()?,
-        identity,
-        registry,
-    };
+    // One aggregator acts for a session: the others wait as standbys and take over when
+    // its lease lapses (fencing it through the session's transactional id).
+    let group = ServiceId::Aggregator.group_for(&format!("{SESSION_SCOPE}-{}", plan.session));
+    let lease = Lease::acquire(&kafka, &group, &t.rounds, || {
+        tracing::info!(session = %plan.session, "standby: another aggregator leads the session; taking over when its lease lapses");
+        eprintln!("fl: standby for session {}: another aggregator leads it", plan.session);
+    })
+    .await?;
+    tracing::info!(session = %plan.session, "leading the session");
+    eprintln!("fl: leading session {}", plan.session);
+    let coordinator = Coordinator::new(kafka, t, args.s3.models()?, identity, registry, &plan.session).await?;
     eprintln!("fl: session {} settings {}", plan.session, plan_json(&plan));
     let outcomes = coordinator.run(&plan, shutdown).await?;
     coordinator.producer.flush(Duration::from_secs(10)).await?;
+    drop(lease);
     Ok((plan, outcomes))
 }
 
@@ -211,23 +213,14 @@ pub async fn demo_session(kafka: KafkaArgs, s3: S3Args, rounds: u32, shutdown: S
         ready_rx.recv().await.context("an agent stopped before it was ready")?;
     }
     let kafka_settings = kafka.settings(&ServiceId::Aggregator.client_id());
-    let coordinator = Coordinator {
-        dead_letters: DeadLetterSink::new(
-            Producer::new(&kafka_settings)?,
-            t.dead_letter.clone(),
-            ServiceId::Aggregator.group(),
-        ),
-        producer: Producer::new(&kafka_settings)?,
-        kafka: kafka_settings.clone(),
-        topics: t.clone(),
-        store: s3.models()?,
-        identity: aggregator,
-        registry: registry.clone(),
-    };
+    let session = format!("demo-{}", guardian_runtime::now_ms() / 1000);
+    let coordinator =
+        Coordinator::new(kafka_settings.clone(), t.clone(), s3.models()?, aggregator, registry.clone(), &session)
+            .await?;
     let args = FlStartArgs {
         kafka: kafka.clone(),
         s3: s3.clone(),
-        session: Some(format!("demo-{}", guardian_runtime::now_ms() / 1000)),
+        session: Some(session),
         hospitals: hospitals.clone(),
         rounds,
         chunk_len: 16,

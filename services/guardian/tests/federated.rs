@@ -435,3 +435,152 @@ fn the_aggregator_killed_in_each_stage_resumes_every_round_and_the_replay_matche
     );
     assert!(replay.contains("all 10 model versions"), "{replay}");
 }
+
+/// A leader and standbys for one session. The leader A is paused (SIGSTOP) in round 3:
+/// standby B takes the session's lease when A's lapses and carries the round on; A, woken
+/// after that, is fenced: it exits with an error and nothing it publishes is seen. B is
+/// then SIGKILLed in round 5, and standby C finishes the session. Every round finishes
+/// once, no stage is decided twice, and the replay matches every model.
+#[test]
+fn a_standby_takes_over_a_killed_leader_and_a_paused_one_is_fenced() {
+    use guardian_schemas::records::{RoundControl, RoundControlKind as K};
+    let stack = Stack::get();
+    let prefix = format!("{}.", unique("fls"));
+    let session = unique("session");
+    let hospitals = ["h001", "h002", "h003", "h004"];
+    let fed = Federation::new(&stack, &prefix, &hospitals);
+    let registry = fed.registry.clone();
+    let _accountant = accountant(&stack, &prefix, &["--hospital-epsilon", "1000", "--global-epsilon", "10000"]);
+    let mut agents = Vec::new();
+    for (i, h) in hospitals.iter().enumerate() {
+        let (mut c, listen) = fed.agent(&stack, h, &["--demo-shard", &i.to_string(), "--demo-hospitals", "4"]);
+        if *h == "h004" {
+            c.env("GUARDIAN_FL_FAULT", "slow:1500");
+        }
+        agents.push((KillOnDrop(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()), listen));
+    }
+    wait_ready(agents.iter().map(|(_, l)| l), "the agents");
+
+    let settings = ["--rounds", "6", "--epsilon", "2.0", "--chunk-len", "8", "--stage-timeout-secs", "30"];
+    let start = |name: &str| -> (Child, std::path::PathBuf) {
+        let log = fed.file(&format!("aggregator-{name}.log"));
+        let mut c = fed.start(&stack, &session, &settings);
+        let child = c.stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+        (child, log)
+    };
+    let says = |log: &std::path::Path, what: &str| std::fs::read_to_string(log).unwrap_or_default().contains(what);
+    let wait_says = |log: &std::path::Path, what: &str| -> Duration {
+        let t0 = Instant::now();
+        while !says(log, what) {
+            assert!(t0.elapsed() < Duration::from_secs(60), "{} never said {what:?}", log.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        t0.elapsed()
+    };
+    let signal = |child: &Child, sig: &str| {
+        assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+    };
+    let rounds_topic = topic_name(&prefix, guardian_topics::TopicId::RoundControl);
+    let kafka = guardian_kafka::KafkaSettings::new(&stack.kafka_bootstrap, "it-fl-standby");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let codec = guardian_schemas::Codec::embedded();
+    let tail = rt
+        .block_on(guardian_kafka::reader::Tail::open(
+            &kafka,
+            "it-fl-standby",
+            &[&rounds_topic],
+            guardian_kafka::reader::Start::Beginning,
+        ))
+        .unwrap();
+    let next_record = |deadline: Instant| -> RoundControl {
+        loop {
+            assert!(Instant::now() < deadline, "no round record in time");
+            if let Some(m) = rt.block_on(tail.next(Duration::from_millis(100))).unwrap()
+                && let Ok(c) = codec.decode::<RoundControl>(&m.payload)
+                && c.session_id == session
+            {
+                return c;
+            }
+        }
+    };
+    let until = |round: i64, kind: K| {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !matches!(next_record(deadline), c if c.round == round && c.kind == kind) {}
+    };
+
+    let (mut a, a_log) = start("a");
+    wait_says(&a_log, "fl: leading session");
+    let (mut b, b_log) = start("b");
+    wait_says(&b_log, "fl: standby for session");
+
+    // A paused in round 3's share stage; B takes over once A's lease lapses.
+    until(3, K::KeysClosed);
+    signal(&a, "-STOP");
+    let paused_takeover = wait_says(&b_log, "fl: leading session");
+    println!("SIGSTOP of the leader → the standby leads: {} ms", paused_takeover.as_millis());
+    let (c, c_log) = start("c");
+    wait_says(&c_log, "fl: standby for session");
+    until(3, K::SharesClosed);
+    // A wakes up: its lease is gone and the session's transactional id was initialised
+    // by B, so whatever A decides is refused.
+    signal(&a, "-CONT");
+    let a_exit = wait_timeout(&mut a, Duration::from_secs(120));
+    let a_said = std::fs::read_to_string(&a_log).unwrap();
+    assert!(!a_exit.success(), "the fenced leader must fail: {a_said}");
+    assert!(a_said.contains("fenced"), "A fails because it is fenced: {a_said}");
+
+    // B killed in round 5's key stage; C takes over.
+    until(5, K::Open);
+    b.kill().unwrap();
+    b.wait().unwrap();
+    let killed = Instant::now();
+    wait_says(&c_log, "fl: leading session");
+    let lease = killed.elapsed();
+    until(5, K::KeysClosed);
+    let first_decision = killed.elapsed();
+    println!(
+        "SIGKILL of the leader → the standby leads: {} ms, → its first decision (round 5 keys closed): {} ms",
+        lease.as_millis(),
+        first_decision.as_millis()
+    );
+    let out = c.wait_with_output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{table}");
+    assert!(out.status.success(), "the last aggregator failed: {}", std::fs::read_to_string(&c_log).unwrap());
+    let rows = rows(&table);
+    assert_eq!(rows.len(), 6, "{table}");
+    assert!(rows.iter().all(|r| r.1 == "finished" && r.2 == "h001,h002,h003,h004"), "{table}");
+
+    let records: Vec<RoundControl> = rt
+        .block_on(guardian_kafka::reader::read_range(&kafka, "it-fl-standby", &[&rounds_topic], None))
+        .unwrap()
+        .iter()
+        .filter_map(|m| codec.decode::<RoundControl>(&m.payload).ok())
+        .filter(|c| c.session_id == session)
+        .collect();
+    for round in 1..=6 {
+        let mut kinds: Vec<K> = records.iter().filter(|c| c.round == round).map(|c| c.kind).collect();
+        kinds.sort_by_key(|k| *k as u8);
+        assert_eq!(kinds, [K::Open, K::KeysClosed, K::SharesClosed, K::Unmask, K::Finished], "round {round}");
+    }
+    assert_eq!(records.len(), 30, "nothing else on the topic");
+    let replay = run_ok(
+        fed.guardian(&stack, &["fl", "replay", "--session", &session, "--registry", registry.to_str().unwrap()]),
+    );
+    assert!(replay.contains("all 6 model versions"), "{replay}");
+}
+
+/// Waits for a child to exit (killing it after `limit`).
+fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

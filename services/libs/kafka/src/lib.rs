@@ -29,6 +29,7 @@ pub mod context;
 pub mod dlq;
 pub mod error;
 pub mod event_time;
+pub mod lease;
 pub mod metrics;
 pub mod outbound;
 pub mod producer;
