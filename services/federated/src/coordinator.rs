@@ -154,6 +154,29 @@ enum Stage {
 /// starts at the first record stamped after the bound).
 pub const RESUME_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 
+/// Hospitals that were in their last finished round but not among its survivors (they
+/// missed a stage). The next round waits for them only briefly; one that advertises its
+/// keys in time takes part, and once it survives a round it is awaited again.
+#[derive(Debug, Clone, Default)]
+pub struct Absentees(std::collections::BTreeSet<String>);
+
+impl Absentees {
+    /// A round finished with `survivors` out of `participants`.
+    pub fn observe(&mut self, participants: &[String], survivors: &[String]) {
+        for h in participants {
+            if survivors.contains(h) {
+                self.0.remove(h);
+            } else {
+                self.0.insert(h.clone());
+            }
+        }
+    }
+
+    pub fn is_absent(&self, hospital: &str) -> bool {
+        self.0.contains(hospital)
+    }
+}
+
 /// Why the coordinator stopped reading a stage.
 enum StageEnd {
     Complete,
@@ -475,6 +498,7 @@ impl Coordinator {
         let mut stop = log.stop_requested;
         // Hospitals whose own records failed a round of this session.
         let mut excluded: Vec<String> = log.excluded();
+        let mut absentees = Absentees::default();
         let mut resumed = None;
         let tail = if log.is_empty() {
             Tail::open(&self.kafka, "fl-aggregator", &self.followed(), Start::End).await?
@@ -482,6 +506,9 @@ impl Coordinator {
             let models = published_models(&self.kafka, &self.topics, &codec, &plan.session).await?;
             for (round, r) in &log.rounds {
                 if let Some(o) = recorded_outcome(r, models.get(round)) {
+                    if let (RoundOutcome::Finished { survivors, .. }, Some(s)) = (&o, &r.settings) {
+                        absentees.observe(&s.participants, survivors);
+                    }
                     outcomes.push(o);
                 }
             }
@@ -547,8 +574,12 @@ impl Coordinator {
                     &mut stop,
                     (&start, &ends),
                     published.as_ref(),
+                    &absentees,
                 )
                 .await?;
+            if let (RoundOutcome::Finished { survivors, .. }, Some(s)) = (&outcome, &log.settings) {
+                absentees.observe(&s.participants, survivors);
+            }
             settle(outcome, next, &mut current, &mut excluded, &mut outcomes);
         }
         for round in log.last_round() + 1..=i64::from(plan.rounds) {
@@ -598,7 +629,12 @@ impl Coordinator {
             if !refused.is_empty() {
                 warn!(?refused, "privacy budget exhausted: these hospitals sit the round out");
             }
-            let (outcome, next) = self.run_round(plan, round, participants, &current, &tail, &codec, &mut stop).await?;
+            let (outcome, next) = self
+                .run_round(plan, round, participants.clone(), &current, &tail, &codec, &mut stop, &absentees)
+                .await?;
+            if let RoundOutcome::Finished { survivors, .. } = &outcome {
+                absentees.observe(&participants, survivors);
+            }
             settle(outcome, next, &mut current, &mut excluded, &mut outcomes);
         }
         Ok(outcomes)
@@ -615,6 +651,7 @@ impl Coordinator {
         tail: &Tail,
         codec: &Codec,
         stop: &mut bool,
+        absentees: &Absentees,
     ) -> Result<(RoundOutcome, Option<Current>)> {
         let session = plan.session.as_str();
         let n = participants.len() as u32;
@@ -664,7 +701,7 @@ impl Coordinator {
             stop,
             decisions: Default::default(),
         };
-        self.drive(plan, run, Stage::Keys, &updates_from, current, None, Vec::new()).await
+        self.drive(plan, run, Stage::Keys, &updates_from, current, None, Vec::new(), absentees).await
     }
 
     /// Carries on with a round the topics record as open: rebuilds the server from the
@@ -682,6 +719,7 @@ impl Coordinator {
         stop: &mut bool,
         (start, ends): (&Positions, &Positions),
         published: Option<&ModelVersion>,
+        absentees: &Absentees,
     ) -> Result<(RoundOutcome, Option<Current>)> {
         let session = plan.session.as_str();
         let settings = log.settings.clone().with_context(|| format!("round {round}: no OPEN record"))?;
@@ -809,7 +847,7 @@ impl Coordinator {
                 break;
             }
         }
-        self.drive(plan, run, stage, start, current, published, dropped).await
+        self.drive(plan, run, stage, start, current, published, dropped, absentees).await
     }
 
     /// Runs a round from `from` to its outcome: each stage collects until complete or its
@@ -825,6 +863,7 @@ impl Coordinator {
         current: &Current,
         published: Option<&ModelVersion>,
         mut dropped_names: Vec<String>,
+        absentees: &Absentees,
     ) -> Result<(RoundOutcome, Option<Current>)> {
         let session = plan.session.as_str();
         let round = run.round;
@@ -835,7 +874,23 @@ impl Coordinator {
         let timeout = plan.stage_timeout;
 
         if from <= Stage::Keys {
-            run.collect(Instant::now() + timeout, Server::keys_complete).await?;
+            // Hospitals absent from their last round are waited for a tenth of the stage
+            // only, once everyone else has advertised (and the round has its threshold).
+            let absent: Vec<u32> = (0..n).filter(|&p| absentees.is_absent(&participants[p as usize])).collect();
+            if !absent.is_empty() {
+                let names: Vec<&str> = absent.iter().map(|&p| participants[p as usize].as_str()).collect();
+                info!(session, round, absent = ?names, "absent from their last round: waiting for them briefly only");
+            }
+            let opened = Instant::now();
+            let threshold = cfg.threshold as usize;
+            let done = |s: &Server| {
+                let advertised = s.advertised();
+                s.keys_complete()
+                    || ((0..n).all(|p| absent.contains(&p) || advertised.contains(&p))
+                        && advertised.len() >= threshold
+                        && opened.elapsed() >= timeout / 10)
+            };
+            run.collect(opened + timeout, done).await?;
             let advertised = match run.server.close_keys() {
                 Ok(a) => a,
                 Err(e) => return Ok((self.fail(session, round, e.to_string()).await?, None)),
@@ -1021,4 +1076,22 @@ fn recorded_outcome(r: &RoundLog, model: Option<&ModelVersion>) -> Option<RoundO
         accuracy: model.accuracy,
         sha256: model.sha256.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hospital_is_absent_from_missing_a_round_until_it_survives_one() {
+        let all: Vec<String> = ["h1", "h2", "h3"].map(String::from).to_vec();
+        let mut a = Absentees::default();
+        a.observe(&all, &all[..2]);
+        assert!(a.is_absent("h3") && !a.is_absent("h1"));
+        // Not sampled into a round: its standing is unchanged.
+        a.observe(&all[..2], &all[..2]);
+        assert!(a.is_absent("h3"));
+        a.observe(&all, &all);
+        assert!(!a.is_absent("h3"));
+    }
 }

@@ -12,6 +12,7 @@ use common::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use guardian_schemas::records::{RoundControl, RoundControlKind as K};
 use guardian_testkit::{Stack, unique};
 
 /// Rows of the session table `fl start` prints: (round, outcome, survivors, dropped, accuracy).
@@ -20,6 +21,85 @@ fn rows(table: &str) -> Vec<(u32, String, String, String, Option<f64>)> {
         .into_iter()
         .map(|c| (c[0].parse().unwrap(), c[1].clone(), c[3].clone(), c[4].clone(), c[5].parse().ok()))
         .collect()
+}
+
+/// Follows a session's records on `fl.rounds` (and reads them, and `fl.models`, whole).
+struct Rounds {
+    rt: tokio::runtime::Runtime,
+    kafka: guardian_kafka::KafkaSettings,
+    rounds: String,
+    models: String,
+    session: String,
+    tail: guardian_kafka::reader::Tail,
+}
+
+impl Rounds {
+    fn follow(stack: &Stack, prefix: &str, session: &str) -> Self {
+        let rounds = topic_name(prefix, guardian_topics::TopicId::RoundControl);
+        let models = topic_name(prefix, guardian_topics::TopicId::ModelVersions);
+        let kafka = guardian_kafka::KafkaSettings::new(&stack.kafka_bootstrap, "it-fl-rounds");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let start = guardian_kafka::reader::Start::Beginning;
+        let tail = rt.block_on(guardian_kafka::reader::Tail::open(&kafka, "it-fl-rounds", &[&rounds], start)).unwrap();
+        Rounds { rt, kafka, rounds, models, session: session.to_string(), tail }
+    }
+
+    fn read<T: guardian_schemas::records::Record>(&self, topic: &str) -> Vec<T> {
+        let records = self.rt.block_on(guardian_kafka::reader::read_range(&self.kafka, "it-fl-rounds", &[topic], None));
+        let codec = guardian_schemas::Codec::embedded();
+        records.unwrap().iter().filter_map(|m| codec.decode::<T>(&m.payload).ok()).collect()
+    }
+
+    /// Every record of the session on `fl.rounds`, in order.
+    fn recorded(&self) -> Vec<RoundControl> {
+        self.read::<RoundControl>(&self.rounds).into_iter().filter(|c| c.session_id == self.session).collect()
+    }
+
+    /// The kinds recorded for `round`, in order.
+    fn kinds(&self, round: i64) -> Vec<K> {
+        self.recorded().into_iter().filter(|c| c.round == round).map(|c| c.kind).collect()
+    }
+
+    /// The session's model versions, in topic order.
+    fn versions(&self) -> Vec<i64> {
+        let all = self.read::<guardian_schemas::records::ModelVersion>(&self.models);
+        all.into_iter().filter(|v| v.session_id == self.session).map(|v| v.version).collect()
+    }
+
+    /// The next record of the session (within 5 minutes).
+    fn next(&self) -> RoundControl {
+        let codec = guardian_schemas::Codec::embedded();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            assert!(Instant::now() < deadline, "no round record in time");
+            if let Some(m) = self.rt.block_on(self.tail.next(Duration::from_millis(100))).unwrap()
+                && let Ok(c) = codec.decode::<RoundControl>(&m.payload)
+                && c.session_id == self.session
+            {
+                return c;
+            }
+        }
+    }
+
+    /// Reads on until `round`'s record of `kind`.
+    fn until(&self, round: i64, kind: K) -> RoundControl {
+        loop {
+            let c = self.next();
+            if c.round == round && c.kind == kind {
+                return c;
+            }
+        }
+    }
+
+    /// Each of rounds 1..=n recorded one record of each kind, and nothing else is.
+    fn assert_once_each(&self, n: i64) {
+        for round in 1..=n {
+            let mut kinds = self.kinds(round);
+            kinds.sort_by_key(|k| *k as u8);
+            assert_eq!(kinds, [K::Open, K::KeysClosed, K::SharesClosed, K::Unmask, K::Finished], "round {round}");
+        }
+        assert_eq!(self.recorded().len() as i64, 5 * n, "nothing else on the topic");
+    }
 }
 
 #[test]
@@ -45,22 +125,39 @@ fn five_hospitals_ten_rounds_one_killed_mid_round_and_the_replay_matches() {
     }
     wait_ready(agents.iter().map(|(_, _, l)| l), "the agents");
 
-    let table = run_ok(fed.start(
-        &stack,
-        &session,
-        &[
-            "--rounds",
-            "10",
-            "--epsilon",
-            "2.0",
-            // 31 parameters in chunks of 8: every update is streamed as 4 records.
-            "--chunk-len",
-            "8",
-            // Long enough for a loaded CI machine; h003's absence costs one timeout a round.
-            "--stage-timeout-secs",
-            "5",
-        ],
-    ));
+    let watch = Rounds::follow(&stack, &prefix, &session);
+    let aggregator = fed
+        .start(
+            &stack,
+            &session,
+            &[
+                "--rounds",
+                "10",
+                "--epsilon",
+                "2.0",
+                // 31 parameters in chunks of 8: every update is streamed as 4 records.
+                "--chunk-len",
+                "8",
+                // Long enough for a loaded CI machine: h003's death in its input stage
+                // costs round 5 this; after it, h003 is waited for a tenth of it.
+                "--stage-timeout-secs",
+                "10",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // h003 comes back once round 7 is over.
+    watch.until(7, K::Finished);
+    let (_, h3, _) = agents.iter_mut().find(|(h, _, _)| h == "h003").unwrap();
+    let status = h3.wait().unwrap();
+    assert!(!status.success(), "h003 was to abort in round 5, it exited {status:?}");
+    let (mut c, listen) = fed.agent(&stack, "h003", &["--demo-shard", "2"]);
+    *h3 = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_ready([&listen], "h003 again");
+    let out = aggregator.wait_with_output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{table}");
     println!("{table}");
     let rows = rows(&table);
     assert_eq!(rows.len(), 10, "ten rounds: {table}");
@@ -71,12 +168,24 @@ fn five_hospitals_ten_rounds_one_killed_mid_round_and_the_replay_matches() {
             // h003 shared its keys, then died: its input is missing and its masks are
             // recovered from the survivors' shares.
             5 => assert_eq!((survivors.as_str(), dropped.as_str()), ("h001,h002,h004,h005", "h003"), "round 5"),
-            _ => assert_eq!(survivors, "h001,h002,h004,h005", "round {round}"),
+            6 | 7 => assert_eq!(survivors, "h001,h002,h004,h005", "round {round}"),
+            _ => {}
         }
     }
-    let (_, h3, _) = agents.iter_mut().find(|(h, _, _)| h == "h003").unwrap();
-    let status = h3.wait().unwrap();
-    assert!(!status.success(), "h003 was to abort in round 5, it exited {status:?}");
+    // Back, h003 advertises in time and takes part again (round 8 may open before it is up).
+    assert!(
+        rows[8..].iter().any(|r| r.2 == "h001,h002,h003,h004,h005"),
+        "h003 did not take part again in rounds 9-10: {table}"
+    );
+    // Absent, h003 was not waited for: the key stages of rounds 6-8 closed well before the
+    // 10 s stage timeout (a tenth of it once the others are in).
+    let records = watch.recorded();
+    let at = |round: i64, kind: K| records.iter().find(|c| c.round == round && c.kind == kind).unwrap().issued_at;
+    for round in 6..=8 {
+        let keys = at(round, K::KeysClosed) - at(round, K::Open);
+        assert!(keys < 5_000, "round {round}: the key stage took {keys} ms waiting for the absent h003");
+    }
+    watch.assert_once_each(10);
 
     // Accuracy on the held-out split: the all-zero start model predicts one class for every
     // row (the benign share of the test split, about 0.63). DP-SGD noise makes single
@@ -309,7 +418,6 @@ fn a_sites_own_trainer_in_every_round_and_one_that_fails_or_lies() {
 /// (checked: the stage's closing record is not on the topic when the process is gone).
 #[test]
 fn the_aggregator_killed_in_each_stage_resumes_every_round_and_the_replay_matches() {
-    use guardian_schemas::records::{ModelVersion, RoundControl, RoundControlKind as K};
     let stack = Stack::get();
     let prefix = format!("{}.", unique("flr"));
     let session = unique("session");
@@ -346,28 +454,7 @@ fn the_aggregator_killed_in_each_stage_resumes_every_round_and_the_replay_matche
         let child = c.stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
         (child, log)
     };
-    let rounds_topic = topic_name(&prefix, guardian_topics::TopicId::RoundControl);
-    let kafka = guardian_kafka::KafkaSettings::new(&stack.kafka_bootstrap, "it-fl-resume");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let codec = guardian_schemas::Codec::embedded();
-    let recorded = |round: i64| -> Vec<K> {
-        let records = rt.block_on(guardian_kafka::reader::read_range(&kafka, "it-fl-resume", &[&rounds_topic], None));
-        let records = records.unwrap();
-        records
-            .iter()
-            .filter_map(|m| codec.decode::<RoundControl>(&m.payload).ok())
-            .filter(|c| c.session_id == session && c.round == round)
-            .map(|c| c.kind)
-            .collect()
-    };
-    let tail = rt
-        .block_on(guardian_kafka::reader::Tail::open(
-            &kafka,
-            "it-fl-resume",
-            &[&rounds_topic],
-            guardian_kafka::reader::Start::Beginning,
-        ))
-        .unwrap();
+    let watch = Rounds::follow(&stack, &prefix, &session);
 
     // (round, the record that opens the stage, the record that closes it, restart with --resume)
     let mut kills = vec![
@@ -382,18 +469,14 @@ fn the_aggregator_killed_in_each_stage_resumes_every_round_and_the_replay_matche
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         assert!(Instant::now() < deadline, "the session did not finish; last log {}", log.display());
-        let Some(m) = rt.block_on(tail.next(Duration::from_millis(200))).unwrap() else { continue };
-        let Ok(c) = codec.decode::<RoundControl>(&m.payload) else { continue };
-        if c.session_id != session {
-            continue;
-        }
+        let c = watch.next();
         if let Some(&(round, opened_by, closed_by, resume)) = kills.peek()
             && c.round == round
             && c.kind == opened_by
         {
             aggregator.kill().unwrap();
             aggregator.wait().unwrap();
-            let kinds = recorded(round);
+            let kinds = watch.kinds(round);
             assert!(!kinds.contains(&closed_by), "round {round}: killed after the stage closed: {kinds:?}");
             println!("round {round}: aggregator killed after {opened_by:?}, before {closed_by:?}");
             (aggregator, log) = start(resume);
@@ -413,22 +496,8 @@ fn the_aggregator_killed_in_each_stage_resumes_every_round_and_the_replay_matche
     assert!(rows.iter().all(|r| r.1 == "finished" && r.2 == "h001,h002,h003,h004"), "{table}");
 
     // One record of each kind per round: no round number reused, no stage decided twice.
-    for round in 1..=10 {
-        let mut kinds = recorded(round);
-        kinds.sort_by_key(|k| *k as u8);
-        assert_eq!(kinds, [K::Open, K::KeysClosed, K::SharesClosed, K::Unmask, K::Finished], "round {round}");
-    }
-    assert!(recorded(11).is_empty(), "no eleventh round");
-    let models_topic = topic_name(&prefix, guardian_topics::TopicId::ModelVersions);
-    let versions: Vec<i64> = rt
-        .block_on(guardian_kafka::reader::read_range(&kafka, "it-fl-resume", &[&models_topic], None))
-        .unwrap()
-        .iter()
-        .filter_map(|m| codec.decode::<ModelVersion>(&m.payload).ok())
-        .filter(|v| v.session_id == session)
-        .map(|v| v.version)
-        .collect();
-    assert_eq!(versions, (1..=10).collect::<Vec<_>>(), "one model version per round, in order");
+    watch.assert_once_each(10);
+    assert_eq!(watch.versions(), (1..=10).collect::<Vec<_>>(), "one model version per round, in order");
 
     let replay = run_ok(
         fed.guardian(&stack, &["fl", "replay", "--session", &session, "--registry", registry.to_str().unwrap()]),
@@ -443,7 +512,6 @@ fn the_aggregator_killed_in_each_stage_resumes_every_round_and_the_replay_matche
 /// once, no stage is decided twice, and the replay matches every model.
 #[test]
 fn a_standby_takes_over_a_killed_leader_and_a_paused_one_is_fenced() {
-    use guardian_schemas::records::{RoundControl, RoundControlKind as K};
     let stack = Stack::get();
     let prefix = format!("{}.", unique("fls"));
     let session = unique("session");
@@ -480,33 +548,8 @@ fn a_standby_takes_over_a_killed_leader_and_a_paused_one_is_fenced() {
     let signal = |child: &Child, sig: &str| {
         assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
     };
-    let rounds_topic = topic_name(&prefix, guardian_topics::TopicId::RoundControl);
-    let kafka = guardian_kafka::KafkaSettings::new(&stack.kafka_bootstrap, "it-fl-standby");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let codec = guardian_schemas::Codec::embedded();
-    let tail = rt
-        .block_on(guardian_kafka::reader::Tail::open(
-            &kafka,
-            "it-fl-standby",
-            &[&rounds_topic],
-            guardian_kafka::reader::Start::Beginning,
-        ))
-        .unwrap();
-    let next_record = |deadline: Instant| -> RoundControl {
-        loop {
-            assert!(Instant::now() < deadline, "no round record in time");
-            if let Some(m) = rt.block_on(tail.next(Duration::from_millis(100))).unwrap()
-                && let Ok(c) = codec.decode::<RoundControl>(&m.payload)
-                && c.session_id == session
-            {
-                return c;
-            }
-        }
-    };
-    let until = |round: i64, kind: K| {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while !matches!(next_record(deadline), c if c.round == round && c.kind == kind) {}
-    };
+    let watch = Rounds::follow(&stack, &prefix, &session);
+    let until = |round, kind| watch.until(round, kind);
 
     let (mut a, a_log) = start("a");
     wait_says(&a_log, "fl: leading session");
@@ -551,19 +594,7 @@ fn a_standby_takes_over_a_killed_leader_and_a_paused_one_is_fenced() {
     assert_eq!(rows.len(), 6, "{table}");
     assert!(rows.iter().all(|r| r.1 == "finished" && r.2 == "h001,h002,h003,h004"), "{table}");
 
-    let records: Vec<RoundControl> = rt
-        .block_on(guardian_kafka::reader::read_range(&kafka, "it-fl-standby", &[&rounds_topic], None))
-        .unwrap()
-        .iter()
-        .filter_map(|m| codec.decode::<RoundControl>(&m.payload).ok())
-        .filter(|c| c.session_id == session)
-        .collect();
-    for round in 1..=6 {
-        let mut kinds: Vec<K> = records.iter().filter(|c| c.round == round).map(|c| c.kind).collect();
-        kinds.sort_by_key(|k| *k as u8);
-        assert_eq!(kinds, [K::Open, K::KeysClosed, K::SharesClosed, K::Unmask, K::Finished], "round {round}");
-    }
-    assert_eq!(records.len(), 30, "nothing else on the topic");
+    watch.assert_once_each(6);
     let replay = run_ok(
         fed.guardian(&stack, &["fl", "replay", "--session", &session, "--registry", registry.to_str().unwrap()]),
     );
