@@ -505,7 +505,6 @@ impl Agent {
         out
     }
 
-    /// Takes every step the round's state allows.
     /// The `slow` fault's delay before an answer.
     async fn lag(&self) {
         if let Some(Fault::Slow(d)) = self.fault {
@@ -513,6 +512,7 @@ impl Agent {
         }
     }
 
+    /// Takes every step the round's state allows.
     async fn progress(&self, r: &mut Round, ledger: &mut RdpAccountant, spent: &mut BTreeSet<String>) -> Result<()> {
         let key = round_key(&r.session, r.round);
         let aggregator = verifying(&r.settings.aggregator_key)?;
