@@ -74,10 +74,13 @@ pub struct FlStartArgs {
     pub noise_multiplier: Option<f64>,
     #[arg(long, value_enum, default_value_t = DpUnitArg::Patient)]
     pub dp_unit: DpUnitArg,
-    /// Shamir threshold t, the fewest survivors a round can finish with (default: n/2 + 1)
+    /// Shamir threshold t, the fewest survivors a round can finish with (default: a
+    /// majority of a round's hospitals, the expected sample with --hospital-sampling-rate;
+    /// in a sparse graph a majority of a neighbourhood, neighbours/2 + 1)
     #[arg(long)]
     pub threshold: Option<u32>,
-    /// Neighbours per hospital in the SecAgg+ graph (default: all, up to 32 hospitals)
+    /// Neighbours per hospital in the SecAgg+ graph (default: all, up to 33 hospitals a
+    /// round, else 2·⌈1.5·log2 n⌉ for a round of n, the expected sample when sampled)
     #[arg(long)]
     pub neighbours: Option<u32>,
     /// L2 clip norm (per record for patient, per update for hospital)
@@ -277,8 +280,6 @@ pub fn plan(args: &FlStartArgs, registry: Option<&Registry>) -> Result<(SessionP
         args.epsilon > 0.0 && args.delta > 0.0 && args.delta < 1.0,
         "--epsilon must be positive and --delta in (0, 1)"
     );
-    let threshold = args.threshold.unwrap_or(n / 2 + 1);
-    let neighbours = args.neighbours.unwrap_or_else(|| default_neighbours(n));
     let (dp_unit, q, steps_per_round) = match args.dp_unit {
         DpUnitArg::Patient => (DpUnit::Patient, args.sampling_rate, u64::from(args.local_steps)),
         // The rate hospitals are sampled at; each sampled round is charged in full (see
@@ -286,6 +287,16 @@ pub fn plan(args: &FlStartArgs, registry: Option<&Registry>) -> Result<(SessionP
         DpUnitArg::Hospital => (DpUnit::Hospital, args.hospital_sampling_rate, 1),
     };
     ensure!(q > 0.0 && q <= 1.0, "--sampling-rate and --hospital-sampling-rate must be in (0, 1]");
+    // The defaults follow the size of a round: with hospital sampling, the expected sample.
+    let round_size = if dp_unit == DpUnit::Hospital { ((f64::from(n) * q).ceil() as u32).clamp(2, n) } else { n };
+    let neighbours = args.neighbours.unwrap_or_else(|| default_neighbours(round_size));
+    // A party's secrets are shared among its neighbours: in a sparse graph the threshold is
+    // a majority of a neighbourhood (SecAgg+), in the complete graph of the round.
+    let threshold = args.threshold.unwrap_or(if neighbours + 1 >= round_size {
+        round_size / 2 + 1
+    } else {
+        neighbours / 2 + 1
+    });
     ensure!(
         args.dp_unit == DpUnitArg::Hospital || args.hospital_sampling_rate == 1.0,
         "--hospital-sampling-rate is for hospital-unit sessions (patient-unit rounds sample records: --sampling-rate)"
@@ -421,5 +432,20 @@ mod tests {
         assert_eq!(default_neighbours(100), 2 * (100f64.log2() * 1.5).ceil() as u32);
         let one = FlStartArgs { hospitals: vec!["h1".into()], ..FlStartArgs::default() };
         assert!(plan(&one, None).is_err());
+    }
+
+    #[test]
+    fn sampled_rounds_take_their_defaults_from_the_expected_sample() {
+        let args = FlStartArgs {
+            hospitals: (0..1000).map(|i| format!("h{i:04}")).collect(),
+            dp_unit: DpUnitArg::Hospital,
+            hospital_sampling_rate: 0.1,
+            ..FlStartArgs::default()
+        };
+        let (p, hospitals) = plan(&args, None).unwrap();
+        assert_eq!(hospitals.len(), 1000);
+        assert_eq!((p.threshold, p.neighbours), (11, 20));
+        // The ring stays exact for every registered hospital at once.
+        assert!(1000 * u64::from(p.quantization_levels - 1) < 1 << 32);
     }
 }
