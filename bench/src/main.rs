@@ -12,6 +12,7 @@ use guardian_kafka::KafkaArgs;
 use guardian_objects::S3Args;
 
 mod cpu;
+mod fl_scale;
 mod kafka;
 mod kpi;
 mod latency;
@@ -39,6 +40,9 @@ pub enum Command {
     Secagg(BenchSecaggArgs),
     /// KPI rollups (decode → window → exactly-once commit) next to the raw consume rate and a Python consumer
     Kpi(BenchKpiArgs),
+    /// The aggregator running hospital-sampled rounds of a large simulated federation (real
+    /// protocol, real Kafka and S3): server time per round, bytes per parameter, peak memory
+    FlScale(BenchFlScaleArgs),
     /// End-to-end latency from produce to dashboard-visible at a steady encounter rate
     Latency(BenchLatencyArgs),
     /// The KPI rollup service on given topics until SIGTERM (`kpi` starts it as its own
@@ -63,6 +67,36 @@ pub struct BenchKpiServiceArgs {
     pub dead_letter: String,
     #[arg(long)]
     pub group: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchFlScaleArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Registered hospitals (keys generated for each)
+    #[arg(long, default_value_t = 1_000)]
+    pub hospitals: u32,
+    /// Hospitals a round samples on average (the sampling rate is this over --hospitals)
+    #[arg(long, default_value_t = 100)]
+    pub expected: u32,
+    /// Parameters of the model
+    #[arg(long, default_value_t = 10_000_000)]
+    pub parameters: u64,
+    /// Share of each round's sample that stops after sharing its keys (their masks are
+    /// recovered from the others' shares)
+    #[arg(long, default_value_t = 0.1)]
+    pub dropout: f64,
+    #[arg(long, default_value_t = 2)]
+    pub rounds: u32,
+    /// The aggregator's stage timeout: the input stage waits this long for the dropouts
+    #[arg(long, default_value_t = 90)]
+    pub stage_timeout_secs: u64,
+    /// Parameters per update chunk record
+    #[arg(long, default_value_t = 65_536)]
+    pub chunk_len: u32,
+    /// Seed of the simulated parties' updates and dropouts
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +219,7 @@ fn main() -> ExitCode {
             Command::Replay(args) => replay::run(args).await,
             Command::Secagg(args) => secagg::run(args),
             Command::Kpi(args) => kpi::run(args).await,
+            Command::FlScale(args) => fl_scale::run(args).await,
             Command::Latency(args) => latency::run(args).await,
             Command::KpiService(args) => kpi::service(args).await,
         }

@@ -292,11 +292,8 @@ pub fn plan(args: &FlStartArgs, registry: Option<&Registry>) -> Result<(SessionP
     let neighbours = args.neighbours.unwrap_or_else(|| default_neighbours(round_size));
     // A party's secrets are shared among its neighbours: in a sparse graph the threshold is
     // a majority of a neighbourhood (SecAgg+), in the complete graph of the round.
-    let threshold = args.threshold.unwrap_or(if neighbours + 1 >= round_size {
-        round_size / 2 + 1
-    } else {
-        neighbours / 2 + 1
-    });
+    let threshold =
+        args.threshold.unwrap_or(if neighbours + 1 >= round_size { round_size / 2 + 1 } else { neighbours / 2 + 1 });
     ensure!(
         args.dp_unit == DpUnitArg::Hospital || args.hospital_sampling_rate == 1.0,
         "--hospital-sampling-rate is for hospital-unit sessions (patient-unit rounds sample records: --sampling-rate)"
