@@ -40,8 +40,11 @@ struct RoundSeen {
     at: BTreeMap<&'static str, i64>,
     /// The aggregator's CPU time when each record arrived here.
     cpu: BTreeMap<&'static str, Duration>,
-    /// Bytes every party of the round sent, in encoded records.
-    bytes_sent: u64,
+    /// Bytes of the masked updates sent (encoded chunk records), and how many were sent.
+    update_bytes: u64,
+    inputs: u64,
+    /// Bytes of every other record the parties sent (advertisements, shares, unmask answers).
+    protocol_bytes: u64,
     /// Wall time the simulated parties spent computing (not counted as the server's).
     party_work: Duration,
 }
@@ -58,6 +61,10 @@ struct Round {
     directory: Vec<VerifyingKey>,
     parties: Vec<Party>,
     adverts: BTreeMap<u32, KeyAdvert>,
+}
+
+fn encoded_len<T: guardian_schemas::records::Record>(codec: &Codec, records: &[T]) -> u64 {
+    records.iter().map(|x| codec.encode(x).map(|b| b.len() as u64).unwrap_or(0)).sum()
 }
 
 fn name(kind: K) -> &'static str {
@@ -194,7 +201,7 @@ pub async fn run(args: BenchFlScaleArgs) -> Result<ExitCode> {
                 for p in &round.parties {
                     let advert = p.client.advertise();
                     let record = wire::advert_record(&session, c.round, &p.hospital, &advert);
-                    r.bytes_sent += codec.encode(&record)?.len() as u64;
+                    r.protocol_bytes += codec.encode(&record)?.len() as u64;
                     producer.send(&topics.keys, &wire::round_key(&session, c.round), &record).await?;
                 }
                 current = Some((c.round, round));
@@ -234,8 +241,7 @@ pub async fn run(args: BenchFlScaleArgs) -> Result<ExitCode> {
                         to.inbox.push(s);
                     }
                 }
-                r.bytes_sent +=
-                    records.iter().map(|x| codec.encode(x).map(|b| b.len() as u64).unwrap_or(0)).sum::<u64>();
+                r.protocol_bytes += encoded_len(&codec, &records);
                 producer.send_batch(&topics.keys, records.iter().map(|x| (key.as_str(), x))).await?;
             }
             K::SharesClosed => {
@@ -263,8 +269,8 @@ pub async fn run(args: BenchFlScaleArgs) -> Result<ExitCode> {
                         chunks.iter().map(|ch| wire::chunk_record(&cfg, &p.hospital, ch)).collect();
                     drop(chunks);
                     let key = format!("{}/{}", wire::round_key(&session, c.round), p.hospital);
-                    r.bytes_sent +=
-                        records.iter().map(|x| codec.encode(x).map(|b| b.len() as u64).unwrap_or(0)).sum::<u64>();
+                    r.update_bytes += encoded_len(&codec, &records);
+                    r.inputs += 1;
                     producer.send_batch(&topics.updates, records.iter().map(|x| (key.as_str(), x))).await?;
                 }
             }
@@ -278,7 +284,7 @@ pub async fn run(args: BenchFlScaleArgs) -> Result<ExitCode> {
                     }
                     let response = p.client.unmask(&request, &aggregator_key)?;
                     let record = wire::unmask_record(&session, c.round, &p.hospital, &response);
-                    r.bytes_sent += codec.encode(&record)?.len() as u64;
+                    r.protocol_bytes += codec.encode(&record)?.len() as u64;
                     producer.send(&topics.unmask, &key, &record).await?;
                 }
             }
@@ -331,9 +337,9 @@ pub async fn run(args: BenchFlScaleArgs) -> Result<ExitCode> {
     );
     println!();
     println!(
-        "| round | outcome | sampled | dropped | keys s | shares s | inputs s | unmask + sum + publish s | server CPU s | parties' work s | bytes/parameter/party |"
+        "| round | outcome | sampled | dropped | keys s | shares s | inputs s | unmask + sum + publish s | server CPU s | parties' work s | update bytes/parameter | other bytes/party |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut server = Vec::new();
     for (n, r) in &seen {
         let work = cpu_between(r, "open", "finished");
@@ -342,7 +348,7 @@ pub async fn run(args: BenchFlScaleArgs) -> Result<ExitCode> {
         }
         let senders = (r.sampled.max(1)) as f64;
         println!(
-            "| {n} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.3} |",
+            "| {n} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.4} | {:.0} |",
             r.outcome,
             r.sampled,
             r.dropped,
@@ -352,7 +358,8 @@ pub async fn run(args: BenchFlScaleArgs) -> Result<ExitCode> {
             ms(r, "inputs", "finished"),
             work.map_or("-".into(), |w| format!("{:.2}", w.as_secs_f64())),
             r.party_work.as_secs_f64(),
-            r.bytes_sent as f64 / senders / args.parameters as f64
+            r.update_bytes as f64 / r.inputs.max(1) as f64 / args.parameters as f64,
+            r.protocol_bytes as f64 / senders
         );
     }
     let target_memory = 2 * model_bytes + 200 * 1024 * 1024;

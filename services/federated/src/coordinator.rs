@@ -112,6 +112,9 @@ pub const FORGED: &str = guardian_kafka::signing::FORGED;
 pub const EVICTED: &str = "evicted";
 pub const REFUSED: &str = "round-record";
 
+/// The most bytes the aggregator's readers fetch ahead.
+const READ_AHEAD: usize = 16 << 20;
+
 /// The most update chunks read ahead and checked together (64 chunks of 2^16 words are
 /// 16 MiB).
 const CHUNK_BATCH: usize = 64;
@@ -400,6 +403,12 @@ impl Coordinator {
         Ok(Coordinator { kafka, topics, producer, dead_letters, store, identity, registry })
     }
 
+    /// The settings its readers use: update chunks are large (256 KB each by default),
+    /// and read-ahead beyond a few of them only costs memory.
+    fn reading(&self) -> guardian_kafka::KafkaSettings {
+        self.kafka.with_fetch_buffer(READ_AHEAD)
+    }
+
     /// Publishes one record in a transaction of its own. A fenced aggregator (another
     /// took the session over) fails here, and nothing it sent is seen.
     async fn publish_to<T: guardian_schemas::records::Record>(&self, topic: &str, key: &str, record: &T) -> Result<()> {
@@ -501,7 +510,7 @@ impl Coordinator {
         let mut absentees = Absentees::default();
         let mut resumed = None;
         let tail = if log.is_empty() {
-            Tail::open(&self.kafka, "fl-aggregator", &self.followed(), Start::End).await?
+            Tail::open(&self.reading(), "fl-aggregator", &self.followed(), Start::End).await?
         } else {
             let models = published_models(&self.kafka, &self.topics, &codec, &plan.session).await?;
             for (round, r) in &log.rounds {
@@ -536,13 +545,13 @@ impl Coordinator {
                         .map(|(tp, (_, hi))| (tp, hi))
                         .collect();
                     info!(session = %plan.session, round, "resuming the session: the round in flight carries on");
-                    let tail = Tail::open_at(&self.kafka, "fl-aggregator", &ends)?;
+                    let tail = Tail::open_at(&self.reading(), "fl-aggregator", &ends)?;
                     resumed = Some((round, r.clone(), start, ends, models.get(&round).cloned()));
                     tail
                 }
                 None => {
                     info!(session = %plan.session, next = log.last_round() + 1, "resuming the session: between rounds");
-                    Tail::open(&self.kafka, "fl-aggregator", &self.followed(), Start::End).await?
+                    Tail::open(&self.reading(), "fl-aggregator", &self.followed(), Start::End).await?
                 }
             }
         };
@@ -755,7 +764,7 @@ impl Coordinator {
                 .filter(|((topic, _), _)| topics.contains(&topic.as_str()))
                 .map(|(tp, &end)| (tp.clone(), (start.get(tp).copied().unwrap_or(end).min(end), end)))
                 .collect();
-            Ok(RangeReader::open(&self.kafka, "fl-aggregator-resume", &ranges)?)
+            Ok(RangeReader::open(&self.reading(), "fl-aggregator-resume", &ranges)?)
         };
         let this_round = |r: &RoundMessage| r.session_id == session && r.round == round;
         // The stages the records close, each with the signed list the aggregator
@@ -952,7 +961,7 @@ impl Coordinator {
             if !partial.is_empty() {
                 warn!(?partial, "parties dropped in the middle of their input: taking their chunks back out");
                 let records =
-                    read_range(&self.kafka, "fl-aggregator-partial", &[&self.topics.updates], Some(updates_from))
+                    read_range(&self.reading(), "fl-aggregator-partial", &[&self.topics.updates], Some(updates_from))
                         .await?;
                 for m in records {
                     let Ok(c) = codec.decode::<GradientUpdateChunk>(&m.payload) else { continue };
@@ -978,7 +987,7 @@ impl Coordinator {
         run.collect(Instant::now() + timeout, Server::unmask_complete).await?;
         let server = run.server;
         let complaints: BTreeMap<u32, usize> = (0..n).map(|p| (p, server.complaints_about(p).len())).collect();
-        let sum = match server.finish() {
+        let mut sum = match server.finish() {
             Ok(sum) => sum,
             Err(e @ SecAggError::Reconstruct { party, source: ShamirError::Inconsistent, .. }) => {
                 // Every share used matched its dealer's signed commitment: the dealer's
@@ -1002,6 +1011,8 @@ impl Coordinator {
             Err(e) => return Err(e.into()),
         };
         let weights = next_model(&current.weights, &sum.sum, sum.survivors.len(), &cfg)?;
+        // The ring sum is spent: free it before the model's bytes are made.
+        drop(std::mem::take(&mut sum.sum));
         let bytes = model_bytes(&weights);
         let stored = self.store.put_content_addressed(&format!("models/{session}"), "npy", bytes).await?;
         let accuracy = plan.evaluate_on.as_ref().map(|test| guardian_fl::model::accuracy(&weights, test));

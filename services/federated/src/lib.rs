@@ -71,7 +71,8 @@ impl FlTopics {
 pub const SERVER_LEARNING_RATE: f64 = 1.0;
 
 /// The next global model from the previous one and a round's ring sum: dequantize, average
-/// over the survivors, apply. Pure, so the replay computes the same bits.
+/// over the survivors, apply. Pure, so the replay computes the same bits; one weight at a
+/// time, so a model of d parameters needs no vector beyond the 4·d bytes of the result.
 pub fn next_model(
     previous: &[f32],
     sum: &[u32],
@@ -80,11 +81,12 @@ pub fn next_model(
 ) -> crate::error::Result<Vec<f32>> {
     crate::error::ensure!(sum.len() == previous.len(), "sum of {} values for a model of {}", sum.len(), previous.len());
     crate::error::ensure!(survivors > 0, "no survivors");
-    let total = cfg.quantizer()?.dequantize_sum(sum, survivors as u64);
-    let mean: Vec<f64> = total.iter().map(|v| v / survivors as f64).collect();
-    let mut next = previous.to_vec();
-    guardian_fl::model::apply_update(&mut next, &mean, SERVER_LEARNING_RATE);
-    Ok(next)
+    let decode = cfg.quantizer()?.sum_decoder(survivors as u64);
+    Ok(previous
+        .iter()
+        .zip(sum)
+        .map(|(&w, &s)| guardian_fl::model::step(w, decode(s) / survivors as f64, SERVER_LEARNING_RATE))
+        .collect())
 }
 
 /// A model's weights as stored in S3: a float32 `.npy` file.

@@ -157,8 +157,13 @@ pub fn dp_sgd_update(global: &[f32], ds: &Dataset, cfg: &DpSgd, rng: &mut impl R
 /// Applies the federation's mean update to the global weights.
 pub fn apply_update(global: &mut [f32], mean_update: &[f64], server_learning_rate: f64) {
     for (w, u) in global.iter_mut().zip(mean_update) {
-        *w = (f64::from(*w) + server_learning_rate * u) as f32;
+        *w = step(*w, *u, server_learning_rate);
     }
+}
+
+/// One weight moved by its mean update (what [`apply_update`] does to each).
+pub fn step(weight: f32, mean_update: f64, server_learning_rate: f64) -> f32 {
+    (f64::from(weight) + server_learning_rate * mean_update) as f32
 }
 
 #[cfg(test)]

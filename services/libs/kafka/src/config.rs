@@ -68,6 +68,17 @@ impl KafkaSettings {
         }
     }
 
+    /// The same settings with consumers that prefetch at most `bytes` (librdkafka's local
+    /// queue and each fetch response; 64 MB and 50 MB by default), for a process whose
+    /// memory matters more than its read-ahead. Overrides the user set win.
+    pub fn with_fetch_buffer(&self, bytes: usize) -> KafkaSettings {
+        let mut s = self.clone();
+        let kbytes = (bytes / 1024).max(1024);
+        s.overrides.entry("queued.max.messages.kbytes".into()).or_insert_with(|| kbytes.to_string());
+        s.overrides.entry("fetch.max.bytes".into()).or_insert_with(|| (kbytes * 1024).to_string());
+        s
+    }
+
     fn base(&self, role: &str) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers);

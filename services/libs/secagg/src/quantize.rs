@@ -65,16 +65,21 @@ impl Quantizer {
     /// integer noise added by the parties (distributed DP) may take a sum below 0 or
     /// above the range, and it is recovered as long as it stays within 2^31 of the middle.
     pub fn dequantize_sum(&self, sum: &[u32], parties: u64) -> Vec<f64> {
+        let decode = self.sum_decoder(parties);
+        sum.iter().map(|&s| decode(s)).collect()
+    }
+
+    /// [`Quantizer::dequantize_sum`] one word at a time, for sums too large to expand into
+    /// a second vector of f64.
+    pub fn sum_decoder(&self, parties: u64) -> impl Fn(u32) -> f64 + use<> {
         let r = f64::from(self.range);
         let step = 2.0 * r / f64::from(self.levels - 1);
         let offset = parties as f64 * r;
         let middle = (parties * u64::from(self.levels - 1) / 2) as u32;
-        sum.iter()
-            .map(|&s| {
-                let v = i64::from(s.wrapping_sub(middle) as i32) + i64::from(middle);
-                v as f64 * step - offset
-            })
-            .collect()
+        move |s: u32| {
+            let v = i64::from(s.wrapping_sub(middle) as i32) + i64::from(middle);
+            v as f64 * step - offset
+        }
     }
 }
 
