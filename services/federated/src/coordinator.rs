@@ -180,6 +180,39 @@ impl Absentees {
     }
 }
 
+/// Where a session stands: the model the next round trains from, the outcomes so far, the
+/// hospitals left out for their own records, the absentees.
+struct Progress {
+    current: Current,
+    outcomes: Vec<RoundOutcome>,
+    excluded: Vec<String>,
+    absentees: Absentees,
+}
+
+impl Progress {
+    /// Takes a round's outcome; `participants` is the round's list (empty for a round that
+    /// failed before it opened), `next` the model it made.
+    fn settle(&mut self, session: &str, participants: &[String], outcome: RoundOutcome, next: Option<Current>) {
+        if let Some(next) = next {
+            self.current = next;
+        }
+        match &outcome {
+            RoundOutcome::Finished { survivors, .. } => self.absentees.observe(participants, survivors),
+            RoundOutcome::Failed { named, .. } if !named.is_empty() => {
+                warn!(session, ?named, "left out of the rest of the session: their records failed a round");
+                self.excluded.extend(named.iter().cloned());
+            }
+            RoundOutcome::Failed { .. } => {}
+        }
+        self.outcomes.push(outcome);
+    }
+}
+
+/// A recorded round's participants (none if it failed before it opened).
+fn participants_of(r: &RoundLog) -> &[String] {
+    r.settings.as_ref().map(|s| s.participants.as_slice()).unwrap_or_default()
+}
+
 /// Why the coordinator stopped reading a stage.
 enum StageEnd {
     Complete,
@@ -502,23 +535,22 @@ impl Coordinator {
                 self.topics.rounds
             );
         }
-        let mut current = Current { weights: plan.initial_model.clone(), stored: None, version: 0 };
-        let mut outcomes = Vec::new();
+        let mut progress = Progress {
+            current: Current { weights: plan.initial_model.clone(), stored: None, version: 0 },
+            outcomes: Vec::new(),
+            excluded: Vec::new(),
+            absentees: Absentees::default(),
+        };
+        let session = plan.session.as_str();
         let mut stop = log.stop_requested;
-        // Hospitals whose own records failed a round of this session.
-        let mut excluded: Vec<String> = log.excluded();
-        let mut absentees = Absentees::default();
         let mut resumed = None;
         let tail = if log.is_empty() {
             Tail::open(&self.reading(), "fl-aggregator", &self.followed(), Start::End).await?
         } else {
-            let models = published_models(&self.kafka, &self.topics, &codec, &plan.session).await?;
+            let models = published_models(&self.kafka, &self.topics, &codec, session).await?;
             for (round, r) in &log.rounds {
                 if let Some(o) = recorded_outcome(r, models.get(round)) {
-                    if let (RoundOutcome::Finished { survivors, .. }, Some(s)) = (&o, &r.settings) {
-                        absentees.observe(&s.participants, survivors);
-                    }
-                    outcomes.push(o);
+                    progress.settle(session, participants_of(r), o, None);
                 }
             }
             if let Some((round, m)) = log
@@ -530,7 +562,7 @@ impl Coordinator {
             {
                 let weights = guardian_fl::npy::read(&self.store.get_verified(&m.object_uri, &m.sha256).await?)
                     .with_context(|| format!("the model of round {round}"))?;
-                current =
+                progress.current =
                     Current { weights, stored: Some((m.object_uri.clone(), m.sha256.clone())), version: m.version };
             }
             match log.in_flight() {
@@ -544,32 +576,16 @@ impl Coordinator {
                         .into_iter()
                         .map(|(tp, (_, hi))| (tp, hi))
                         .collect();
-                    info!(session = %plan.session, round, "resuming the session: the round in flight carries on");
+                    info!(session, round, "resuming the session: the round in flight carries on");
                     let tail = Tail::open_at(&self.reading(), "fl-aggregator", &ends)?;
                     resumed = Some((round, r.clone(), start, ends, models.get(&round).cloned()));
                     tail
                 }
                 None => {
-                    info!(session = %plan.session, next = log.last_round() + 1, "resuming the session: between rounds");
+                    info!(session, next = log.last_round() + 1, "resuming the session: between rounds");
                     Tail::open(&self.reading(), "fl-aggregator", &self.followed(), Start::End).await?
                 }
             }
-        };
-        let settle = |outcome: RoundOutcome,
-                      next: Option<Current>,
-                      current: &mut Current,
-                      excluded: &mut Vec<String>,
-                      outcomes: &mut Vec<RoundOutcome>| {
-            if let Some(next) = next {
-                *current = next;
-            }
-            if let RoundOutcome::Failed { named, .. } = &outcome
-                && !named.is_empty()
-            {
-                warn!(session = %plan.session, ?named, "left out of the rest of the session: their records failed a round");
-                excluded.extend(named.iter().cloned());
-            }
-            outcomes.push(outcome);
         };
         if let Some((round, log, start, ends, published)) = resumed {
             let (outcome, next) = self
@@ -577,46 +593,36 @@ impl Coordinator {
                     plan,
                     round,
                     &log,
-                    &current,
+                    &progress,
                     &tail,
                     &codec,
                     &mut stop,
                     (&start, &ends),
                     published.as_ref(),
-                    &absentees,
                 )
                 .await?;
-            if let (RoundOutcome::Finished { survivors, .. }, Some(s)) = (&outcome, &log.settings) {
-                absentees.observe(&s.participants, survivors);
-            }
-            settle(outcome, next, &mut current, &mut excluded, &mut outcomes);
+            progress.settle(session, participants_of(&log), outcome, next);
         }
         for round in log.last_round() + 1..=i64::from(plan.rounds) {
             if stop || shutdown.is_triggered() {
-                info!(session = %plan.session, round, "session stopped before this round");
+                info!(session, round, "session stopped before this round");
                 break;
             }
             let t0 = Instant::now();
             let (mut participants, refused) = self.eligible(&plan.hospitals).await?;
-            participants.retain(|h| !excluded.contains(h));
+            participants.retain(|h| !progress.excluded.contains(h));
             let eligible = participants.len();
             if (eligible as u32) < plan.threshold {
                 let reason = format!(
                     "only {eligible} hospitals may still spend privacy budget, the threshold is {}: the session ends",
                     plan.threshold
                 );
-                settle(
-                    self.fail(&plan.session, round, reason).await?,
-                    None,
-                    &mut current,
-                    &mut excluded,
-                    &mut outcomes,
-                );
+                progress.settle(session, &[], self.fail(session, round, reason).await?, None);
                 break;
             }
             if plan.dp_unit == DpUnit::Hospital && plan.sampling_rate < 1.0 {
-                let model = current.stored.as_ref().map(|(_, sha)| sha.as_str());
-                participants.retain(|h| crate::sampling::sampled(&plan.session, round, model, plan.sampling_rate, h));
+                let model = progress.current.stored.as_ref().map(|(_, sha)| sha.as_str());
+                participants.retain(|h| crate::sampling::sampled(session, round, model, plan.sampling_rate, h));
                 if (participants.len() as u32) < plan.threshold {
                     let reason = format!(
                         "{} of {eligible} eligible hospitals sampled at rate {}, fewer than the threshold {}",
@@ -624,13 +630,7 @@ impl Coordinator {
                         plan.sampling_rate,
                         plan.threshold
                     );
-                    settle(
-                        self.fail(&plan.session, round, reason).await?,
-                        None,
-                        &mut current,
-                        &mut excluded,
-                        &mut outcomes,
-                    );
+                    progress.settle(session, &[], self.fail(session, round, reason).await?, None);
                     continue;
                 }
             }
@@ -638,15 +638,11 @@ impl Coordinator {
             if !refused.is_empty() {
                 warn!(?refused, "privacy budget exhausted: these hospitals sit the round out");
             }
-            let (outcome, next) = self
-                .run_round(plan, round, participants.clone(), &current, &tail, &codec, &mut stop, &absentees)
-                .await?;
-            if let RoundOutcome::Finished { survivors, .. } = &outcome {
-                absentees.observe(&participants, survivors);
-            }
-            settle(outcome, next, &mut current, &mut excluded, &mut outcomes);
+            let (outcome, next) =
+                self.run_round(plan, round, participants.clone(), &progress, &tail, &codec, &mut stop).await?;
+            progress.settle(session, &participants, outcome, next);
         }
-        Ok(outcomes)
+        Ok(progress.outcomes)
     }
 
     /// Opens a new round and runs it.
@@ -656,13 +652,13 @@ impl Coordinator {
         plan: &SessionPlan,
         round: i64,
         participants: Vec<String>,
-        current: &Current,
+        progress: &Progress,
         tail: &Tail,
         codec: &Codec,
         stop: &mut bool,
-        absentees: &Absentees,
     ) -> Result<(RoundOutcome, Option<Current>)> {
         let session = plan.session.as_str();
+        let current = &progress.current;
         let n = participants.len() as u32;
         let mut graph_seed = vec![0u8; 32];
         rand::rngs::OsRng.try_fill_bytes(&mut graph_seed).context("the OS random number generator")?;
@@ -710,7 +706,7 @@ impl Coordinator {
             stop,
             decisions: Default::default(),
         };
-        self.drive(plan, run, Stage::Keys, &updates_from, current, None, Vec::new(), absentees).await
+        self.drive(plan, run, Stage::Keys, &updates_from, progress, None, Vec::new()).await
     }
 
     /// Carries on with a round the topics record as open: rebuilds the server from the
@@ -722,15 +718,15 @@ impl Coordinator {
         plan: &SessionPlan,
         round: i64,
         log: &RoundLog,
-        current: &Current,
+        progress: &Progress,
         tail: &Tail,
         codec: &Codec,
         stop: &mut bool,
         (start, ends): (&Positions, &Positions),
         published: Option<&ModelVersion>,
-        absentees: &Absentees,
     ) -> Result<(RoundOutcome, Option<Current>)> {
         let session = plan.session.as_str();
+        let current = &progress.current;
         let settings = log.settings.clone().with_context(|| format!("round {round}: no OPEN record"))?;
         if settings.aggregator_key != self.identity.verifying_key().to_bytes() {
             bail!("round {round} of session {session} was opened under another aggregator key");
@@ -856,7 +852,7 @@ impl Coordinator {
                 break;
             }
         }
-        self.drive(plan, run, stage, start, current, published, dropped, absentees).await
+        self.drive(plan, run, stage, start, progress, published, dropped).await
     }
 
     /// Runs a round from `from` to its outcome: each stage collects until complete or its
@@ -869,12 +865,12 @@ impl Coordinator {
         mut run: RoundRun<'_>,
         from: Stage,
         updates_from: &Positions,
-        current: &Current,
+        progress: &Progress,
         published: Option<&ModelVersion>,
         mut dropped_names: Vec<String>,
-        absentees: &Absentees,
     ) -> Result<(RoundOutcome, Option<Current>)> {
         let session = plan.session.as_str();
+        let (current, absentees) = (&progress.current, &progress.absentees);
         let round = run.round;
         let cfg = run.cfg.clone();
         let participants = cfg.participants.clone();
@@ -884,22 +880,25 @@ impl Coordinator {
 
         if from <= Stage::Keys {
             // Hospitals absent from their last round are waited for a tenth of the stage
-            // only, once everyone else has advertised (and the round has its threshold).
+            // past the moment everyone else has advertised (with the threshold met).
             let absent: Vec<u32> = (0..n).filter(|&p| absentees.is_absent(&participants[p as usize])).collect();
             if !absent.is_empty() {
                 let names: Vec<&str> = absent.iter().map(|&p| participants[p as usize].as_str()).collect();
                 info!(session, round, absent = ?names, "absent from their last round: waiting for them briefly only");
             }
-            let opened = Instant::now();
             let threshold = cfg.threshold as usize;
+            let others_in = std::sync::OnceLock::new();
             let done = |s: &Server| {
                 let advertised = s.advertised();
-                s.keys_complete()
-                    || ((0..n).all(|p| absent.contains(&p) || advertised.contains(&p))
-                        && advertised.len() >= threshold
-                        && opened.elapsed() >= timeout / 10)
+                if s.keys_complete() {
+                    return true;
+                }
+                if advertised.len() < threshold || (0..n).any(|p| !absent.contains(&p) && !advertised.contains(&p)) {
+                    return false;
+                }
+                others_in.get_or_init(Instant::now).elapsed() >= timeout / 10
             };
-            run.collect(opened + timeout, done).await?;
+            run.collect(Instant::now() + timeout, done).await?;
             let advertised = match run.server.close_keys() {
                 Ok(a) => a,
                 Err(e) => return Ok((self.fail(session, round, e.to_string()).await?, None)),
@@ -1072,7 +1071,7 @@ fn recorded_outcome(r: &RoundLog, model: Option<&ModelVersion>) -> Option<RoundO
         });
     }
     let (finished, model) = (r.finished.as_ref()?, model?);
-    let participants = r.settings.as_ref().map(|s| s.participants.as_slice()).unwrap_or_default();
+    let participants = participants_of(r);
     let dropped = r
         .unmask
         .iter()

@@ -99,20 +99,6 @@ impl SessionLog {
     pub fn in_flight(&self) -> Option<(i64, &RoundLog)> {
         self.rounds.iter().next_back().filter(|(_, r)| r.settings.is_some() && !r.ended()).map(|(&n, r)| (n, r))
     }
-
-    /// Hospitals that a FAILED record names: their own records failed a round, and the
-    /// session goes on without them.
-    pub fn excluded(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for r in self.rounds.values() {
-            for e in r.failed.iter().flat_map(|f| &f.evicted) {
-                if !out.contains(&e.hospital_id) {
-                    out.push(e.hospital_id.clone());
-                }
-            }
-        }
-        out
-    }
 }
 
 /// The model versions published for `session`, by round (the first per round).

@@ -131,7 +131,11 @@ pub enum FlCommand {
         #[arg(long, value_delimiter = ',', required = true)]
         hospitals: Vec<String>,
     },
-    /// Run a federated session as the aggregator, in the foreground, until its last round
+    /// Run a federated session as the aggregator, in the foreground, until its last round.
+    ///
+    /// A session the topics already record is resumed where it stopped. A second `fl start`
+    /// of the same session waits as a standby and takes over when the leader's lease
+    /// lapses (about 6 s after it stops); the old leader is fenced.
     Start(FlStartArgs),
     /// Print the settings `start` would use (derived noise multiplier included), as JSON
     Config(FlStartArgs),

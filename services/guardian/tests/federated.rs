@@ -362,8 +362,10 @@ fn a_sites_own_trainer_in_every_round_and_one_that_fails_or_lies() {
                 "0.5",
                 "--local-steps",
                 "1",
+                // h003 is absent after its failed round: waited for a tenth of this once
+                // the others are in (its trainer runs as long as theirs).
                 "--stage-timeout-secs",
-                "5",
+                "10",
             ],
         )
         .output()
@@ -410,6 +412,26 @@ fn a_sites_own_trainer_in_every_round_and_one_that_fails_or_lies() {
     assert!(replay.contains("all 4 model versions"), "{replay}");
 }
 
+/// Four demo hospitals' agents (h004 answering every stage 1.5 s late, so that a stage
+/// stays open long enough to kill the aggregator in it) and the accountant, ready.
+fn four_hospitals_one_slow(stack: &Stack, prefix: &str) -> (Federation, Vec<KillOnDrop>) {
+    let hospitals = ["h001", "h002", "h003", "h004"];
+    let fed = Federation::new(stack, prefix, &hospitals);
+    let (accountant, _) = accountant(stack, prefix, &["--hospital-epsilon", "1000", "--global-epsilon", "10000"]);
+    let mut running = vec![accountant];
+    let mut listening = Vec::new();
+    for (i, h) in hospitals.iter().enumerate() {
+        let (mut c, listen) = fed.agent(stack, h, &["--demo-shard", &i.to_string(), "--demo-hospitals", "4"]);
+        if *h == "h004" {
+            c.env("GUARDIAN_FL_FAULT", "slow:1500");
+        }
+        running.push(KillOnDrop(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()));
+        listening.push(listen);
+    }
+    wait_ready(listening.iter(), "the agents");
+    (fed, running)
+}
+
 /// A ten-round session whose aggregator is SIGKILLed once in each stage (keys in round 2,
 /// shares in round 4, inputs in round 6, unmask in round 8) and started again: it resumes
 /// each round in the stage it was in. Every round finishes once under its own number, no
@@ -419,21 +441,9 @@ fn a_sites_own_trainer_in_every_round_and_one_that_fails_or_lies() {
 #[test]
 fn the_aggregator_killed_in_each_stage_resumes_every_round_and_the_replay_matches() {
     let stack = Stack::get();
-    let prefix = format!("{}.", unique("flr"));
-    let session = unique("session");
-    let hospitals = ["h001", "h002", "h003", "h004"];
-    let fed = Federation::new(&stack, &prefix, &hospitals);
+    let (prefix, session) = (format!("{}.", unique("flr")), unique("session"));
+    let (fed, _running) = four_hospitals_one_slow(&stack, &prefix);
     let registry = fed.registry.clone();
-    let _accountant = accountant(&stack, &prefix, &["--hospital-epsilon", "1000", "--global-epsilon", "10000"]);
-    let mut agents = Vec::new();
-    for (i, h) in hospitals.iter().enumerate() {
-        let (mut c, listen) = fed.agent(&stack, h, &["--demo-shard", &i.to_string(), "--demo-hospitals", "4"]);
-        if *h == "h004" {
-            c.env("GUARDIAN_FL_FAULT", "slow:1500");
-        }
-        agents.push((KillOnDrop(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()), listen));
-    }
-    wait_ready(agents.iter().map(|(_, l)| l), "the agents");
 
     let settings = ["--rounds", "10", "--epsilon", "2.0", "--chunk-len", "8", "--stage-timeout-secs", "30"];
     let starts = std::cell::Cell::new(0);
@@ -513,21 +523,9 @@ fn the_aggregator_killed_in_each_stage_resumes_every_round_and_the_replay_matche
 #[test]
 fn a_standby_takes_over_a_killed_leader_and_a_paused_one_is_fenced() {
     let stack = Stack::get();
-    let prefix = format!("{}.", unique("fls"));
-    let session = unique("session");
-    let hospitals = ["h001", "h002", "h003", "h004"];
-    let fed = Federation::new(&stack, &prefix, &hospitals);
+    let (prefix, session) = (format!("{}.", unique("fls")), unique("session"));
+    let (fed, _running) = four_hospitals_one_slow(&stack, &prefix);
     let registry = fed.registry.clone();
-    let _accountant = accountant(&stack, &prefix, &["--hospital-epsilon", "1000", "--global-epsilon", "10000"]);
-    let mut agents = Vec::new();
-    for (i, h) in hospitals.iter().enumerate() {
-        let (mut c, listen) = fed.agent(&stack, h, &["--demo-shard", &i.to_string(), "--demo-hospitals", "4"]);
-        if *h == "h004" {
-            c.env("GUARDIAN_FL_FAULT", "slow:1500");
-        }
-        agents.push((KillOnDrop(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()), listen));
-    }
-    wait_ready(agents.iter().map(|(_, l)| l), "the agents");
 
     let settings = ["--rounds", "6", "--epsilon", "2.0", "--chunk-len", "8", "--stage-timeout-secs", "30"];
     let start = |name: &str| -> (Child, std::path::PathBuf) {
