@@ -24,7 +24,7 @@ use guardian_schemas::records::{
     RoundMessageKind, RoundSettings, SpendDecision, UnmaskShares,
 };
 use guardian_secagg::shamir::ShamirError;
-use guardian_secagg::{Accepted, RoundConfig, SecAggError, Server};
+use guardian_secagg::{Accepted, RoundConfig, SecAggError, Server, Stage};
 use guardian_topics::ServiceId;
 use rand::TryRngCore;
 use tracing::{info, warn};
@@ -140,15 +140,6 @@ impl From<SecAggError> for Refused {
         let kind = if matches!(e, SecAggError::BadSignature { .. }) { FORGED } else { REFUSED };
         Refused { kind, error: e.to_string() }
     }
-}
-
-/// The stages of a round, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Stage {
-    Keys,
-    Shares,
-    Inputs,
-    Unmask,
 }
 
 /// How long before a round's OPEN a resume starts reading the hospitals' records of the

@@ -432,6 +432,31 @@ fn four_hospitals_one_slow(stack: &Stack, prefix: &str) -> (Federation, Vec<Kill
     (fed, running)
 }
 
+/// The last aggregator of a session of the four hospitals exits well and reports all
+/// `rounds` rounds finished by all four, one record of each kind per round is on the
+/// topic (no round number reused, no stage decided twice), and the replay recomputes
+/// every model bit for bit.
+fn the_session_ends_whole(
+    stack: &Stack,
+    fed: &Federation,
+    watch: &Rounds,
+    aggregator: Child,
+    log: &std::path::Path,
+    rounds: usize,
+) {
+    let out = aggregator.wait_with_output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{table}");
+    assert!(out.status.success(), "the last aggregator failed: {}", std::fs::read_to_string(log).unwrap());
+    let rows = rows(&table);
+    assert_eq!(rows.len(), rounds, "the last aggregator reports the whole session: {table}");
+    assert!(rows.iter().all(|r| r.1 == "finished" && r.2 == "h001,h002,h003,h004"), "{table}");
+    watch.assert_once_each(rounds as i64);
+    let registry = fed.registry.to_str().unwrap();
+    let replay = run_ok(fed.guardian(stack, &["fl", "replay", "--session", &watch.session, "--registry", registry]));
+    assert!(replay.contains(&format!("all {rounds} model versions")), "{replay}");
+}
+
 /// A ten-round session whose aggregator is SIGKILLed once in each stage (keys in round 2,
 /// shares in round 4, inputs in round 6, unmask in round 8) and started again: it resumes
 /// each round in the stage it was in. Every round finishes once under its own number, no
@@ -443,7 +468,6 @@ fn the_aggregator_killed_in_each_stage_resumes_every_round_and_the_replay_matche
     let stack = Stack::get();
     let (prefix, session) = (format!("{}.", unique("flr")), unique("session"));
     let (fed, _running) = four_hospitals_one_slow(&stack, &prefix);
-    let registry = fed.registry.clone();
 
     let settings = ["--rounds", "10", "--epsilon", "2.0", "--chunk-len", "8", "--stage-timeout-secs", "30"];
     let starts = std::cell::Cell::new(0);
@@ -451,7 +475,7 @@ fn the_aggregator_killed_in_each_stage_resumes_every_round_and_the_replay_matche
         let log = fed.file(&format!("aggregator-{}.log", starts.get()));
         starts.set(starts.get() + 1);
         let mut c = if resume {
-            let (key, reg) = (fed.file("aggregator.key"), registry.clone());
+            let (key, reg) = (fed.file("aggregator.key"), fed.registry.clone());
             let mut c = fed.guardian(
                 &stack,
                 &["fl", "start", "--identity", key.to_str().unwrap(), "--registry", reg.to_str().unwrap()],
@@ -497,22 +521,8 @@ fn the_aggregator_killed_in_each_stage_resumes_every_round_and_the_replay_matche
         }
     }
     assert!(kills.peek().is_none(), "every stage had its kill");
-    let out = aggregator.wait_with_output().unwrap();
-    let table = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!("{table}");
-    assert!(out.status.success(), "the last aggregator failed: {}", std::fs::read_to_string(&log).unwrap());
-    let rows = rows(&table);
-    assert_eq!(rows.len(), 10, "the resumed aggregator reports the whole session: {table}");
-    assert!(rows.iter().all(|r| r.1 == "finished" && r.2 == "h001,h002,h003,h004"), "{table}");
-
-    // One record of each kind per round: no round number reused, no stage decided twice.
-    watch.assert_once_each(10);
+    the_session_ends_whole(&stack, &fed, &watch, aggregator, &log, 10);
     assert_eq!(watch.versions(), (1..=10).collect::<Vec<_>>(), "one model version per round, in order");
-
-    let replay = run_ok(
-        fed.guardian(&stack, &["fl", "replay", "--session", &session, "--registry", registry.to_str().unwrap()]),
-    );
-    assert!(replay.contains("all 10 model versions"), "{replay}");
 }
 
 /// A leader and standbys for one session. The leader A is paused (SIGSTOP) in round 3:
@@ -525,7 +535,6 @@ fn a_standby_takes_over_a_killed_leader_and_a_paused_one_is_fenced() {
     let stack = Stack::get();
     let (prefix, session) = (format!("{}.", unique("fls")), unique("session"));
     let (fed, _running) = four_hospitals_one_slow(&stack, &prefix);
-    let registry = fed.registry.clone();
 
     let settings = ["--rounds", "6", "--epsilon", "2.0", "--chunk-len", "8", "--stage-timeout-secs", "30"];
     let start = |name: &str| -> (Child, std::path::PathBuf) {
@@ -584,19 +593,7 @@ fn a_standby_takes_over_a_killed_leader_and_a_paused_one_is_fenced() {
         lease.as_millis(),
         first_decision.as_millis()
     );
-    let out = c.wait_with_output().unwrap();
-    let table = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!("{table}");
-    assert!(out.status.success(), "the last aggregator failed: {}", std::fs::read_to_string(&c_log).unwrap());
-    let rows = rows(&table);
-    assert_eq!(rows.len(), 6, "{table}");
-    assert!(rows.iter().all(|r| r.1 == "finished" && r.2 == "h001,h002,h003,h004"), "{table}");
-
-    watch.assert_once_each(6);
-    let replay = run_ok(
-        fed.guardian(&stack, &["fl", "replay", "--session", &session, "--registry", registry.to_str().unwrap()]),
-    );
-    assert!(replay.contains("all 6 model versions"), "{replay}");
+    the_session_ends_whole(&stack, &fed, &watch, c, &c_log, 6);
 }
 
 /// Waits for a child to exit (killing it after `limit`).

@@ -29,7 +29,7 @@ pub use client::Client;
 pub use round::{
     EncryptedShare, Eviction, KeyAdvert, MaskedChunk, Proven, RoundConfig, Secret, SetStage, SignedSets, UnmaskResponse,
 };
-pub use server::{Accepted, RoundSum, Server};
+pub use server::{Accepted, RoundSum, Server, Stage};
 
 use thiserror::Error;
 

@@ -34,8 +34,9 @@ use crate::round::{
 };
 use crate::shamir::{ShamirError, Share, combine};
 
+/// The stages of a round, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Stage {
+pub enum Stage {
     Keys,
     Shares,
     Inputs,
