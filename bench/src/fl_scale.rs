@@ -63,8 +63,23 @@ struct Round {
     adverts: BTreeMap<u32, KeyAdvert>,
 }
 
-fn encoded_len<T: guardian_schemas::records::Record>(codec: &Codec, records: &[T]) -> u64 {
-    records.iter().map(|x| codec.encode(x).map(|b| b.len() as u64).unwrap_or(0)).sum()
+/// Sends `records` to `topic` under `key`, each encoded once, and returns their bytes.
+async fn send_all<T: guardian_schemas::records::Record>(
+    producer: &Producer,
+    codec: &Codec,
+    topic: &str,
+    key: &str,
+    records: &[T],
+) -> Result<u64> {
+    let mut batch = producer.batch(topic);
+    let mut bytes = 0;
+    for r in records {
+        let payload = codec.encode(r)?;
+        bytes += payload.len() as u64;
+        batch.push(None, Some(key.as_bytes()), Some(&payload), None).await?;
+    }
+    batch.finish().await?;
+    Ok(bytes)
 }
 
 fn name(kind: K) -> &'static str {
@@ -201,8 +216,8 @@ pub async fn run(args: BenchFlScaleArgs) -> Result<ExitCode> {
                 for p in &round.parties {
                     let advert = p.client.advertise();
                     let record = wire::advert_record(&session, c.round, &p.hospital, &advert);
-                    r.protocol_bytes += codec.encode(&record)?.len() as u64;
-                    producer.send(&topics.keys, &wire::round_key(&session, c.round), &record).await?;
+                    let key = wire::round_key(&session, c.round);
+                    r.protocol_bytes += send_all(&producer, &codec, &topics.keys, &key, &[record]).await?;
                 }
                 current = Some((c.round, round));
             }
@@ -241,8 +256,7 @@ pub async fn run(args: BenchFlScaleArgs) -> Result<ExitCode> {
                         to.inbox.push(s);
                     }
                 }
-                r.protocol_bytes += encoded_len(&codec, &records);
-                producer.send_batch(&topics.keys, records.iter().map(|x| (key.as_str(), x))).await?;
+                r.protocol_bytes += send_all(&producer, &codec, &topics.keys, &key, &records).await?;
             }
             K::SharesClosed => {
                 let Some((_, round)) = current.as_mut().filter(|(n, _)| *n == c.round) else { continue };
@@ -269,9 +283,8 @@ pub async fn run(args: BenchFlScaleArgs) -> Result<ExitCode> {
                         chunks.iter().map(|ch| wire::chunk_record(&cfg, &p.hospital, ch)).collect();
                     drop(chunks);
                     let key = format!("{}/{}", wire::round_key(&session, c.round), p.hospital);
-                    r.update_bytes += encoded_len(&codec, &records);
+                    r.update_bytes += send_all(&producer, &codec, &topics.updates, &key, &records).await?;
                     r.inputs += 1;
-                    producer.send_batch(&topics.updates, records.iter().map(|x| (key.as_str(), x))).await?;
                 }
             }
             K::Unmask => {
@@ -284,8 +297,7 @@ pub async fn run(args: BenchFlScaleArgs) -> Result<ExitCode> {
                     }
                     let response = p.client.unmask(&request, &aggregator_key)?;
                     let record = wire::unmask_record(&session, c.round, &p.hospital, &response);
-                    r.protocol_bytes += codec.encode(&record)?.len() as u64;
-                    producer.send(&topics.unmask, &key, &record).await?;
+                    r.protocol_bytes += send_all(&producer, &codec, &topics.unmask, &key, &[record]).await?;
                 }
             }
             K::Finished | K::Failed => {

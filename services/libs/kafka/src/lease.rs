@@ -7,8 +7,6 @@
 //! a transactional producer whose id the new holder initialises (fencing the old one), as
 //! the federated aggregator does.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -22,15 +20,11 @@ type Result<T, E = KafkaClientError> = std::result::Result<T, E>;
 pub const LEASE_SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// A held lease; dropping it leaves the group, and another member takes it at once.
+/// While held, a task keeps polling the group (a member that stops polling for
+/// `max.poll.interval.ms` is put out of it) and logs when the lease is lost.
+#[derive(Debug)]
 pub struct Lease {
-    held: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
-}
-
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease").field("held", &self.is_held()).finish()
-    }
 }
 
 impl Lease {
@@ -69,25 +63,16 @@ impl Lease {
                 w();
             }
         }
-        let held = Arc::new(AtomicBool::new(true));
-        let flag = held.clone();
         let task = tokio::spawn(async move {
             loop {
                 let _ = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await;
                 if !assigned(&consumer) {
-                    flag.store(false, Ordering::SeqCst);
                     tracing::warn!("the lease is lost: another member of the group holds it");
                     return;
                 }
             }
         });
-        Ok(Lease { held, task })
-    }
-
-    /// Still held, as far as this member knows (a paused member learns it lost the lease
-    /// only when it runs again).
-    pub fn is_held(&self) -> bool {
-        self.held.load(Ordering::SeqCst)
+        Ok(Lease { task })
     }
 }
 
