@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The local stack for tests and the demo: Apache Kafka (KRaft, official jars from Maven
-# Central), PostgreSQL 15 and an S3-compatible server, all on 127.0.0.1.
+# Central), PostgreSQL 15, an S3-compatible server, Prometheus (scraping every guardian
+# process that runs with the stack's env, with the SLO alerting rules) and Alertmanager,
+# all on 127.0.0.1.
 #
 #   stack.sh install        install what is missing (idempotent; caches outside the repo)
 #   stack.sh up [--dr] [--secure]
@@ -166,7 +168,10 @@ install_bench_tools() {
 install_cli_tools() {
   command -v kcat >/dev/null || { say "installing kcat (benchmark peer)"; apt_install kcat; }
   command -v curl >/dev/null || apt_install curl
-  command -v promtool >/dev/null || { say "installing promtool (Prometheus rule tests)"; apt_install --no-install-recommends prometheus; }
+  command -v prometheus >/dev/null && command -v promtool >/dev/null \
+    || { say "installing Prometheus and promtool (Debian package)"; apt_install --no-install-recommends prometheus; }
+  command -v prometheus-alertmanager >/dev/null \
+    || { say "installing Alertmanager (Debian package)"; apt_install --no-install-recommends prometheus-alertmanager; }
   command -v chromium >/dev/null || { say "installing chromium (dashboard browser test)"; apt_install --no-install-recommends chromium; }
 }
 
@@ -192,7 +197,7 @@ cmd_install() {
   install_cli_tools
   install_s3
   install_deploy_tools
-  say "installed: kafka $KAFKA_VERSION, $("$(pg_bin)/postgres" --version), s3s-fs $S3S_VERSION, kcat, promtool, chromium, python venv, helm $HELM_VERSION, checkov, kubernetes-validate"
+  say "installed: kafka $KAFKA_VERSION, $("$(pg_bin)/postgres" --version), s3s-fs $S3S_VERSION, kcat, prometheus, alertmanager, chromium, python venv, helm $HELM_VERSION, checkov, kubernetes-validate"
 }
 
 # ---------------------------------------------------------------- kafka
@@ -450,6 +455,79 @@ s3_start() {
   wait_until "$READY_SECONDS" "s3s-fs" "$dir/s3.log" "$dir/pid" s3_ready
 }
 
+# ---------------------------------------------------------------- monitoring
+
+# Prometheus scrapes every guardian process that announces itself in its discovery folder
+# (GUARDIAN_PROMETHEUS_SD_DIR: each service writes <service>-<pid>.json there), evaluates
+# the SLO alerting rules of the repository and sends what fires to Alertmanager.
+prom_dir() { echo "$STACK_DIR/prometheus"; }
+am_dir() { echo "$STACK_DIR/alertmanager"; }
+
+http_ready() { curl -fs -o /dev/null --max-time 2 "$1"; }
+
+alertmanager_start() {
+  local dir; dir=$(am_dir)
+  local port; port=$(port_for alertmanager)
+  mkdir -p "$dir/data"
+  if pid_alive "$dir/pid"; then return 0; fi
+  port_open "$port" && die "port $port (alertmanager) is taken by another program; run '$0 reset' to choose new ports"
+  # Alerts are kept and shown by the API and UI; notifying a pager is the deployment's
+  # configuration (helm/), not the local stack's.
+  cat >"$dir/alertmanager.yml" <<YAML
+route:
+  receiver: local
+  group_by: [alertname, slo]
+  group_wait: 5s
+  group_interval: 30s
+  repeat_interval: 4h
+receivers:
+  - name: local
+YAML
+  say "starting Alertmanager on 127.0.0.1:$port (log: $dir/alertmanager.log)"
+  # An empty cluster address: a single Alertmanager, no gossip port on every interface.
+  nohup prometheus-alertmanager --config.file="$dir/alertmanager.yml" --storage.path="$dir/data" \
+    --web.listen-address="127.0.0.1:$port" --cluster.listen-address= \
+    >"$dir/alertmanager.log" 2>&1 &
+  echo $! >"$dir/pid"
+  am_ready() { http_ready "http://127.0.0.1:$port/-/ready"; }
+  wait_until "$READY_SECONDS" "alertmanager" "$dir/alertmanager.log" "$dir/pid" am_ready
+}
+
+prometheus_start() {
+  local dir; dir=$(prom_dir)
+  local port; port=$(port_for prometheus)
+  mkdir -p "$dir/data" "$dir/targets"
+  if pid_alive "$dir/pid"; then return 0; fi
+  port_open "$port" && die "port $port (prometheus) is taken by another program; run '$0 reset' to choose new ports"
+  # Short intervals: a local stack where tests wait for alerts; the rules' own `for`
+  # durations are kept as shipped.
+  cat >"$dir/prometheus.yml" <<YAML
+global:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+rule_files:
+  - $REPO/services/slo/prometheus/rules.yaml
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ["127.0.0.1:$(port_for alertmanager)"]
+scrape_configs:
+  - job_name: guardian
+    file_sd_configs:
+      - files: ["$dir/targets/*.json"]
+        refresh_interval: 5s
+YAML
+  promtool check config "$dir/prometheus.yml" >"$dir/check.log" 2>&1 \
+    || { cat "$dir/check.log" >&2; die "the Prometheus configuration does not check"; }
+  say "starting Prometheus on 127.0.0.1:$port (log: $dir/prometheus.log)"
+  nohup prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/data" \
+    --storage.tsdb.retention.time=2d --web.listen-address="127.0.0.1:$port" --web.enable-lifecycle \
+    >"$dir/prometheus.log" 2>&1 &
+  echo $! >"$dir/pid"
+  prom_ready() { http_ready "http://127.0.0.1:$port/-/ready"; }
+  wait_until "$READY_SECONDS" "prometheus" "$dir/prometheus.log" "$dir/pid" prom_ready
+}
+
 # ---------------------------------------------------------------- commands
 
 write_env() {
@@ -475,6 +553,9 @@ write_env() {
     echo "export GUARDIAN_S3_ENDPOINT='http://127.0.0.1:$(port_for s3)'"
     echo "export GUARDIAN_S3_ACCESS_KEY='$S3_ACCESS_KEY'"
     echo "export GUARDIAN_S3_SECRET_KEY='$S3_SECRET_KEY'"
+    echo "export GUARDIAN_PROMETHEUS_URL='http://127.0.0.1:$(port_for prometheus)'"
+    echo "export GUARDIAN_ALERTMANAGER_URL='http://127.0.0.1:$(port_for alertmanager)'"
+    echo "export GUARDIAN_PROMETHEUS_SD_DIR='$(prom_dir)/targets'"
     echo "export GUARDIAN_KAFKA_LIBS='$KAFKA_LIBS'"
     echo "export GUARDIAN_PYTHON='$VENV/bin/python'"
     if [ -f "$DP_VENV/.complete" ]; then echo "export GUARDIAN_DP_PYTHON='$DP_VENV/bin/python'"; fi
@@ -497,6 +578,8 @@ cmd_up() {
   kafka_start a
   if $dr; then kafka_start b; mm2_start; fi
   if $secure; then kafka_start s; fi
+  alertmanager_start
+  prometheus_start
   write_env
   say "up. Environment: $STACK_DIR/env (source it, or run '$0 env')"
 }
@@ -549,6 +632,8 @@ cmd_mirror() {
 }
 
 cmd_down() {
+  stop_pidfile prometheus "$(prom_dir)/pid"
+  stop_pidfile alertmanager "$(am_dir)/pid"
   stop_pidfile mirrormaker2 "$(mm2_dir)/pid"
   for c in s b a; do stop_pidfile "kafka-$c" "$(kafka_dir $c)/pid"; done
   stop_pidfile s3s-fs "$STACK_DIR/s3/pid"
@@ -561,17 +646,21 @@ cmd_status() {
     local d; d=$(kafka_dir $c)
     [ -f "$d/server.properties" ] || continue
     if pid_alive "$d/pid"; then line="up   pid $(cat "$d/pid") 127.0.0.1:$(port_for "kafka_${c}_broker")"; else line="down"; rc=1; fi
-    printf '%-10s %s  log: %s\n' "kafka-$c" "$line" "$d/server.log"
+    printf '%-12s %s  log: %s\n' "kafka-$c" "$line" "$d/server.log"
   done
   if [ -f "$(mm2_dir)/mm2.properties" ]; then
     if pid_alive "$(mm2_dir)/pid"; then line="up   pid $(cat "$(mm2_dir)/pid") $(mm2_direction)"; else line="down"; rc=1; fi
-    printf '%-10s %s  log: %s\n' mm2 "$line" "$(mm2_dir)/mm2.log"
+    printf '%-12s %s  log: %s\n' mm2 "$line" "$(mm2_dir)/mm2.log"
   fi
   if [ -n "$(pg_bin)" ] && pg_run "$(pg_bin)/pg_ctl" -D "$STACK_DIR/pg/data" status >/dev/null 2>&1; then
     line="up   127.0.0.1:$(port_for postgres)"; else line="down"; rc=1; fi
-  printf '%-10s %s  log: %s\n' postgres "$line" "$STACK_DIR/pg/postgres.log"
+  printf '%-12s %s  log: %s\n' postgres "$line" "$STACK_DIR/pg/postgres.log"
   if pid_alive "$STACK_DIR/s3/pid"; then line="up   pid $(cat "$STACK_DIR/s3/pid") 127.0.0.1:$(port_for s3)"; else line="down"; rc=1; fi
-  printf '%-10s %s  log: %s\n' s3 "$line" "$STACK_DIR/s3/s3.log"
+  printf '%-12s %s  log: %s\n' s3 "$line" "$STACK_DIR/s3/s3.log"
+  if pid_alive "$(prom_dir)/pid"; then line="up   pid $(cat "$(prom_dir)/pid") http://127.0.0.1:$(port_for prometheus)"; else line="down"; rc=1; fi
+  printf '%-12s %s  log: %s\n' prometheus "$line" "$(prom_dir)/prometheus.log"
+  if pid_alive "$(am_dir)/pid"; then line="up   pid $(cat "$(am_dir)/pid") http://127.0.0.1:$(port_for alertmanager)"; else line="down"; rc=1; fi
+  printf '%-12s %s  log: %s\n' alertmanager "$line" "$(am_dir)/alertmanager.log"
   return $rc
 }
 
@@ -586,6 +675,8 @@ cmd_demo() {
   say "building guardian (release)"
   (cd "$REPO" && cargo build --release -q -p guardian)
   local target; target=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  say "Prometheus:   $GUARDIAN_PROMETHEUS_URL/alerts (the demo's /metrics is scraped as job guardian)"
+  say "Alertmanager: $GUARDIAN_ALERTMANAGER_URL"
   exec "$target/release/guardian" demo --topics-dir "$REPO/topics" "$@"
 }
 

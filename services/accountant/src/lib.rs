@@ -90,7 +90,7 @@ pub const NEEDED: [TopicId; 5] =
 pub async fn serve(config: AccountantConfig, shutdown: Shutdown) -> Result<(), AccountantError> {
     let signers =
         guardian_kafka::signing::Signers::load_optional(config.signers.as_deref()).map_err(AccountantError::Config)?;
-    let ops = guardian_runtime::http::serve_ops(config.listen, None, &shutdown).await?;
+    let ops = guardian_runtime::http::serve_ops(ServiceId::Accountant.name(), config.listen, None, &shutdown).await?;
     let catalogue = config.kafka.checked_catalogue(ServiceId::Accountant, &NEEDED).await?;
     let pool = guardian_pg::connect(&config.database_url, 4).await?;
     let run_config = Config {

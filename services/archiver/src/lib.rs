@@ -41,13 +41,14 @@ pub async fn serve(args: ArchiveArgs, shutdown: Shutdown) -> Result<(), ArchiveE
         args.topics.clone()
     };
     // A long-running archiver is a service: probes and metrics like the others.
-    let readiness = if args.once {
+    let ops = if args.once {
         None
     } else {
-        let ops = guardian_runtime::http::serve_ops(args.listen, None, &shutdown).await?;
+        let ops = guardian_runtime::http::serve_ops(ServiceId::Archiver.name(), args.listen, None, &shutdown).await?;
         eprintln!("archiver: /metrics, /healthz and /readyz on http://{}", ops.bound);
-        Some(ops.readiness)
+        Some(ops)
     };
+    let readiness = ops.as_ref().map(|o| o.readiness.clone());
     let store = args.s3.store(&args.bucket)?;
     store.ensure_bucket().await?;
     let kafka = args.kafka.settings(&ServiceId::Archiver.client_id());

@@ -72,7 +72,13 @@ pub async fn serve(
         max_skew_ms: guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS,
     };
     tokio::spawn(follow::slo(source, state.slo.clone(), shutdown.clone()));
-    let ops = guardian_runtime::http::serve_ops(config.listen, Some(server::router(state)), &shutdown).await?;
+    let ops = guardian_runtime::http::serve_ops(
+        ServiceId::Dashboard.name(),
+        config.listen,
+        Some(server::router(state)),
+        &shutdown,
+    )
+    .await?;
     started(ops.bound);
     ops.readiness.set_ready(true);
     shutdown.wait().await;

@@ -22,6 +22,10 @@ use crate::coordinator::{Coordinator, RoundOutcome, SESSION_SCOPE, SessionPlan};
 use crate::registry::{self, Registry};
 use crate::replay::replay_session;
 
+/// What a hospital's federated agent is called: its Kafka client id's role and its
+/// service name in metrics discovery.
+pub const AGENT_ROLE: &str = "fl-agent";
+
 /// The session's topics, once each exists as declared.
 pub async fn topics(kafka: &KafkaArgs, service: ServiceId) -> Result<FlTopics> {
     let catalogue = kafka.checked_catalogue(service, &FlTopics::NEEDED).await?;
@@ -121,9 +125,9 @@ pub async fn agent(args: FlAgentArgs, shutdown: &Shutdown) -> Result<(String, Ag
     if !misbehave.is_empty() && std::env::var(MISBEHAVE_ENV).as_deref() != Ok("1") {
         bail!("--misbehave is for tests of the aggregator only: set {MISBEHAVE_ENV}=1 to use it");
     }
-    let ops = guardian_runtime::http::serve_ops(args.listen, None, shutdown).await?;
+    let ops = guardian_runtime::http::serve_ops(AGENT_ROLE, args.listen, None, shutdown).await?;
     let t = topics(&args.kafka, ServiceId::Aggregator).await?;
-    let kafka = args.kafka.settings(&hospital_client(&hospital, "fl-agent"));
+    let kafka = args.kafka.settings(&hospital_client(&hospital, AGENT_ROLE));
     let agent = Agent {
         hospital: hospital.clone(),
         producer: Producer::new(&kafka)?,
@@ -187,7 +191,7 @@ pub async fn demo_session(kafka: KafkaArgs, s3: S3Args, rounds: u32, shutdown: S
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut agents = Vec::new();
     for ((h, id), shard) in hospitals.iter().zip(identities).zip(demo.shards.clone()) {
-        let settings = kafka.settings(&hospital_client(h, "fl-agent"));
+        let settings = kafka.settings(&hospital_client(h, AGENT_ROLE));
         let agent = Agent {
             hospital: h.clone(),
             producer: Producer::new(&settings)?,

@@ -15,14 +15,15 @@ pub async fn admin(args: &KafkaArgs) -> Result<Admin> {
     args.admin(&ServiceId::Ops.client_for("admin")).await.context("kafka")
 }
 
-/// A service's process plumbing: signal handlers, then `/metrics`, `/healthz` and
-/// `/readyz` (plus `extra` routes) on `listen`. Returns the shutdown, the readiness flag
-/// the service sets when it is ready, and the bound address.
+/// A process's plumbing: signal handlers, then `/metrics`, `/healthz` and `/readyz`
+/// (plus `extra` routes) on `listen`, announced as `service` to a local Prometheus.
+/// Returns the shutdown and the ops endpoint (hold it while the process runs).
 pub async fn serve_ops(
+    service: &str,
     listen: std::net::SocketAddr,
     extra: Option<axum::Router>,
-) -> Result<(guardian_runtime::Shutdown, guardian_runtime::http::Readiness, std::net::SocketAddr)> {
+) -> Result<(guardian_runtime::Shutdown, guardian_runtime::http::Ops)> {
     let shutdown = guardian_runtime::Shutdown::on_signals();
-    let ops = guardian_runtime::http::serve_ops(listen, extra, &shutdown).await?;
-    Ok((shutdown, ops.readiness, ops.bound))
+    let ops = guardian_runtime::http::serve_ops(service, listen, extra, &shutdown).await?;
+    Ok((shutdown, ops))
 }

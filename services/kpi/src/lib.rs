@@ -95,7 +95,7 @@ pub const NEEDED: [TopicId; 4] = [TopicId::Encounters, TopicId::SloEvents, Topic
 /// The service process: the ops endpoint on `config.listen`, the topic check, the
 /// database, then [`run`] until `shutdown`.
 pub async fn serve(config: KpiConfig, shutdown: Shutdown) -> Result<guardian_pg::PgRunStats, KpiError> {
-    let ops = guardian_runtime::http::serve_ops(config.listen, None, &shutdown).await?;
+    let ops = guardian_runtime::http::serve_ops(ServiceId::Kpi.name(), config.listen, None, &shutdown).await?;
     let catalogue = config.kafka.checked_catalogue(ServiceId::Kpi, &NEEDED).await?;
     let signers =
         guardian_kafka::signing::Signers::load_optional(config.signers.as_deref()).map_err(KpiError::Config)?;

@@ -34,7 +34,7 @@ pub enum SloError {
 
 /// The service process: the ops endpoint, the topic check, then [`run`] until `shutdown`.
 pub async fn serve(args: SloArgs, shutdown: Shutdown) -> Result<(), SloError> {
-    let ops = guardian_runtime::http::serve_ops(args.listen, None, &shutdown).await?;
+    let ops = guardian_runtime::http::serve_ops(ServiceId::Slo.name(), args.listen, None, &shutdown).await?;
     let catalogue = args.kafka.checked_catalogue(ServiceId::Slo, &[TopicId::SloEvents]).await?;
     let config = Config {
         kafka: args.kafka.settings(&ServiceId::Slo.client_id()),

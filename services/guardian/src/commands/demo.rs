@@ -18,8 +18,12 @@ use guardian_topics::{ServiceId, TopicId, plan};
 use crate::cli::{DemoArgs, SimulateArgs};
 use crate::common;
 
+/// The demo's name on its ops endpoint (metrics discovery).
+const DEMO: &str = "demo";
+
 pub async fn run(args: DemoArgs) -> Result<ExitCode> {
-    let (shutdown, readiness, bound) = common::serve_ops(args.listen, None).await?;
+    let (shutdown, ops) = common::serve_ops(DEMO, args.listen, None).await?;
+    let (readiness, bound) = (ops.readiness.clone(), ops.bound);
 
     let catalogue = common::kafka_catalogue(&args.kafka)?;
     let admin = common::admin(&args.kafka).await?;

@@ -92,16 +92,25 @@ pub async fn serve(addr: SocketAddr, router: Router, shutdown: Shutdown) -> std:
 }
 
 /// A service process's ops endpoint, started: where it listens and the readiness flag
-/// the service sets once it has what it needs.
+/// the service sets once it has what it needs. Hold it while the service runs: dropping
+/// the last copy takes the endpoint out of Prometheus's file discovery
+/// ([`crate::scrape`]).
 #[derive(Debug, Clone)]
 pub struct Ops {
     pub readiness: Readiness,
     pub bound: SocketAddr,
+    pub registration: Option<Arc<crate::scrape::Registration>>,
 }
 
 /// The plumbing every service starts with: `/metrics`, `/healthz` and `/readyz` (plus
-/// `extra` routes) on `listen` until `shutdown`.
-pub async fn serve_ops(listen: SocketAddr, extra: Option<Router>, shutdown: &Shutdown) -> Result<Ops, crate::Error> {
+/// `extra` routes) on `listen` until `shutdown`, announced as `service` to a local
+/// Prometheus when [`crate::scrape::SD_DIR_ENV`] names its discovery folder.
+pub async fn serve_ops(
+    service: &str,
+    listen: SocketAddr,
+    extra: Option<Router>,
+    shutdown: &Shutdown,
+) -> Result<Ops, crate::Error> {
     let readiness = Readiness::default();
     let mut router = ops_router(install_metrics(), readiness.clone());
     if let Some(extra) = extra {
@@ -109,7 +118,15 @@ pub async fn serve_ops(listen: SocketAddr, extra: Option<Router>, shutdown: &Shu
     }
     let bound =
         serve(listen, router, shutdown.clone()).await.map_err(|error| crate::Error::Listen { addr: listen, error })?;
-    Ok(Ops { readiness, bound })
+    let registration = crate::scrape::register_from_env(service, bound).map(Arc::new);
+    if let Some(r) = registration.clone() {
+        let stopping = shutdown.wait();
+        tokio::spawn(async move {
+            stopping.await;
+            r.remove();
+        });
+    }
+    Ok(Ops { readiness, bound, registration })
 }
 
 /// A plain HTTP/1.1 GET on loopback (probes, benchmarks, supervisors): the status and the

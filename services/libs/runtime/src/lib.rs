@@ -1,10 +1,12 @@
 //! What every service process needs around its work: logs and traces
-//! ([`telemetry`]), the Prometheus endpoint and health probes ([`http`]), and graceful
+//! ([`telemetry`]), the Prometheus endpoint and health probes ([`http`]) and its
+//! discovery by a local Prometheus ([`scrape`]), graceful
 //! shutdown on SIGTERM / Ctrl-C ([`shutdown`]), clocks and civil dates ([`time`]), typed
 //! configuration files ([`config`]).
 
 pub mod config;
 pub mod http;
+pub mod scrape;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;
