@@ -24,6 +24,11 @@ pub struct Stack {
     pub kafka_dr_bootstrap: Option<String>,
     pub python: String,
     pub repo: PathBuf,
+    /// The stack's Prometheus and Alertmanager (`http://127.0.0.1:PORT`), and the folder
+    /// Prometheus discovers targets in.
+    pub prometheus_url: String,
+    pub alertmanager_url: String,
+    pub prometheus_sd_dir: PathBuf,
 }
 
 /// The checkout the test runs in: found from the working directory (cargo runs tests in
@@ -71,8 +76,36 @@ impl Stack {
             kafka_dr_bootstrap: var("GUARDIAN_KAFKA_DR_BOOTSTRAP"),
             python: var("GUARDIAN_PYTHON").unwrap_or_else(|| "python3".into()),
             repo,
+            prometheus_url: need("GUARDIAN_PROMETHEUS_URL"),
+            alertmanager_url: need("GUARDIAN_ALERTMANAGER_URL"),
+            prometheus_sd_dir: PathBuf::from(need("GUARDIAN_PROMETHEUS_SD_DIR")),
         }
     }
+}
+
+/// Percent-encodes a query parameter's value (RFC 3986 unreserved characters stay).
+pub fn url_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A GET of `path` (with its query) on an `http://host:port` base URL, as HTTP/1.0 (so
+/// the body comes unchunked): the status and the body, or `None` if nothing answers.
+pub fn http_get_url(base: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let addr = base.strip_prefix("http://")?.trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
 }
 
 /// A name no other test run uses: `<base>-<12 random hex>`.

@@ -1,0 +1,124 @@
+//! Alerting from the services' real `/metrics`: a `guardian slo` monitor announces its
+//! endpoint in the stack's discovery folder, Prometheus scrapes it, evaluates the shipped
+//! rules (`services/slo/prometheus/rules.yaml`, their `for` durations as shipped) and
+//! sends the fast-burn page to Alertmanager. A monitor that stops takes its target out of
+//! discovery.
+
+mod common;
+
+use common::*;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use guardian_kafka::{KafkaSettings, Producer};
+use guardian_schemas::records::{SloEvent, SloKind};
+use guardian_testkit::{Stack, http_get_url, unique, url_encode};
+use serde_json::Value;
+
+/// The series of an instant query on the stack's Prometheus.
+fn query(stack: &Stack, promql: &str) -> Vec<Value> {
+    let path = format!("/api/v1/query?query={}", url_encode(promql));
+    let (status, body) = http_get_url(&stack.prometheus_url, &path).expect("Prometheus answers");
+    assert_eq!(status, 200, "{promql}: {body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["data"]["result"].as_array().cloned().unwrap_or_default()
+}
+
+/// The alerts Alertmanager holds that match every `label="value"` filter.
+fn alertmanager_alerts(stack: &Stack, filters: &[String]) -> Vec<Value> {
+    let q: Vec<String> = filters.iter().map(|f| format!("filter={}", url_encode(f))).collect();
+    let (status, body) = http_get_url(&stack.alertmanager_url, &format!("/api/v2/alerts?{}", q.join("&")))
+        .expect("Alertmanager answers");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap().as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_burn_pages_through_prometheus_and_alertmanager() {
+    let stack = Stack::get();
+    let prefix = format!("{}.", unique("alerting"));
+    let guardian = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_guardian"));
+        c.args(args)
+            .env("RUST_LOG", "warn")
+            .env("GUARDIAN_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
+            .env("GUARDIAN_TOPIC_PREFIX", &prefix)
+            .env("GUARDIAN_PROMETHEUS_SD_DIR", &stack.prometheus_sd_dir)
+            .env_remove("GUARDIAN_TOPICS_DIR");
+        c
+    };
+    assert!(guardian(&["topics", "apply"]).output().unwrap().status.success());
+    let topic = format!("{prefix}slo.events");
+    let producer = Producer::new(&KafkaSettings::new(&stack.kafka_bootstrap, "it-alerting")).unwrap();
+    // The last ten minutes, one availability check a second, every one failed: a burn rate
+    // of 200 (1 against a 0.5 % budget) over 5 minutes and over 1 hour.
+    let now = guardian_runtime::now_ms();
+    for i in 0..600i64 {
+        let e = SloEvent {
+            event_id: format!("down-{i}"),
+            service: "guardian-agent".into(),
+            hospital_id: Some("h001".into()),
+            slo: SloKind::Availability,
+            good: false,
+            latency_ms: None,
+            observed_at: now - 600_000 + i * 1_000,
+        };
+        producer.send(&topic, "h001", &e).await.unwrap();
+    }
+
+    let listen =
+        format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let mut monitor = guardian(&["slo", "--listen", &listen, "--publish-secs", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let target = stack.prometheus_sd_dir.join(format!("slo-{}.json", monitor.id()));
+    let instance = format!("instance=\"{listen}\"");
+    let started = Instant::now();
+
+    // Discovered and scraped: Prometheus has the monitor's burn rate.
+    let burn = wait_for("Prometheus to scrape the monitor's burn rate", Duration::from_secs(60), async || {
+        let r = query(&stack, &format!("guardian_slo_burn_rate{{{instance},slo=\"availability\",window=\"5m\"}}"));
+        r.first().and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+    })
+    .await;
+    assert!(target.exists(), "the monitor announced itself in {}", target.display());
+    assert!((burn - 200.0).abs() < 1e-9, "burn rate over 5m: {burn}");
+    let scraped = started.elapsed();
+
+    // The shipped rule: pending at once, firing after its `for: 2m`.
+    let alert = format!("ALERTS{{alertname=\"GuardianSloFastBurn\",{instance},slo=\"availability\"}}");
+    let pending = wait_for("the fast-burn alert to be pending", Duration::from_secs(30), async || {
+        query(&stack, &alert).into_iter().find(|s| s["metric"]["alertstate"] == "pending")
+    })
+    .await;
+    assert_eq!(pending["metric"]["severity"], "page");
+    wait_for("the fast-burn alert to fire", Duration::from_secs(180), async || {
+        query(&stack, &alert).into_iter().find(|s| s["metric"]["alertstate"] == "firing")
+    })
+    .await;
+    let firing = started.elapsed();
+
+    // Sent to Alertmanager, with the rule's labels and the scraped target's.
+    let filters = ["alertname=\"GuardianSloFastBurn\"".to_string(), instance.clone(), "slo=\"availability\"".into()];
+    let received = wait_for("Alertmanager to hold the alert", Duration::from_secs(60), async || {
+        alertmanager_alerts(&stack, &filters).into_iter().next()
+    })
+    .await;
+    assert_eq!(received["status"]["state"], "active", "{received}");
+    assert_eq!(received["labels"]["severity"], "page");
+    assert_eq!(received["labels"]["service"], "slo");
+    assert!(received["annotations"]["summary"].as_str().unwrap().contains("availability"), "{received}");
+    eprintln!(
+        "alerting: scraped after {scraped:?}, firing after {firing:?}, in Alertmanager after {:?}",
+        started.elapsed()
+    );
+
+    // A monitor that stops (SIGTERM) withdraws its target.
+    assert!(Command::new("kill").args(["-TERM", &monitor.id().to_string()]).status().unwrap().success());
+    let exited = wait_for("the monitor to stop", Duration::from_secs(30), async || monitor.try_wait().unwrap()).await;
+    assert!(exited.success(), "{exited}");
+    assert!(!target.exists(), "{} is withdrawn", target.display());
+}
