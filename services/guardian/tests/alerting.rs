@@ -122,3 +122,62 @@ async fn a_fast_burn_pages_through_prometheus_and_alertmanager() {
     assert!(exited.success(), "{exited}");
     assert!(!target.exists(), "{} is withdrawn", target.display());
 }
+
+/// Every `guardian_*` metric name a PromQL expression reads (histogram series name their
+/// family).
+fn metric_names(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("guardian_"))
+        .map(|w| ["_bucket", "_sum", "_count"].iter().find_map(|s| w.strip_suffix(s)).unwrap_or(w).to_string())
+        .collect()
+}
+
+/// The string literals of the workspace's Rust sources under `dir`.
+fn sources(dir: &std::path::Path, out: &mut String) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+}
+
+#[test]
+fn every_dashboard_query_runs_on_prometheus() {
+    let stack = Stack::get();
+    let file = stack.repo.join("helm/guardian/files/grafana-dashboard.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let job = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "job")
+        .and_then(|v| v["current"]["value"].as_str())
+        .expect("the job variable has a default")
+        .to_string();
+    let mut code = String::new();
+    sources(&stack.repo.join("services"), &mut code);
+    let mut ids = std::collections::BTreeSet::new();
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        assert!(ids.insert(panel["id"].as_u64().unwrap()), "panel ids are unique: {}", panel["id"]);
+        if panel["type"] == "row" {
+            continue;
+        }
+        let title = panel["title"].as_str().unwrap();
+        let targets = panel["targets"].as_array().unwrap_or_else(|| panic!("{title}: no queries"));
+        assert!(!targets.is_empty(), "{title}: no queries");
+        for t in targets {
+            let expr = t["expr"].as_str().unwrap().replace("$job", &job);
+            // Prometheus parses and type-checks it (a 400 fails `query`).
+            query(&stack, &expr);
+            for name in metric_names(&expr) {
+                assert!(code.contains(&format!("\"{name}\"")), "{title}: {name} is not a metric any service declares");
+            }
+            queries += 1;
+        }
+    }
+    assert!(queries >= 10, "{queries} queries");
+}
