@@ -471,17 +471,21 @@ alertmanager_start() {
   mkdir -p "$dir/data"
   if pid_alive "$dir/pid"; then return 0; fi
   port_open "$port" && die "port $port (alertmanager) is taken by another program; run '$0 reset' to choose new ports"
-  # Alerts are kept and shown by the API and UI; notifying a pager is the deployment's
-  # configuration (helm/), not the local stack's.
+  # Every notification, firing and resolved, goes to one webhook on loopback
+  # (GUARDIAN_ALERT_WEBHOOK): the alerting test listens there; when nothing does, the
+  # alerts stay visible in the API and UI. Paging someone is a deployment's configuration.
   cat >"$dir/alertmanager.yml" <<YAML
 route:
-  receiver: local
-  group_by: [alertname, slo]
+  receiver: webhook
+  group_by: [alertname, slo, instance]
   group_wait: 5s
-  group_interval: 30s
+  group_interval: 10s
   repeat_interval: 4h
 receivers:
-  - name: local
+  - name: webhook
+    webhook_configs:
+      - url: http://127.0.0.1:$(port_for alert_webhook)/alerts
+        send_resolved: true
 YAML
   say "starting Alertmanager on 127.0.0.1:$port (log: $dir/alertmanager.log)"
   # An empty cluster address: a single Alertmanager, no gossip port on every interface.
@@ -556,6 +560,7 @@ write_env() {
     echo "export GUARDIAN_PROMETHEUS_URL='http://127.0.0.1:$(port_for prometheus)'"
     echo "export GUARDIAN_ALERTMANAGER_URL='http://127.0.0.1:$(port_for alertmanager)'"
     echo "export GUARDIAN_PROMETHEUS_SD_DIR='$(prom_dir)/targets'"
+    echo "export GUARDIAN_ALERT_WEBHOOK='127.0.0.1:$(port_for alert_webhook)'"
     echo "export GUARDIAN_KAFKA_LIBS='$KAFKA_LIBS'"
     echo "export GUARDIAN_PYTHON='$VENV/bin/python'"
     if [ -f "$DP_VENV/.complete" ]; then echo "export GUARDIAN_DP_PYTHON='$DP_VENV/bin/python'"; fi

@@ -1,8 +1,9 @@
 //! Alerting from the services' real `/metrics`: a `guardian slo` monitor announces its
 //! endpoint in the stack's discovery folder, Prometheus scrapes it, evaluates the shipped
 //! rules (`services/slo/prometheus/rules.yaml`, their `for` durations as shipped) and
-//! sends the fast-burn page to Alertmanager. A monitor that stops takes its target out of
-//! discovery.
+//! sends the fast-burn page to Alertmanager, which delivers it to a webhook in the test;
+//! when the errors stop, the alert resolves. A monitor that stops takes its target out of
+//! discovery. Every query of the Grafana dashboard runs on the same Prometheus.
 
 mod common;
 
@@ -34,9 +35,74 @@ fn alertmanager_alerts(stack: &Stack, filters: &[String]) -> Vec<Value> {
     serde_json::from_str::<Value>(&body).unwrap().as_array().cloned().unwrap_or_default()
 }
 
+/// Alertmanager's notifications, as the webhook receiver the stack routes them to gets
+/// them (the JSON bodies of its POSTs).
+fn webhook_receiver(addr: &str) -> std::sync::mpsc::Receiver<Value> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind(addr).unwrap_or_else(|e| {
+        panic!("the stack's alert webhook {addr} is taken ({e}): is another alerting test running?")
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let _ = reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            if let Ok(v) = serde_json::from_slice(&body)
+                && tx.send(v).is_err()
+            {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a notification of `status` ("firing" or "resolved") about the fast-burn
+/// alert of the monitor at `listen` (others, of other tests' processes, are skipped).
+fn notification(webhook: &std::sync::mpsc::Receiver<Value>, status: &str, listen: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = webhook.recv_timeout(left).unwrap_or_else(|_| panic!("no {status} notification within {within:?}"));
+        let ours = n["alerts"].as_array().into_iter().flatten().any(|a| {
+            a["labels"]["alertname"] == "GuardianSloFastBurn"
+                && a["labels"]["instance"] == listen
+                && a["status"] == status
+        });
+        if ours && n["status"] == status {
+            return n;
+        }
+    }
+}
+
+fn availability(id: String, good: bool, at: i64) -> SloEvent {
+    SloEvent {
+        event_id: id,
+        service: "guardian-agent".into(),
+        hospital_id: Some("h001".into()),
+        slo: SloKind::Availability,
+        good,
+        latency_ms: None,
+        observed_at: at,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fast_burn_pages_through_prometheus_and_alertmanager() {
+async fn a_fast_burn_pages_through_prometheus_and_alertmanager_then_resolves() {
     let stack = Stack::get();
+    let webhook = webhook_receiver(&stack.alert_webhook);
     let prefix = format!("{}.", unique("alerting"));
     let guardian = |args: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_guardian"));
@@ -54,18 +120,9 @@ async fn a_fast_burn_pages_through_prometheus_and_alertmanager() {
     // The last ten minutes, one availability check a second, every one failed: a burn rate
     // of 200 (1 against a 0.5 % budget) over 5 minutes and over 1 hour.
     let now = guardian_runtime::now_ms();
-    for i in 0..600i64 {
-        let e = SloEvent {
-            event_id: format!("down-{i}"),
-            service: "guardian-agent".into(),
-            hospital_id: Some("h001".into()),
-            slo: SloKind::Availability,
-            good: false,
-            latency_ms: None,
-            observed_at: now - 600_000 + i * 1_000,
-        };
-        producer.send(&topic, "h001", &e).await.unwrap();
-    }
+    let down: Vec<SloEvent> =
+        (0..600i64).map(|i| availability(format!("down-{i}"), false, now - 600_000 + i * 1_000)).collect();
+    producer.send_batch(&topic, down.iter().map(|e| ("h001", e))).await.unwrap();
 
     let listen =
         format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
@@ -101,7 +158,7 @@ async fn a_fast_burn_pages_through_prometheus_and_alertmanager() {
     .await;
     let firing = started.elapsed();
 
-    // Sent to Alertmanager, with the rule's labels and the scraped target's.
+    // Alertmanager holds it, with the rule's labels and the scraped target's, and delivers it.
     let filters = ["alertname=\"GuardianSloFastBurn\"".to_string(), instance.clone(), "slo=\"availability\"".into()];
     let received = wait_for("Alertmanager to hold the alert", Duration::from_secs(60), async || {
         alertmanager_alerts(&stack, &filters).into_iter().next()
@@ -110,9 +167,24 @@ async fn a_fast_burn_pages_through_prometheus_and_alertmanager() {
     assert_eq!(received["status"]["state"], "active", "{received}");
     assert_eq!(received["labels"]["severity"], "page");
     assert_eq!(received["labels"]["service"], "slo");
-    assert!(received["annotations"]["summary"].as_str().unwrap().contains("availability"), "{received}");
+    let paged = notification(&webhook, "firing", &listen, Duration::from_secs(60));
+    assert_eq!(paged["commonLabels"]["severity"], "page", "{paged}");
+    assert!(paged["commonAnnotations"]["summary"].as_str().unwrap().contains("availability"), "{paged}");
+    let delivered = started.elapsed();
+
+    // The errors stop: 5,000 good checks now bring the 5-minute burn rate under 14.4
+    // (at most 300 failures in 5,300), the alert's `and` turns false and it resolves.
+    let at = guardian_runtime::now_ms();
+    let up: Vec<SloEvent> = (0..5_000).map(|i| availability(format!("up-{i}"), true, at)).collect();
+    producer.send_batch(&topic, up.iter().map(|e| ("h001", e))).await.unwrap();
+    wait_for("the alert to leave Prometheus's active alerts", Duration::from_secs(60), async || {
+        query(&stack, &alert).is_empty().then_some(())
+    })
+    .await;
+    let resolved = notification(&webhook, "resolved", &listen, Duration::from_secs(60));
+    assert_eq!(resolved["commonLabels"]["alertname"], "GuardianSloFastBurn", "{resolved}");
     eprintln!(
-        "alerting: scraped after {scraped:?}, firing after {firing:?}, in Alertmanager after {:?}",
+        "alerting: scraped after {scraped:?}, firing after {firing:?}, delivered after {delivered:?}, resolved after {:?}",
         started.elapsed()
     );
 

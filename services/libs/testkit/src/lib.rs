@@ -29,6 +29,8 @@ pub struct Stack {
     pub prometheus_url: String,
     pub alertmanager_url: String,
     pub prometheus_sd_dir: PathBuf,
+    /// Where Alertmanager posts its notifications (`127.0.0.1:PORT`; a test listens).
+    pub alert_webhook: String,
 }
 
 /// The checkout the test runs in: found from the working directory (cargo runs tests in
@@ -79,6 +81,7 @@ impl Stack {
             prometheus_url: need("GUARDIAN_PROMETHEUS_URL"),
             alertmanager_url: need("GUARDIAN_ALERTMANAGER_URL"),
             prometheus_sd_dir: PathBuf::from(need("GUARDIAN_PROMETHEUS_SD_DIR")),
+            alert_webhook: need("GUARDIAN_ALERT_WEBHOOK"),
         }
     }
 }
