@@ -5,6 +5,9 @@
 #     and their custom resources (Prometheus Operator, Chaos Mesh) against the CRDs of
 #     those projects (fetched from the Go module proxy at pinned versions);
 #   - the values schema refuses unsafe values (each case below must fail to render);
+#   - the Argo CD manifests (gitops/argocd) and the Applications their ApplicationSet
+#     generates against Argo CD's CRDs (Go module proxy, pinned), each environment's
+#     values file present; the GitHub Actions workflow with actionlint;
 #   - checkov on the rendered manifests, the Dockerfile and terraform/ (exceptions are
 #     inline #checkov:skip comments with their reasons, or listed in helm/checkov.yaml);
 #   - terraform fmt -check; terraform validate needs provider plugins from a registry this
@@ -27,12 +30,15 @@ export BC_SKIP_MAPPING=TRUE CHECKOV_RUN_SCA_PACKAGE_SCAN_V2=false
 # CustomResourceDefinitions of the operators the chart targets, from their Go modules.
 CHAOS_MESH_MODULE=github.com/chaos-mesh/chaos-mesh@v0.9.1-0.20260902003049-47411975a8cb
 PROM_OPERATOR_MODULE=github.com/prometheus-operator/prometheus-operator@v0.85.0
+ARGOCD_MODULE=github.com/argoproj/argo-cd/v3@v3.5.8
+ACTIONLINT=${GUARDIAN_ACTIONLINT:-$TOOLS/actionlint-1.7.12/bin/actionlint}
 
 say() { echo "deploy-check: $*"; }
 die() { echo "deploy-check: FAILED: $*" >&2; exit 1; }
 [ -x "$HELM" ] || die "helm not found at $HELM (run tests/stack/stack.sh install)"
 [ -x "$VALIDATORS/checkov" ] || die "checkov not found in $VALIDATORS (run tests/stack/stack.sh install)"
 command -v terraform >/dev/null || die "terraform not found (run tests/stack/stack.sh install)"
+[ -x "$ACTIONLINT" ] || die "actionlint not found at $ACTIONLINT (run tests/stack/stack.sh install)"
 module_dir() { # the module's folder in the Go module cache, downloaded on first use
   go mod download -json "$1" 2>/dev/null | "$VALIDATORS/python" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])' \
     || die "go mod download $1 failed"
@@ -64,6 +70,17 @@ for f in "${values_files[@]}"; do
     || { cat "$OUT/crd-$name.log"; die "custom resources of $name against their CRDs"; }
   say "$name: lint ok, $kinds objects, Kubernetes $KUBE_VERSION schemas ok, $(tail -n 1 "$OUT/crd-$name.log")"
 done
+
+# GitOps: the project and the ApplicationSet, then the Applications it generates, against
+# Argo CD's CRDs.
+ARGOCD_CRDS=$(module_dir "$ARGOCD_MODULE")/manifests/crds
+"$VALIDATORS/python" "$REPO/tests/deploy/argocd_apps.py" "$REPO/gitops/argocd" "$CHART" "$OUT/argocd-apps.yaml" \
+  >"$OUT/argocd.log" || { cat "$OUT/argocd.log"; die "the ApplicationSet's Applications"; }
+"$VALIDATORS/python" "$REPO/tests/deploy/crd_validate.py" "$ARGOCD_CRDS" -- "$REPO"/gitops/argocd/*.yaml "$OUT/argocd-apps.yaml" \
+  >"$OUT/argocd-crd.log" || { cat "$OUT/argocd-crd.log"; die "the Argo CD manifests against their CRDs"; }
+say "argocd: $(grep -c '^ok' "$OUT/argocd.log") Applications generated, $(tail -n 1 "$OUT/argocd-crd.log")"
+"$ACTIONLINT" "$REPO"/.github/workflows/*.yml || die "actionlint on .github/workflows"
+say "actionlint: workflows clean"
 
 # The values schema must refuse what would weaken the pods.
 refuse() {

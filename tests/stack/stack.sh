@@ -47,6 +47,7 @@ KSTREAMS_SRC=$REPO/tests/peers/kpi-streams
 KSTREAMS_BUILD=$TOOLS/kpi-streams-$(cd "$KSTREAMS_SRC" && find pom.xml src -type f | sort | xargs cat | sha1sum | cut -c1-10)
 VALIDATORS_VENV=$TOOLS/validators
 HELM_VERSION=3.22.0
+ACTIONLINT_VERSION=1.7.12
 KAFKA_HEAP=${GUARDIAN_KAFKA_HEAP:-512m}
 READY_SECONDS=${GUARDIAN_READY_SECONDS:-90}
 S3_ACCESS_KEY=guardian
@@ -185,6 +186,12 @@ install_deploy_tools() {
       >"$TOOLS/helm-install.log" 2>&1 || { tail -n 20 "$TOOLS/helm-install.log" >&2; die "helm build failed; log: $TOOLS/helm-install.log"; }
   fi
   make_venv "$VALIDATORS_VENV" "checkov, kubernetes-validate" checkov==3.3.30 kubernetes-validate==1.37.0
+  if [ ! -x "$TOOLS/actionlint-$ACTIONLINT_VERSION/bin/actionlint" ]; then
+    command -v go >/dev/null || apt_install golang-go
+    say "building actionlint $ACTIONLINT_VERSION from the Go module proxy"
+    GOBIN="$TOOLS/actionlint-$ACTIONLINT_VERSION/bin" go install "github.com/rhysd/actionlint/cmd/actionlint@v$ACTIONLINT_VERSION" \
+      >"$TOOLS/actionlint-install.log" 2>&1 || { tail -n 20 "$TOOLS/actionlint-install.log" >&2; die "actionlint build failed"; }
+  fi
   command -v terraform >/dev/null || say "warning: terraform is not on PATH (it comes with the machine image; no reachable registry serves it): tests/deploy/check.sh will fail"
 }
 
@@ -197,7 +204,7 @@ cmd_install() {
   install_cli_tools
   install_s3
   install_deploy_tools
-  say "installed: kafka $KAFKA_VERSION, $("$(pg_bin)/postgres" --version), s3s-fs $S3S_VERSION, kcat, prometheus, alertmanager, chromium, python venv, helm $HELM_VERSION, checkov, kubernetes-validate"
+  say "installed: kafka $KAFKA_VERSION, $("$(pg_bin)/postgres" --version), s3s-fs $S3S_VERSION, kcat, prometheus, alertmanager, chromium, python venv, helm $HELM_VERSION, actionlint $ACTIONLINT_VERSION, checkov, kubernetes-validate"
 }
 
 # ---------------------------------------------------------------- kafka
