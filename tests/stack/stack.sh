@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The local stack for tests and the demo: Apache Kafka (KRaft, official jars from Maven
 # Central), PostgreSQL 15, an S3-compatible server, Prometheus (scraping every guardian
-# process that runs with the stack's env, with the SLO alerting rules) and Alertmanager,
-# all on 127.0.0.1.
+# process that runs with the stack's env, with the SLO alerting rules), Alertmanager and
+# a trace collector (Jaeger v2), all on 127.0.0.1.
 #
 #   stack.sh install        install what is missing (idempotent; caches outside the repo)
 #   stack.sh up [--dr] [--secure]
@@ -48,6 +48,8 @@ KSTREAMS_BUILD=$TOOLS/kpi-streams-$(cd "$KSTREAMS_SRC" && find pom.xml src -type
 VALIDATORS_VENV=$TOOLS/validators
 HELM_VERSION=3.22.0
 ACTIONLINT_VERSION=1.7.12
+JAEGER_VERSION=1.75.0
+JAEGER_BIN=$TOOLS/jaeger-$JAEGER_VERSION/bin/jaeger
 KAFKA_HEAP=${GUARDIAN_KAFKA_HEAP:-512m}
 READY_SECONDS=${GUARDIAN_READY_SECONDS:-90}
 S3_ACCESS_KEY=guardian
@@ -176,6 +178,20 @@ install_cli_tools() {
   command -v chromium >/dev/null || { say "installing chromium (dashboard browser test)"; apt_install --no-install-recommends chromium; }
 }
 
+install_jaeger() {
+  # Jaeger v2 (an OpenTelemetry collector with Jaeger's storage and query API): the trace
+  # collector of the tests. Built from the Go module proxy as a tool of a scratch module
+  # (its own go.mod has replace directives, so `go install pkg@version` refuses it).
+  [ -x "$JAEGER_BIN" ] && return 0
+  command -v go >/dev/null || apt_install golang-go
+  local mod=$TOOLS/jaeger-$JAEGER_VERSION/mod
+  say "building Jaeger $JAEGER_VERSION from the Go module proxy into $TOOLS/jaeger-$JAEGER_VERSION (about 5 minutes on 2 cores)"
+  rm -rf "$mod"; mkdir -p "$mod"
+  (cd "$mod" && go mod init guardian-stack/jaeger && go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@v$JAEGER_VERSION" \
+    && go build -o "$JAEGER_BIN" github.com/jaegertracing/jaeger/cmd/jaeger) >"$TOOLS/jaeger-install.log" 2>&1 \
+    || { tail -n 20 "$TOOLS/jaeger-install.log" >&2; die "Jaeger build failed; log: $TOOLS/jaeger-install.log"; }
+}
+
 install_deploy_tools() {
   # Offline validators of helm/, terraform/ and the Dockerfile (tests/deploy/check.sh).
   local helm_dir=$TOOLS/helm-$HELM_VERSION
@@ -203,8 +219,9 @@ cmd_install() {
   install_python
   install_cli_tools
   install_s3
+  install_jaeger
   install_deploy_tools
-  say "installed: kafka $KAFKA_VERSION, $("$(pg_bin)/postgres" --version), s3s-fs $S3S_VERSION, kcat, prometheus, alertmanager, chromium, python venv, helm $HELM_VERSION, actionlint $ACTIONLINT_VERSION, checkov, kubernetes-validate"
+  say "installed: kafka $KAFKA_VERSION, $("$(pg_bin)/postgres" --version), s3s-fs $S3S_VERSION, kcat, prometheus, alertmanager, jaeger $JAEGER_VERSION, chromium, python venv, helm $HELM_VERSION, actionlint $ACTIONLINT_VERSION, checkov, kubernetes-validate"
 }
 
 # ---------------------------------------------------------------- kafka
@@ -539,6 +556,69 @@ YAML
   wait_until "$READY_SECONDS" "prometheus" "$dir/prometheus.log" "$dir/pid" prom_ready
 }
 
+# Jaeger v2 with in-memory storage: OTLP/HTTP in (GUARDIAN_OTLP_ENDPOINT; a process
+# exports its spans when OTEL_EXPORTER_OTLP_ENDPOINT is set to it), the query API out
+# (GUARDIAN_JAEGER_URL: /api/services, /api/traces/ID). Every port on loopback.
+jaeger_start() {
+  local dir=$STACK_DIR/jaeger
+  mkdir -p "$dir"
+  if pid_alive "$dir/pid"; then return 0; fi
+  local otlp query grpc health
+  otlp=$(port_for jaeger_otlp); query=$(port_for jaeger_query); grpc=$(port_for jaeger_grpc); health=$(port_for jaeger_health)
+  for p in "$otlp" "$query" "$grpc" "$health"; do
+    port_open "$p" && die "port $p (jaeger) is taken by another program; run '$0 reset' to choose new ports"
+  done
+  cat >"$dir/config.yaml" <<YAML
+service:
+  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    resource:
+      service.name: jaeger
+    metrics:
+      level: none
+    logs:
+      level: warn
+extensions:
+  healthcheckv2:
+    use_v2: true
+    http:
+      endpoint: 127.0.0.1:$health
+  jaeger_query:
+    storage:
+      traces: memory
+    http:
+      endpoint: 127.0.0.1:$query
+    grpc:
+      endpoint: 127.0.0.1:$grpc
+  jaeger_storage:
+    backends:
+      memory:
+        memory:
+          max_traces: 100000
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:$otlp
+processors:
+  batch:
+    timeout: 1s
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memory
+YAML
+  say "starting Jaeger on 127.0.0.1:$query, OTLP on 127.0.0.1:$otlp (log: $dir/jaeger.log)"
+  nohup "$JAEGER_BIN" --config "$dir/config.yaml" >"$dir/jaeger.log" 2>&1 &
+  echo $! >"$dir/pid"
+  jaeger_ready() { http_ready "http://127.0.0.1:$health/status" && port_open "$otlp"; }
+  wait_until "$READY_SECONDS" "jaeger" "$dir/jaeger.log" "$dir/pid" jaeger_ready
+}
+
 # ---------------------------------------------------------------- commands
 
 write_env() {
@@ -568,6 +648,8 @@ write_env() {
     echo "export GUARDIAN_ALERTMANAGER_URL='http://127.0.0.1:$(port_for alertmanager)'"
     echo "export GUARDIAN_PROMETHEUS_SD_DIR='$(prom_dir)/targets'"
     echo "export GUARDIAN_ALERT_WEBHOOK='127.0.0.1:$(port_for alert_webhook)'"
+    echo "export GUARDIAN_OTLP_ENDPOINT='http://127.0.0.1:$(port_for jaeger_otlp)'"
+    echo "export GUARDIAN_JAEGER_URL='http://127.0.0.1:$(port_for jaeger_query)'"
     echo "export GUARDIAN_KAFKA_LIBS='$KAFKA_LIBS'"
     echo "export GUARDIAN_PYTHON='$VENV/bin/python'"
     if [ -f "$DP_VENV/.complete" ]; then echo "export GUARDIAN_DP_PYTHON='$DP_VENV/bin/python'"; fi
@@ -592,6 +674,7 @@ cmd_up() {
   if $secure; then kafka_start s; fi
   alertmanager_start
   prometheus_start
+  jaeger_start
   write_env
   say "up. Environment: $STACK_DIR/env (source it, or run '$0 env')"
 }
@@ -644,6 +727,7 @@ cmd_mirror() {
 }
 
 cmd_down() {
+  stop_pidfile jaeger "$STACK_DIR/jaeger/pid"
   stop_pidfile prometheus "$(prom_dir)/pid"
   stop_pidfile alertmanager "$(am_dir)/pid"
   stop_pidfile mirrormaker2 "$(mm2_dir)/pid"
@@ -673,6 +757,8 @@ cmd_status() {
   printf '%-12s %s  log: %s\n' prometheus "$line" "$(prom_dir)/prometheus.log"
   if pid_alive "$(am_dir)/pid"; then line="up   pid $(cat "$(am_dir)/pid") http://127.0.0.1:$(port_for alertmanager)"; else line="down"; rc=1; fi
   printf '%-12s %s  log: %s\n' alertmanager "$line" "$(am_dir)/alertmanager.log"
+  if pid_alive "$STACK_DIR/jaeger/pid"; then line="up   pid $(cat "$STACK_DIR/jaeger/pid") http://127.0.0.1:$(port_for jaeger_query)"; else line="down"; rc=1; fi
+  printf '%-12s %s  log: %s\n' jaeger "$line" "$STACK_DIR/jaeger/jaeger.log"
   return $rc
 }
 
@@ -689,6 +775,8 @@ cmd_demo() {
   local target; target=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   say "Prometheus:   $GUARDIAN_PROMETHEUS_URL/alerts (the demo's /metrics is scraped as job guardian)"
   say "Alertmanager: $GUARDIAN_ALERTMANAGER_URL"
+  say "Traces:       $GUARDIAN_JAEGER_URL/api/traces?service=guardian-demo (Jaeger query API)"
+  export OTEL_EXPORTER_OTLP_ENDPOINT=$GUARDIAN_OTLP_ENDPOINT
   exec "$target/release/guardian" demo --topics-dir "$REPO/topics" "$@"
 }
 

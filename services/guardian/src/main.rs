@@ -3,8 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 mod cli;
 mod commands;
 mod common;
@@ -45,25 +43,40 @@ fn with_secret_defaults(cmd: clap::Command, secrets: &[(String, String)]) -> cla
     .mut_subcommands(|sub| with_secret_defaults(sub, secrets))
 }
 
-fn parse_cli() -> Result<cli::Cli, String> {
+/// The process's name in traces: `guardian` and its subcommands (`guardian-kpi`,
+/// `guardian-fl-start`), so each service's spans are told apart.
+fn trace_name(matches: &clap::ArgMatches) -> String {
+    let mut name = String::from("guardian");
+    let mut m = matches;
+    while let Some((sub, next)) = m.subcommand() {
+        name.push('-');
+        name.push_str(sub);
+        m = next;
+    }
+    name
+}
+
+fn parse_cli() -> Result<(cli::Cli, String), String> {
     use clap::{CommandFactory, FromArgMatches};
     let secrets = secret_files()?;
-    if secrets.is_empty() {
-        return Ok(cli::Cli::parse());
-    }
-    let matches = with_secret_defaults(cli::Cli::command(), &secrets).get_matches();
-    cli::Cli::from_arg_matches(&matches).map_err(|e| e.to_string())
+    let matches = if secrets.is_empty() {
+        cli::Cli::command().get_matches()
+    } else {
+        with_secret_defaults(cli::Cli::command(), &secrets).get_matches()
+    };
+    let cli = cli::Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+    Ok((cli, trace_name(&matches)))
 }
 
 fn main() -> ExitCode {
-    let cli = match parse_cli() {
-        Ok(cli) => cli,
+    let (cli, name) = match parse_cli() {
+        Ok(parsed) => parsed,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let _telemetry = guardian_runtime::telemetry::init("guardian", cli.log_format.into());
+    let _telemetry = guardian_runtime::telemetry::init(&name, cli.log_format.into());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

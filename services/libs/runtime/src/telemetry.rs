@@ -36,7 +36,12 @@ pub enum LogFormat {
 /// Installs logging, the tracer and the W3C propagator. Call once, early in `main`.
 pub fn init(service: &str, format: LogFormat) -> TelemetryGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let mut builder = SdkTracerProvider::builder();
+    // The service's name, unless OTEL_SERVICE_NAME (read by the default detectors) sets one.
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(service.to_string());
+    }
+    let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
     if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
         match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
             Ok(exporter) => builder = builder.with_batch_exporter(exporter),
