@@ -42,10 +42,13 @@ pub async fn migrate(pool: &PgPool, rollups_topic: &str) -> Result<(), sqlx::Err
 
 /// A decoded input record.
 #[derive(Debug, Clone)]
+/// Counted events carry the W3C `traceparent` of their record's span when the producer
+/// traced it: the outbox rows they change keep it, so the rollup record published later
+/// continues the event's trace.
 pub enum Item {
-    Encounter(Encounter),
+    Encounter(Encounter, Option<String>),
     /// An availability observation of a hospital.
-    Slo(SloEvent),
+    Slo(SloEvent, Option<String>),
     /// An SLO event that does not count towards a hospital's uptime (other objectives,
     /// platform-wide events): consumed, counted by the SLO monitor, not here.
     Ignored,
@@ -54,8 +57,8 @@ pub enum Item {
 impl Item {
     fn id_and_hospital(&self) -> Option<(&str, &str, i64)> {
         match self {
-            Item::Encounter(e) => Some((&e.event_id, &e.hospital_id, e.occurred_at)),
-            Item::Slo(s) => Some((&s.event_id, s.hospital_id.as_deref()?, s.observed_at)),
+            Item::Encounter(e, _) => Some((&e.event_id, &e.hospital_id, e.occurred_at)),
+            Item::Slo(s, _) => Some((&s.event_id, s.hospital_id.as_deref()?, s.observed_at)),
             Item::Ignored => None,
         }
     }
@@ -134,7 +137,7 @@ impl PgEffect for Rollups {
             }
             guardian_kafka::event_time::check(e.occurred_at, msg.timestamp().to_millis(), self.max_skew_ms)?;
             self.check_horizon(&e.hospital_id, e.occurred_at)?;
-            Ok(Item::Encounter(e))
+            Ok(Item::Encounter(e, guardian_kafka::trace::current_traceparent()))
         } else {
             let s: SloEvent = self.codec.decode(payload)?;
             match (&s.hospital_id, s.slo) {
@@ -146,7 +149,7 @@ impl PgEffect for Rollups {
                     }
                     guardian_kafka::event_time::check(s.observed_at, msg.timestamp().to_millis(), self.max_skew_ms)?;
                     self.check_horizon(h, s.observed_at)?;
-                    Ok(Item::Slo(s))
+                    Ok(Item::Slo(s, guardian_kafka::trace::current_traceparent()))
                 }
                 _ => Ok(Item::Ignored),
             }
@@ -212,14 +215,26 @@ impl PgEffect for Rollups {
         }
         // Deltas per (hospital, window size, window start), in input order.
         let mut deltas: foldhash::HashMap<(&str, &'static str, i64), Acc> = foldhash::HashMap::default();
+        // Per window: the trace of the first traced event that changed it.
+        let mut traces: foldhash::HashMap<(&str, &'static str, i64), &str> = foldhash::HashMap::default();
         for (hospital, at, item, _) in &new {
             let seen_newest = newest.get(*hospital).copied();
             for size in SIZES {
-                let acc = deltas.entry((*hospital, window::name(size), window::start(*at, size))).or_default();
-                match item {
-                    Item::Encounter(e) => acc.add_encounter(e),
-                    Item::Slo(s) => acc.add_slo(s.good),
-                    Item::Ignored => {}
+                let key = (*hospital, window::name(size), window::start(*at, size));
+                let acc = deltas.entry(key).or_default();
+                let trace = match item {
+                    Item::Encounter(e, trace) => {
+                        acc.add_encounter(e);
+                        trace
+                    }
+                    Item::Slo(s, trace) => {
+                        acc.add_slo(s.good);
+                        trace
+                    }
+                    Item::Ignored => &None,
+                };
+                if let Some(t) = trace {
+                    traces.entry(key).or_insert(t);
                 }
                 if window::is_late(*at, size, seen_newest, self.lateness_ms) {
                     acc.late_corrections += 1;
@@ -257,7 +272,10 @@ impl PgEffect for Rollups {
         let mut rows = WindowRows::default();
         let mut keys = Vec::with_capacity(deltas.len());
         let mut payloads = Vec::with_capacity(deltas.len());
-        for ((hospital, size_name, start), delta) in &deltas {
+        let mut traceparents = Vec::with_capacity(deltas.len());
+        for (key, delta) in &deltas {
+            let (hospital, size_name, start) = key;
+            traceparents.push(traces.get(key).map(|t| t.to_string()));
             let mut total = stored.remove(&(*hospital, *size_name, *start)).unwrap_or_default();
             total.merge(delta);
             let size: WindowSize = window::parse(size_name).expect("our own window names");
@@ -298,7 +316,7 @@ impl PgEffect for Rollups {
         .bind(&rows.p99)
         .execute(&mut *tx)
         .await?;
-        self.outbox.push_many(tx, "rollup", &keys, &payloads).await?;
+        self.outbox.push_many(tx, "rollup", &keys, &payloads, &traceparents).await?;
         let wh: Vec<&str> = newest.keys().map(String::as_str).collect();
         let wn: Vec<i64> = newest.values().copied().collect();
         sqlx::query(

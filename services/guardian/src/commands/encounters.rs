@@ -15,6 +15,7 @@ use guardian_topics::TopicId;
 use crate::cli::EncountersArgs;
 use guardian_runtime::now_ms;
 use guardian_schemas::synth::Synth;
+use tracing::Instrument;
 
 /// Lines a file read refused: (line number, reason).
 type Refused = Vec<(usize, String)>;
@@ -116,7 +117,13 @@ pub async fn run(args: EncountersArgs) -> Result<ExitCode> {
                 s.hospital
             );
         }
-        producer.send_batch_signed(&topic, batch.iter().map(|e| (e.hospital_id.as_str(), e)), signer.as_ref()).await?;
+        // One span per batch: its records carry its trace context, and the consumers'
+        // spans of each record, the rollup's outbox record included, continue it.
+        let span = tracing::info_span!("agent.publish", messaging.destination = %topic, records = batch.len());
+        producer
+            .send_batch_signed(&topic, batch.iter().map(|e| (e.hospital_id.as_str(), e)), signer.as_ref())
+            .instrument(span)
+            .await?;
         sent += batch.len() as u64;
         if args.rate > 0.0 {
             let due = Duration::from_secs_f64(sent as f64 / args.rate);

@@ -48,6 +48,29 @@ pub fn current_pairs() -> Vec<(String, String)> {
     injector.0
 }
 
+/// The current span's W3C `traceparent` (none outside a trace): what a row stored for
+/// publishing later keeps of the trace it was written in.
+pub fn current_traceparent() -> Option<String> {
+    current_pairs().into_iter().find(|(k, _)| k == "traceparent").map(|(_, v)| v)
+}
+
+/// The trace context a stored `traceparent` names (empty if it names none).
+pub fn from_traceparent(traceparent: &str) -> Context {
+    let carrier: std::collections::HashMap<String, String> =
+        [("traceparent".to_string(), traceparent.to_string())].into();
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier))
+}
+
+/// Makes `span` a child of the span a stored `traceparent` names.
+pub fn continue_stored(span: &tracing::Span, traceparent: &str) {
+    let _ = span.set_parent(from_traceparent(traceparent));
+}
+
+/// Adds `span`'s trace context to `headers`.
+pub fn inject_span(span: &tracing::Span, headers: OwnedHeaders) -> OwnedHeaders {
+    inject(&span.context(), headers)
+}
+
 /// `headers` plus `pairs`; no header block at all when both are empty (librdkafka
 /// allocates one per record otherwise).
 pub fn with_pairs(headers: Option<OwnedHeaders>, pairs: &[(String, String)]) -> Option<OwnedHeaders> {

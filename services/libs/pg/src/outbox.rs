@@ -43,15 +43,18 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// The table; `traceparent` (the W3C trace context a row was written in, if any) was
+    /// added later, hence its own statement.
     pub fn ddl(&self) -> String {
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (
+            "CREATE TABLE IF NOT EXISTS {t} (
                 id      bigserial PRIMARY KEY,
                 kind    text  NOT NULL,
                 key     text  NOT NULL,
                 payload bytea NOT NULL
-            )",
-            self.table
+            );
+            ALTER TABLE {t} ADD COLUMN IF NOT EXISTS traceparent text",
+            t = self.table
         )
     }
 
@@ -66,25 +69,36 @@ impl Outbox {
             .map(|_| ())
     }
 
-    /// Adds rows of one kind inside the caller's transaction, in one statement, in order.
+    /// Adds rows of one kind inside the caller's transaction, in one statement, in order,
+    /// each with the `traceparent` its record is to continue (one per key, or none at all).
     pub async fn push_many(
         &self,
         tx: &mut PgConnection,
         kind: &str,
         keys: &[String],
         payloads: &[Vec<u8>],
+        traceparents: &[Option<String>],
     ) -> Result<(), sqlx::Error> {
         if keys.is_empty() {
             return Ok(());
         }
+        let untraced;
+        let traceparents = if traceparents.is_empty() {
+            untraced = vec![None; keys.len()];
+            &untraced
+        } else {
+            traceparents
+        };
         sqlx::query(&format!(
-            "INSERT INTO {} (kind, key, payload)
-             SELECT $1, k, p FROM unnest($2::text[], $3::bytea[]) WITH ORDINALITY AS x(k, p, n) ORDER BY n",
+            "INSERT INTO {} (kind, key, payload, traceparent)
+             SELECT $1, k, p, t FROM unnest($2::text[], $3::bytea[], $4::text[]) WITH ORDINALITY AS x(k, p, t, n)
+             ORDER BY n",
             self.table
         ))
         .bind(kind)
         .bind(keys)
         .bind(payloads)
+        .bind(traceparents)
         .execute(tx)
         .await
         .map(|_| ())
@@ -203,7 +217,7 @@ impl Outbox {
     ) -> Result<(), OutboxError> {
         loop {
             let rows = sqlx::query(&format!(
-                "SELECT id, kind, key, payload FROM {} ORDER BY id LIMIT {ROWS_PER_TRANSACTION}",
+                "SELECT id, kind, key, payload, traceparent FROM {} ORDER BY id LIMIT {ROWS_PER_TRANSACTION}",
                 self.table
             ))
             .fetch_all(pool)
@@ -218,8 +232,19 @@ impl Outbox {
                 let key: &str = r.get(2);
                 let payload: &[u8] = r.get(3);
                 let id_text = id.to_string();
-                let headers =
+                let mut headers =
                     OwnedHeaders::new().insert(Header { key: OUTBOX_ID_HEADER, value: Some(id_text.as_str()) });
+                // A row written in a trace is published in a span of that trace, which the
+                // record's headers carry on.
+                if let Some(traceparent) = r.get::<Option<&str>, _>(4) {
+                    let span = tracing::info_span!(
+                        "outbox.publish",
+                        messaging.destination = self.topic(r.get(1)),
+                        outbox.id = id
+                    );
+                    guardian_kafka::trace::continue_stored(&span, traceparent);
+                    headers = guardian_kafka::trace::inject_span(&span, headers);
+                }
                 let record = BaseRecord::to(self.topic(r.get::<&str, _>(1)))
                     .key(key.as_bytes())
                     .payload(payload)

@@ -31,6 +31,9 @@ pub struct Stack {
     pub prometheus_sd_dir: PathBuf,
     /// Where Alertmanager posts its notifications (`127.0.0.1:PORT`; a test listens).
     pub alert_webhook: String,
+    /// The trace collector: OTLP/HTTP in, Jaeger's query API out (`http://127.0.0.1:PORT`).
+    pub otlp_endpoint: String,
+    pub jaeger_url: String,
 }
 
 /// The checkout the test runs in: found from the working directory (cargo runs tests in
@@ -82,6 +85,8 @@ impl Stack {
             alertmanager_url: need("GUARDIAN_ALERTMANAGER_URL"),
             prometheus_sd_dir: PathBuf::from(need("GUARDIAN_PROMETHEUS_SD_DIR")),
             alert_webhook: need("GUARDIAN_ALERT_WEBHOOK"),
+            otlp_endpoint: need("GUARDIAN_OTLP_ENDPOINT"),
+            jaeger_url: need("GUARDIAN_JAEGER_URL"),
         }
     }
 }
