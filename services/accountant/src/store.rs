@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS privacy_outbox (
     kind     text NOT NULL,
     key      text NOT NULL,
     payload  bytea NOT NULL
-);";
+);
+ALTER TABLE privacy_outbox ADD COLUMN IF NOT EXISTS traceparent text;";
 
 /// The accountant's tables a hospital's tenant role reads (its own rows only).
 pub const TENANT_TABLES: [&str; 2] = ["privacy_ledger", "privacy_budgets"];

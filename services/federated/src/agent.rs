@@ -15,6 +15,7 @@ use ed25519_dalek::SigningKey;
 use guardian_fl::data::Dataset;
 use guardian_fl::model::{DpSgd, LocalTraining, dp_sgd_update, local_update};
 use guardian_kafka::Producer;
+use guardian_kafka::trace;
 use guardian_objects::ObjectStore;
 use guardian_privacy::{RdpAccountant, SampledGaussian};
 use guardian_runtime::Shutdown;
@@ -25,7 +26,7 @@ use guardian_schemas::records::{
 use guardian_secagg::{Client, EncryptedShare, KeyAdvert, MaskedChunk, RoundConfig, SignedSets};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::FlTopics;
 use crate::registry::Registry;
@@ -167,6 +168,9 @@ struct Round {
     shared: bool,
     masked: bool,
     answered: bool,
+    /// The hospital's span of the round, child of the aggregator's (its OPEN record carries
+    /// the trace); what the agent sends for the round carries it on.
+    span: tracing::Span,
 }
 
 fn verifying(bytes: &[u8]) -> Result<ed25519_dalek::VerifyingKey> {
@@ -243,8 +247,11 @@ impl Agent {
                     }
                     let misbehave = (!self.misbehave.is_empty())
                         .then(|| self.misbehave[report.rounds_joined.len() % self.misbehave.len()]);
-                    match self.join(&c, settings, &ledger, misbehave).await {
+                    let span = tracing::info_span!("fl.agent.round", session = %c.session_id, round = c.round, hospital = %self.hospital);
+                    trace::continue_from(&span, trace::extract_pairs(&m.headers));
+                    match self.join(&c, settings, &ledger, misbehave).instrument(span.clone()).await {
                         Ok(mut r) => {
+                            r.span = span;
                             if let Some(m) = misbehave {
                                 warn!(round = c.round, misbehaviour = ?m, "misbehaving in this round (test mode)");
                                 r.misbehave = Some(m);
@@ -304,7 +311,10 @@ impl Agent {
                 }
             }
             if let Some(r) = current.as_mut()
-                && let Err(e) = self.progress(r, &mut ledger, &mut spent_ids).await
+                && let Err(e) = {
+                    let span = r.span.clone();
+                    self.progress(r, &mut ledger, &mut spent_ids).instrument(span).await
+                }
             {
                 warn!(session = %r.session, round = r.round, error = %format!("{e:#}"), "leaving the round");
                 current = None;
@@ -472,6 +482,7 @@ impl Agent {
             shared: false,
             masked: false,
             answered: false,
+            span: tracing::Span::none(),
         })
     }
 

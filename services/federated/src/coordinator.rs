@@ -27,6 +27,7 @@ use guardian_secagg::shamir::ShamirError;
 use guardian_secagg::{Accepted, RoundConfig, SecAggError, Server, Stage};
 use guardian_topics::ServiceId;
 use rand::TryRngCore;
+use tracing::Instrument;
 use tracing::{info, warn};
 
 use crate::history::{RoundLog, SessionLog, published_models};
@@ -591,6 +592,7 @@ impl Coordinator {
                     (&start, &ends),
                     published.as_ref(),
                 )
+                .instrument(tracing::info_span!("fl.round", session = %session, round, resumed = true))
                 .await?;
             progress.settle(session, participants_of(&log), outcome, next);
         }
@@ -629,8 +631,12 @@ impl Coordinator {
             if !refused.is_empty() {
                 warn!(?refused, "privacy budget exhausted: these hospitals sit the round out");
             }
-            let (outcome, next) =
-                self.run_round(plan, round, participants.clone(), &progress, &tail, &codec, &mut stop).await?;
+            // The round's trace: its records carry it to the agents, whose round spans continue it.
+            let span = tracing::info_span!("fl.round", session = %session, round);
+            let (outcome, next) = self
+                .run_round(plan, round, participants.clone(), &progress, &tail, &codec, &mut stop)
+                .instrument(span)
+                .await?;
             progress.settle(session, &participants, outcome, next);
         }
         Ok(progress.outcomes)

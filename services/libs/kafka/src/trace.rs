@@ -61,6 +61,21 @@ pub fn from_traceparent(traceparent: &str) -> Context {
     opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier))
 }
 
+/// The trace context carried by the headers of a record read as pairs (as
+/// [`crate::reader::Incoming`] keeps them).
+pub fn extract_pairs(headers: &[(String, Option<Vec<u8>>)]) -> Context {
+    let carrier: std::collections::HashMap<String, String> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), String::from_utf8(v.clone()?).ok()?)))
+        .collect();
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier))
+}
+
+/// Makes `span` a child of `parent` (a context extracted from a record's headers).
+pub fn continue_from(span: &tracing::Span, parent: Context) {
+    let _ = span.set_parent(parent);
+}
+
 /// Makes `span` a child of the span a stored `traceparent` names.
 pub fn continue_stored(span: &tracing::Span, traceparent: &str) {
     let _ = span.set_parent(from_traceparent(traceparent));
