@@ -9,6 +9,7 @@ pub use guardian_accountant::audit::AuditArgs;
 pub use guardian_archiver::{ArchiveArgs, RestoreArgs};
 pub use guardian_chaos::ChaosRunArgs;
 pub use guardian_dashboard::DashboardArgs;
+pub use guardian_doctor::DoctorArgs;
 pub use guardian_dr::{DrCommand, ReplayCommand};
 pub use guardian_federated::config::{FlAgentArgs, FlStartArgs};
 pub use guardian_kafka::KafkaArgs;
@@ -93,6 +94,10 @@ pub enum Command {
     /// Chaos experiments on the real local stack (see chaos/README.md)
     #[command(subcommand)]
     Chaos(ChaosCommand),
+    /// Production readiness of a live deployment, checked from the outside: Kafka topics,
+    /// PostgreSQL row-level security, S3, services, Prometheus, MirrorMaker 2, privacy
+    /// budgets (exit 0 ready, 1 warnings with --strict, 2 not ready)
+    Doctor(DoctorArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,7 +9,7 @@ use rand::RngCore;
 use crate::cli::{RoleCommand, RolePassword};
 
 /// Per-hospital tables a tenant role reads (its own rows only), as each service names them.
-fn tenant_tables() -> Vec<&'static str> {
+pub fn tenant_tables() -> Vec<&'static str> {
     [guardian_kpi::TENANT_TABLES.as_slice(), guardian_accountant::store::TENANT_TABLES.as_slice()].concat()
 }
 

@@ -48,5 +48,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dr(cmd) => Ok(guardian_dr::failover::run(cmd).await?),
         Command::Restore(args) => archive::restore(args).await,
         Command::Chaos(ChaosCommand::Run(args)) => chaos::run(args).await,
+        Command::Doctor(args) => Ok(guardian_doctor::run(args, &db::tenant_tables()).await),
     }
 }

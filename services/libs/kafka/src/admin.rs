@@ -108,6 +108,24 @@ impl Admin {
         Ok(ClusterView { brokers: metadata.brokers().len() as i32, topics })
     }
 
+    /// The value of broker config `name` on every broker, by broker id (`None`: unset).
+    pub async fn broker_config(&self, name: &str) -> Result<Vec<(i32, Option<String>)>, KafkaClientError> {
+        let metadata = self.metadata().await?;
+        let ids: Vec<i32> = metadata.brokers().iter().map(|b| b.id()).collect();
+        let resources: Vec<ResourceSpecifier<'_>> = ids.iter().map(|&id| ResourceSpecifier::Broker(id)).collect();
+        let results = self
+            .client
+            .describe_configs(&resources, &AdminOptions::new().request_timeout(Some(TIMEOUT)))
+            .await
+            .map_err(|e| KafkaClientError::kafka("describe broker configs", e))?;
+        let mut out = Vec::new();
+        for (id, result) in ids.iter().zip(results) {
+            let resource = result.map_err(|e| KafkaClientError::Config(format!("broker {id} configs: {e:?}")))?;
+            out.push((*id, resource.entries.into_iter().find(|e| e.name == name).and_then(|e| e.value)));
+        }
+        Ok(out)
+    }
+
     /// Applies the plan's changes, in order; the first failure stops with its topic named.
     /// Returns once every created or grown topic is visible in the cluster's metadata, so
     /// a service started right after sees what was applied.

@@ -310,6 +310,15 @@ pub async fn topic_watermarks(
     watermarks(Arc::new(Tail::consumer(settings, name)?), topics).await
 }
 
+/// The newest record timestamp of `topic` (its partitions' last records), `None` when it
+/// has no records.
+pub async fn newest_timestamp(settings: &KafkaSettings, name: &str, topic: &str) -> Result<Option<i64>> {
+    let marks = topic_watermarks(settings, name, &[topic]).await?;
+    let from: Positions = marks.iter().map(|(tp, (lo, hi))| (tp.clone(), (hi - 1).max(*lo))).collect();
+    let last = read_range(settings, name, &[topic], Some(&from)).await?;
+    Ok(last.iter().filter_map(|m| m.timestamp).max())
+}
+
 /// Every record of `topics` from `from` (or the beginning) up to their end at the time of
 /// the call, partition by partition in offset order.
 pub async fn read_range(
