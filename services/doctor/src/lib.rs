@@ -285,7 +285,10 @@ async fn postgres_checks(args: &DoctorArgs, tenant_tables: &[&str], out: &mut Ve
                     format!("{} budget(s) below their warning levels", levels.len()),
                 )
             } else {
-                check(Privacy, "privacy.budgets", Status::Warn, high.join("; "))
+                let more = if high.len() > 5 { format!("; and {} more", high.len() - 5) } else { String::new() };
+                let shown = high.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
+                let detail = format!("{} of {} budget(s) high or spent: {shown}{more}", high.len(), levels.len());
+                check(Privacy, "privacy.budgets", Status::Warn, detail)
             }
         }
     });
@@ -329,16 +332,17 @@ fn service_checks(args: &DoctorArgs, out: &mut Vec<Check>) {
     }
     let mut unready = Vec::new();
     let mut silent = Vec::new();
+    let mut samples = 0;
     for s in &args.services {
         match http_get(s, "/readyz") {
             Ok((200, _)) => {}
             Ok((status, body)) => unready.push(format!("{s}: /readyz {status} {}", body.trim())),
             Err(e) => unready.push(format!("{s}: {e}")),
         }
+        // A service that has recorded nothing yet answers an empty page: still exporting.
         match http_get(s, "/metrics") {
-            Ok((200, body))
-                if body.contains("guardian_") || body.lines().any(|l| !l.starts_with('#') && !l.is_empty()) => {}
-            Ok((status, _)) => silent.push(format!("{s}: /metrics {status} without samples")),
+            Ok((200, body)) => samples += body.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).count(),
+            Ok((status, _)) => silent.push(format!("{s}: /metrics {status}")),
             Err(e) => silent.push(format!("{s}: {e}")),
         }
     }
@@ -349,7 +353,12 @@ fn service_checks(args: &DoctorArgs, out: &mut Vec<Check>) {
         check(Observability, "services.ready", Status::Fail, unready.join("; "))
     });
     out.push(if silent.is_empty() {
-        check(Observability, "services.metrics", Status::Pass, format!("{n} service(s) export metrics"))
+        check(
+            Observability,
+            "services.metrics",
+            Status::Pass,
+            format!("{n} service(s) export metrics ({samples} samples)"),
+        )
     } else {
         check(Observability, "services.metrics", Status::Fail, silent.join("; "))
     });
