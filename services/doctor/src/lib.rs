@@ -13,8 +13,10 @@
 //! API), the schema registry (none yet), the archive's object lock.
 
 use std::fmt;
+use std::future::Future;
 use std::io::{Read, Write};
 use std::net::ToSocketAddrs;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -55,6 +57,24 @@ pub struct DoctorArgs {
     /// One JSON object per check instead of the table
     #[arg(long)]
     pub json: bool,
+}
+
+/// The privacy budgets as (scope, ε spent, level), or the database's error.
+pub type BudgetLevels = Pin<Box<dyn Future<Output = Result<Vec<(String, f64, String)>, sqlx::Error>> + Send>>;
+
+/// What the review reads through the services' own read APIs, handed in by the binary (an
+/// ops tool does not depend on service crates).
+pub struct ServiceReads {
+    /// The tables each service scopes to a hospital (row-level security).
+    pub tenant_tables: Vec<&'static str>,
+    /// The accountant's budgets, read from its database.
+    pub budget_levels: Box<dyn Fn(sqlx::PgPool) -> BudgetLevels + Send + Sync>,
+}
+
+impl fmt::Debug for ServiceReads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceReads").field("tenant_tables", &self.tenant_tables).finish_non_exhaustive()
+    }
 }
 
 /// The review's sections.
@@ -205,7 +225,8 @@ async fn kafka_checks(args: &DoctorArgs, out: &mut Vec<Check>) {
     });
 }
 
-async fn postgres_checks(args: &DoctorArgs, tenant_tables: &[&str], out: &mut Vec<Check>) {
+async fn postgres_checks(args: &DoctorArgs, reads: &ServiceReads, out: &mut Vec<Check>) {
+    let tenant_tables = reads.tenant_tables.as_slice();
     use Group::*;
     let Some(url) = &args.database_url else {
         out.push(check(Infrastructure, "postgres.reachable", Status::Skip, "no --database-url"));
@@ -268,7 +289,7 @@ async fn postgres_checks(args: &DoctorArgs, tenant_tables: &[&str], out: &mut Ve
             }
         }
     });
-    out.push(match guardian_accountant::store::budget_levels(&pool).await {
+    out.push(match (reads.budget_levels)(pool.clone()).await {
         Err(e) => check(Privacy, "privacy.budgets", Status::Fail, e.to_string()),
         Ok(levels) if levels.is_empty() => check(Privacy, "privacy.budgets", Status::Skip, "no budgets recorded"),
         Ok(levels) => {
@@ -457,12 +478,11 @@ async fn mirror_checks(args: &DoctorArgs, out: &mut Vec<Check>) {
     });
 }
 
-/// Every check, in review order. `tenant_tables` are the tables the services scope to a
-/// hospital (row-level security).
-pub async fn checks(args: &DoctorArgs, tenant_tables: &[&str]) -> Vec<Check> {
+/// Every check, in review order.
+pub async fn checks(args: &DoctorArgs, reads: &ServiceReads) -> Vec<Check> {
     let mut out = Vec::new();
     kafka_checks(args, &mut out).await;
-    postgres_checks(args, tenant_tables, &mut out).await;
+    postgres_checks(args, reads, &mut out).await;
     s3_checks(args, &mut out).await;
     service_checks(args, &mut out);
     prometheus_checks(args, &mut out);
@@ -483,8 +503,8 @@ pub fn verdict(checks: &[Check], strict: bool) -> u8 {
 }
 
 /// Runs the review and prints it.
-pub async fn run(args: DoctorArgs, tenant_tables: &[&str]) -> ExitCode {
-    let checks = checks(&args, tenant_tables).await;
+pub async fn run(args: DoctorArgs, reads: ServiceReads) -> ExitCode {
+    let checks = checks(&args, &reads).await;
     let code = verdict(&checks, args.strict);
     if args.json {
         for c in &checks {

@@ -48,6 +48,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dr(cmd) => Ok(guardian_dr::failover::run(cmd).await?),
         Command::Restore(args) => archive::restore(args).await,
         Command::Chaos(ChaosCommand::Run(args)) => chaos::run(args).await,
-        Command::Doctor(args) => Ok(guardian_doctor::run(args, &db::tenant_tables()).await),
+        Command::Doctor(args) => {
+            let reads = guardian_doctor::ServiceReads {
+                tenant_tables: db::tenant_tables(),
+                budget_levels: Box::new(|pool| {
+                    Box::pin(async move { guardian_accountant::store::budget_levels(&pool).await })
+                }),
+            };
+            Ok(guardian_doctor::run(args, reads).await)
+        }
     }
 }
