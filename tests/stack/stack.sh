@@ -777,6 +777,8 @@ cmd_demo() {
   say "Alertmanager: $GUARDIAN_ALERTMANAGER_URL"
   say "Traces:       $GUARDIAN_JAEGER_URL/api/traces?service=guardian-demo (Jaeger query API)"
   export OTEL_EXPORTER_OTLP_ENDPOINT=$GUARDIAN_OTLP_ENDPOINT
+  # The demo prints its own status every 5 s; the logs show warnings only.
+  export RUST_LOG=${RUST_LOG:-warn}
   exec "$target/release/guardian" demo --topics-dir "$REPO/topics" "$@"
 }
 

@@ -202,7 +202,9 @@ impl PgEffect for Ledger {
                 changed.insert(key);
                 changed.insert(scope_key(None));
             } else {
-                tracing::warn!(event_id = %item.spend.event_id, hospital = %item.spend.hospital_id, "spend refused: over budget");
+                // Info, not a warning: a hospital spending past its limit must not flood the
+                // logs; every refusal is a decision record and moves the budget's metrics.
+                tracing::info!(event_id = %item.spend.event_id, hospital = %item.spend.hospital_id, "spend refused: over budget");
             }
             // The decision, once per event id: the aggregator sums an update only after it.
             let decision = outcome.decision(&item.spend, self.limits.delta, guardian_runtime::now_ms());

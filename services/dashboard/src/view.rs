@@ -281,11 +281,19 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// A horizontal bar chart as inline SVG (no script, no build step).
+/// Widest a character of the charts' 13 px sans-serif text is taken to be, in pixels (an
+/// upper bound for digits, letters and punctuation of the labels; wide glyphs are rare).
+const CHAR_PX: f64 = 8.5;
+
+/// A horizontal bar chart as inline SVG (no script, no build step). The label column and
+/// the canvas grow with the longest label and value text, so none is cut off.
 fn bars(title: &str, id: &str, items: &[(String, f64, String)], max: f64) -> String {
     let height = 30 + 26 * items.len();
+    let widest = |f: &dyn Fn(&(String, f64, String)) -> usize| items.iter().map(f).max().unwrap_or(0) as f64;
+    let label_w = (widest(&|i| i.0.chars().count()) * CHAR_PX + 10.0).max(160.0);
+    let width = label_w + 400.0 + 5.0 + widest(&|i| i.2.chars().count()) * CHAR_PX + 10.0;
     let mut svg = format!(
-        "<figure><figcaption>{}</figcaption><svg id=\"{id}\" width=\"640\" height=\"{height}\" role=\"img\" aria-label=\"{}\">",
+        "<figure><figcaption>{}</figcaption><svg id=\"{id}\" width=\"{width:.0}\" height=\"{height}\" role=\"img\" aria-label=\"{}\">",
         escape(title),
         escape(title)
     );
@@ -293,11 +301,11 @@ fn bars(title: &str, id: &str, items: &[(String, f64, String)], max: f64) -> Str
         let y = 10 + i * 26;
         let w = if max > 0.0 { (value / max * 400.0).max(1.0) } else { 1.0 };
         svg.push_str(&format!(
-            "<text x=\"0\" y=\"{}\" font-size=\"13\">{}</text><rect class=\"bar\" data-group=\"{}\" data-value=\"{value}\" x=\"160\" y=\"{y}\" width=\"{w:.1}\" height=\"18\" fill=\"#3b6ea5\"/><text class=\"value\" x=\"{:.1}\" y=\"{}\" font-size=\"13\">{}</text>",
+            "<text x=\"0\" y=\"{}\" font-size=\"13\">{}</text><rect class=\"bar\" data-group=\"{}\" data-value=\"{value}\" x=\"{label_w:.0}\" y=\"{y}\" width=\"{w:.1}\" height=\"18\" fill=\"#3b6ea5\"/><text class=\"value\" x=\"{:.1}\" y=\"{}\" font-size=\"13\">{}</text>",
             y + 14,
             escape(label),
             escape(label),
-            165.0 + w,
+            label_w.round() + w + 5.0,
             y + 14,
             escape(text)
         ));
@@ -354,6 +362,34 @@ pub fn html(page: &str, by: &str, k: usize, groups: &[Group], extra: &str) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_chart_text_is_cut_off() {
+        let items = vec![
+            ("critical-access".to_string(), 7681.0, "7681 (9 hospitals)".to_string()),
+            ("2026-12-07".to_string(), 12.0, "12 (3 hospitals)".to_string()),
+        ];
+        let svg = bars("t", "x", &items, 7681.0);
+        let width: f64 = svg.split("width=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+        for (i, (label, _, text)) in items.iter().enumerate() {
+            let bar_end: f64 =
+                svg.split("class=\"value\" x=\"").nth(i + 1).unwrap().split('"').next().unwrap().parse().unwrap();
+            assert!(bar_end + CHAR_PX * text.chars().count() as f64 <= width, "{text} ends past {width}");
+            let bar_x: f64 = svg
+                .split("class=\"bar\"")
+                .nth(i + 1)
+                .unwrap()
+                .split("x=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(CHAR_PX * label.chars().count() as f64 <= bar_x, "{label} runs into its bar");
+        }
+    }
 
     #[test]
     fn the_overview_shows_every_hospital_the_trend_and_the_budgets() {

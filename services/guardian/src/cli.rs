@@ -537,8 +537,12 @@ pub struct DemoArgs {
     /// Where /metrics, /healthz and /readyz listen
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub listen: SocketAddr,
-    /// Number of synthetic hospitals
-    #[arg(long, default_value_t = 5)]
+    /// Where the dashboard listens
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub dashboard_listen: SocketAddr,
+    /// Number of synthetic hospitals (h001...; loaded into the registry with regions, EHR
+    /// vendors, tiers and phases; 12 or more fill every dashboard group past k = 3)
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=999))]
     pub hospitals: u32,
     /// Encounters per second
     #[arg(long, default_value_t = 50.0)]

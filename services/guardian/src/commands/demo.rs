@@ -79,9 +79,38 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         max_skew_ms: guardian_kafka::event_time::DEFAULT_MAX_SKEW_MS,
     };
     let slo = tokio::spawn(guardian_slo::run(slo, shutdown.clone(), || {}));
+    // The registry the dashboard groups by, and availability probes for the uptime KPI.
+    guardian_rollups::readiness::load_registry(&pool, &guardian_rollups::readiness::demo_registry(args.hospitals))
+        .await?;
+    let probes = {
+        let (kafka, n, s) = (args.kafka.clone(), args.hospitals, shutdown.clone());
+        tokio::spawn(async move {
+            super::simulate::availability(&kafka, n, Duration::from_secs(5), super::simulate::now_ms() as u64, s).await
+        })
+    };
+    // The dashboard, with a fresh operator token for this run (Basic auth: any user name).
+    let token = guardian_dashboard::tokens::new_token();
+    let tokens = std::env::temp_dir().join(format!("guardian-demo-tokens-{}.toml", std::process::id()));
+    std::fs::write(&tokens, format!("[operators]\n\"{}\" = \"demo\"\n", guardian_dashboard::tokens::digest(&token)))?;
+    let dashboard = guardian_dashboard::DashboardConfig {
+        kafka: args.kafka.clone(),
+        database_url: args.database_url.clone(),
+        k: 3,
+        days: 30,
+        listen: args.dashboard_listen,
+        tokens: Some(tokens.clone()),
+        slo_period_ms: 30 * 86_400_000,
+    };
+    let (url_tx, url_rx) = tokio::sync::oneshot::channel();
+    let dashboard = tokio::spawn(guardian_dashboard::serve(dashboard, shutdown.clone(), move |a| {
+        let _ = url_tx.send(a);
+    }));
+    let dashboard_at = url_rx.await.map_err(|_| anyhow::anyhow!("the dashboard did not start (see the log above)"))?;
     readiness.set_ready(true);
 
-    println!("metrics:   http://{bound}/metrics");
+    println!("dashboard: http://{dashboard_at}/  (what anyone may see: KPIs by region, EHR vendor, tier, phase)");
+    println!("operator:  http://demo:{token}@{dashboard_at}/operator  (hospitals, budgets, sessions, SLOs)");
+    println!("metrics:   http://{bound}/metrics  (and http://{dashboard_at}/metrics)");
     println!("health:    http://{bound}/healthz  http://{bound}/readyz");
     println!("database:  {}", guardian_pg::connect::redact(&args.database_url));
     println!("hospitals: {} synthetic, {} encounters/s; Ctrl-C stops", args.hospitals, args.rate);
@@ -120,33 +149,27 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             _ = shutdown.wait() => break,
             _ = report.tick() => {}
         }
-        let budgets: Vec<String> = guardian_accountant::store::budget_levels(&pool)
-            .await
-            .unwrap_or_default()
-            .iter()
-            .map(|(key, eps, level)| format!("{} ε {eps:.3} {level}", key.trim_start_matches("hospital/")))
-            .collect();
-        if !budgets.is_empty() {
-            println!("privacy: {}", budgets.join(" | "));
-        }
-        let kpis: Vec<String> = guardian_rollups::readiness::readiness(&pool, 0, i64::MAX)
-            .await
-            .unwrap_or_default()
-            .iter()
-            .filter(|r| r.encounters > 0)
-            .map(|r| {
-                format!(
-                    "{} {} enc, {:.1}% SOAP, p95 {:.0} ms",
-                    r.hospital_id,
-                    r.encounters,
-                    100.0 * r.completeness.unwrap_or(0.0),
-                    r.generation_p95_ms.unwrap_or(0.0)
-                )
-            })
-            .collect();
-        if !kpis.is_empty() {
-            println!("kpi:     {} (day windows; burn rates on /metrics)", kpis.join(" | "));
-        }
+        // One compact line: the KPIs so far, the budgets by level.
+        let levels = guardian_accountant::store::budget_levels(&pool).await.unwrap_or_default();
+        let count = |l: &str| levels.iter().filter(|b| b.2 == l).count();
+        let kpis = guardian_rollups::readiness::readiness(&pool, 0, i64::MAX).await.unwrap_or_default();
+        let active: Vec<_> = kpis.iter().filter(|r| r.encounters > 0).collect();
+        let encounters: i64 = active.iter().map(|r| r.encounters).sum();
+        let mean = |f: &dyn Fn(&&guardian_rollups::readiness::Readiness) -> Option<f64>| {
+            let v: Vec<f64> = active.iter().filter_map(f).collect();
+            if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 }
+        };
+        println!(
+            "status: {encounters} encounters rolled up for {} hospitals (SOAP {:.1}%, uptime {:.2}%); budgets: {} normal, {} warning, {} high, {} critical, {} exhausted",
+            active.len(),
+            100.0 * mean(&|r| r.completeness),
+            100.0 * mean(&|r| r.uptime),
+            count("NORMAL"),
+            count("WARNING"),
+            count("HIGH"),
+            count("CRITICAL"),
+            count("EXHAUSTED"),
+        );
     }
     if let Some(f) = federation {
         f.await??;
@@ -155,6 +178,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     accountant.await??;
     let stats = kpi.await??;
     slo.await??;
+    let probes = probes.await??;
+    dashboard.await??;
+    let _ = std::fs::remove_file(&tokens);
+    println!("demo: {probes} availability probes");
     println!(
         "demo: sent {} encounters ({} undecodable), {} SLO events, {} budget spends; KPI rollups applied {}, dead-lettered {}",
         sent.encounters, sent.poison, sent.slo, sent.spends, stats.applied, stats.dead_lettered

@@ -101,6 +101,51 @@ pub async fn run(args: SimulateArgs, shutdown: Shutdown) -> Result<Sent> {
     Ok(sent)
 }
 
+/// An availability event keyed by its hospital.
+fn by_hospital(e: &guardian_schemas::records::SloEvent) -> (&str, &guardian_schemas::records::SloEvent) {
+    (e.hospital_id.as_deref().unwrap_or_default(), e)
+}
+
+/// The simulated hospitals' availability probes: every `every`, one availability SLO
+/// event per hospital (`h001`...), failed once in 200 (seeded), until `shutdown`. Returns
+/// how many were sent.
+pub async fn availability(
+    kafka: &guardian_kafka::KafkaArgs,
+    hospitals: u32,
+    every: Duration,
+    seed: u64,
+    shutdown: Shutdown,
+) -> Result<u64> {
+    let catalogue = kafka.checked_catalogue(guardian_topics::ServiceId::Ops, &[TopicId::SloEvents]).await?;
+    let topic = catalogue.topic(TopicId::SloEvents)?;
+    let producer = Producer::new(&kafka.settings(&guardian_topics::ServiceId::Ops.client_for("availability")))?;
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xa7a1);
+    let mut interval = tokio::time::interval(every);
+    let mut sent = 0u64;
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => return Ok(sent),
+            _ = interval.tick() => {}
+        }
+        let now = now_ms();
+        let checks: Vec<guardian_schemas::records::SloEvent> = (1..=hospitals)
+            .map(|h| guardian_schemas::records::SloEvent {
+                event_id: format!("availability-{seed}-h{h:03}-{now}"),
+                service: "guardian-agent".into(),
+                hospital_id: Some(format!("h{h:03}")),
+                slo: guardian_schemas::records::SloKind::Availability,
+                good: !rng.random_bool(0.005),
+                latency_ms: None,
+                observed_at: now,
+            })
+            .collect();
+        sent += producer.send_batch(&topic, checks.iter().map(by_hospital)).await?;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,24 @@ pub fn parse_registry(text: &str) -> Result<Vec<Hospital>, String> {
     Ok(file.hospital)
 }
 
+/// The demo's registry of `n` synthetic hospitals (`h001`...): four regions, three EHR
+/// vendors, three tiers and the four pilot phases, spread so that with 12 or more
+/// hospitals every group has at least three (the dashboard's default k).
+pub fn demo_registry(n: u32) -> Vec<Hospital> {
+    const REGIONS: [&str; 4] = ["northeast", "midwest", "south", "west"];
+    const VENDORS: [&str; 3] = ["epic", "oracle-health", "meditech"];
+    const TIERS: [&str; 3] = ["academic", "community", "critical-access"];
+    (0..n as usize)
+        .map(|i| Hospital {
+            id: format!("h{:03}", i + 1),
+            region: REGIONS[i % 4].into(),
+            ehr_vendor: VENDORS[i % 3].into(),
+            tier: TIERS[(i / 4) % 3].into(),
+            phase: PHASES[(i / 3) % 4].into(),
+        })
+        .collect()
+}
+
 /// Creates the registry table (idempotent): once per process, before [`readiness`] or the
 /// dashboard's queries.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
