@@ -120,7 +120,8 @@ async fn records_past_the_horizon_are_dead_lettered_and_their_days_pruned() {
     };
     const D: i64 = 86_400_000;
     let old = encounter("old", DAY - 20 * D);
-    apply(&pool, &mut rollups, &[Item::Encounter(old.clone()), Item::Encounter(encounter("now", DAY))]).await;
+    apply(&pool, &mut rollups, &[Item::Encounter(old.clone(), None), Item::Encounter(encounter("now", DAY), None)])
+        .await;
     let days: Vec<i64> =
         sqlx::query_scalar("SELECT day_start_ms FROM kpi_seen_days ORDER BY 1").fetch_all(&pool).await.unwrap();
     assert_eq!(days, [DAY], "the day 20 days back is pruned with the batch that made it old");
@@ -155,7 +156,7 @@ async fn records_past_the_horizon_are_dead_lettered_and_their_days_pruned() {
     // in the transaction, where the newest time is read under its lock.
     let mut behind = Rollups { newest: Default::default(), seen: Seen::new(1_000), ..rollups };
     assert!(behind.prepare(&msg(&old)).is_ok());
-    apply(&pool, &mut behind, &[Item::Encounter(old)]).await;
+    apply(&pool, &mut behind, &[Item::Encounter(old, None)]).await;
     let day_encounters: i64 = sqlx::query_scalar(
         "SELECT coalesce(sum(encounters), 0)::bigint FROM kpi_rollups WHERE window_size = 'DAY' AND window_start_ms = $1",
     )

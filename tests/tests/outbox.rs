@@ -47,7 +47,7 @@ async fn rows_reach_the_topic_exactly_once_across_a_crash() {
     let mut conn = pool.acquire().await.unwrap();
     let keys: Vec<String> = (1..=30).map(|i| format!("k{}", i % 7)).collect();
     let payloads: Vec<Vec<u8>> = (1..=30).map(|i| format!("row {i}").into_bytes()).collect();
-    outbox.push_many(&mut conn, "row", &keys, &payloads).await.unwrap();
+    outbox.push_many(&mut conn, "row", &keys, &payloads, &[]).await.unwrap();
     drop(conn);
 
     // A publisher that "crashed": rows 1..=10 committed to Kafka, not deleted; rows
@@ -112,7 +112,7 @@ async fn rows_committed_out_of_id_order_are_not_lost_at_recovery() {
     let mut conn = pool.acquire().await.unwrap();
     let keys: Vec<String> = (1..=30).map(|i| format!("k{i}")).collect();
     let payloads: Vec<Vec<u8>> = (1..=30).map(|i| format!("row {i}").into_bytes()).collect();
-    outbox.push_many(&mut conn, "row", &keys, &payloads).await.unwrap();
+    outbox.push_many(&mut conn, "row", &keys, &payloads, &[]).await.unwrap();
     drop(conn);
 
     let transactional_id = format!("{topic}-publisher");
