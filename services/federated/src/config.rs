@@ -117,6 +117,11 @@ pub struct FlStartArgs {
     /// e.g. development; the budget is then enforced by the agents alone)
     #[arg(long, value_enum, default_value_t = SpendGate::Wait)]
     pub spend_decisions: SpendGate,
+    /// Where /metrics, /healthz and /readyz listen (rounds by outcome, model version,
+    /// held-out accuracy, survivors); none by default, so that standbys of a session on
+    /// one host do not compete for a port
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
 }
 
 /// Whether the aggregator waits for the accountant's decision on each spend.
@@ -155,6 +160,7 @@ impl Default for FlStartArgs {
             stage_timeout_secs: 30,
             initial_model: None,
             spend_decisions: SpendGate::Wait,
+            listen: None,
         }
     }
 }

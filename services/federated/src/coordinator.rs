@@ -188,6 +188,7 @@ impl Progress {
         if let Some(next) = next {
             self.current = next;
         }
+        crate::metrics::round_ended(session, &outcome);
         match &outcome {
             RoundOutcome::Finished { survivors, .. } => self.absentees.observe(participants, survivors),
             RoundOutcome::Failed { named, .. } if !named.is_empty() => {

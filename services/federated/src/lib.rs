@@ -14,6 +14,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod history;
+pub mod metrics;
 pub mod noise;
 pub mod registry;
 pub mod replay;

@@ -45,6 +45,12 @@ pub async fn aggregate(args: FlStartArgs, shutdown: &Shutdown) -> Result<(Sessio
     }
     let (plan, hospitals) = plan(&args, Some(&registry))?;
     registry.directory(&hospitals)?;
+    let ops = match args.listen {
+        Some(listen) => {
+            Some(guardian_runtime::http::serve_ops(ServiceId::Aggregator.name(), listen, None, shutdown).await?)
+        }
+        None => None,
+    };
     let t = topics(&args.kafka, ServiceId::Aggregator).await?;
     let kafka = args.kafka.settings(&ServiceId::Aggregator.client_id());
     // One aggregator acts for a session: the others wait as standbys and take over when
@@ -56,6 +62,9 @@ pub async fn aggregate(args: FlStartArgs, shutdown: &Shutdown) -> Result<(Sessio
     })
     .await?;
     tracing::info!(session = %plan.session, "leading the session");
+    if let Some(ops) = &ops {
+        ops.readiness.set_ready(true);
+    }
     eprintln!("fl: leading session {}", plan.session);
     let coordinator = Coordinator::new(kafka, t, args.s3.models()?, identity, registry, &plan.session).await?;
     eprintln!("fl: session {} settings {}", plan.session, plan_json(&plan));

@@ -104,14 +104,10 @@ async fn a_fast_burn_pages_through_prometheus_and_alertmanager_then_resolves() {
     let stack = Stack::get();
     let webhook = webhook_receiver(&stack.alert_webhook);
     let prefix = format!("{}.", unique("alerting"));
+    // Announced to the stack's Prometheus whatever the caller's environment says.
     let guardian = |args: &[&str]| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_guardian"));
-        c.args(args)
-            .env("RUST_LOG", "warn")
-            .env("GUARDIAN_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
-            .env("GUARDIAN_TOPIC_PREFIX", &prefix)
-            .env("GUARDIAN_PROMETHEUS_SD_DIR", &stack.prometheus_sd_dir)
-            .env_remove("GUARDIAN_TOPICS_DIR");
+        let mut c = guardian_on(&stack, &prefix, args);
+        c.env("GUARDIAN_PROMETHEUS_SD_DIR", &stack.prometheus_sd_dir);
         c
     };
     assert!(guardian(&["topics", "apply"]).output().unwrap().status.success());
