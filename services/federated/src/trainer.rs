@@ -132,7 +132,9 @@ impl TrainCommand {
                 break status;
             }
             if started.elapsed() >= self.timeout {
-                let _ = Command::new("kill").args(["-KILL", &format!("-{}", child.id())]).status();
+                // `--`: without it, procps-ng 4.0's kill reads `-KILL -1234` as a signal to
+                // process group -1, that is to every process the user may signal.
+                let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
                 let _ = child.kill();
                 let _ = child.wait();
                 bail!("the trainer did not finish within {} s: killed", self.timeout.as_secs());
@@ -202,12 +204,18 @@ mod tests {
             ("printf 'not a model' > \"$GUARDIAN_UPDATE\"", "not a .npy file"),
             ("sleep 30", "did not finish within 1 s"),
         ];
+        // A process of the same user outside the trainer's group, which the timeout's kill
+        // must spare.
+        let mut bystander = std::process::Command::new("sleep").arg("30").process_group(0).spawn().unwrap();
         for (command, expected) in cases {
             let mut t = trainer(command, Format::Npy);
             t.timeout = Duration::from_secs(1);
             let err = t.train(ID, &global).await.unwrap_err().to_string();
             assert!(err.contains(expected), "{command}: {err}");
         }
+        assert!(bystander.try_wait().unwrap().is_none(), "the timeout killed a process outside the trainer's group");
+        let _ = bystander.kill();
+        let _ = bystander.wait();
         // An update of the wrong length, and one with a value that is not finite.
         let short = std::env::temp_dir().join(format!("guardian-trainer-short-{}.npy", std::process::id()));
         std::fs::write(&short, guardian_fl::npy::write(&[1.0, 2.0])).unwrap();

@@ -408,6 +408,19 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
             .unwrap_or_else(|| panic!("the rendered page has no bar {bar}:\n{dom}"));
         assert!((drawn - value).abs() < 1e-9, "bar of {bar} shows {drawn}, the API says {value}");
     }
+    // No empty panel: every chart the browser rendered has bars; and no value text runs
+    // past its canvas (13 px text, at most 8.5 px a character).
+    let figures: Vec<&str> = dom.split("<figure>").skip(1).map(|f| f.split("</figure>").next().unwrap()).collect();
+    assert!(figures.len() >= 2, "the trend and the groups' charts:\n{dom}");
+    for f in &figures {
+        assert!(f.contains("class=\"bar\""), "an empty panel:\n{f}");
+        let width: f64 = f.split("width=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+        for text in f.split("<text class=\"value\" x=\"").skip(1) {
+            let x: f64 = text.split('"').next().unwrap().parse().unwrap();
+            let shown = text.split('>').nth(1).unwrap().split('<').next().unwrap();
+            assert!(x + 8.5 * shown.chars().count() as f64 <= width, "{shown:?} at {x} runs past {width}:\n{f}");
+        }
+    }
     let shot = std::env::var("GUARDIAN_STACK_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| stack.repo.join(".stack"))

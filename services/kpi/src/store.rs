@@ -40,11 +40,10 @@ pub async fn migrate(pool: &PgPool, rollups_topic: &str) -> Result<(), sqlx::Err
     guardian_pg::apply_ddl(pool, &outbox(rollups_topic).ddl()).await
 }
 
-/// A decoded input record.
+/// A decoded input record. Counted events carry the W3C `traceparent` of their record's
+/// span when the producer traced it: the outbox rows they change keep it, so the rollup
+/// record published later continues the event's trace.
 #[derive(Debug, Clone)]
-/// Counted events carry the W3C `traceparent` of their record's span when the producer
-/// traced it: the outbox rows they change keep it, so the rollup record published later
-/// continues the event's trace.
 pub enum Item {
     Encounter(Encounter, Option<String>),
     /// An availability observation of a hospital.
