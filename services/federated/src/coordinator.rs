@@ -188,14 +188,18 @@ impl Progress {
         if let Some(next) = next {
             self.current = next;
         }
-        crate::metrics::round_ended(session, &outcome);
         match &outcome {
-            RoundOutcome::Finished { survivors, .. } => self.absentees.observe(participants, survivors),
-            RoundOutcome::Failed { named, .. } if !named.is_empty() => {
-                warn!(session, ?named, "left out of the rest of the session: their records failed a round");
-                self.excluded.extend(named.iter().cloned());
+            RoundOutcome::Finished { version, survivors, evicted, accuracy, .. } => {
+                crate::metrics::round_finished(session, *version, survivors.len(), evicted.len(), *accuracy);
+                self.absentees.observe(participants, survivors);
             }
-            RoundOutcome::Failed { .. } => {}
+            RoundOutcome::Failed { named, .. } => {
+                crate::metrics::round_failed(session);
+                if !named.is_empty() {
+                    warn!(session, ?named, "left out of the rest of the session: their records failed a round");
+                    self.excluded.extend(named.iter().cloned());
+                }
+            }
         }
         self.outcomes.push(outcome);
     }

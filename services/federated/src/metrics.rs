@@ -14,48 +14,35 @@ pub const EVICTIONS: &str = "guardian_fl_evictions_total";
 pub const SESSION: &str = "session";
 pub const OUTCOME: &str = "outcome";
 
-/// Records a round's end.
-pub fn round_ended(session: &str, outcome: &crate::coordinator::RoundOutcome) {
-    use crate::coordinator::RoundOutcome;
+/// Records a finished round: its model version, how many hospitals it summed and put
+/// out, the new model's held-out accuracy (when evaluated).
+pub fn round_finished(session: &str, version: i64, survivors: usize, evicted: usize, accuracy: Option<f64>) {
     let session = session.to_string();
-    match outcome {
-        RoundOutcome::Finished { version, survivors, evicted, accuracy, .. } => {
-            metrics::counter!(ROUNDS, SESSION => session.clone(), OUTCOME => "finished").increment(1);
-            metrics::gauge!(MODEL_VERSION, SESSION => session.clone()).set(*version as f64);
-            metrics::gauge!(SURVIVORS, SESSION => session.clone()).set(survivors.len() as f64);
-            metrics::counter!(EVICTIONS, SESSION => session.clone()).increment(evicted.len() as u64);
-            if let Some(a) = accuracy {
-                metrics::gauge!(ACCURACY, SESSION => session).set(*a);
-            }
-        }
-        RoundOutcome::Failed { .. } => {
-            metrics::counter!(ROUNDS, SESSION => session, OUTCOME => "failed").increment(1);
-        }
+    metrics::counter!(ROUNDS, SESSION => session.clone(), OUTCOME => "finished").increment(1);
+    metrics::gauge!(MODEL_VERSION, SESSION => session.clone()).set(version as f64);
+    metrics::gauge!(SURVIVORS, SESSION => session.clone()).set(survivors as f64);
+    metrics::counter!(EVICTIONS, SESSION => session.clone()).increment(evicted as u64);
+    if let Some(a) = accuracy {
+        metrics::gauge!(ACCURACY, SESSION => session).set(a);
     }
+}
+
+/// Records a failed round.
+pub fn round_failed(session: &str) {
+    metrics::counter!(ROUNDS, SESSION => session.to_string(), OUTCOME => "failed").increment(1);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coordinator::RoundOutcome;
 
     #[test]
     fn a_round_s_end_is_on_the_aggregator_s_metrics() {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
-            round_ended(
-                "s1",
-                &RoundOutcome::Finished {
-                    version: 3,
-                    survivors: vec!["h001".into(), "h002".into()],
-                    dropped: vec![],
-                    evicted: vec!["h003: signed two inputs".into()],
-                    accuracy: Some(0.9),
-                    sha256: String::new(),
-                },
-            );
-            round_ended("s1", &RoundOutcome::Failed { reason: "too few".into(), named: vec![] });
+            round_finished("s1", 3, 2, 1, Some(0.9));
+            round_failed("s1");
         });
         let text = handle.render();
         for line in [
