@@ -120,8 +120,7 @@ async fn a_fast_burn_pages_through_prometheus_and_alertmanager_then_resolves() {
         (0..600i64).map(|i| availability(format!("down-{i}"), false, now - 600_000 + i * 1_000)).collect();
     producer.send_batch(&topic, down.iter().map(|e| ("h001", e))).await.unwrap();
 
-    let listen =
-        format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let listen = format!("127.0.0.1:{}", free_port());
     let mut monitor = guardian(&["slo", "--listen", &listen, "--publish-secs", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
