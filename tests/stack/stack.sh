@@ -230,18 +230,29 @@ kafka_dir() { echo "$STACK_DIR/kafka-$1"; }
 
 KAFKA_TLS_PASSWORD=guardian-local-tls
 
-# A self-signed certificate for 127.0.0.1 (keytool, from the JDK) and its PEM, which
-# clients trust as the CA (GUARDIAN_KAFKA_SECURE_CA).
+# The secure broker's certificate for 127.0.0.1, signed by a local CA (keytool, from the
+# JDK) whose PEM clients trust (GUARDIAN_KAFKA_SECURE_CA).
 kafka_tls_material() {
   local tls=$1/tls
-  [ -f "$tls/ca.pem" ] && return 0
-  mkdir -p "$tls"
-  keytool -genkeypair -alias broker -keyalg EC -groupname secp256r1 -sigalg SHA256withECDSA -validity 3650 \
-    -dname "CN=guardian-local-broker" -ext "SAN=ip:127.0.0.1,dns:localhost" -ext "BC:c=ca:true" \
-    -keystore "$tls/broker.p12" -storetype PKCS12 -storepass "$KAFKA_TLS_PASSWORD" -keypass "$KAFKA_TLS_PASSWORD" \
-    >"$tls/keytool.log" 2>&1 || { cat "$tls/keytool.log" >&2; die "keytool could not create the broker certificate"; }
-  keytool -exportcert -rfc -alias broker -keystore "$tls/broker.p12" -storepass "$KAFKA_TLS_PASSWORD" \
-    -file "$tls/ca.pem" >>"$tls/keytool.log" 2>&1 || die "keytool could not export the broker certificate"
+  # ca.p12 marks the CA-and-leaf layout; material from before it (a self-signed broker
+  # certificate, which strict verifiers such as rustls refuse) is made again.
+  [ -f "$tls/ca.p12" ] && [ -f "$tls/ca.pem" ] && return 0
+  rm -rf "$tls" && mkdir -p "$tls"
+  local pass=$KAFKA_TLS_PASSWORD log=$tls/keytool.log
+  kt() { keytool "$@" >>"$log" 2>&1 || { cat "$log" >&2; die "keytool $1 failed creating the broker's TLS material"; }; }
+  local ec=(-keyalg EC -groupname secp256r1 -sigalg SHA256withECDSA -validity 3650 -storetype PKCS12)
+  # A local CA (what clients trust), and the broker's own key signed by it.
+  kt -genkeypair -alias ca "${ec[@]}" -dname "CN=guardian-local-ca" -ext "BC:c=ca:true" \
+    -ext "KU:c=keyCertSign,cRLSign" -keystore "$tls/ca.p12" -storepass "$pass" -keypass "$pass"
+  kt -exportcert -rfc -alias ca -keystore "$tls/ca.p12" -storepass "$pass" -file "$tls/ca.pem"
+  kt -genkeypair -alias broker "${ec[@]}" -dname "CN=guardian-local-broker" \
+    -keystore "$tls/broker.p12" -storepass "$pass" -keypass "$pass"
+  kt -certreq -alias broker -keystore "$tls/broker.p12" -storepass "$pass" -file "$tls/broker.csr"
+  kt -gencert -rfc -alias ca -keystore "$tls/ca.p12" -storepass "$pass" -infile "$tls/broker.csr" \
+    -outfile "$tls/broker.pem" -validity 3650 -sigalg SHA256withECDSA \
+    -ext "SAN=ip:127.0.0.1,dns:localhost" -ext "EKU=serverAuth" -ext "KU:c=digitalSignature"
+  kt -importcert -noprompt -alias ca -keystore "$tls/broker.p12" -storepass "$pass" -file "$tls/ca.pem"
+  kt -importcert -alias broker -keystore "$tls/broker.p12" -storepass "$pass" -file "$tls/broker.pem"
 }
 
 kafka_start() {

@@ -9,8 +9,9 @@
 //! reachable, row-level security on every tenant table and the tenant and aggregate roles;
 //! the S3 buckets; each named service's `/readyz` and `/metrics`; Prometheus's guardian
 //! rules and targets; MirrorMaker 2's heartbeats in the DR region; the privacy budgets.
-//! Not checked (see the README): the principals' ACLs (the Rust Kafka client has no ACL
-//! API), the schema registry (none yet), the archive's object lock.
+//! The principals' ACLs against those `guardian topics acls` derives (read over Kafka's
+//! wire protocol, `guardian_kafka::wire`); no listener without authentication beside the
+//! SASL ones; the archive's object lock. Not checked: the schema registry (none yet).
 
 use std::fmt;
 use std::future::Future;
@@ -51,6 +52,10 @@ pub struct DoctorArgs {
     /// Oldest MirrorMaker 2 heartbeat that passes, in seconds (the replication RPO)
     #[arg(long, default_value_t = 60.0)]
     pub max_heartbeat_age_secs: f64,
+    /// Hospital ids, comma-separated: their principals' ACLs are checked too (without,
+    /// the services' only)
+    #[arg(long, env = "GUARDIAN_HOSPITALS", value_delimiter = ',')]
+    pub hospitals: Vec<String>,
     /// Exit 1 on warnings (exit 2 on failures either way)
     #[arg(long)]
     pub strict: bool,
@@ -204,25 +209,157 @@ async fn kafka_checks(args: &DoctorArgs, out: &mut Vec<Check>) {
             });
         }
     }
-    out.push(match admin.broker_config("auto.create.topics.enable").await {
-        Ok(v) if v.iter().all(|(_, v)| v.as_deref() == Some("false")) => {
-            check(Infrastructure, "kafka.auto-create", Status::Pass, "topic auto-creation is off on every broker")
+    match admin.broker_configs().await {
+        Ok(configs) => {
+            out.push(auto_create(&configs));
+            out.push(listeners(&configs));
         }
-        Ok(v) => check(
-            Infrastructure,
-            "kafka.auto-create",
-            Status::Fail,
-            format!(
-                "topic auto-creation is on (brokers {}): a typo in a topic name creates a topic",
-                v.iter()
-                    .filter(|(_, v)| v.as_deref() != Some("false"))
-                    .map(|(b, _)| b.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ),
-        Err(e) => check(Infrastructure, "kafka.auto-create", Status::Warn, format!("broker configs unreadable: {e}")),
-    });
+        Err(e) => {
+            out.push(check(
+                Infrastructure,
+                "kafka.auto-create",
+                Status::Warn,
+                format!("broker configs unreadable: {e}"),
+            ));
+            out.push(check(Security, "kafka.listeners", Status::Warn, format!("broker configs unreadable: {e}")));
+        }
+    }
+    out.push(acl_check(args, &catalogue).await);
+}
+
+type BrokerConfigs = [(i32, std::collections::BTreeMap<String, String>)];
+
+fn auto_create(configs: &BrokerConfigs) -> Check {
+    let on: Vec<String> = configs
+        .iter()
+        .filter(|(_, c)| c.get("auto.create.topics.enable").map(String::as_str) != Some("false"))
+        .map(|(b, _)| b.to_string())
+        .collect();
+    if on.is_empty() {
+        check(Group::Infrastructure, "kafka.auto-create", Status::Pass, "topic auto-creation is off on every broker")
+    } else {
+        let detail =
+            format!("topic auto-creation is on (brokers {}): a typo in a topic name creates a topic", on.join(", "));
+        check(Group::Infrastructure, "kafka.auto-create", Status::Fail, detail)
+    }
+}
+
+/// A broker's listeners that authenticate no one, as `NAME://host:port (PROTOCOL)`, each
+/// with whether it is bound to loopback only. SSL counts as authenticated when it
+/// requires client certificates.
+fn open_listeners(config: &std::collections::BTreeMap<String, String>) -> (Vec<(String, bool)>, usize) {
+    let map: std::collections::BTreeMap<String, String> = config
+        .get("listener.security.protocol.map")
+        .map(|m| {
+            m.split(',')
+                .filter_map(|pair| pair.split_once(':'))
+                .map(|(l, p)| (l.trim().to_uppercase(), p.trim().to_uppercase()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut open = Vec::new();
+    let mut authenticated = 0;
+    for listener in config.get("listeners").map_or("", String::as_str).split(',').map(str::trim) {
+        let Some((name, address)) = listener.split_once("://") else { continue };
+        let name = name.to_uppercase();
+        let protocol = map.get(&name).cloned().unwrap_or_else(|| name.clone());
+        let client_auth = config
+            .get(&format!("listener.name.{}.ssl.client.auth", name.to_lowercase()))
+            .or_else(|| config.get("ssl.client.auth"))
+            .map(String::as_str);
+        let authenticates = protocol.starts_with("SASL_") || (protocol == "SSL" && client_auth == Some("required"));
+        if authenticates {
+            authenticated += 1;
+            continue;
+        }
+        let host = address.rsplit_once(':').map_or("", |(h, _)| h).trim_matches(['[', ']']);
+        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        open.push((format!("{name}://{address} ({protocol})"), loopback));
+    }
+    (open, authenticated)
+}
+
+fn listeners(configs: &BrokerConfigs) -> Check {
+    use Group::Security;
+    let mut exposed = Vec::new();
+    let mut local = Vec::new();
+    let mut authenticated = 0;
+    for (broker, config) in configs {
+        let (open, n) = open_listeners(config);
+        authenticated += n;
+        let anonymous_super =
+            config.get("super.users").is_some_and(|s| s.split(';').any(|u| u.trim() == "User:ANONYMOUS"));
+        for (listener, loopback) in open {
+            let who = if anonymous_super { ", whose ANONYMOUS principal is a super user" } else { "" };
+            let line = format!("broker {broker}: {listener}{who}");
+            if loopback { local.push(line) } else { exposed.push(line) }
+        }
+    }
+    if authenticated == 0 {
+        return check(
+            Security,
+            "kafka.listeners",
+            Status::Skip,
+            "no listener authenticates clients (see kafka.authentication)",
+        );
+    }
+    if !exposed.is_empty() {
+        let detail = format!("listeners without authentication beside the authenticated ones: {}", exposed.join("; "));
+        return check(Security, "kafka.listeners", Status::Fail, detail);
+    }
+    if !local.is_empty() {
+        let detail =
+            format!("loopback-only listeners without authentication (anyone on the host): {}", local.join("; "));
+        return check(Security, "kafka.listeners", Status::Warn, detail);
+    }
+    check(Security, "kafka.listeners", Status::Pass, format!("all {authenticated} client listener(s) authenticate"))
+}
+
+async fn acl_check(args: &DoctorArgs, catalogue: &guardian_topics::Catalogue) -> Check {
+    use Group::Security;
+    use guardian_kafka::wire::AclsError;
+    use guardian_topics::access;
+    let settings = args.kafka.settings(&ServiceId::Ops.client_for("doctor"));
+    let acls = match guardian_kafka::wire::describe_acls(&settings).await {
+        Ok(acls) => acls,
+        Err(e @ (AclsError::NoAuthorizer | AclsError::NotAllowed(_))) => {
+            return check(Security, "kafka.acls", Status::Warn, e.to_string());
+        }
+        Err(e) => return check(Security, "kafka.acls", Status::Warn, format!("ACLs unreadable: {e}")),
+    };
+    let topics: Vec<String> = catalogue.specs().map(|s| catalogue.name_of(s)).collect();
+    let expected = access::bindings(catalogue.specs().map(|s| (catalogue.name_of(s), &s.access)), &args.hospitals);
+    let review = access::review_acls(&expected, &topics, &acls);
+    let whose = if args.hospitals.is_empty() {
+        "services' (no --hospitals)".to_string()
+    } else {
+        format!("services' and {} hospitals'", args.hospitals.len())
+    };
+    let listed = |items: Vec<String>| {
+        let more = if items.len() > 5 { format!("; and {} more", items.len() - 5) } else { String::new() };
+        format!("{}{more}", items.into_iter().take(5).collect::<Vec<_>>().join("; "))
+    };
+    if !review.missing.is_empty() {
+        let n = review.missing.len();
+        let items = review.missing.into_iter().map(|(b, why)| format!("{b}: {why}")).collect();
+        let detail =
+            format!("{n} of {} derived grant(s) missing (guardian topics acls): {}", expected.len(), listed(items));
+        return check(Security, "kafka.acls", Status::Fail, detail);
+    }
+    if !review.extra.is_empty() {
+        let n = review.extra.len();
+        let detail = format!(
+            "{n} ACL(s) grant more than derived: {}",
+            listed(review.extra.iter().map(ToString::to_string).collect())
+        );
+        return check(Security, "kafka.acls", Status::Warn, detail);
+    }
+    check(
+        Security,
+        "kafka.acls",
+        Status::Pass,
+        format!("the {whose} {} derived grant(s) hold, none broader", expected.len()),
+    )
 }
 
 async fn postgres_checks(args: &DoctorArgs, reads: &ServiceReads, out: &mut Vec<Check>) {
@@ -333,7 +470,8 @@ async fn s3_checks(args: &DoctorArgs, out: &mut Vec<Check>) {
             problems.push(format!("{bucket}: {e}"));
         }
     }
-    out.push(if problems.is_empty() {
+    let reachable = problems.is_empty();
+    out.push(if reachable {
         check(
             Group::Infrastructure,
             "s3.buckets",
@@ -342,6 +480,34 @@ async fn s3_checks(args: &DoctorArgs, out: &mut Vec<Check>) {
         )
     } else {
         check(Group::Infrastructure, "s3.buckets", Status::Fail, problems.join("; "))
+    });
+    if !reachable {
+        return;
+    }
+    let lock = match args.s3.store(&args.archive_bucket) {
+        Ok(store) => tokio::time::timeout(Duration::from_secs(10), store.object_lock())
+            .await
+            .map_err(|_| "no answer in 10 s".to_string())
+            .and_then(|r| r.map_err(|e| e.to_string())),
+        Err(e) => Err(e.to_string()),
+    };
+    let bucket = &args.archive_bucket;
+    out.push(match lock {
+        Ok(Some(retention)) => {
+            check(Group::Compliance, "s3.archive-object-lock", Status::Pass, format!("{bucket}: {retention}"))
+        }
+        Ok(None) => check(
+            Group::Compliance,
+            "s3.archive-object-lock",
+            Status::Warn,
+            format!("{bucket} has no object lock: archived records can be deleted or overwritten"),
+        ),
+        Err(e) => check(
+            Group::Compliance,
+            "s3.archive-object-lock",
+            Status::Warn,
+            format!("{bucket}: object lock not readable ({e})"),
+        ),
     });
 }
 
@@ -534,6 +700,44 @@ pub async fn run(args: DoctorArgs, reads: ServiceReads) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn broker(pairs: &[(&str, &str)]) -> (i32, std::collections::BTreeMap<String, String>) {
+        (1, pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn listeners_without_authentication_fail_unless_on_loopback() {
+        let map = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL:SASL_SSL,MTLS:SSL";
+        let c = listeners(&[broker(&[("listeners", "SASL://0.0.0.0:9094"), ("listener.security.protocol.map", map)])]);
+        assert_eq!(c.status, Status::Pass, "{}", c.detail);
+        let c = listeners(&[broker(&[
+            ("listeners", "SASL://0.0.0.0:9094,PLAINTEXT://127.0.0.1:9092"),
+            ("listener.security.protocol.map", map),
+            ("super.users", "User:admin;User:ANONYMOUS"),
+        ])]);
+        assert_eq!(c.status, Status::Warn, "{}", c.detail);
+        assert!(c.detail.contains("PLAINTEXT://127.0.0.1:9092 (PLAINTEXT), whose ANONYMOUS principal is a super user"));
+        let c = listeners(&[broker(&[
+            ("listeners", "SASL://:9094,PLAINTEXT://:9092,MTLS://10.0.0.1:9093"),
+            ("listener.security.protocol.map", map),
+        ])]);
+        assert_eq!(c.status, Status::Fail, "{}", c.detail);
+        assert!(
+            c.detail.contains("PLAINTEXT://:9092") && c.detail.contains("MTLS://10.0.0.1:9093 (SSL)"),
+            "{}",
+            c.detail
+        );
+        // Client certificates required: SSL authenticates.
+        let c = listeners(&[broker(&[
+            ("listeners", "SASL://:9094,MTLS://10.0.0.1:9093"),
+            ("listener.security.protocol.map", map),
+            ("ssl.client.auth", "required"),
+        ])]);
+        assert_eq!(c.status, Status::Pass, "{}", c.detail);
+        // No SASL at all: nothing to compare (kafka.authentication warns).
+        let c = listeners(&[broker(&[("listeners", "PLAINTEXT://:9092")])]);
+        assert_eq!(c.status, Status::Skip);
+    }
 
     #[test]
     fn failures_and_strict_warnings_decide_the_exit_code() {

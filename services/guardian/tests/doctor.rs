@@ -2,7 +2,8 @@
 //! (topics applied, `db migrate`, buckets, a running service, Prometheus, MirrorMaker 2)
 //! passes; then each fault fails exactly its own check, with a message that names it:
 //! row-level security disabled on a tenant table, the S3 server unreachable, a service
-//! not ready, MirrorMaker 2 stopped, a topic with the wrong partition count.
+//! not ready, MirrorMaker 2 stopped, a topic with the wrong partition count, and on the
+//! secure cluster a missing ACL.
 
 mod common;
 
@@ -128,6 +129,14 @@ async fn the_doctor_passes_a_healthy_deployment_and_names_each_fault() {
         assert_eq!(found.1, "ok", "{found:?}");
     }
 
+    // What the plaintext cluster and the local S3 server cannot give: named, not failed.
+    let status = |check: &str| healthy.1.iter().find(|c| c.0 == check).map_or("", |c| c.1.as_str());
+    assert_eq!(status("kafka.acls"), "warn");
+    assert!(detail(&healthy, "kafka.acls").contains("no authorizer"), "{:#?}", healthy.1);
+    assert_eq!(status("kafka.listeners"), "skip");
+    assert_eq!(status("s3.archive-object-lock"), "warn");
+    assert!(detail(&healthy, "s3.archive-object-lock").contains(archive), "{:#?}", healthy.1);
+
     // Row-level security off on a tenant table.
     let pool = guardian_pg::connect(&url, 1).await.unwrap();
     sqlx::query("ALTER TABLE kpi_rollups DISABLE ROW LEVEL SECURITY").execute(&pool).await.unwrap();
@@ -186,4 +195,122 @@ async fn the_doctor_passes_a_healthy_deployment_and_names_each_fault() {
     let r = review(&[], &[&service]);
     assert_eq!((r.0, failed(&r)), (2, vec!["kafka.topics"]), "{:#?}", r.1);
     assert!(detail(&r, "kafka.topics").contains(&topic), "{}", detail(&r, "kafka.topics"));
+}
+
+/// The secure cluster (`stack.sh up --secure`): `guardian doctor` logs in with SCRAM as an
+/// operator principal allowed to describe the cluster, reads every ACL over the wire, and
+/// finds the grants `guardian topics acls` derives; the loopback PLAINTEXT operator
+/// listener is named as a warning. Then one removed ACL fails `kafka.acls` alone, naming
+/// the principal, the operation and the topic; a grant broader than derived warns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_doctor_checks_each_principals_acls_on_the_secure_cluster() {
+    let stack = Stack::get();
+    let admin = stack_env("GUARDIAN_KAFKA_SECURE_ADMIN");
+    let tag = unique("dacl").replace('-', "");
+    let prefix = format!("{tag}.");
+    let hospital = format!("h{tag}");
+    let guardian = env!("CARGO_BIN_EXE_guardian");
+    run(std::process::Command::new(guardian)
+        .args(["topics", "apply", "--bootstrap-servers", &admin, "--topic-prefix", &prefix])
+        .env("RUST_LOG", "off"));
+    let derived = run(std::process::Command::new(guardian).args([
+        "topics",
+        "acls",
+        "--topic-prefix",
+        &prefix,
+        "--hospitals",
+        &hospital,
+    ]));
+    let operator = format!("doctor-{tag}");
+    let grants = format!(
+        "{derived}--add --allow-principal User:{operator} --operation Describe --operation DescribeConfigs --cluster\n\
+         --add --allow-principal User:{operator} --operation Describe --operation DescribeConfigs \
+         --resource-pattern-type prefixed --topic {prefix}\n"
+    );
+    let file = std::env::temp_dir().join(format!("doctor-acls-{tag}.txt"));
+    std::fs::write(&file, grants).unwrap();
+    let password = format!("doctor-pw-{tag}");
+    kafka_admin(&["user", &admin, &operator], Some(&password));
+    kafka_admin(&["acls", &admin, file.to_str().unwrap()], None);
+
+    let review = |tls: bool| -> Review {
+        let mut c = guardian_on(&stack, &prefix, &["doctor", "--json", "--hospitals", &hospital]);
+        if tls {
+            c.args(["--bootstrap-servers", &stack_env("GUARDIAN_KAFKA_SECURE_SASL_SSL")]).args([
+                "--kafka-security-protocol",
+                "sasl_ssl",
+                "--kafka-ca",
+                &stack_env("GUARDIAN_KAFKA_SECURE_CA"),
+            ]);
+        } else {
+            c.args(["--bootstrap-servers", &stack_env("GUARDIAN_KAFKA_SECURE_SASL")])
+                .args(["--kafka-security-protocol", "sasl_plaintext"]);
+        }
+        c.args(["--kafka-username", &operator, "--kafka-password", &password]);
+        // Only the Kafka checks: nothing else configured, from the caller's environment either.
+        for v in [
+            "GUARDIAN_DATABASE_URL",
+            "GUARDIAN_S3_ENDPOINT",
+            "GUARDIAN_PROMETHEUS_URL",
+            "GUARDIAN_KAFKA_DR_BOOTSTRAP",
+            "GUARDIAN_KAFKA_SECURITY_PROTOCOL",
+            "GUARDIAN_KAFKA_USERNAME",
+            "GUARDIAN_KAFKA_PASSWORD",
+        ] {
+            c.env_remove(v);
+        }
+        let out = c.output().unwrap();
+        let checks = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("{e}: {l}\n{}", String::from_utf8_lossy(&out.stderr)));
+                let s = |k: &str| v[k].as_str().unwrap().to_string();
+                (s("check"), s("status"), s("detail"))
+            })
+            .collect();
+        (out.status.code().unwrap(), checks)
+    };
+    let status = |r: &Review, check: &str| r.1.iter().find(|c| c.0 == check).map_or(String::new(), |c| c.1.clone());
+
+    // As derived, over SCRAM in clear and over TLS.
+    for tls in [false, true] {
+        let r = review(tls);
+        assert_eq!(r.0, 0, "tls {tls}: {:#?}", r.1);
+        for check in ["kafka.authentication", "kafka.reachable", "kafka.topics", "kafka.auto-create", "kafka.acls"] {
+            assert_eq!(status(&r, check), "ok", "tls {tls}, {check}: {:#?}", r.1);
+        }
+        assert!(detail(&r, "kafka.acls").contains("and 1 hospitals'"), "{}", detail(&r, "kafka.acls"));
+        // The operators' PLAINTEXT listener: on loopback, so a warning.
+        assert_eq!(status(&r, "kafka.listeners"), "warn", "{:#?}", r.1);
+        assert!(detail(&r, "kafka.listeners").contains(&format!("PLAINTEXT://{admin} (PLAINTEXT)")), "{:#?}", r.1);
+    }
+
+    // One derived grant removed: the KPI service may no longer read encounters.
+    let encounters = topic_name(&prefix, guardian_topics::TopicId::Encounters);
+    let change = |verb: &str, line: String| {
+        let f = std::env::temp_dir().join(format!("doctor-acl-{verb}-{tag}.txt"));
+        std::fs::write(&f, format!("--{verb} {line}\n")).unwrap();
+        kafka_admin(&["acls", &admin, f.to_str().unwrap()], None);
+    };
+    let kpi_read = format!("--allow-principal User:svc-kpi --operation Read --topic {encounters}");
+    change("remove", kpi_read.clone());
+    let r = review(false);
+    assert_eq!((r.0, failed(&r)), (2, vec!["kafka.acls"]), "{:#?}", r.1);
+    assert!(
+        detail(&r, "kafka.acls").contains(&format!("svc-kpi Read on topic {encounters}: no ACL grants it")),
+        "{}",
+        detail(&r, "kafka.acls")
+    );
+    change("add", kpi_read);
+
+    // A hospital allowed to read every hospital's encounters: broader than derived.
+    change("add", format!("--allow-principal User:hospital-{hospital} --operation Read --topic {encounters}"));
+    let r = review(false);
+    assert_eq!((r.0, status(&r, "kafka.acls")), (0, "warn".to_string()), "{:#?}", r.1);
+    assert!(
+        detail(&r, "kafka.acls").contains(&format!("User:hospital-{hospital} allows Read on topic {encounters}")),
+        "{}",
+        detail(&r, "kafka.acls")
+    );
 }

@@ -4,58 +4,19 @@
 //! publish its encounters and read round control; it is refused h002's encounters and
 //! updates and any write to the aggregator's topic; a wrong password is refused.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use guardian_testkit::{Stack, unique};
 
 mod common;
+use common::{kafka_admin, run, stack_env as env};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-
-fn env(name: &str) -> String {
-    let file = Stack::get().repo.join(".stack/env");
-    std::env::var(name).ok().unwrap_or_else(|| {
-        let text = std::fs::read_to_string(&file).unwrap_or_default();
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("export {name}=")).map(|v| v.trim_matches('\'').to_string()))
-            .unwrap_or_else(|| panic!("{name} is not set: start the stack with `tests/stack/stack.sh up --secure`"))
-    })
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn kafka_admin(args: &[&str], stdin: Option<&str>) {
-    let script = Stack::get().repo.join("tests/stack/kafka-admin.sh");
-    let mut child = Command::new("bash")
-        .arg(script)
-        .args(args)
-        .env("GUARDIAN_KAFKA_LIBS", env("GUARDIAN_KAFKA_LIBS"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(text) = stdin {
-        child.stdin.take().unwrap().write_all(format!("{text}\n").as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "kafka-admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// A client config for `user` on the SASL listener (or the TLS one with the CA).
 fn client(user: &str, password: &str, tls: bool) -> ClientConfig {

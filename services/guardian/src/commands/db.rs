@@ -26,7 +26,7 @@ pub async fn migrate(url: &str) -> Result<ExitCode> {
 }
 
 /// Every service's tables, row-level security and the aggregate view.
-async fn migrate_schema(pool: &sqlx::PgPool) -> Result<()> {
+pub(crate) async fn migrate_schema(pool: &sqlx::PgPool) -> Result<()> {
     guardian_pg::offsets::migrate(pool).await?;
     guardian_accountant::store::migrate(pool).await.context("privacy tables")?;
     guardian_kpi::migrate(pool).await.context("KPI tables")?;

@@ -37,8 +37,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     println!("topics: {} declared, {} change(s) applied", names.len(), p.changes.len());
 
     let pool = guardian_pg::connect(&args.database_url, 4).await?;
-    // The KPI tables and the hospital registry the progress lines read.
-    guardian_kpi::migrate(&pool).await?;
+    // As a deployment's `guardian db migrate`: every service's tables, row-level security
+    // on the per-hospital ones, the aggregate view (what `guardian doctor` checks).
+    super::db::migrate_schema(&pool).await?;
     let accountant = guardian_accountant::Config {
         kafka: args.kafka.settings(&ServiceId::Accountant.client_for("demo")),
         group: ServiceId::Accountant.group_for("demo"),

@@ -228,3 +228,45 @@ pub fn session_rows(table: &str) -> Vec<Vec<String>> {
         .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect())
         .collect()
 }
+
+/// A variable of the stack's env file (the process environment first).
+pub fn stack_env(name: &str) -> String {
+    let file = guardian_testkit::Stack::get().repo.join(".stack/env");
+    std::env::var(name).ok().unwrap_or_else(|| {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")).map(|v| v.trim_matches('\'').to_string()))
+            .unwrap_or_else(|| panic!("{name} is not set: start the stack with `tests/stack/stack.sh up --secure`"))
+    })
+}
+
+/// Runs `cmd`; fails the test with its output unless it succeeds; returns its stdout.
+pub fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `tests/stack/kafka-admin.sh` (Kafka's own ACL and SCRAM tools), `stdin` on its input.
+pub fn kafka_admin(args: &[&str], stdin: Option<&str>) {
+    let script = guardian_testkit::Stack::get().repo.join("tests/stack/kafka-admin.sh");
+    let mut child = std::process::Command::new("bash")
+        .arg(script)
+        .args(args)
+        .env("GUARDIAN_KAFKA_LIBS", stack_env("GUARDIAN_KAFKA_LIBS"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        child.stdin.take().unwrap().write_all(format!("{text}\n").as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "kafka-admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}

@@ -108,8 +108,8 @@ impl Admin {
         Ok(ClusterView { brokers: metadata.brokers().len() as i32, topics })
     }
 
-    /// The value of broker config `name` on every broker, by broker id (`None`: unset).
-    pub async fn broker_config(&self, name: &str) -> Result<Vec<(i32, Option<String>)>, KafkaClientError> {
+    /// Every broker's configuration (the entries that have a value), by broker id.
+    pub async fn broker_configs(&self) -> Result<Vec<(i32, BTreeMap<String, String>)>, KafkaClientError> {
         let metadata = self.metadata().await?;
         let ids: Vec<i32> = metadata.brokers().iter().map(|b| b.id()).collect();
         let resources: Vec<ResourceSpecifier<'_>> = ids.iter().map(|&id| ResourceSpecifier::Broker(id)).collect();
@@ -121,7 +121,7 @@ impl Admin {
         let mut out = Vec::new();
         for (id, result) in ids.iter().zip(results) {
             let resource = result.map_err(|e| KafkaClientError::Config(format!("broker {id} configs: {e:?}")))?;
-            out.push((*id, resource.entries.into_iter().find(|e| e.name == name).and_then(|e| e.value)));
+            out.push((*id, resource.entries.into_iter().filter_map(|e| Some((e.name, e.value?))).collect()));
         }
         Ok(out)
     }

@@ -38,6 +38,7 @@ pub mod retry;
 pub mod signing;
 pub mod trace;
 pub mod txn;
+pub mod wire;
 
 pub use config::KafkaSettings;
 pub use connect::KafkaArgs;

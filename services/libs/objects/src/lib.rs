@@ -230,6 +230,34 @@ impl ObjectStore {
         Ok(bytes)
     }
 
+    /// The bucket's object lock: `Some("COMPLIANCE, 2555 days")` (its default retention,
+    /// or `"no default retention"`), `None` when the bucket has no object lock.
+    pub async fn object_lock(&self) -> Result<Option<String>, ObjectError> {
+        use aws_sdk_s3::error::ProvideErrorMetadata;
+        match self.client.get_object_lock_configuration().bucket(&self.bucket).send().await {
+            Ok(out) => {
+                let Some(config) = out.object_lock_configuration() else { return Ok(None) };
+                if config.object_lock_enabled().is_none_or(|e| e.as_str() != "Enabled") {
+                    return Ok(None);
+                }
+                let retention = config.rule().and_then(|r| r.default_retention());
+                Ok(Some(match retention {
+                    None => "no default retention".to_string(),
+                    Some(r) => {
+                        let mode = r.mode().map_or("no mode", |m| m.as_str());
+                        match (r.days(), r.years()) {
+                            (Some(d), _) => format!("{mode}, {d} days"),
+                            (_, Some(y)) => format!("{mode}, {y} years"),
+                            _ => mode.to_string(),
+                        }
+                    }
+                }))
+            }
+            Err(e) if e.code() == Some("ObjectLockConfigurationNotFoundError") => Ok(None),
+            Err(e) => Err(s3_error("get-object-lock-configuration", &self.bucket, e)),
+        }
+    }
+
     /// Keys under `prefix`, in key order.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
         let mut keys = Vec::new();
