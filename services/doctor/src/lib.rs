@@ -52,8 +52,9 @@ pub struct DoctorArgs {
     /// Oldest MirrorMaker 2 heartbeat that passes, in seconds (the replication RPO)
     #[arg(long, default_value_t = 60.0)]
     pub max_heartbeat_age_secs: f64,
-    /// Hospital ids, comma-separated: their principals' ACLs are checked too (without,
-    /// the services' only)
+    /// Every hospital of the federation, comma-separated: their principals' ACLs are
+    /// checked too, and a grant to any other hospital principal (one revoked) warns
+    /// (without, the services' only)
     #[arg(long, env = "GUARDIAN_HOSPITALS", value_delimiter = ',')]
     pub hospitals: Vec<String>,
     /// Exit 1 on warnings (exit 2 on failures either way)
@@ -329,7 +330,7 @@ async fn acl_check(args: &DoctorArgs, catalogue: &guardian_topics::Catalogue) ->
     };
     let topics: Vec<String> = catalogue.specs().map(|s| catalogue.name_of(s)).collect();
     let expected = access::bindings(catalogue.specs().map(|s| (catalogue.name_of(s), &s.access)), &args.hospitals);
-    let review = access::review_acls(&expected, &topics, &acls);
+    let review = access::review_acls(&expected, &topics, &acls, !args.hospitals.is_empty());
     let whose = if args.hospitals.is_empty() {
         "services' (no --hospitals)".to_string()
     } else {

@@ -272,11 +272,13 @@ pub struct AclReview {
 }
 
 /// Measures `acls` (everything on the cluster) against `expected` ([`bindings`] for the
-/// catalogue's `topics`). Kafka's rules: `ALL` grants every operation, `ALTER_CONFIGS`
+/// catalogue's `topics`). With `every_hospital_named` (the bindings were derived for the
+/// federation's full list of hospitals), any grant on a catalogue topic to another
+/// hospital principal is extra: one left behind by a revoked hospital. Kafka's rules: `ALL` grants every operation, `ALTER_CONFIGS`
 /// grants `DESCRIBE_CONFIGS`, a literal `*` or a prefix pattern covers names, `User:*`
 /// every principal, and a matching deny wins over any allow. An allow only counts from
 /// any host (`*`); a host-restricted allow does not make a binding hold everywhere.
-pub fn review_acls(expected: &[Binding], topics: &[String], acls: &[Acl]) -> AclReview {
+pub fn review_acls(expected: &[Binding], topics: &[String], acls: &[Acl], every_hospital_named: bool) -> AclReview {
     let mut review = AclReview::default();
     for b in expected {
         let relevant = |a: &&Acl| a.resource == Some(b.resource) && a.applies_to(&b.principal) && a.grants(b.operation);
@@ -295,13 +297,19 @@ pub fn review_acls(expected: &[Binding], topics: &[String], acls: &[Acl]) -> Acl
     for a in acls.iter().filter(|a| a.allow && a.resource == Some(Resource::Topic)) {
         let Some(p) = a.principal.strip_prefix("User:") else { continue };
         let who: Vec<&str> = if p == "*" { principals.iter().copied().collect() } else { vec![p] };
-        let broader = who.iter().filter(|p| principals.contains(*p)).any(|p| {
-            topics.iter().filter(|t| a.matches_name(t)).any(|t| match a.operation {
-                AclOperation::Describe => false,
-                AclOperation::Op(op) => !granted(p, t, op),
-                AclOperation::AlterConfigs | AclOperation::All | AclOperation::Other(_) => true,
-            })
-        });
+        let stranger = every_hospital_named
+            && p != "*"
+            && !principals.contains(p)
+            && p.starts_with(&crate::service::hospital_principal(""))
+            && topics.iter().any(|t| a.matches_name(t));
+        let broader = stranger
+            || who.iter().filter(|p| principals.contains(*p)).any(|p| {
+                topics.iter().filter(|t| a.matches_name(t)).any(|t| match a.operation {
+                    AclOperation::Describe => false,
+                    AclOperation::Op(op) => !granted(p, t, op),
+                    AclOperation::AlterConfigs | AclOperation::All | AclOperation::Other(_) => true,
+                })
+            });
         if broader {
             review.extra.push(a.clone());
         }
@@ -387,7 +395,7 @@ mod tests {
         // Other tenants' and other prefixes' ACLs are not ours to judge.
         acls.push(allow("svc-kpi", Resource::Topic, "q.encounters", false, AclOperation::All));
         acls.push(allow("someone-else", Resource::Topic, "p.encounters", false, AclOperation::Op(Operation::Read)));
-        assert_eq!(review_acls(&b, &topics, &acls), AclReview::default());
+        assert_eq!(review_acls(&b, &topics, &acls, false), AclReview::default());
     }
 
     #[test]
@@ -399,7 +407,7 @@ mod tests {
             .position(|a| a.principal == "User:svc-kpi" && a.operation == AclOperation::Op(Operation::Read))
             .unwrap();
         acls.remove(gone);
-        let r = review_acls(&b, &topics, &acls);
+        let r = review_acls(&b, &topics, &acls, false);
         assert_eq!(r.missing.len(), 1, "{r:?}");
         assert_eq!(r.missing[0].0.to_string(), "svc-kpi Read on topic p.encounters");
         assert!(r.extra.is_empty());
@@ -417,7 +425,7 @@ mod tests {
         ] {
             let mut acls = as_applied(&others);
             acls.push(grant.clone());
-            assert!(review_acls(&b, &topics, &acls).missing.is_empty(), "{grant}");
+            assert!(review_acls(&b, &topics, &acls, false).missing.is_empty(), "{grant}");
         }
         // ALTER_CONFIGS implies DESCRIBE_CONFIGS; DESCRIBE implies nothing.
         let dc =
@@ -425,24 +433,24 @@ mod tests {
         let rest: Vec<Binding> = b.iter().filter(|x| **x != dc).cloned().collect();
         let mut acls = as_applied(&rest);
         acls.push(allow("svc-kpi", Resource::Topic, &dc.name, false, AclOperation::Describe));
-        assert_eq!(review_acls(&b, &topics, &acls).missing.len(), 1);
+        assert_eq!(review_acls(&b, &topics, &acls, false).missing.len(), 1);
         acls.push(allow("svc-kpi", Resource::Topic, &dc.name, false, AclOperation::AlterConfigs));
-        assert!(review_acls(&b, &topics, &acls).missing.is_empty());
+        assert!(review_acls(&b, &topics, &acls, false).missing.is_empty());
         // A literal group ACL does not cover a prefixed binding; a shorter prefix does.
         let group = b.iter().find(|x| x.principal == "svc-kpi" && x.resource == Resource::Group).unwrap().clone();
         let rest: Vec<Binding> = b.iter().filter(|x| **x != group).cloned().collect();
         let mut acls = as_applied(&rest);
         acls.push(allow("svc-kpi", Resource::Group, "svc-kpi", false, AclOperation::Op(Operation::Read)));
-        assert_eq!(review_acls(&b, &topics, &acls).missing.len(), 1);
+        assert_eq!(review_acls(&b, &topics, &acls, false).missing.len(), 1);
         acls.push(allow("svc-kpi", Resource::Group, "svc-", true, AclOperation::Op(Operation::Read)));
-        assert!(review_acls(&b, &topics, &acls).missing.is_empty());
+        assert!(review_acls(&b, &topics, &acls, false).missing.is_empty());
         // A deny on the topic blocks the allow, from any host.
         let mut acls = as_applied(&b);
         let mut deny = allow("svc-kpi", Resource::Topic, "p.encounters", false, AclOperation::Op(Operation::Read));
         deny.allow = false;
         deny.host = "10.0.0.9".into();
         acls.push(deny);
-        let r = review_acls(&b, &topics, &acls);
+        let r = review_acls(&b, &topics, &acls, false);
         assert_eq!(r.missing.len(), 1);
         assert!(r.missing[0].1.starts_with("denied by User:svc-kpi denies"), "{}", r.missing[0].1);
         // A host-restricted allow does not count.
@@ -452,7 +460,7 @@ mod tests {
         let mut a = as_applied(std::slice::from_ref(&from_one_host)).remove(0);
         a.host = "10.0.0.9".into();
         acls.push(a);
-        assert_eq!(review_acls(&b, &topics, &acls).missing.len(), 1);
+        assert_eq!(review_acls(&b, &topics, &acls, false).missing.len(), 1);
     }
 
     #[test]
@@ -468,14 +476,22 @@ mod tests {
         ] {
             let mut acls = as_applied(&b);
             acls.push(broader.clone());
-            let r = review_acls(&b, &topics, &acls);
+            let r = review_acls(&b, &topics, &acls, false);
             assert!(r.missing.is_empty());
             assert_eq!(r.extra, vec![broader]);
         }
+        // A hospital missing from the federation's list (revoked) keeps a grant: extra
+        // when the list is the whole federation, not judged otherwise.
+        let mut acls = as_applied(&b);
+        let left_behind =
+            allow("hospital-h009", Resource::Topic, "p.encounters", false, AclOperation::Op(Operation::Write));
+        acls.push(left_behind.clone());
+        assert_eq!(review_acls(&b, &topics, &acls, true).extra, vec![left_behind]);
+        assert!(review_acls(&b, &topics, &acls, false).extra.is_empty());
         // DESCRIBE is not broader than READ or WRITE.
         let mut acls = as_applied(&b);
         acls.push(allow("svc-kpi", Resource::Topic, "p.encounters", false, AclOperation::Describe));
-        assert!(review_acls(&b, &topics, &acls).extra.is_empty());
+        assert!(review_acls(&b, &topics, &acls, false).extra.is_empty());
     }
 
     #[test]
