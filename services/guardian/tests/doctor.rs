@@ -39,6 +39,21 @@ fn unready_service() -> String {
 /// One review: the exit code and each check as (name, status, detail).
 type Review = (i32, Vec<(String, String, String)>);
 
+/// Runs `guardian doctor --json`: its exit code and checks.
+fn reviewed(mut c: std::process::Command) -> Review {
+    let out = c.output().unwrap();
+    let checks = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{e}: {l}\n{}", String::from_utf8_lossy(&out.stderr)));
+            let s = |k: &str| v[k].as_str().unwrap().to_string();
+            (s("check"), s("status"), s("detail"))
+        })
+        .collect();
+    (out.status.code().unwrap(), checks)
+}
+
 fn failed(review: &Review) -> Vec<&str> {
     review.1.iter().filter(|c| c.1 == "fail").map(|c| c.0.as_str()).collect()
 }
@@ -96,17 +111,7 @@ async fn the_doctor_passes_a_healthy_deployment_and_names_each_fault() {
         for s in services {
             c.args(["--service", s]);
         }
-        let out = c.output().unwrap();
-        let checks = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("{e}: {l}\n{}", String::from_utf8_lossy(&out.stderr)));
-                let s = |k: &str| v[k].as_str().unwrap().to_string();
-                (s("check"), s("status"), s("detail"))
-            })
-            .collect();
-        (out.status.code().unwrap(), checks)
+        reviewed(c)
     };
 
     // Healthy: every check that has something to check passes.
@@ -259,17 +264,7 @@ async fn the_doctor_checks_each_principals_acls_on_the_secure_cluster() {
         ] {
             c.env_remove(v);
         }
-        let out = c.output().unwrap();
-        let checks = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("{e}: {l}\n{}", String::from_utf8_lossy(&out.stderr)));
-                let s = |k: &str| v[k].as_str().unwrap().to_string();
-                (s("check"), s("status"), s("detail"))
-            })
-            .collect();
-        (out.status.code().unwrap(), checks)
+        reviewed(c)
     };
     let status = |r: &Review, check: &str| r.1.iter().find(|c| c.0 == check).map_or(String::new(), |c| c.1.clone());
 
