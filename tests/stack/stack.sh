@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local stack for tests and the demo: Apache Kafka (KRaft, official jars from Maven
-# Central), PostgreSQL 15, an S3-compatible server, Prometheus (scraping every guardian
+# Central), PostgreSQL 15, an S3-compatible server, a schema registry (Apicurio Registry,
+# Confluent-compatible API, stored in PostgreSQL), Prometheus (scraping every guardian
 # process that runs with the stack's env, with the SLO alerting rules), Alertmanager and
 # a trace collector (Jaeger v2), all on 127.0.0.1.
 #
@@ -50,6 +51,9 @@ HELM_VERSION=3.22.0
 ACTIONLINT_VERSION=1.7.12
 JAEGER_VERSION=1.75.0
 JAEGER_BIN=$TOOLS/jaeger-$JAEGER_VERSION/bin/jaeger
+REGISTRY_VERSION=3.3.3
+REGISTRY_HOME=$TOOLS/apicurio-registry-$REGISTRY_VERSION
+REGISTRY_DB=guardian_registry
 KAFKA_HEAP=${GUARDIAN_KAFKA_HEAP:-512m}
 READY_SECONDS=${GUARDIAN_READY_SECONDS:-90}
 S3_ACCESS_KEY=guardian
@@ -121,6 +125,36 @@ install_java_tools() {
         -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS") || die "maven could not resolve the Kafka jars"
     touch "$KAFKA_LIBS/.complete"
   fi
+}
+
+# Apicurio Registry: the runnable Quarkus layout from Maven Central; it needs Java 21 or
+# newer (Debian's packages stop at 17: a newer JDK installed beside it is looked for).
+install_registry() {
+  if [ ! -f "$REGISTRY_HOME/.complete" ]; then
+    say "resolving Apicurio Registry $REGISTRY_VERSION from Maven Central into $REGISTRY_HOME (about 160 MB)"
+    local tmp; tmp=$(mktemp -d)
+    mvn -q -B dependency:copy -Dartifact="io.apicurio:apicurio-registry-app:$REGISTRY_VERSION:tar.gz:all" \
+      -DoutputDirectory="$tmp" >"$TOOLS/apicurio-install.log" 2>&1 \
+      || { tail -n 20 "$TOOLS/apicurio-install.log" >&2; rm -rf "$tmp"; die "maven could not resolve Apicurio Registry $REGISTRY_VERSION"; }
+    rm -rf "$REGISTRY_HOME"; mkdir -p "$REGISTRY_HOME"
+    tar -xzf "$tmp"/apicurio-registry-app-*.tar.gz -C "$REGISTRY_HOME" || die "could not unpack Apicurio Registry"
+    rm -rf "$tmp"
+    [ -f "$REGISTRY_HOME/quarkus-run.jar" ] || die "no quarkus-run.jar in $REGISTRY_HOME"
+    touch "$REGISTRY_HOME/.complete"
+  fi
+  registry_java >/dev/null
+}
+
+# A java of version 21 or newer: $GUARDIAN_REGISTRY_JAVA, the one on PATH, or a JDK under
+# /usr/lib/jvm (newest first).
+registry_java() {
+  local j v
+  for j in ${GUARDIAN_REGISTRY_JAVA:-} "$(command -v java || true)" $(ls -d /usr/lib/jvm/*/bin/java 2>/dev/null | sort -rV); do
+    [ -x "$j" ] || continue
+    v=$("$j" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = \([0-9]*\).*/\1/p')
+    if [ -n "$v" ] && [ "$v" -ge 21 ]; then echo "$j"; return 0; fi
+  done
+  die "Apicurio Registry needs Java 21 or newer and none was found (java on PATH, /usr/lib/jvm/*); install one or set GUARDIAN_REGISTRY_JAVA"
 }
 
 install_postgres() {
@@ -215,13 +249,14 @@ cmd_install() {
   mkdir -p "$TOOLS" "$STACK_DIR"
   command -v python3 >/dev/null || apt_install python3
   install_java_tools
+  install_registry
   install_postgres
   install_python
   install_cli_tools
   install_s3
   install_jaeger
   install_deploy_tools
-  say "installed: kafka $KAFKA_VERSION, $("$(pg_bin)/postgres" --version), s3s-fs $S3S_VERSION, kcat, prometheus, alertmanager, jaeger $JAEGER_VERSION, chromium, python venv, helm $HELM_VERSION, actionlint $ACTIONLINT_VERSION, checkov, kubernetes-validate"
+  say "installed: kafka $KAFKA_VERSION, $("$(pg_bin)/postgres" --version), s3s-fs $S3S_VERSION, kcat, prometheus, alertmanager, jaeger $JAEGER_VERSION, apicurio registry $REGISTRY_VERSION, chromium, python venv, helm $HELM_VERSION, actionlint $ACTIONLINT_VERSION, checkov, kubernetes-validate"
 }
 
 # ---------------------------------------------------------------- kafka
@@ -462,9 +497,12 @@ pg_start() {
   if [ "$(pg_run "${psql[@]}" -tAc "SELECT 1 FROM pg_roles WHERE rolname='$PG_USER'")" != 1 ]; then
     pg_run "${psql[@]}" -c "CREATE ROLE $PG_USER LOGIN CREATEROLE PASSWORD '$PG_PASSWORD'"
   fi
-  if [ "$(pg_run "${psql[@]}" -tAc "SELECT 1 FROM pg_database WHERE datname='$PG_DB'")" != 1 ]; then
-    pg_run "${psql[@]}" -c "CREATE DATABASE $PG_DB OWNER $PG_USER"
-  fi
+  local db
+  for db in "$PG_DB" "$REGISTRY_DB"; do
+    if [ "$(pg_run "${psql[@]}" -tAc "SELECT 1 FROM pg_database WHERE datname='$db'")" != 1 ]; then
+      pg_run "${psql[@]}" -c "CREATE DATABASE $db OWNER $PG_USER"
+    fi
+  done
 }
 
 pg_stop() {
@@ -567,6 +605,33 @@ YAML
   wait_until "$READY_SECONDS" "prometheus" "$dir/prometheus.log" "$dir/pid" prom_ready
 }
 
+# The schema registry: Apicurio Registry's Confluent-compatible API
+# (GUARDIAN_SCHEMA_REGISTRY_URL, /apis/ccompat/v7), its artifacts in PostgreSQL (database
+# guardian_registry, tables of its own), HTTP and management (health) on loopback.
+registry_dir() { echo "$STACK_DIR/registry"; }
+
+registry_start() {
+  local dir; dir=$(registry_dir)
+  local port mport; port=$(port_for registry); mport=$(port_for registry_management)
+  mkdir -p "$dir"
+  if pid_alive "$dir/pid"; then return 0; fi
+  for p in "$port" "$mport"; do
+    port_open "$p" && die "port $p (schema registry) is taken by another program; run '$0 reset' to choose new ports"
+  done
+  local java; java=$(registry_java)
+  say "starting the schema registry (Apicurio $REGISTRY_VERSION) on 127.0.0.1:$port (log: $dir/registry.log)"
+  (cd "$dir" && APICURIO_STORAGE_KIND=sql APICURIO_STORAGE_SQL_KIND=postgresql \
+    APICURIO_DATASOURCE_URL="jdbc:postgresql://127.0.0.1:$(port_for postgres)/$REGISTRY_DB" \
+    APICURIO_DATASOURCE_USERNAME="$PG_USER" APICURIO_DATASOURCE_PASSWORD="$PG_PASSWORD" \
+    nohup "$java" -Xms64m -Xmx512m -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$port" \
+      -Dquarkus.management.host=127.0.0.1 -Dquarkus.management.port="$mport" \
+      -jar "$REGISTRY_HOME/quarkus-run.jar" >"$dir/registry.log" 2>&1 &
+    echo $! >"$dir/pid")
+  registry_ready() { http_ready "http://127.0.0.1:$mport/health/ready"; }
+  # About 20 s on 2 cores (Quarkus start, then its tables in PostgreSQL).
+  wait_until $((READY_SECONDS > 180 ? READY_SECONDS : 180)) "schema registry" "$dir/registry.log" "$dir/pid" registry_ready
+}
+
 # Jaeger v2 with in-memory storage: OTLP/HTTP in (GUARDIAN_OTLP_ENDPOINT; a process
 # exports its spans when OTEL_EXPORTER_OTLP_ENDPOINT is set to it), the query API out
 # (GUARDIAN_JAEGER_URL: /api/services, /api/traces/ID). Every port on loopback.
@@ -655,6 +720,7 @@ write_env() {
     echo "export GUARDIAN_S3_ENDPOINT='http://127.0.0.1:$(port_for s3)'"
     echo "export GUARDIAN_S3_ACCESS_KEY='$S3_ACCESS_KEY'"
     echo "export GUARDIAN_S3_SECRET_KEY='$S3_SECRET_KEY'"
+    echo "export GUARDIAN_SCHEMA_REGISTRY_URL='http://127.0.0.1:$(port_for registry)/apis/ccompat/v7'"
     echo "export GUARDIAN_PROMETHEUS_URL='http://127.0.0.1:$(port_for prometheus)'"
     echo "export GUARDIAN_ALERTMANAGER_URL='http://127.0.0.1:$(port_for alertmanager)'"
     echo "export GUARDIAN_PROMETHEUS_SD_DIR='$(prom_dir)/targets'"
@@ -680,6 +746,7 @@ cmd_up() {
   mkdir -p "$STACK_DIR"; chmod 755 "$STACK_DIR"
   pg_start
   s3_start
+  registry_start
   kafka_start a
   if $dr; then kafka_start b; mm2_start; fi
   if $secure; then kafka_start s; fi
@@ -744,6 +811,7 @@ cmd_down() {
   stop_pidfile mirrormaker2 "$(mm2_dir)/pid"
   for c in s b a; do stop_pidfile "kafka-$c" "$(kafka_dir $c)/pid"; done
   stop_pidfile s3s-fs "$STACK_DIR/s3/pid"
+  stop_pidfile "schema registry" "$(registry_dir)/pid"
   pg_stop
 }
 
@@ -764,6 +832,8 @@ cmd_status() {
   printf '%-12s %s  log: %s\n' postgres "$line" "$STACK_DIR/pg/postgres.log"
   if pid_alive "$STACK_DIR/s3/pid"; then line="up   pid $(cat "$STACK_DIR/s3/pid") 127.0.0.1:$(port_for s3)"; else line="down"; rc=1; fi
   printf '%-12s %s  log: %s\n' s3 "$line" "$STACK_DIR/s3/s3.log"
+  if pid_alive "$(registry_dir)/pid"; then line="up   pid $(cat "$(registry_dir)/pid") http://127.0.0.1:$(port_for registry)/apis/ccompat/v7"; else line="down"; rc=1; fi
+  printf '%-12s %s  log: %s\n' registry "$line" "$(registry_dir)/registry.log"
   if pid_alive "$(prom_dir)/pid"; then line="up   pid $(cat "$(prom_dir)/pid") http://127.0.0.1:$(port_for prometheus)"; else line="down"; rc=1; fi
   printf '%-12s %s  log: %s\n' prometheus "$line" "$(prom_dir)/prometheus.log"
   if pid_alive "$(am_dir)/pid"; then line="up   pid $(cat "$(am_dir)/pid") http://127.0.0.1:$(port_for alertmanager)"; else line="down"; rc=1; fi

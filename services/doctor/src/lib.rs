@@ -11,7 +11,8 @@
 //! rules and targets; MirrorMaker 2's heartbeats in the DR region; the privacy budgets.
 //! The principals' ACLs against those `guardian topics acls` derives (read over Kafka's
 //! wire protocol, `guardian_kafka::wire`); no listener without authentication beside the
-//! SASL ones; the archive's object lock. Not checked: the schema registry (none yet).
+//! SASL ones; the archive's object lock; each topic's schema registry subject (its value
+//! schema registered, its compatibility level as the topic file declares).
 
 use std::fmt;
 use std::future::Future;
@@ -46,6 +47,8 @@ pub struct DoctorArgs {
     /// Prometheus (`http://host:port`): the guardian rules loaded, the targets up
     #[arg(long, env = "GUARDIAN_PROMETHEUS_URL")]
     pub prometheus_url: Option<String>,
+    #[command(flatten)]
+    pub registry: guardian_registry::RegistryArgs,
     /// The DR region's Kafka, where MirrorMaker 2 writes its heartbeats
     #[arg(long, env = "GUARDIAN_KAFKA_DR_BOOTSTRAP")]
     pub dr_bootstrap_servers: Option<String>,
@@ -226,6 +229,44 @@ async fn kafka_checks(args: &DoctorArgs, out: &mut Vec<Check>) {
         }
     }
     out.push(acl_check(args, &catalogue).await);
+}
+
+async fn registry_check(args: &DoctorArgs) -> Check {
+    use Group::Compliance;
+    let catalogue = match args.kafka.catalogue() {
+        Ok(c) => c,
+        Err(e) => {
+            return check(Compliance, "schema-registry.subjects", Status::Fail, format!("the topic catalogue: {e}"));
+        }
+    };
+    let client = match args.registry.client() {
+        Ok(Some(c)) => c,
+        Ok(None) => return check(Compliance, "schema-registry.subjects", Status::Skip, "no --schema-registry-url"),
+        Err(e) => return check(Compliance, "schema-registry.subjects", Status::Fail, e.to_string()),
+    };
+    let subjects = match guardian_registry::subjects(&catalogue, guardian_schemas::Registry::embedded()) {
+        Ok(s) => s,
+        Err(e) => return check(Compliance, "schema-registry.subjects", Status::Fail, e.to_string()),
+    };
+    match guardian_registry::differences(&client, &subjects).await {
+        Err(e) => check(Compliance, "schema-registry.subjects", Status::Fail, e.to_string()),
+        Ok(d) if d.is_empty() => check(
+            Compliance,
+            "schema-registry.subjects",
+            Status::Pass,
+            format!(
+                "all {} subjects hold their schema at their compatibility level ({})",
+                subjects.len(),
+                client.url()
+            ),
+        ),
+        Ok(d) => {
+            let more =
+                if d.len() > 5 { format!("; and {} more (guardian topics apply)", d.len() - 5) } else { String::new() };
+            let detail = format!("{}{more}", d.into_iter().take(5).collect::<Vec<_>>().join("; "));
+            check(Compliance, "schema-registry.subjects", Status::Fail, detail)
+        }
+    }
 }
 
 type BrokerConfigs = [(i32, std::collections::BTreeMap<String, String>)];
@@ -649,6 +690,7 @@ async fn mirror_checks(args: &DoctorArgs, out: &mut Vec<Check>) {
 pub async fn checks(args: &DoctorArgs, reads: &ServiceReads) -> Vec<Check> {
     let mut out = Vec::new();
     kafka_checks(args, &mut out).await;
+    out.push(registry_check(args).await);
     postgres_checks(args, reads, &mut out).await;
     s3_checks(args, &mut out).await;
     service_checks(args, &mut out);

@@ -309,18 +309,25 @@ fn parse_spent(s: &str) -> Result<(f64, f64, u64), String> {
 
 #[derive(Debug, Subcommand)]
 pub enum TopicsCommand {
-    /// Create missing topics, add partitions and fix configs; prints the diff
+    /// Create missing topics, add partitions and fix configs; with a schema registry,
+    /// register each topic's value schema (subject <topic>-value) and set its
+    /// compatibility, refusing an incompatible schema; prints the diff
     Apply {
         #[command(flatten)]
         kafka: KafkaArgs,
-        /// Print the diff without changing anything
+        #[command(flatten)]
+        registry: guardian_registry::RegistryArgs,
+        /// Print the diff without changing anything (schemas: checked for compatibility)
         #[arg(long)]
         dry_run: bool,
     },
-    /// Exit non-zero, listing every difference, when the cluster differs from the catalogue
+    /// Exit non-zero, listing every difference, when the cluster (or the schema registry's
+    /// subjects) differ from the catalogue
     Verify {
         #[command(flatten)]
         kafka: KafkaArgs,
+        #[command(flatten)]
+        registry: guardian_registry::RegistryArgs,
     },
     /// List the catalogue (no cluster needed)
     List {

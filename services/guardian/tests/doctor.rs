@@ -66,7 +66,7 @@ fn detail<'a>(review: &'a Review, check: &str) -> &'a str {
 async fn the_doctor_passes_a_healthy_deployment_and_names_each_fault() {
     let stack = Stack::get();
     let prefix = format!("{}.", unique("doctor"));
-    run_ok(guardian_on(&stack, &prefix, &["topics", "apply"]));
+    run_ok(guardian_on(&stack, &prefix, &["topics", "apply", "--schema-registry-url", &stack.schema_registry_url]));
     let schema = unique("it_doctor").replace('-', "_");
     let url = guardian_pg::with_new_schema(&stack.database_url, &schema).await.unwrap();
     run_ok(guardian_on(&stack, &prefix, &["db", "migrate", "--database-url", &url]));
@@ -101,6 +101,7 @@ async fn the_doctor_passes_a_healthy_deployment_and_names_each_fault() {
         ("--prometheus-url", stack.prometheus_url.clone()),
         ("--dr-bootstrap-servers", dr),
         ("--max-heartbeat-age-secs", "10".into()),
+        ("--schema-registry-url", stack.schema_registry_url.clone()),
     ];
     let review = |overrides: &[(&str, String)], services: &[&str]| -> Review {
         let mut c = guardian_on(&stack, &prefix, &["doctor", "--json"]);
@@ -129,6 +130,7 @@ async fn the_doctor_passes_a_healthy_deployment_and_names_each_fault() {
         "services.metrics",
         "prometheus.rules",
         "mirrormaker2.heartbeats",
+        "schema-registry.subjects",
     ] {
         let found = healthy.1.iter().find(|c| c.0 == check).unwrap_or_else(|| panic!("no {check}: {:#?}", healthy.1));
         assert_eq!(found.1, "ok", "{found:?}");
@@ -258,6 +260,7 @@ async fn the_doctor_checks_each_principals_acls_on_the_secure_cluster() {
             "GUARDIAN_S3_ENDPOINT",
             "GUARDIAN_PROMETHEUS_URL",
             "GUARDIAN_KAFKA_DR_BOOTSTRAP",
+            "GUARDIAN_SCHEMA_REGISTRY_URL",
             "GUARDIAN_KAFKA_SECURITY_PROTOCOL",
             "GUARDIAN_KAFKA_USERNAME",
             "GUARDIAN_KAFKA_PASSWORD",

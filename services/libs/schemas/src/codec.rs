@@ -1,8 +1,18 @@
 //! Turning typed records into bytes and back.
 //!
-//! [`WireFormat::SingleObject`] is the Avro specification's single-object encoding. A
-//! Confluent-registry framing (magic 0, 4-byte schema id) would be a second variant; the
-//! callers only ever see [`Codec::encode`] and [`Codec::decode`].
+//! [`WireFormat::SingleObject`] is the Avro specification's single-object encoding (no
+//! registry: the writer schema is found by fingerprint). [`WireFormat::Confluent`] is
+//! Confluent's framing (magic byte 0, the schema's registry id in 4 big-endian bytes, the
+//! datum), what Confluent's deserializers, Kafka Connect, Flink and Spark read with a
+//! schema registry. Decoding takes either framing whatever the codec writes (the first
+//! byte tells them apart), so topics written before a switch still replay. The callers
+//! only ever see [`Codec::encode`] and [`Codec::decode`].
+//!
+//! A process switches to the registry once, at start, with [`use_schema_registry`]: every
+//! codec made by [`Codec::embedded`], before or after, then writes Confluent framing.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use apache_avro::types::Value;
 use apache_avro::{from_avro_datum, from_value, to_avro_datum};
@@ -14,6 +24,56 @@ use crate::{Record, SchemaError};
 pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
 /// Marker plus the 8-byte fingerprint.
 pub const SINGLE_OBJECT_HEADER_LEN: usize = 10;
+/// Confluent's framing: this byte, then the 4-byte schema id.
+pub const CONFLUENT_MAGIC: u8 = 0;
+pub const CONFLUENT_HEADER_LEN: usize = 5;
+
+/// The schema registry's ids of the schemas this process knows (by fingerprint), and back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchemaIds {
+    by_fingerprint: BTreeMap<u64, u32>,
+    by_id: BTreeMap<u32, u64>,
+}
+
+impl SchemaIds {
+    pub fn insert(&mut self, fingerprint: u64, id: u32) {
+        self.by_fingerprint.insert(fingerprint, id);
+        self.by_id.insert(id, fingerprint);
+    }
+
+    pub fn id_of(&self, fingerprint: u64) -> Option<u32> {
+        self.by_fingerprint.get(&fingerprint).copied()
+    }
+
+    pub fn fingerprint_of(&self, id: u32) -> Option<u64> {
+        self.by_id.get(&id).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+static PROCESS_IDS: OnceLock<Arc<SchemaIds>> = OnceLock::new();
+
+/// Makes every [`Codec::embedded`] of this process write Confluent framing with `ids`
+/// (and read it). Once per process: a second call with other ids is refused.
+pub fn use_schema_registry(ids: SchemaIds) -> Result<(), SchemaError> {
+    let set = PROCESS_IDS.get_or_init(|| Arc::new(ids.clone()));
+    if **set != ids {
+        return Err(SchemaError::Mismatch("the process already uses other schema registry ids".into()));
+    }
+    Ok(())
+}
+
+/// The ids [`use_schema_registry`] set, if it ran.
+pub fn process_schema_ids() -> Option<&'static SchemaIds> {
+    PROCESS_IDS.get().map(|a| a.as_ref())
+}
 
 /// The most apache-avro may allocate for one length read from bytes (a string, a byte
 /// array, an array's or a map's count, a container block). No datum is longer than a Kafka
@@ -32,11 +92,15 @@ pub fn limit_allocations() {
 }
 
 /// How records are framed on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum WireFormat {
     /// Avro single-object encoding: no registry needed, schema found by fingerprint.
     #[default]
     SingleObject,
+    /// Confluent's framing with these registry ids.
+    Confluent(Arc<SchemaIds>),
+    /// The process's: Confluent once [`use_schema_registry`] ran, single-object before.
+    Process,
 }
 
 /// Encodes and decodes records against a [`Registry`].
@@ -52,9 +116,18 @@ impl Codec {
         Codec { registry, format }
     }
 
-    /// The codec every service uses: embedded schemas, single-object encoding.
+    /// The codec every service uses: embedded schemas, the process's wire format.
     pub fn embedded() -> Self {
-        Codec::new(Registry::embedded().clone(), WireFormat::SingleObject)
+        Codec::new(Registry::embedded().clone(), WireFormat::Process)
+    }
+
+    /// The registry ids this codec writes with, if it writes Confluent framing.
+    fn ids(&self) -> Option<&SchemaIds> {
+        match &self.format {
+            WireFormat::SingleObject => None,
+            WireFormat::Confluent(ids) => Some(ids),
+            WireFormat::Process => process_schema_ids(),
+        }
     }
 
     pub fn registry(&self) -> &Registry {
@@ -66,7 +139,7 @@ impl Codec {
     pub fn encode<R: Record>(&self, record: &R) -> Result<Vec<u8>, SchemaError> {
         let entry = self.registry.get(R::SCHEMA)?;
         // Room for most records: a growing buffer costs a copy per doubling.
-        let out = self.header(entry, 512);
+        let out = self.header(entry, 512)?;
         let mut config = serde_avro_fast::ser::SerializerConfig::new(&entry.fast);
         serde_avro_fast::to_datum(record, out, &mut config)
             .map_err(|e| SchemaError::Mismatch(format!("{}: {e}", entry.name)))
@@ -77,33 +150,52 @@ impl Codec {
         let value = value.resolve(&entry.schema).map_err(|e| SchemaError::Mismatch(format!("{}: {e}", entry.name)))?;
         let datum =
             to_avro_datum(&entry.schema, value).map_err(|e| SchemaError::Mismatch(format!("{}: {e}", entry.name)))?;
-        let mut out = self.header(entry, datum.len());
+        let mut out = self.header(entry, datum.len())?;
         out.extend_from_slice(&datum);
         Ok(out)
     }
 
     /// A buffer holding the wire format's header for `entry`, with room for the datum.
-    fn header(&self, entry: &SchemaEntry, datum_len: usize) -> Vec<u8> {
-        match self.format {
-            WireFormat::SingleObject => {
+    fn header(&self, entry: &SchemaEntry, datum_len: usize) -> Result<Vec<u8>, SchemaError> {
+        match self.ids() {
+            None => {
                 let mut out = Vec::with_capacity(SINGLE_OBJECT_HEADER_LEN + datum_len);
                 out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
                 out.extend_from_slice(&entry.fingerprint.to_le_bytes());
-                out
+                Ok(out)
+            }
+            Some(ids) => {
+                let id = ids.id_of(entry.fingerprint).ok_or_else(|| SchemaError::NotRegistered(entry.name.clone()))?;
+                let mut out = Vec::with_capacity(CONFLUENT_HEADER_LEN + datum_len);
+                out.push(CONFLUENT_MAGIC);
+                out.extend_from_slice(&id.to_be_bytes());
+                Ok(out)
             }
         }
     }
 
     /// Finds the writer schema of an encoded record and returns it with the datum bytes.
+    /// Either framing, whatever this codec writes: Confluent's needs its id among the
+    /// codec's (or the process's) registry ids.
     pub fn writer_of<'a>(&self, bytes: &'a [u8]) -> Result<(&SchemaEntry, &'a [u8]), SchemaError> {
-        match self.format {
-            WireFormat::SingleObject => {
-                if bytes.is_empty() {
-                    return Err(SchemaError::Empty);
+        match bytes.first() {
+            None => Err(SchemaError::Empty),
+            Some(&CONFLUENT_MAGIC) => {
+                if bytes.len() < CONFLUENT_HEADER_LEN {
+                    return Err(SchemaError::Truncated { len: bytes.len(), header: CONFLUENT_HEADER_LEN });
                 }
+                let id = u32::from_be_bytes(bytes[1..CONFLUENT_HEADER_LEN].try_into().expect("4 bytes"));
+                let ids = match &self.format {
+                    WireFormat::Confluent(ids) => Some(ids.as_ref()),
+                    _ => process_schema_ids(),
+                };
+                let fingerprint = ids.and_then(|ids| ids.fingerprint_of(id)).ok_or(SchemaError::UnknownSchemaId(id))?;
+                Ok((self.registry.by_fingerprint(fingerprint)?, &bytes[CONFLUENT_HEADER_LEN..]))
+            }
+            Some(_) => {
                 if bytes.len() < SINGLE_OBJECT_HEADER_LEN {
                     if bytes.len() >= 2 && bytes[..2] == SINGLE_OBJECT_MAGIC {
-                        return Err(SchemaError::Truncated { len: bytes.len() });
+                        return Err(SchemaError::Truncated { len: bytes.len(), header: SINGLE_OBJECT_HEADER_LEN });
                     }
                     return Err(SchemaError::BadHeader { found: bytes[..bytes.len().min(2)].to_vec() });
                 }
@@ -201,6 +293,54 @@ mod tests {
         let mut unknown = vec![0xC3, 0x01];
         unknown.extend_from_slice(&[9; 8]);
         assert!(matches!(codec.decode::<BudgetSpend>(&unknown), Err(SchemaError::UnknownFingerprint(_))));
+    }
+
+    /// Registry ids for every embedded schema: 100, 101, ...
+    fn ids() -> Arc<SchemaIds> {
+        let mut ids = SchemaIds::default();
+        for (i, e) in Registry::embedded().entries().enumerate() {
+            ids.insert(e.fingerprint, 100 + i as u32);
+        }
+        Arc::new(ids)
+    }
+
+    #[test]
+    fn confluent_framing_carries_the_registry_id_and_both_framings_decode() {
+        let ids = ids();
+        let confluent = Codec::new(Registry::embedded().clone(), WireFormat::Confluent(ids.clone()));
+        let single = Codec::new(Registry::embedded().clone(), WireFormat::SingleObject);
+        let bytes = confluent.encode(&spend()).unwrap();
+        let fingerprint = confluent.registry().get(BudgetSpend::SCHEMA).unwrap().fingerprint;
+        assert_eq!(bytes[0], CONFLUENT_MAGIC);
+        assert_eq!(bytes[1..5], ids.id_of(fingerprint).unwrap().to_be_bytes());
+        // The same datum after either header.
+        let old = single.encode(&spend()).unwrap();
+        assert_eq!(bytes[CONFLUENT_HEADER_LEN..], old[SINGLE_OBJECT_HEADER_LEN..]);
+        assert_eq!(confluent.decode::<BudgetSpend>(&bytes).unwrap(), spend());
+        assert_eq!(confluent.decode::<BudgetSpend>(&old).unwrap(), spend());
+        // encode_value frames the same way.
+        let entry = confluent.registry().get(BudgetSpend::SCHEMA).unwrap();
+        assert_eq!(confluent.encode_value(entry, apache_avro::to_value(spend()).unwrap()).unwrap(), bytes);
+        // Without the ids, a Confluent record names the id it cannot place.
+        let id = ids.id_of(fingerprint).unwrap();
+        assert!(matches!(single.decode::<BudgetSpend>(&bytes), Err(SchemaError::UnknownSchemaId(i)) if i == id));
+    }
+
+    #[test]
+    fn confluent_garbage_and_unregistered_schemas_are_clear_errors() {
+        let confluent = Codec::new(Registry::embedded().clone(), WireFormat::Confluent(ids()));
+        assert!(matches!(
+            confluent.decode::<BudgetSpend>(&[0, 0, 1]),
+            Err(SchemaError::Truncated { len: 3, header: CONFLUENT_HEADER_LEN })
+        ));
+        assert!(matches!(confluent.decode::<BudgetSpend>(&[0, 0, 0, 0, 7, 1]), Err(SchemaError::UnknownSchemaId(7))));
+        // An id of another schema: the record's schema is named.
+        let other = confluent.encode(&encounter()).unwrap();
+        assert!(matches!(confluent.decode::<BudgetSpend>(&other), Err(SchemaError::WrongSchema { .. })));
+        // A schema with no id here cannot be written in Confluent framing.
+        let none = Codec::new(Registry::embedded().clone(), WireFormat::Confluent(Arc::new(SchemaIds::default())));
+        let e = none.encode(&spend()).unwrap_err();
+        assert!(e.to_string().contains("com.phoenixguardian.privacy.BudgetSpend"), "{e}");
     }
 
     #[test]
@@ -325,6 +465,32 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let codec = Codec::embedded();
             let _ = codec.decode::<Encounter>(&bytes);
+        }
+
+        #[test]
+        fn either_framing_decodes_to_the_same_record(
+            gen_ms in 0i64..10_000_000,
+            rating in proptest::option::of(1i32..=5),
+            confluent_first in any::<bool>(),
+        ) {
+            let confluent = Codec::new(Registry::embedded().clone(), WireFormat::Confluent(ids()));
+            let single = Codec::new(Registry::embedded().clone(), WireFormat::SingleObject);
+            let mut e = encounter();
+            e.generation_ms = gen_ms;
+            e.physician_rating = rating;
+            let (a, b) = if confluent_first { (&confluent, &single) } else { (&single, &confluent) };
+            let (x, y) = (a.encode(&e).unwrap(), b.encode(&e).unwrap());
+            prop_assert_ne!(x[0], y[0]);
+            prop_assert_eq!(confluent.decode::<Encounter>(&x).unwrap(), e.clone());
+            prop_assert_eq!(confluent.decode::<Encounter>(&y).unwrap(), e);
+        }
+
+        #[test]
+        fn arbitrary_bytes_after_a_confluent_header_never_panic(rest in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let confluent = Codec::new(Registry::embedded().clone(), WireFormat::Confluent(ids()));
+            let mut bytes = vec![0, 0, 0, 0, 100];
+            bytes.extend(rest);
+            let _ = confluent.decode::<Encounter>(&bytes);
         }
     }
 }

@@ -4,12 +4,13 @@
 //! Guarantees:
 //! - The schemas are the files in the repository's `schemas/` folder, embedded at build
 //!   time: the binary and the folder cannot disagree.
-//! - Records on the wire use Avro single-object encoding (`C3 01`, the 8-byte little-endian
-//!   CRC-64-AVRO fingerprint of the writer schema's parsing canonical form, computed to
-//!   the specification in [`canonical`], then the
-//!   binary datum), so any Avro library can read a topic given only the schema files.
-//!   The encoding sits behind [`codec::WireFormat`] so a registry-based format can be
-//!   added without touching callers.
+//! - Records on the wire use Confluent's framing (`00`, the schema registry's 4-byte id,
+//!   the binary datum) when the process uses a schema registry
+//!   ([`codec::use_schema_registry`]), so every Confluent-compatible reader takes them;
+//!   otherwise Avro single-object encoding (`C3 01`, the 8-byte little-endian CRC-64-AVRO
+//!   fingerprint of the writer schema's parsing canonical form, computed to the
+//!   specification in [`canonical`], then the datum), which any Avro library reads given
+//!   only the schema files. Either framing decodes, whatever the process writes.
 //! - Decoding resolves the writer schema (found by fingerprint) against the reader's, so
 //!   records written with an older registered version still decode.
 //!
@@ -36,10 +37,16 @@ use thiserror::Error;
 pub enum SchemaError {
     #[error("record is empty")]
     Empty,
-    #[error("not avro single-object encoding: header {found:02x?}, expected [c3, 01]")]
+    #[error(
+        "neither avro single-object encoding nor Confluent framing: header {found:02x?}, expected [c3, 01] or [00]"
+    )]
     BadHeader { found: Vec<u8> },
-    #[error("record is truncated: {len} bytes, the header alone takes 10")]
-    Truncated { len: usize },
+    #[error("record is truncated: {len} bytes, the header alone takes {header}")]
+    Truncated { len: usize, header: usize },
+    #[error("schema registry id {0} is not one of this process's schemas (a registry configured? a newer schema?)")]
+    UnknownSchemaId(u32),
+    #[error("schema {0} has no schema registry id here: run `guardian topics apply` with the registry")]
+    NotRegistered(String),
     #[error("unknown writer schema fingerprint {0:016x}")]
     UnknownFingerprint(u64),
     #[error("record has schema {found}, expected {expected}")]

@@ -44,6 +44,8 @@ pub struct SchemaEntry {
     /// CRC-64-AVRO fingerprint of the specification's parsing canonical form
     /// ([`crate::canonical`]); its little-endian bytes are the single-object header's.
     pub fingerprint: u64,
+    /// The file's text (what a schema registry is given: docs and all).
+    pub text: String,
 }
 
 /// Known schemas by name and by fingerprint. Cheap to clone.
@@ -143,7 +145,7 @@ pub fn parse_entry(file: &str, text: &str) -> Result<SchemaEntry, SchemaError> {
         .map_err(|e| SchemaError::File { file: file.to_string(), error: e.to_string() })?;
     let fingerprint = crate::canonical::fingerprint_of(&canonical);
     let fast = text.parse().map_err(|e| SchemaError::File { file: file.to_string(), error: format!("{e}") })?;
-    Ok(SchemaEntry { name, file: file.to_string(), schema, fast, fingerprint })
+    Ok(SchemaEntry { name, file: file.to_string(), schema, fast, fingerprint, text: text.to_string() })
 }
 
 #[cfg(test)]

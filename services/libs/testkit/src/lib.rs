@@ -34,6 +34,8 @@ pub struct Stack {
     /// The trace collector: OTLP/HTTP in, Jaeger's query API out (`http://127.0.0.1:PORT`).
     pub otlp_endpoint: String,
     pub jaeger_url: String,
+    /// The schema registry's Confluent-compatible API (`http://127.0.0.1:PORT/apis/ccompat/v7`).
+    pub schema_registry_url: String,
 }
 
 /// The checkout the test runs in: found from the working directory (cargo runs tests in
@@ -87,6 +89,7 @@ impl Stack {
             alert_webhook: need("GUARDIAN_ALERT_WEBHOOK"),
             otlp_endpoint: need("GUARDIAN_OTLP_ENDPOINT"),
             jaeger_url: need("GUARDIAN_JAEGER_URL"),
+            schema_registry_url: need("GUARDIAN_SCHEMA_REGISTRY_URL"),
         }
     }
 }

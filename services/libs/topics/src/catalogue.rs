@@ -40,6 +40,14 @@ pub enum CatalogueError {
     MissingRole(TopicId),
 }
 
+/// Compatibility levels of a schema registry subject (Confluent's names).
+pub const COMPATIBILITY_LEVELS: [&str; 7] =
+    ["BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE"];
+
+/// A subject's level when its topic file names none: a new schema must read the records of
+/// every earlier version (replays reach back to the first).
+pub const DEFAULT_COMPATIBILITY: &str = "BACKWARD_TRANSITIVE";
+
 /// How record keys are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -119,6 +127,9 @@ struct TopicFile {
     replication_factor: i32,
     key: KeyEncoding,
     value_schema: String,
+    /// The value subject's compatibility level in a schema registry.
+    #[serde(default)]
+    compatibility: Option<String>,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
     access: crate::access::Access,
@@ -139,6 +150,9 @@ pub struct TopicSpec {
     pub key: KeyEncoding,
     /// Full name of a registered schema.
     pub value_schema: String,
+    /// The compatibility level of the value's subject in a schema registry (one of
+    /// [`COMPATIBILITY_LEVELS`]; `BACKWARD_TRANSITIVE` unless the file says otherwise).
+    pub compatibility: String,
     /// Topic configs, values as Kafka takes them (strings).
     pub config: BTreeMap<String, String>,
     /// Who writes and who reads it (the ACLs derive from this).
@@ -302,6 +316,13 @@ fn parse_topic(file: &Path, text: &str, registry: &Registry) -> Result<TopicSpec
             registry.names().collect::<Vec<_>>().join(", ")
         ))
     })?;
+    let compatibility = raw.compatibility.unwrap_or_else(|| DEFAULT_COMPATIBILITY.to_string());
+    if !COMPATIBILITY_LEVELS.contains(&compatibility.as_str()) {
+        return Err(err(format!(
+            "compatibility {compatibility:?} is not a schema registry level ({})",
+            COMPATIBILITY_LEVELS.join(", ")
+        )));
+    }
     let mut config = BTreeMap::new();
     for (key, value) in raw.config {
         if !ALLOWED_CONFIGS.contains(&key.as_str()) {
@@ -336,6 +357,7 @@ fn parse_topic(file: &Path, text: &str, registry: &Registry) -> Result<TopicSpec
         replication_factor: raw.replication_factor,
         key: raw.key,
         value_schema: raw.value_schema,
+        compatibility,
         config,
         access: raw.access,
         file: file.to_path_buf(),
