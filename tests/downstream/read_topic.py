@@ -7,10 +7,16 @@ Records use Avro single-object encoding: the two bytes C3 01, the 8-byte little-
 CRC-64-AVRO fingerprint of the writer schema's parsing canonical form, then the datum.
 The reader finds the writer schema by that fingerprint, as the Avro specification says.
 
+With --registry, it reads as an analytics team with a schema registry does, with no
+schema files at all: confluent-kafka's SchemaRegistryClient and AvroDeserializer take
+each record's writer schema from the registry by the id in its Confluent framing (00, a
+4-byte id, the datum).
+
 Prints one JSON object per record (the decoded value plus partition, offset and schema
 name) and reads from the beginning up to the end the topic had when it started.
 
   read_topic.py --bootstrap HOST:PORT --topic NAME --schemas DIR
+  read_topic.py --bootstrap HOST:PORT --topic NAME --registry URL
   read_topic.py --fingerprints --schemas DIR     (schema name and header bytes, no Kafka)
 """
 
@@ -63,16 +69,39 @@ def decode(payload, schemas):
     return schema["name"], fastavro.schemaless_reader(io.BytesIO(payload[10:]), schema, None)
 
 
+_DESERIALIZER = {}
+
+
+def registry_decode(payload, topic, url):
+    """Confluent framing through confluent-kafka's own deserializer and registry client."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    if payload is None or len(payload) < 5 or payload[0] != 0:
+        raise ValueError("not Confluent framing")
+    if url not in _DESERIALIZER:
+        client = SchemaRegistryClient({"url": url})
+        _DESERIALIZER[url] = (client, AvroDeserializer(client))
+    client, deserializer = _DESERIALIZER[url]
+    value = deserializer(payload, SerializationContext(topic, MessageField.VALUE))
+    schema = json.loads(client.get_schema(int.from_bytes(payload[1:5], "big")).schema_str)
+    return f"{schema.get('namespace')}.{schema['name']}", value
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bootstrap")
     ap.add_argument("--topic")
-    ap.add_argument("--schemas", required=True)
+    ap.add_argument("--schemas")
+    ap.add_argument("--registry", help="a Confluent-compatible schema registry: decode Confluent framing with it")
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--fingerprints", action="store_true", help="print each schema's fingerprint and exit")
     args = ap.parse_args()
 
-    schemas = load_schemas(args.schemas)
+    if not args.schemas and not args.registry:
+        ap.error("--schemas or --registry is required")
+    schemas = load_schemas(args.schemas) if args.schemas else None
     if args.fingerprints:
         for fp, schema in sorted(schemas.items(), key=lambda kv: kv[1]["name"]):
             print(schema["name"], fp.hex())
@@ -113,7 +142,10 @@ def main():
             continue
         if msg.error():
             sys.exit(f"read_topic: {msg.error()}")
-        name, value = decode(msg.value(), schemas)
+        if args.registry:
+            name, value = registry_decode(msg.value(), args.topic, args.registry)
+        else:
+            name, value = decode(msg.value(), schemas)
         record = {"_partition": msg.partition(), "_offset": msg.offset(), "_schema": name, "value": value}
         out.write(json.dumps(record, default=plain) + "\n")
         if msg.offset() + 1 >= ends.get(msg.partition(), 0):

@@ -174,16 +174,18 @@ install_s3() {
 # (a .complete marker records that the install finished).
 make_venv() {
   local dir=$1 what=$2; shift 2
-  [ -f "$dir/.complete" ] && return 0
+  # .complete holds the requirements installed: a changed list installs again.
+  [ -f "$dir/.complete" ] && [ "$(cat "$dir/.complete")" = "$*" ] && return 0
   say "creating the venv in $dir ($what)"
   python3 -m venv "$dir" || { apt_install python3-venv; python3 -m venv "$dir"; }
   "$dir/bin/pip" install -q --disable-pip-version-check "$@" || die "pip could not install $*"
-  touch "$dir/.complete"
+  echo "$*" >"$dir/.complete"
 }
 
 install_python() {
   # Downstream readers that are not ours (tests) and the peer baselines (benchmarks).
-  make_venv "$VENV" "fastavro, confluent-kafka" fastavro==1.13.1 confluent-kafka==2.16.1
+  make_venv "$VENV" "fastavro, confluent-kafka with its schema registry client" fastavro==1.13.1 \
+    "confluent-kafka[schemaregistry,avro]==2.16.1"
 }
 
 install_bench_tools() {
@@ -860,7 +862,8 @@ cmd_demo() {
   export OTEL_EXPORTER_OTLP_ENDPOINT=$GUARDIAN_OTLP_ENDPOINT
   # The demo prints its own status every 5 s; the logs show warnings only.
   export RUST_LOG=${RUST_LOG:-warn}
-  exec "$target/release/guardian" demo --topics-dir "$REPO/topics" "$@"
+  # Records in Confluent framing with the stack's registry: what downstream readers take.
+  exec "$target/release/guardian" demo --topics-dir "$REPO/topics" --wire-format confluent "$@"
 }
 
 case ${1:-} in

@@ -50,6 +50,12 @@ app.kubernetes.io/component: {{ .name }}
 - name: GUARDIAN_KAFKA_CA
   value: /etc/guardian/kafka-ca/ca.crt
 {{- end }}
+{{- if .root.Values.schemaRegistry.url }}
+- name: GUARDIAN_SCHEMA_REGISTRY_URL
+  value: {{ .root.Values.schemaRegistry.url | quote }}
+- name: GUARDIAN_WIRE_FORMAT
+  value: {{ .root.Values.schemaRegistry.wireFormat | quote }}
+{{- end }}
 {{- end -}}
 
 {{- define "guardian.databaseEnv" -}}

@@ -33,6 +33,7 @@ pub async fn serve(
     started: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), DashboardError> {
     let catalogue = config.kafka.catalogue()?;
+    config.kafka.use_wire_format(&catalogue).await?;
     let pool = guardian_pg::connect(&config.database_url, 4).await?;
     // The registry table once here, not in every request.
     guardian_rollups::readiness::migrate(&pool).await?;

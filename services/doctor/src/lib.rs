@@ -47,8 +47,6 @@ pub struct DoctorArgs {
     /// Prometheus (`http://host:port`): the guardian rules loaded, the targets up
     #[arg(long, env = "GUARDIAN_PROMETHEUS_URL")]
     pub prometheus_url: Option<String>,
-    #[command(flatten)]
-    pub registry: guardian_registry::RegistryArgs,
     /// The DR region's Kafka, where MirrorMaker 2 writes its heartbeats
     #[arg(long, env = "GUARDIAN_KAFKA_DR_BOOTSTRAP")]
     pub dr_bootstrap_servers: Option<String>,
@@ -239,7 +237,7 @@ async fn registry_check(args: &DoctorArgs) -> Check {
             return check(Compliance, "schema-registry.subjects", Status::Fail, format!("the topic catalogue: {e}"));
         }
     };
-    let client = match args.registry.client() {
+    let client = match args.kafka.registry_client() {
         Ok(Some(c)) => c,
         Ok(None) => return check(Compliance, "schema-registry.subjects", Status::Skip, "no --schema-registry-url"),
         Err(e) => return check(Compliance, "schema-registry.subjects", Status::Fail, e.to_string()),

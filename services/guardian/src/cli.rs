@@ -315,8 +315,6 @@ pub enum TopicsCommand {
     Apply {
         #[command(flatten)]
         kafka: KafkaArgs,
-        #[command(flatten)]
-        registry: guardian_registry::RegistryArgs,
         /// Print the diff without changing anything (schemas: checked for compatibility)
         #[arg(long)]
         dry_run: bool,
@@ -326,8 +324,6 @@ pub enum TopicsCommand {
     Verify {
         #[command(flatten)]
         kafka: KafkaArgs,
-        #[command(flatten)]
-        registry: guardian_registry::RegistryArgs,
     },
     /// List the catalogue (no cluster needed)
     List {

@@ -2,7 +2,8 @@
 //! records and three bad lines) published from a file while the rollup service is
 //! SIGKILLed mid-stream and restarted; the rollups in PostgreSQL equal a straightforward
 //! recomputation from the same file; replaying the encounter topic changes nothing; the
-//! compacted rollup topic ends with the same windows.
+//! compacted rollup topic ends with the same windows. A topic holding both framings
+//! (Confluent's and single-object) rolls up exactly the same way.
 
 mod common;
 
@@ -490,4 +491,65 @@ async fn rollups_equal_a_recomputation_across_a_kill_and_a_replay() {
     let _ = Command::new("kill").args(["-TERM", &service.0.id().to_string()]).status();
     assert!(service.0.wait().unwrap().success(), "the rollup service stops cleanly on SIGTERM");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One topic in both framings: the first half of a seeded file published in Confluent
+/// framing (`--wire-format confluent`, the stack's registry), the rest in single-object
+/// encoding, the rollup service started after both with the registry: the rollups equal a
+/// recomputation from the file, as they do for a topic in one framing (above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_in_both_framings_rolls_up_as_a_topic_in_one() {
+    let stack = Stack::get();
+    let registry = stack.schema_registry_url.clone();
+    let prefix = format!("{}.", unique("kpimix"));
+    let with_registry = |args: &[&str]| {
+        let mut c = guardian(&stack, &prefix, args);
+        c.args(["--schema-registry-url", &registry]);
+        c
+    };
+    run_ok(with_registry(&["topics", "apply"]));
+    let dir = std::env::temp_dir().join(unique("kpimix"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let all = dir.join("encounters.ndjson");
+    run_ok(guardian(
+        &stack,
+        &prefix,
+        &["agent", "encounters", "--generate", "--hospitals", "4", "--count", "600", "--seed", "5"]
+            .into_iter()
+            .chain(["--start-ms", "1764000000000", "--step-ms", "500", "--out", all.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    ));
+    let text = std::fs::read_to_string(&all).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (first, second) = (dir.join("first.ndjson"), dir.join("second.ndjson"));
+    std::fs::write(&first, lines[..300].join("\n") + "\n").unwrap();
+    std::fs::write(&second, lines[300..].join("\n") + "\n").unwrap();
+    let mut confluent = with_registry(&["agent", "encounters", "--file", first.to_str().unwrap()]);
+    confluent.args(["--wire-format", "confluent"]);
+    run_ok(confluent);
+    run_ok(guardian(&stack, &prefix, &["agent", "encounters", "--file", second.to_str().unwrap()]));
+
+    // Both framings are on the topic.
+    let topic = topic_name(&prefix, guardian_topics::TopicId::Encounters);
+    let settings = KafkaSettings::new(&stack.kafka_bootstrap, "it-kpimix");
+    let records = guardian_kafka::reader::read_range(&settings, "it-kpimix", &[&topic], None).await.unwrap();
+    let framing = |magic: u8| records.iter().filter(|r| r.payload.first() == Some(&magic)).count();
+    assert_eq!((framing(0), framing(0xC3)), (300, 300), "{} records", records.len());
+
+    let url = guardian_pg::with_new_schema(&stack.database_url, &unique("kpimix").replace('-', "_")).await.unwrap();
+    let pool = guardian_pg::connect(&url, 2).await.unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _service = Service(
+        with_registry(&["kpi", "--database-url", &url, "--listen", &listen, "--lateness-secs", "60"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let good: Vec<Encounter> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let expected = recompute(&good);
+    wait_for("every encounter of both framings rolled up", Duration::from_secs(90), async || {
+        (stored(&pool).await == expected).then_some(())
+    })
+    .await;
 }

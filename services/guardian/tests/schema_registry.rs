@@ -3,7 +3,8 @@
 //! `<topic>-value` at `BACKWARD_TRANSITIVE`, the second run changes nothing, `topics
 //! verify` and `guardian doctor` pass; a subject whose level was changed by hand is named
 //! by both; a registry holding an incompatible earlier version makes `topics apply` (and
-//! its dry run) fail with the registry's reason.
+//! its dry run) fail with the registry's reason, and a producer told to write Confluent
+//! framing refuses to start without its subject registered.
 
 mod common;
 
@@ -112,4 +113,24 @@ async fn topics_apply_registers_each_value_schema_and_refuses_an_incompatible_on
             assert!(registry.lookup(&incompatible_subject, &text).await.unwrap().is_none());
         }
     }
+
+    // A producer never registers on its own: Confluent framing without the subject (or
+    // without a registry) refuses to start, naming what is missing.
+    let publish = |registry_url: Option<&str>| {
+        let mut c = guardian_on(&stack, &other, &["agent", "encounters", "--generate", "--count", "1"]);
+        c.args(["--wire-format", "confluent"]).env_remove("GUARDIAN_SCHEMA_REGISTRY_URL");
+        if let Some(u) = registry_url {
+            c.args(["--schema-registry-url", u]);
+        }
+        c.output().unwrap()
+    };
+    let out = publish(Some(&url));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() && stderr.contains(&format!("not registered at {url}: {incompatible_subject}")),
+        "{stderr}"
+    );
+    let out = publish(None);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && stderr.contains("needs a schema registry"), "{stderr}");
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use guardian_kafka::admin::Admin;
 use guardian_kafka::{KafkaSettings, Producer};
-use guardian_schemas::records::{BudgetSpend, Mechanism};
+use guardian_schemas::records::{BudgetSpend, Encounter, EncounterType, Mechanism};
 use guardian_testkit::Stack;
 use guardian_topics::{Change, Plan};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -161,4 +161,44 @@ pub fn marker(name: &str) -> std::path::PathBuf {
 
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// An encounter of the downstream tests (three hospitals, every optional field both ways).
+pub fn encounter(i: usize) -> Encounter {
+    Encounter {
+        event_id: format!("enc-{i:04}"),
+        hospital_id: format!("h{:03}", i % 3 + 1),
+        encounter_ref: format!("{:016x}", i * 7919),
+        clinician_ref: format!("{:016x}", i * 104_729),
+        occurred_at: 1_764_000_000_000 + i as i64 * 1000,
+        encounter_type: [EncounterType::Outpatient, EncounterType::Emergency, EncounterType::Telehealth][i % 3],
+        soap_sections_expected: 4,
+        soap_sections_completed: (i % 5) as i32,
+        generation_ms: 800 + i as i64,
+        physician_rating: i.is_multiple_of(2).then_some((i % 5) as i32 + 1),
+        model_version: i.is_multiple_of(4).then_some(i as i64),
+    }
+}
+
+/// An encounter as a downstream Avro library decodes it (enums as symbols, timestamps as
+/// epoch milliseconds), field by field.
+pub fn encounter_json(e: &Encounter) -> serde_json::Value {
+    serde_json::json!({
+            "event_id": e.event_id,
+            "hospital_id": e.hospital_id,
+            "encounter_ref": e.encounter_ref,
+            "clinician_ref": e.clinician_ref,
+            "occurred_at": e.occurred_at,
+            "encounter_type": match e.encounter_type {
+                EncounterType::Outpatient => "OUTPATIENT",
+                EncounterType::Emergency => "EMERGENCY",
+                EncounterType::Telehealth => "TELEHEALTH",
+                _ => unreachable!(),
+            },
+            "soap_sections_expected": e.soap_sections_expected,
+            "soap_sections_completed": e.soap_sections_completed,
+            "generation_ms": e.generation_ms,
+            "physician_rating": e.physician_rating,
+            "model_version": e.model_version,
+    })
 }

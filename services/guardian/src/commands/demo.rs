@@ -35,6 +35,21 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     }
     admin.apply(&p).await?;
     println!("topics: {} declared, {} change(s) applied", names.len(), p.changes.len());
+    if let Some(client) = args.kafka.registry_client()? {
+        let subjects = guardian_registry::subjects(&catalogue, guardian_schemas::Registry::embedded())?;
+        let outcomes = guardian_registry::sync(&client, &subjects, false).await?;
+        let new = outcomes.iter().filter(|o| o.new).count();
+        println!("schemas:  {} subjects at {} ({new} registered now)", outcomes.len(), client.url());
+    }
+    args.kafka.use_wire_format(&catalogue).await?;
+    println!(
+        "wire:     {}",
+        if guardian_schemas::Codec::embedded().writes_confluent() {
+            "Confluent framing (magic 0 + the registry's schema id): any Confluent-compatible reader"
+        } else {
+            "Avro single-object encoding (no registry)"
+        }
+    );
 
     let pool = guardian_pg::connect(&args.database_url, 4).await?;
     // As a deployment's `guardian db migrate`: every service's tables, row-level security

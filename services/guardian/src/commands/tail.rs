@@ -18,6 +18,8 @@ use crate::common;
 
 pub async fn run(args: TailArgs) -> Result<ExitCode> {
     let catalogue = common::kafka_catalogue(&args.kafka)?;
+    // Confluent-framed records decode with the registry's ids.
+    args.kafka.use_wire_format(&catalogue).await?;
     let topic = match TopicId::ALL.iter().find(|id| id.role() == args.topic) {
         Some(id) => catalogue.topic(*id)?,
         None => args.topic.clone(),

@@ -57,7 +57,7 @@ pub async fn run(cmd: TopicsCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        TopicsCommand::Apply { kafka, registry, dry_run } => {
+        TopicsCommand::Apply { kafka, dry_run } => {
             let catalogue = common::kafka_catalogue(&kafka)?;
             let admin = common::admin(&kafka).await?;
             let names: Vec<String> = catalogue.specs().map(|s| catalogue.name_of(s)).collect();
@@ -80,7 +80,7 @@ pub async fn run(cmd: TopicsCommand) -> Result<ExitCode> {
                 admin.apply(&p).await?;
                 println!("topics: applied {} change(s)", p.changes.len());
             }
-            if let Some(client) = registry.client()? {
+            if let Some(client) = kafka.registry_client()? {
                 let subjects = guardian_registry::subjects(&catalogue, guardian_schemas::Registry::embedded())?;
                 let outcomes = guardian_registry::sync(&client, &subjects, dry_run).await?;
                 for o in &outcomes {
@@ -93,7 +93,7 @@ pub async fn run(cmd: TopicsCommand) -> Result<ExitCode> {
             // Drift needs a person: apply succeeded for the rest, but say so in the exit code.
             Ok(if p.drift.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
-        TopicsCommand::Verify { kafka, registry } => {
+        TopicsCommand::Verify { kafka } => {
             let catalogue = common::kafka_catalogue(&kafka)?;
             let admin = common::admin(&kafka).await?;
             let names: Vec<String> = catalogue.specs().map(|s| catalogue.name_of(s)).collect();
@@ -101,12 +101,12 @@ pub async fn run(cmd: TopicsCommand) -> Result<ExitCode> {
             let p = plan(&catalogue, &view.topics, view.brokers);
             let mut lines: Vec<String> = p.changes.iter().map(|c| c.to_string()).collect();
             lines.extend(p.drift.iter().map(|d| d.to_string()));
-            if let Some(client) = registry.client()? {
+            if let Some(client) = kafka.registry_client()? {
                 let subjects = guardian_registry::subjects(&catalogue, guardian_schemas::Registry::embedded())?;
                 lines.extend(guardian_registry::differences(&client, &subjects).await?);
             }
             if lines.is_empty() {
-                let subjects = if registry.schema_registry_url.is_some() { " and their schema subjects" } else { "" };
+                let subjects = if kafka.schema_registry_url.is_some() { " and their schema subjects" } else { "" };
                 println!("topics: all {} topics{subjects} match the catalogue", names.len());
                 return Ok(ExitCode::SUCCESS);
             }

@@ -45,6 +45,17 @@ pub struct KafkaArgs {
     /// CA certificate (PEM) that signed the brokers' TLS certificates
     #[arg(long, env = "GUARDIAN_KAFKA_CA")]
     pub kafka_ca: Option<PathBuf>,
+    /// A Confluent-compatible schema registry (Confluent, Apicurio's /apis/ccompat/v7,
+    /// Karapace; user:password@ in the URL is basic authentication): records framed with
+    /// its ids are read, and written with --wire-format confluent
+    #[arg(long, env = "GUARDIAN_SCHEMA_REGISTRY_URL", hide_env_values = true)]
+    pub schema_registry_url: Option<String>,
+    /// How records are framed: single-object (Avro's, no registry needed) or confluent
+    /// (magic 0 + the registry's schema id, what Confluent-compatible readers take; needs
+    /// --schema-registry-url and the subjects registered by `guardian topics apply`).
+    /// Either is read
+    #[arg(long, env = "GUARDIAN_WIRE_FORMAT", default_value = "single-object", value_parser = ["single-object", "confluent"])]
+    pub wire_format: String,
 }
 
 impl Default for KafkaArgs {
@@ -59,6 +70,8 @@ impl Default for KafkaArgs {
             kafka_username: None,
             kafka_password: None,
             kafka_ca: None,
+            schema_registry_url: None,
+            wire_format: "single-object".into(),
         }
     }
 }
@@ -104,6 +117,57 @@ impl KafkaArgs {
         Admin::connect(&self.settings(client)).await
     }
 
+    /// The schema registry's client, when one is configured.
+    pub fn registry_client(&self) -> Result<Option<guardian_registry::Client>, KafkaClientError> {
+        self.schema_registry_url
+            .as_deref()
+            .map(guardian_registry::Client::new)
+            .transpose()
+            .map_err(|e| KafkaClientError::Config(e.to_string()))
+    }
+
+    /// Takes the registry's ids of `catalogue`'s schemas for this process's codecs: every
+    /// one must be registered when the process writes Confluent framing; a reader takes
+    /// those that are (the rest cannot have been written in Confluent framing).
+    pub async fn use_wire_format(&self, catalogue: &Catalogue) -> Result<(), KafkaClientError> {
+        let write = self.wire_format == "confluent";
+        let Some(client) = self.registry_client()? else {
+            if write {
+                return Err(KafkaClientError::Config(
+                    "--wire-format confluent needs a schema registry (--schema-registry-url)".into(),
+                ));
+            }
+            return Ok(());
+        };
+        let config = |e: String| KafkaClientError::Config(e);
+        let subjects =
+            guardian_registry::subjects(catalogue, Registry::embedded()).map_err(|e| config(e.to_string()))?;
+        let (ids, missing) = match guardian_registry::resolve(&client, &subjects).await {
+            Ok(found) => found,
+            Err(e) if write => return Err(config(e.to_string())),
+            // A reader goes on without: it reads single-object records, and names the id
+            // of each Confluent one it cannot place.
+            Err(e) => {
+                tracing::warn!(error = %e, "schema registry unreachable: Confluent-framed records will not decode");
+                return Ok(());
+            }
+        };
+        if write && !missing.is_empty() {
+            return Err(config(format!(
+                "--wire-format confluent: not registered at {}: {} (run `guardian topics apply` with the registry)",
+                client.url(),
+                missing.join(", ")
+            )));
+        }
+        if !missing.is_empty() {
+            tracing::debug!(
+                missing = missing.len(),
+                "subjects without their schema: records of those are read in single-object encoding only"
+            );
+        }
+        guardian_schemas::codec::use_schema_registry(ids, write).map_err(|e| config(e.to_string()))
+    }
+
     /// The start-up check every service makes: the catalogue, once every topic in
     /// `needed` exists on the cluster as declared.
     pub async fn checked_catalogue(
@@ -114,6 +178,7 @@ impl KafkaArgs {
         let catalogue = self.catalogue().map_err(|e| KafkaClientError::Config(e.to_string()))?;
         let admin = self.admin(&service.client_for("admin")).await?;
         require_topics(&admin, &catalogue, needed).await?;
+        self.use_wire_format(&catalogue).await?;
         Ok(catalogue)
     }
 }

@@ -28,22 +28,6 @@ pub enum RegistryError {
     BadUrl(String, String),
 }
 
-/// `--schema-registry-url`: any Confluent-compatible registry.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct RegistryArgs {
-    /// A Confluent-compatible schema registry (Confluent, Apicurio's /apis/ccompat/v7,
-    /// Karapace); user:password@ in the URL is sent as basic authentication
-    #[arg(long, env = "GUARDIAN_SCHEMA_REGISTRY_URL", hide_env_values = true)]
-    pub schema_registry_url: Option<String>,
-}
-
-impl RegistryArgs {
-    /// The client, or `None` when no registry is configured.
-    pub fn client(&self) -> Result<Option<Client>, RegistryError> {
-        self.schema_registry_url.as_deref().map(Client::new).transpose()
-    }
-}
-
 /// A registered schema: its global id and its version under the subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Registered {
@@ -365,29 +349,21 @@ pub async fn sync(client: &Client, subjects: &[Subject], dry_run: bool) -> Resul
 }
 
 /// The registry ids of the subjects' schemas, for Confluent framing
-/// ([`guardian_schemas::codec::use_schema_registry`]). Each must be registered already
-/// (`guardian topics apply`): a producer never registers on its own.
+/// ([`guardian_schemas::codec::use_schema_registry`]), and the subjects that do not hold
+/// their current schema (`guardian topics apply` registers them: a producer never does).
 pub async fn resolve(
     client: &Client,
     subjects: &[Subject],
-) -> Result<guardian_schemas::codec::SchemaIds, RegistryError> {
+) -> Result<(guardian_schemas::codec::SchemaIds, Vec<String>), RegistryError> {
     let mut ids = guardian_schemas::codec::SchemaIds::default();
+    let mut missing = Vec::new();
     for s in subjects {
         match client.lookup(&s.name, &s.schema).await? {
             Some(r) => ids.insert(s.fingerprint, r.id),
-            None => {
-                return Err(RegistryError::Refused {
-                    what: format!("subject {}", s.name),
-                    status: 404,
-                    message: format!(
-                        "{} is not registered: run `guardian topics apply` with the registry",
-                        s.schema_name
-                    ),
-                });
-            }
+            None => missing.push(s.name.clone()),
         }
     }
-    Ok(ids)
+    Ok((ids, missing))
 }
 
 /// Where the registry differs from `subjects`: a schema not registered, a level not as

@@ -8,8 +8,9 @@
 //! byte tells them apart), so topics written before a switch still replay. The callers
 //! only ever see [`Codec::encode`] and [`Codec::decode`].
 //!
-//! A process switches to the registry once, at start, with [`use_schema_registry`]: every
-//! codec made by [`Codec::embedded`], before or after, then writes Confluent framing.
+//! A process takes the registry's ids once, at start, with [`use_schema_registry`]: every
+//! codec made by [`Codec::embedded`], before or after, then reads Confluent framing and,
+//! when the process is told to, writes it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -58,21 +59,23 @@ impl SchemaIds {
     }
 }
 
-static PROCESS_IDS: OnceLock<Arc<SchemaIds>> = OnceLock::new();
+/// The process's registry ids, and whether it writes Confluent framing with them.
+static PROCESS_IDS: OnceLock<(Arc<SchemaIds>, bool)> = OnceLock::new();
 
-/// Makes every [`Codec::embedded`] of this process write Confluent framing with `ids`
-/// (and read it). Once per process: a second call with other ids is refused.
-pub fn use_schema_registry(ids: SchemaIds) -> Result<(), SchemaError> {
-    let set = PROCESS_IDS.get_or_init(|| Arc::new(ids.clone()));
-    if **set != ids {
-        return Err(SchemaError::Mismatch("the process already uses other schema registry ids".into()));
+/// Gives every [`Codec::embedded`] of this process the registry's `ids`: they read
+/// Confluent framing with them, and with `write` also write it. Once per process: a
+/// second call with other ids or another `write` is refused.
+pub fn use_schema_registry(ids: SchemaIds, write: bool) -> Result<(), SchemaError> {
+    let set = PROCESS_IDS.get_or_init(|| (Arc::new(ids.clone()), write));
+    if *set.0 != ids || set.1 != write {
+        return Err(SchemaError::Mismatch("the process already uses other schema registry settings".into()));
     }
     Ok(())
 }
 
 /// The ids [`use_schema_registry`] set, if it ran.
 pub fn process_schema_ids() -> Option<&'static SchemaIds> {
-    PROCESS_IDS.get().map(|a| a.as_ref())
+    PROCESS_IDS.get().map(|(ids, _)| ids.as_ref())
 }
 
 /// The most apache-avro may allocate for one length read from bytes (a string, a byte
@@ -99,7 +102,8 @@ pub enum WireFormat {
     SingleObject,
     /// Confluent's framing with these registry ids.
     Confluent(Arc<SchemaIds>),
-    /// The process's: Confluent once [`use_schema_registry`] ran, single-object before.
+    /// The process's: Confluent once [`use_schema_registry`] ran with `write`,
+    /// single-object otherwise.
     Process,
 }
 
@@ -126,8 +130,13 @@ impl Codec {
         match &self.format {
             WireFormat::SingleObject => None,
             WireFormat::Confluent(ids) => Some(ids),
-            WireFormat::Process => process_schema_ids(),
+            WireFormat::Process => PROCESS_IDS.get().filter(|(_, write)| *write).map(|(ids, _)| ids.as_ref()),
         }
+    }
+
+    /// Whether this codec writes Confluent framing.
+    pub fn writes_confluent(&self) -> bool {
+        self.ids().is_some()
     }
 
     pub fn registry(&self) -> &Registry {
