@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use guardian_kafka::Producer;
 use guardian_schemas::Record;
@@ -44,21 +42,5 @@ async fn confluents_own_deserializer_reads_a_topic_in_confluent_framing() {
         assert_eq!((v[0], u32::from_be_bytes(v[1..5].try_into().unwrap())), (0, id));
     }
 
-    let out = Command::new(&stack.python)
-        .arg(stack.repo.join("tests/downstream/read_topic.py"))
-        .args(["--bootstrap", &stack.kafka_bootstrap, "--topic", &topic, "--registry", &stack.schema_registry_url])
-        .output()
-        .expect("run the python reader (tests/stack/stack.sh install creates its venv)");
-    assert!(out.status.success(), "python reader failed: {}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), sent.len(), "the reader saw every record");
-    for e in &sent {
-        let got = lines
-            .iter()
-            .find(|l| l["value"]["event_id"] == e.event_id.as_str())
-            .unwrap_or_else(|| panic!("{} not decoded", e.event_id));
-        assert_eq!(got["_schema"], "com.phoenixguardian.events.Encounter");
-        assert_eq!(&got["value"], &encounter_json(e), "{}", e.event_id);
-    }
+    assert_python_reader_decodes(&stack, &topic, &["--registry", &stack.schema_registry_url], &sent);
 }

@@ -21,24 +21,8 @@ async fn a_python_reader_decodes_a_topic_with_only_the_schema_files() {
         producer.send(&topic, &e.hospital_id, e).await.unwrap();
     }
 
-    let out = Command::new(&stack.python)
-        .arg(stack.repo.join("tests/downstream/read_topic.py"))
-        .args(["--bootstrap", &stack.kafka_bootstrap, "--topic", &topic, "--schemas"])
-        .arg(stack.repo.join("schemas"))
-        .output()
-        .expect("run the python reader (tests/stack/stack.sh install creates its venv)");
-    assert!(out.status.success(), "python reader failed: {}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), sent.len(), "the reader saw every record");
-    for e in &sent {
-        let got = lines
-            .iter()
-            .find(|l| l["value"]["event_id"] == e.event_id.as_str())
-            .unwrap_or_else(|| panic!("{} not decoded", e.event_id));
-        assert_eq!(got["_schema"], "com.phoenixguardian.events.Encounter");
-        assert_eq!(&got["value"], &encounter_json(e), "{}", e.event_id);
-    }
+    let schemas = stack.repo.join("schemas");
+    assert_python_reader_decodes(&stack, &topic, &["--schemas", schemas.to_str().unwrap()], &sent);
 }
 
 #[test]

@@ -202,3 +202,26 @@ pub fn encounter_json(e: &Encounter) -> serde_json::Value {
             "model_version": e.model_version,
     })
 }
+
+/// Runs `tests/downstream/read_topic.py` on `topic` with `how` (`--schemas DIR` or
+/// `--registry URL`) and checks it decoded each of `sent`, field by field.
+pub fn assert_python_reader_decodes(stack: &Stack, topic: &str, how: &[&str], sent: &[Encounter]) {
+    let out = Command::new(&stack.python)
+        .arg(stack.repo.join("tests/downstream/read_topic.py"))
+        .args(["--bootstrap", &stack.kafka_bootstrap, "--topic", topic])
+        .args(how)
+        .output()
+        .expect("run the python reader (tests/stack/stack.sh install creates its venv)");
+    assert!(out.status.success(), "python reader failed: {}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), sent.len(), "the reader saw every record");
+    for e in sent {
+        let got = lines
+            .iter()
+            .find(|l| l["value"]["event_id"] == e.event_id.as_str())
+            .unwrap_or_else(|| panic!("{} not decoded", e.event_id));
+        assert_eq!(got["_schema"], "com.phoenixguardian.events.Encounter");
+        assert_eq!(&got["value"], &encounter_json(e), "{}", e.event_id);
+    }
+}
