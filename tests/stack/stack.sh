@@ -622,13 +622,15 @@ registry_start() {
   done
   local java; java=$(registry_java)
   say "starting the schema registry (Apicurio $REGISTRY_VERSION) on 127.0.0.1:$port (log: $dir/registry.log)"
-  (cd "$dir" && APICURIO_STORAGE_KIND=sql APICURIO_STORAGE_SQL_KIND=postgresql \
-    APICURIO_DATASOURCE_URL="jdbc:postgresql://127.0.0.1:$(port_for postgres)/$REGISTRY_DB" \
+  # exec: the recorded pid is the JVM's own, so `down` stops it.
+  local pgport; pgport=$(port_for postgres)
+  (cd "$dir" && exec env APICURIO_STORAGE_KIND=sql APICURIO_STORAGE_SQL_KIND=postgresql \
+    APICURIO_DATASOURCE_URL="jdbc:postgresql://127.0.0.1:$pgport/$REGISTRY_DB" \
     APICURIO_DATASOURCE_USERNAME="$PG_USER" APICURIO_DATASOURCE_PASSWORD="$PG_PASSWORD" \
     nohup "$java" -Xms64m -Xmx512m -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$port" \
       -Dquarkus.management.host=127.0.0.1 -Dquarkus.management.port="$mport" \
-      -jar "$REGISTRY_HOME/quarkus-run.jar" >"$dir/registry.log" 2>&1 &
-    echo $! >"$dir/pid")
+      -jar "$REGISTRY_HOME/quarkus-run.jar" >"$dir/registry.log" 2>&1) &
+  echo $! >"$dir/pid"
   registry_ready() { http_ready "http://127.0.0.1:$mport/health/ready"; }
   # About 20 s on 2 cores (Quarkus start, then its tables in PostgreSQL).
   wait_until $((READY_SECONDS > 180 ? READY_SECONDS : 180)) "schema registry" "$dir/registry.log" "$dir/pid" registry_ready

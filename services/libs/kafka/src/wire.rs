@@ -329,14 +329,22 @@ fn tls_config(ca: Option<&str>) -> Result<Arc<tokio_rustls::rustls::ClientConfig
 async fn connect(settings: &KafkaSettings) -> Result<Connection, AclsError> {
     let get = |k: &str| settings.overrides.get(k).map(String::as_str);
     let protocol = get("security.protocol").unwrap_or("plaintext").to_ascii_lowercase();
-    let address = settings
-        .bootstrap_servers
-        .split(',')
-        .map(str::trim)
-        .find(|s| !s.is_empty())
-        .ok_or_else(|| failed("no bootstrap server"))?;
-    let address = address.split_once("://").map_or(address, |(_, a)| a);
-    let tcp = TcpStream::connect(address).await.map_err(|e| failed(format!("{address}: {e}")))?;
+    // The first bootstrap server that answers (any broker serves DescribeAcls).
+    let mut tried = Vec::new();
+    let mut reached = None;
+    for address in settings.bootstrap_servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let address = address.split_once("://").map_or(address, |(_, a)| a);
+        match TcpStream::connect(address).await {
+            Ok(tcp) => {
+                reached = Some((address, tcp));
+                break;
+            }
+            Err(e) => tried.push(format!("{address}: {e}")),
+        }
+    }
+    let Some((address, tcp)) = reached else {
+        return Err(failed(if tried.is_empty() { "no bootstrap server".to_string() } else { tried.join("; ") }));
+    };
     let stream: Box<dyn Stream> = if protocol.ends_with("ssl") {
         let host = address.rsplit_once(':').map_or(address, |(h, _)| h).trim_matches(['[', ']']);
         let name = rustls_pki_types::ServerName::try_from(host.to_string()).map_err(failed)?;

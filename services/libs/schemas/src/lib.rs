@@ -43,7 +43,9 @@ pub enum SchemaError {
     BadHeader { found: Vec<u8> },
     #[error("record is truncated: {len} bytes, the header alone takes {header}")]
     Truncated { len: usize, header: usize },
-    #[error("schema registry id {0} is not one of this process's schemas (a registry configured? a newer schema?)")]
+    #[error(
+        "Confluent-framed avro record with schema registry id {0}, not one of this process's schemas (no registry configured, or a newer schema)"
+    )]
     UnknownSchemaId(u32),
     #[error("schema {0} has no schema registry id here: run `guardian topics apply` with the registry")]
     NotRegistered(String),
