@@ -1,5 +1,5 @@
 //! A downstream reader as an analytics team writes one, with a schema registry and no
-//! schema files: Python confluent-kafka's `SchemaRegistryClient` + `AvroDeserializer`
+//! schema files: Python confluent-kafka's `SchemaRegistryClient` (writer schema by id) + fastavro
 //! decode a topic the library wrote in Confluent framing with the stack's registry's ids.
 //! (A test binary of its own: it switches its process to Confluent framing.)
 
