@@ -107,6 +107,20 @@ pub(super) async fn fresh_topic_with(
     Ok(name)
 }
 
+/// Seconds to encode every record, and to decode every encoded one, with `codec` on one core.
+fn codec_seconds(codec: &Codec, records: &[Encounter], encoded: &[Vec<u8>]) -> Result<(f64, f64)> {
+    let started = Instant::now();
+    for r in records {
+        std::hint::black_box(codec.encode(r)?);
+    }
+    let encode = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for b in encoded {
+        std::hint::black_box(codec.decode::<Encounter>(b)?);
+    }
+    Ok((encode, started.elapsed().as_secs_f64()))
+}
+
 /// Library, bulk: `Producer::send_batch` encodes and queues every record, then awaits
 /// the acknowledgements.
 /// With `warm`, a first record goes to that topic and is acknowledged before the timing;
@@ -343,16 +357,7 @@ pub async fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
     let records: Vec<Encounter> = (0..args.records).map(|i| record(i, args.record_size)).collect();
     let encoded: Vec<Vec<u8>> = records.iter().map(|r| codec.encode(r)).collect::<Result<_, _>>()?;
     let bytes: u64 = encoded.iter().map(|b| b.len() as u64).sum();
-    let started = Instant::now();
-    for r in &records {
-        std::hint::black_box(codec.encode(r)?);
-    }
-    let encode_secs = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    for b in &encoded {
-        std::hint::black_box(codec.decode::<Encounter>(b)?);
-    }
-    let decode_secs = started.elapsed().as_secs_f64();
+    let (encode_secs, decode_secs) = codec_seconds(&codec, &records, &encoded)?;
     // The same records in Confluent framing (in memory: ids as a registry gives them).
     let mut ids = guardian_schemas::codec::SchemaIds::default();
     for (i, e) in guardian_schemas::Registry::embedded().entries().enumerate() {
@@ -363,16 +368,7 @@ pub async fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
         guardian_schemas::WireFormat::Confluent(std::sync::Arc::new(ids)),
     );
     let framed: Vec<Vec<u8>> = records.iter().map(|r| confluent.encode(r)).collect::<Result<_, _>>()?;
-    let started = Instant::now();
-    for r in &records {
-        std::hint::black_box(confluent.encode(r)?);
-    }
-    let confluent_encode_secs = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    for b in &framed {
-        std::hint::black_box(confluent.decode::<Encounter>(b)?);
-    }
-    let confluent_decode_secs = started.elapsed().as_secs_f64();
+    let (confluent_encode_secs, confluent_decode_secs) = codec_seconds(&confluent, &records, &framed)?;
     let input = std::env::temp_dir().join(format!("guardian-bench-{}.kcat", std::process::id()));
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&input).context("writing the kcat input file")?);

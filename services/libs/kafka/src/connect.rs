@@ -131,6 +131,13 @@ impl KafkaArgs {
     /// those that are (the rest cannot have been written in Confluent framing).
     pub async fn use_wire_format(&self, catalogue: &Catalogue) -> Result<(), KafkaClientError> {
         let write = self.wire_format == "confluent";
+        // Several services of one process (the demo) look the ids up once.
+        if guardian_schemas::codec::process_schema_ids().is_some() {
+            if guardian_schemas::Codec::embedded().writes_confluent() != write {
+                return Err(KafkaClientError::Config("the process already uses another wire format".into()));
+            }
+            return Ok(());
+        }
         let Some(client) = self.registry_client()? else {
             if write {
                 return Err(KafkaClientError::Config(

@@ -38,9 +38,8 @@ pub struct Registered {
 /// A Confluent REST API client.
 #[derive(Debug, Clone)]
 pub struct Client {
+    /// The URL without credentials (requests carry them as basic authentication).
     base: String,
-    /// The URL without credentials, for messages.
-    shown: String,
     auth: Option<(String, String)>,
     http: reqwest::Client,
 }
@@ -81,12 +80,12 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| bad(&e.to_string()))?;
-        Ok(Client { base: shown.clone(), shown, auth, http })
+        Ok(Client { base: shown, auth, http })
     }
 
     /// The registry's URL, without credentials.
     pub fn url(&self) -> &str {
-        &self.shown
+        &self.base
     }
 
     /// One request: the status and the JSON body (`Null` when there is none).
@@ -104,7 +103,7 @@ impl Client {
             req = req.header("Content-Type", CONTENT_TYPE).body(body.to_string());
         }
         let unreachable =
-            |e: reqwest::Error| RegistryError::Unreachable { url: self.shown.clone(), error: e.to_string() };
+            |e: reqwest::Error| RegistryError::Unreachable { url: self.base.clone(), error: e.to_string() };
         let res = req.send().await.map_err(unreachable)?;
         let status = res.status().as_u16();
         let text = res.text().await.map_err(unreachable)?;
